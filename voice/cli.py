@@ -1,0 +1,74 @@
+"""The `parley` command line: one console script, subcommands registered by each package.
+
+Each module in `COMMAND_MODULES` defines `register(sub)` (top-level subcommands) and/or
+`register_bench(bench_sub)` (subcommands of `parley bench`). Registration only builds argparse
+parsers; handlers import heavy modules (torch, models) lazily, so `parley --help` is instant.
+A handler is stored as `func` on its parser and receives the parsed `argparse.Namespace`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from voice.errors import ParleyError
+
+COMMAND_MODULES = (
+    "voice.commands",  # say, transcribe, bench components
+    "voice.server_cli",  # serve, talk
+    "voice.bench_cli",  # bench latency, bench concurrency
+    "codec.cli",  # codec prepare-data/train/eval/bench/encode/decode
+    "distill.cli",  # distill generate/stats/tokenize/bench/train/eval
+    "model.cli",  # bench model
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: an open, offline, real-time speech-to-speech voice agent.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench = sub.add_parser("bench", help="benchmarks (components, latency, concurrency, model)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    bench.set_defaults(func=lambda args: bench.print_help() or 2)
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a package that is not written yet
+            if e.name == name:
+                continue
+            raise
+        if hasattr(mod, "register"):
+            mod.register(sub)
+        if hasattr(mod, "register_bench"):
+            mod.register_bench(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except ParleyError as e:
+        print(f"parley: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("parley: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
