@@ -31,7 +31,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   say "Python packages up to date"
 else
   say "installing Python packages (first run takes a few minutes)"
-  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
   # torch first and pinned: 2.13.0 resolves to the local CPU wheel here, the CUDA build elsewhere.
   "$PY" -m pip install -q "torch==2.13.0"
   # Packages whose declared deps are harmful here: openai-whisper pulls triton (useless on CPU),
