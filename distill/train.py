@@ -1,0 +1,297 @@
+"""Distillation training of the direct speech model on tokenized cascade traces.
+
+Data: each trace gives the user's codec tokens, the agent's (teacher TTS) codec tokens and the
+reply text. ``make_example`` lays one turn out on the frame grid (model/layout.py):
+
+    user  : [user speech ........][silence ..........................................]
+    agent : [silence ...........................][agent speech ........][silence ....]
+    text  : [PAD .................................][w0 PAD w1 w2 PAD ...][PAD .........]
+                                   <- gap ->
+
+Loss: cross-entropy on the agent's audio tokens (weights per codebook, silent agent frames
+down-weighted) + the inner-monologue text (PAD down-weighted). bf16 autocast on CUDA, AdamW on
+the trained parts only, cosine schedule, resumable (``last.pt`` with optimizer, step and RNG),
+``torchrun``-ready DDP (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.layout import StreamLayout, align_text, build_inputs
+
+log = logging.getLogger(__name__)
+
+
+# --- data ------------------------------------------------------------------------------------
+@dataclass
+class Turn:
+    """One tokenized trace turn (frame grid, codec tokens [K, T])."""
+
+    user: np.ndarray  # (K, Tu)
+    agent: np.ndarray  # (K, Ta)
+    reply_tokens: list[int]  # backbone text tokens of the reply
+    reply_char_lens: list[int] | None = None
+    name: str = ""
+
+
+def make_example(
+    turn: Turn, silence: np.ndarray, layout: StreamLayout, gap: int, tail: int, max_frames: int
+) -> dict[str, np.ndarray]:
+    """Lay out one turn (see module docstring) and build model inputs/targets (+ weights).
+
+    silence: (K,) the codec's tokens of a silent frame. gap: frames between the end of user
+    speech and the agent's first frame. Returns build_inputs(...) plus ``agent_speaking`` [T].
+    """
+    K = layout.n_q
+    Tu, Ta = turn.user.shape[1], turn.agent.shape[1]
+    T = min(Tu + gap + Ta + tail, max_frames)
+    user = np.repeat(silence[:, None], T, axis=1).astype(np.int64)
+    agent = user.copy()
+    user[:, : min(Tu, T)] = turn.user[:, :T]
+    a0 = Tu + gap
+    if a0 < T:
+        agent[:, a0 : min(a0 + Ta, T)] = turn.agent[:, : T - a0]
+    text = align_text(turn.reply_tokens, a0, a0 + Ta, T, layout, turn.reply_char_lens)
+    ex = build_inputs(user, agent, text, layout)
+    speaking = np.zeros(T, dtype=bool)
+    speaking[a0 : a0 + Ta] = True
+    ex["agent_speaking"] = speaking
+    assert ex["user_in"].shape == (K, T)
+    return ex
+
+
+def collate(examples: list[dict[str, np.ndarray]], layout: StreamLayout) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padded steps get zero loss weight (``valid``)."""
+    T = max(e["text_tgt"].shape[0] for e in examples)
+    B, K = len(examples), layout.n_q
+    out = {
+        "user_in": torch.full((B, K, T), 0, dtype=torch.long),
+        "agent_in": torch.full((B, K, T), layout.audio_init, dtype=torch.long),
+        "text_in": torch.full((B, T), layout.text_pad, dtype=torch.long),
+        "agent_tgt": torch.full((B, K, T), 0, dtype=torch.long),
+        "agent_mask": torch.zeros((B, K, T), dtype=torch.bool),
+        "text_tgt": torch.full((B, T), layout.text_pad, dtype=torch.long),
+        "agent_speaking": torch.zeros((B, T), dtype=torch.bool),
+        "valid": torch.zeros((B, T), dtype=torch.bool),
+    }
+    for i, e in enumerate(examples):
+        t = e["text_tgt"].shape[0]
+        for k in ("user_in", "agent_in", "agent_tgt", "agent_mask"):
+            out[k][i, :, :t] = torch.from_numpy(e[k])
+        for k in ("text_in", "text_tgt", "agent_speaking"):
+            out[k][i, :t] = torch.from_numpy(e[k])
+        out["valid"][i, :t] = True
+    # INIT targets are masked; give them a real id so cross_entropy's range check passes
+    out["agent_tgt"] = torch.where(out["agent_mask"], out["agent_tgt"], torch.zeros_like(out["agent_tgt"]))
+    return out
+
+
+# --- loss ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossConfig:
+    text_weight: float = 1.0
+    text_pad_weight: float = 0.3  # PAD steps of the monologue count this much (Moshi: 0.5)
+    codebook_weights: tuple[float, ...] = (3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    silence_weight: float = 0.2  # agent frames outside its speech
+
+
+def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], lc: LossConfig, layout: StreamLayout):
+    """-> (total loss, metrics dict of floats)."""
+    text_logits, audio_logits = model(
+        batch["user_in"], batch["agent_in"], batch["text_in"], batch["text_tgt"], batch["agent_tgt"]
+    )
+    valid = batch["valid"].float()  # (B, T)
+    # text
+    tl = F.cross_entropy(text_logits.float().flatten(0, 1), batch["text_tgt"].flatten(), reduction="none")
+    tl = tl.view_as(valid)
+    is_pad = batch["text_tgt"] == layout.text_pad
+    tw = valid * torch.where(is_pad, lc.text_pad_weight, 1.0)
+    text_loss = (tl * tw).sum() / tw.sum().clamp(min=1)
+    # audio: (B, T, K, card) vs (B, K, T)
+    tgt = batch["agent_tgt"].permute(0, 2, 1)  # (B, T, K)
+    al = F.cross_entropy(audio_logits.float().flatten(0, 2), tgt.flatten(), reduction="none").view_as(tgt)
+    cw = torch.tensor(lc.codebook_weights[: tgt.shape[-1]], device=al.device)
+    frame_w = valid * torch.where(batch["agent_speaking"], 1.0, lc.silence_weight)  # (B, T)
+    w = frame_w.unsqueeze(-1) * batch["agent_mask"].permute(0, 2, 1).float() * cw  # (B, T, K)
+    audio_loss = (al * w).sum() / w.sum().clamp(min=1)
+    loss = audio_loss + lc.text_weight * text_loss
+    with torch.no_grad():
+        sp = (batch["agent_speaking"] & batch["valid"]).unsqueeze(-1) & batch["agent_mask"].permute(0, 2, 1)
+        acc0 = ((audio_logits[..., 0, :].argmax(-1) == tgt[..., 0]) & sp[..., 0]).sum() / sp[..., 0].sum().clamp(min=1)
+        words = batch["valid"] & ~is_pad
+        tacc = ((text_logits.argmax(-1) == batch["text_tgt"]) & words).sum() / words.sum().clamp(min=1)
+        speech_ce = (al * sp).sum() / sp.sum().clamp(min=1)
+    metrics = {
+        "loss": loss.item(),
+        "audio": audio_loss.item(),
+        "text": text_loss.item(),
+        "speech_ce": speech_ce.item(),
+        "acc_cb0": acc0.item(),
+        "text_word_acc": tacc.item(),
+    }
+    return loss, metrics
+
+
+# --- training loop ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 16  # per process
+    lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_frames: int = 256  # 20.5 s per example
+    gap: tuple[int, int] = (3, 8)  # frames between user and agent speech (random in range)
+    tail: int = 6
+    log_every: int = 20
+    ckpt_every: int = 200
+    eval_every: int = 200
+    max_minutes: float = 0.0  # stop (and checkpoint) after this wall time; 0 = no limit
+    seed: int = 0
+    bf16: bool = True  # autocast on CUDA (CPU stays fp32)
+    compile: bool = False
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; one process per GPU (or CPU processes on gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    p = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: torch.nn.Module,
+    train_turns: list[Turn],
+    val_turns: list[Turn],
+    silence: np.ndarray,
+    tc: TrainConfig,
+    run_dir: Path,
+    device: torch.device | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """Train (or resume from ``run_dir/last.pt``); returns the final metrics (rank 0's view)."""
+    layout: StreamLayout = model.cfg.layout
+    device = device or torch.device("cpu")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tc.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+    )
+    step = 0
+    ck = run_dir / "last.pt"
+    if ck.exists():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        model.load_trainable({k: v.to(device) for k, v in state["model"].items()})
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        log.info("resumed from %s at step %d", ck, step)
+    fwd = model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        fwd = torch.compile(fwd)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda")
+
+    def batch_at(s: int, turns: list[Turn], bs: int, r: int) -> dict[str, torch.Tensor]:
+        rng = random.Random(tc.seed * 1_000_003 + s * 97 + r)  # deterministic per (step, rank)
+        exs = []
+        for _ in range(bs):
+            t = turns[rng.randrange(len(turns))]
+            exs.append(make_example(t, silence, layout, rng.randint(*tc.gap), tc.tail, tc.max_frames))
+        return {k: v.to(device, non_blocking=True) for k, v in collate(exs, layout).items()}
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        acc: dict[str, list[float]] = {}
+        with torch.no_grad(), autocast:
+            for i in range(0, min(len(val_turns), 64), tc.batch_size):
+                chunk = val_turns[i : i + tc.batch_size]
+                rng = random.Random(i)
+                exs = [make_example(t, silence, layout, (tc.gap[0] + tc.gap[1]) // 2, tc.tail, tc.max_frames) for t in chunk]
+                b = {k: v.to(device) for k, v in collate(exs, layout).items()}
+                _, m = compute_loss(model, b, tc.loss, layout)
+                for k, v in m.items():
+                    acc.setdefault(k, []).append(v)
+                del rng
+        model.train()
+        return {f"val_{k}": float(np.mean(v)) for k, v in acc.items()}
+
+    t0 = time.time()
+    metrics: dict[str, float] = {}
+    history: list[dict] = []
+    model.train()
+    while step < tc.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        batch = batch_at(step, train_turns, tc.batch_size, rank)
+        with autocast:
+            loss, m = compute_loss(fwd, batch, tc.loss, layout)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        step += 1
+        metrics = {**m, "grad_norm": float(gn), "lr": lr_at(step - 1, tc), "step": step, "min": (time.time() - t0) / 60}
+        if rank == 0 and (step % tc.log_every == 0 or step == 1):
+            log.info("step %d " + " ".join(f"{k}=%.4g" for k in m), step, *m.values())
+        out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 >= tc.max_minutes
+        if val_turns and (step % tc.eval_every == 0 or step == tc.steps or out_of_time):
+            metrics.update(evaluate())
+            if rank == 0:
+                log.info("eval step %d %s", step, {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")})
+        if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
+            history.append(dict(metrics))
+        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or out_of_time):
+            _save_atomic({"model": {k: v.cpu() for k, v in model.trainable_state_dict().items()},
+                          "opt": opt.state_dict(), "step": step, "train_config": asdict(tc),
+                          "config": model.cfg.to_json()}, ck)
+        if out_of_time:
+            break
+    if rank == 0:
+        import json
+
+        with open(run_dir / "history.jsonl", "a") as f:
+            for h in history:
+                f.write(json.dumps(h) + "\n")
+    if world > 1:
+        torch.distributed.barrier()
+    return metrics

