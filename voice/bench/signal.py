@@ -1,0 +1,146 @@
+"""Level-based speech detection for the benchmark: pure numpy, no models.
+
+Two questions are answered here, on two different signals:
+
+* on the **clean source file** the user plays: where does the speech start and end?
+  (`speech_bounds`), the reference for voice-to-voice latency, independent of the server's VAD;
+* on the **audio received from the agent**: when does the agent start to be heard
+  (`detect_onset`, first level above the noise floor held for a confirmation window) and when
+  does it fall silent (`detect_offset`, last loud hop before a silence of `hold_ms`)?
+
+Levels are RMS in dBFS over short hops (`HOP_MS`); positions are returned in samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HOP_MS = 5.0  # analysis hop: 5 ms = 240 samples at 48 kHz (onset resolution)
+SILENCE_DB = -100.0  # level given to digital silence
+SOURCE_REL_DB = 30.0  # source speech = hops within 30 dB of the loud (p95) level ...
+SOURCE_MIN_DB = -60.0  # ... and above -60 dBFS
+SOURCE_GAP_MS = 100.0  # loud stretches closer than this are one segment
+SOURCE_MIN_SEG_MS = 80.0  # shorter isolated segments are clicks, not speech
+AGENT_MIN_DB = -50.0  # agent audio must be above -50 dBFS ...
+AGENT_FLOOR_MARGIN_DB = 12.0  # ... and 12 dB above the measured noise floor
+CONFIRM_MS = 30.0  # onset confirmed when the next 30 ms stay loud on average
+HOLD_MS = 400.0  # the agent is silent once 400 ms pass without a loud hop
+
+
+def hop_size(sr: int, hop_ms: float = HOP_MS) -> int:
+    return max(1, int(round(sr * hop_ms / 1000.0)))
+
+
+def hop_levels_db(x: np.ndarray, sr: int, hop_ms: float = HOP_MS) -> np.ndarray:
+    """RMS level (dBFS) of consecutive hops; the last partial hop is dropped.  (T,) -> (T // hop,)"""
+    hop = hop_size(sr, hop_ms)
+    n = len(x) // hop
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    frames = np.asarray(x[: n * hop], dtype=np.float64).reshape(n, hop)  # (n, hop)
+    ms = np.mean(frames * frames, axis=1)
+    with np.errstate(divide="ignore"):
+        db = 10.0 * np.log10(ms)
+    return np.maximum(db, SILENCE_DB)
+
+
+@dataclass(frozen=True)
+class SpeechBounds:
+    """Speech inside a source file, in samples of that file."""
+
+    start: int  # first sample of the first loud hop
+    end: int  # one past the last sample of the last loud hop
+    threshold_db: float
+
+
+def speech_bounds(x: np.ndarray, sr: int, hop_ms: float = 10.0) -> SpeechBounds:
+    """Start and end of the speech in a clean source recording (energy, not a VAD model).
+
+    The threshold is relative to the loud level of the file (95th percentile of hop levels),
+    so quiet and loud recordings are treated alike; trailing breaths and fades below it
+    are not speech. Loud hops less than `SOURCE_GAP_MS` apart form segments; segments
+    shorter than `SOURCE_MIN_SEG_MS` (clicks, lip noise) are ignored.
+    """
+    db = hop_levels_db(x, sr, hop_ms)
+    if len(db) == 0 or db.max() <= SOURCE_MIN_DB:
+        raise ValueError("no speech found in the source audio (silent or too short)")
+    loud = float(np.percentile(db, 95))
+    thr = max(loud - SOURCE_REL_DB, SOURCE_MIN_DB)
+    idx = np.flatnonzero(db > thr)
+    gap = max(1, int(round(SOURCE_GAP_MS / hop_ms)))
+    min_len = max(1, int(round(SOURCE_MIN_SEG_MS / hop_ms)))
+    segments: list[tuple[int, int]] = []  # [first, last] loud hop of each segment
+    for i in idx:
+        if segments and i - segments[-1][1] <= gap:
+            segments[-1] = (segments[-1][0], int(i))
+        else:
+            segments.append((int(i), int(i)))
+    kept = [s for s in segments if s[1] - s[0] + 1 >= min_len] or segments
+    hop = hop_size(sr, hop_ms)
+    return SpeechBounds(start=kept[0][0] * hop, end=(kept[-1][1] + 1) * hop, threshold_db=thr)
+
+
+def noise_floor_db(x: np.ndarray, sr: int, hop_ms: float = HOP_MS) -> float:
+    """Noise floor of a received stretch: the 20th percentile of its hop levels."""
+    db = hop_levels_db(x, sr, hop_ms)
+    if len(db) == 0:
+        return SILENCE_DB
+    return float(np.percentile(db, 20))
+
+
+def agent_threshold_db(floor_db: float) -> float:
+    return max(floor_db + AGENT_FLOOR_MARGIN_DB, AGENT_MIN_DB)
+
+
+def detect_onset(
+    x: np.ndarray,
+    sr: int,
+    threshold_db: float,
+    confirm_ms: float = CONFIRM_MS,
+    hop_ms: float = HOP_MS,
+) -> int | None:
+    """First sample where the level rises above `threshold_db` and stays there.
+
+    A hop counts as an onset when it is loud and the mean power of the following
+    `confirm_ms` (this hop included) is above the threshold too, so that codec clicks or
+    a single noisy hop are ignored. Returns the first sample of that hop, or None.
+    """
+    db = hop_levels_db(x, sr, hop_ms)
+    hop = hop_size(sr, hop_ms)
+    k = max(1, int(round(confirm_ms / hop_ms)))
+    power = 10.0 ** (db / 10.0)
+    thr_p = 10.0 ** (threshold_db / 10.0)
+    for i in np.flatnonzero(db > threshold_db):
+        window = power[i : i + k]
+        if len(window) < k:  # not enough audio yet to confirm
+            return None
+        if window.mean() > thr_p:
+            return int(i * hop)
+    return None
+
+
+def detect_offset(
+    x: np.ndarray,
+    sr: int,
+    threshold_db: float,
+    hold_ms: float = HOLD_MS,
+    hop_ms: float = HOP_MS,
+) -> int | None:
+    """Where the audio falls silent: one past the last loud hop before `hold_ms` of quiet.
+
+    Scans from the beginning of `x`; returns 0 when `x` starts with `hold_ms` of quiet,
+    None when no such silence exists yet (still talking, or too little audio to tell).
+    """
+    db = hop_levels_db(x, sr, hop_ms)
+    hop = hop_size(sr, hop_ms)
+    k = max(1, int(round(hold_ms / hop_ms)))
+    loud = db > threshold_db
+    last_loud = -1
+    for i, is_loud in enumerate(loud):
+        if is_loud:
+            last_loud = i
+        elif i - last_loud >= k:
+            return int((last_loud + 1) * hop)
+    return None
