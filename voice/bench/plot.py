@@ -49,6 +49,7 @@ def plot_reports(reports: list[LatencyReport], path: str | Path) -> None:
                 continue
             v = np.sort(np.asarray(vals))
             y = np.arange(1, len(v) + 1) / len(v)
+            v, y = np.concatenate([v[:1], v]), np.concatenate([[0.0], y])  # start the step at 0
             ax.step(v, y, style, where="post", label=f"{r.engine}: {label} (n={len(v)})")
     ax.set_xlabel("latency at the client (ms)")
     ax.set_ylabel("fraction of turns")

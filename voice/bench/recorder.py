@@ -187,3 +187,7 @@ class Recorder:
         if not self.frames:
             return 0.0
         return sum(f.matched for f in self.frames) / len(self.frames)
+
+    def frames_between(self, t_from: float, t_to: float) -> int:
+        """Frames that arrived between two times."""
+        return sum(t_from <= f.arrival <= t_to for f in self.frames)

@@ -1,0 +1,192 @@
+"""`parley bench concurrency`: ramp simultaneous sessions until real time breaks.
+
+Steps of 1, 2, 4, ... sessions (up to --max, which is always tried last). At each step all
+sessions connect, start at random offsets within `stagger_s` (users do not speak in sync), and
+run `turns` ordinary turns each. A step is **held** when
+  * no session was refused, timed out or failed to connect,
+  * output underruns stay under `underrun_limit` (fraction of received frames that missed
+    their slot in a player with a `jitter_ms` buffer), and
+  * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
+    the p90 of the single-session step, i.e. "latency degraded by contention").
+The ramp stops at the first step not held; the answer is the largest step held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from voice.bench.client import BenchSession
+from voice.bench.latency import LatencyConfig, run_turns
+from voice.bench.report import host_info
+from voice.bench.stats import Summary, summarize
+from voice.bench.utterances import Utterance
+from voice.errors import ParleyError
+
+
+@dataclass(frozen=True)
+class ConcurrencyConfig:
+    max_sessions: int = 8
+    turns: int = 2  # turns per session per step
+    stagger_s: float = 2.0  # sessions start at uniform(0, stagger_s)
+    p90_limit_ms: float | None = None  # None: 2 x the single-session p90
+    underrun_limit: float = 0.01  # fraction of received frames
+    jitter_ms: float = 60.0
+    seed: int = 0
+
+
+@dataclass
+class Step:
+    sessions: int
+    held: bool = False
+    reason: str = ""
+    v2v: dict | None = None  # Summary as dict
+    underrun_rate: float = 0.0
+    timeouts: int = 0
+    failed_sessions: int = 0
+    client_max_lag_ms: float = 0.0  # worst lateness of the client's own sender
+    wall_s: float = 0.0
+
+
+@dataclass
+class ConcurrencyReport:
+    url: str
+    engine: str
+    max_held: int
+    steps: list[Step] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    host: dict = field(default_factory=dict)
+    date: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "url": self.url,
+            "engine": self.engine,
+            "max_held": self.max_held,
+            "date": self.date,
+            "host": self.host,
+            "settings": self.settings,
+            "notes": self.notes,
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+    def table(self) -> str:
+        head = f"{'sessions':>8}{'held':>6}{'p50':>8}{'p90':>8}{'max':>8}{'underruns':>11}{'timeouts':>10}  reason"
+        lines = [f"engine {self.engine} @ {self.url}: voice-to-voice (ms) per step", head, "-" * len(head)]
+        for s in self.steps:
+            v = s.v2v or {}
+            f = lambda k: f"{v[k]:.0f}" if k in v else "-"  # noqa: E731
+            lines.append(
+                f"{s.sessions:>8}{'yes' if s.held else 'NO':>6}{f('p50'):>8}{f('p90'):>8}{f('max'):>8}"
+                f"{s.underrun_rate:>10.1%} {s.timeouts:>10}  {s.reason}"
+            )
+        lines.append(f"largest number of real-time sessions held: {self.max_held}")
+        return "\n".join(lines)
+
+
+def ramp(max_sessions: int) -> list[int]:
+    steps, n = [], 1
+    while n < max_sessions:
+        steps.append(n)
+        n *= 2
+    steps.append(max_sessions)
+    return steps
+
+
+async def _one(
+    url: str, engine: str | None, utts: list[Utterance], cfg: LatencyConfig, delay: float, k: int
+) -> tuple[BenchSession | None, list, str]:
+    await asyncio.sleep(delay)
+    sess = BenchSession(url, engine=engine)
+    try:
+        await sess.connect()
+    except ParleyError as e:
+        return None, [], str(e)
+    try:
+        turns = await run_turns(sess, utts, cfg, first_utt=k)
+    finally:
+        await sess.close()
+    return sess, turns, ""
+
+
+async def run_step(
+    url: str, engine: str | None, utts: list[Utterance], n: int, cfg: ConcurrencyConfig
+) -> Step:
+    rng = random.Random(cfg.seed + n)
+    lcfg = LatencyConfig(turns=cfg.turns, barge_in_every=0, jitter_ms=cfg.jitter_ms)
+    t0 = time.monotonic()
+    results = await asyncio.gather(
+        *(
+            _one(url, engine, utts, replace(lcfg, seed=cfg.seed + 1000 * n + k), rng.uniform(0, cfg.stagger_s), k)
+            for k in range(n)
+        )
+    )
+    step = Step(sessions=n, wall_s=time.monotonic() - t0)
+    v2v, frames, under = [], 0, 0
+    errors = []
+    for sess, turns, err in results:
+        if sess is None:
+            step.failed_sessions += 1
+            errors.append(err)
+            continue
+        v2v += [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
+        step.timeouts += sum(t.timed_out for t in turns)
+        if sess.recorder is not None and sess.recorder.frames:
+            rec = sess.recorder
+            # count from the first turn on (connection set-up is not real-time operation)
+            t_from = rec.frames[0].arrival + 1.0
+            frames += rec.frames_between(t_from, float("inf"))
+            under += rec.underruns(t_from, float("inf"), cfg.jitter_ms / 1000)
+        step.client_max_lag_ms = max(step.client_max_lag_ms, sess.player.max_lag * 1000)
+    s: Summary | None = summarize(v2v)
+    step.v2v = None if s is None else s.to_dict()
+    step.underrun_rate = under / frames if frames else 0.0
+    if errors:
+        step.reason = f"{step.failed_sessions} session(s) failed: {errors[0]}"
+    return step
+
+
+async def measure_concurrency(
+    url: str, utts: list[Utterance], cfg: ConcurrencyConfig, engine: str | None = None, log=print  # noqa: ANN001
+) -> ConcurrencyReport:
+    report = ConcurrencyReport(
+        url=url,
+        engine=engine or "server default",
+        max_held=0,
+        settings=asdict(cfg),
+        host=host_info(),
+        date=datetime.date.today().isoformat(),
+    )
+    limit = cfg.p90_limit_ms
+    for n in ramp(cfg.max_sessions):
+        log(f"concurrency: {n} session(s) ...")
+        step = await run_step(url, engine, utts, n, cfg)
+        p90 = (step.v2v or {}).get("p90")
+        if limit is None and n == 1 and p90 is not None:
+            limit = 2 * p90
+            report.settings["p90_limit_ms"] = limit
+        if not step.reason:
+            if step.timeouts:
+                step.reason = f"{step.timeouts} turn(s) without a reply"
+            elif p90 is None:
+                step.reason = "no turn answered"
+            elif step.underrun_rate > cfg.underrun_limit:
+                step.reason = f"underruns {step.underrun_rate:.1%} > {cfg.underrun_limit:.1%}"
+            elif limit is not None and p90 > limit:
+                step.reason = f"p90 {p90:.0f} ms > limit {limit:.0f} ms"
+        step.held = not step.reason
+        if step.client_max_lag_ms > 50:
+            report.notes.append(
+                f"{n} sessions: the benchmark client itself lagged {step.client_max_lag_ms:.0f} ms "
+                "(client CPU-bound: results are a lower bound for the server)"
+            )
+        report.steps.append(step)
+        log(f"  {n} session(s): {'held' if step.held else 'NOT held: ' + step.reason}")
+        if not step.held:
+            break
+        report.max_held = n
+    return report

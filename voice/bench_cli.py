@@ -1,0 +1,209 @@
+"""`parley bench latency` and `parley bench concurrency`: client-side measurements over WebRTC.
+
+Registration is cheap; aiortc, numpy and matplotlib are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from voice.errors import ParleyError
+
+
+def _split(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [p.strip() for v in items for p in v.split(",") if p.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        action="append",
+        help="server URL (http://HOST:PORT); repeat or comma-separate to compare servers; "
+        "omitted: start a local `parley serve` per engine",
+    )
+    p.add_argument("--audio", help="user utterances: a WAV file or a folder of WAVs "
+                   "(default: a few questions synthesized with flite)")
+    p.add_argument("--engine", help="engine(s), comma-separated (e.g. cascade,direct); "
+                   "with --url it is requested in the offer")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the local `parley serve` (repeatable)")
+    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser(
+        "latency",
+        help="voice-to-voice and barge-in stop latency measured at a WebRTC client",
+        description="Plays utterances in real time over WebRTC like a user, records the agent, "
+        "and measures voice-to-voice latency (first agent audio - end of user speech) and "
+        "barge-in stop latency (agent silent - start of interrupting speech).",
+    )
+    _common(p)
+    p.add_argument("--turns", type=int, default=10, help="user turns per engine (default 10)")
+    p.add_argument("--plot", help="write a PNG plot (CDF + stage breakdown per turn)")
+    p.add_argument("--barge-in-every", type=int, default=3, metavar="K",
+                   help="every K-th turn interrupts the agent (0: never; default 3)")
+    p.add_argument("--barge-after", type=float, default=0.8, metavar="S",
+                   help="interrupt S seconds after the reply became audible (default 0.8)")
+    p.add_argument("--pause", type=float, default=0.8, metavar="S",
+                   help="silence before each question (plus up to 0.6 s random; default 0.8)")
+    p.add_argument("--reply-timeout", type=float, default=20.0, metavar="S")
+    p.set_defaults(func=latency_cmd)
+
+    c = bench_sub.add_parser(
+        "concurrency",
+        help="ramp simultaneous WebRTC sessions until real time breaks",
+        description="Runs 1, 2, 4, ... --max simultaneous sessions; a step is held when there "
+        "are no output underruns (over 1%% of frames) and voice-to-voice p90 stays under the "
+        "limit. Reports the largest number of sessions held.",
+    )
+    _common(c)
+    c.add_argument("--max", type=int, default=8, help="largest number of sessions to try")
+    c.add_argument("--turns", type=int, default=2, help="turns per session per step (default 2)")
+    c.add_argument("--p90-limit-ms", type=float, default=None,
+                   help="p90 voice-to-voice limit (default: 2x the single-session p90)")
+    c.add_argument("--underrun-limit", type=float, default=0.01,
+                   help="largest fraction of frames with underrun (default 0.01)")
+    c.set_defaults(func=concurrency_cmd)
+
+
+def _quiet_logs(args: argparse.Namespace) -> None:
+    """aioice/aiortc log every ICE check at INFO: keep the progress display readable."""
+    import logging  # noqa: PLC0415
+
+    if not getattr(args, "verbose", False):
+        for name in ("aioice", "aiortc", "matplotlib"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _targets(args: argparse.Namespace, default_engine: str = "cascade") -> list[tuple[str | None, str | None]]:
+    """(url or None for a local server, engine) pairs to measure."""
+    urls = [u for u in _split(args.url)]
+    engines = _split(args.engine)
+    if not urls:
+        return [(None, e) for e in (engines or [default_engine])]
+    if len(urls) == 1:
+        return [(urls[0], e) for e in (engines or [None])]
+    if engines and len(engines) != len(urls):
+        raise ParleyError("give one --engine per --url, or none")
+    return list(zip(urls, engines or [None] * len(urls)))
+
+
+def _utterances(args: argparse.Namespace):  # noqa: ANN202
+    from voice.bench.utterances import default_utterances, load_utterances  # noqa: PLC0415
+
+    return load_utterances(args.audio) if args.audio else default_utterances()
+
+
+def latency_cmd(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from voice.bench.client import check_url  # noqa: PLC0415
+    from voice.bench.latency import LatencyConfig, measure_latency, print_progress  # noqa: PLC0415
+    from voice.bench.local import LocalServer  # noqa: PLC0415
+    from voice.bench.report import write_json  # noqa: PLC0415
+    from voice.bench.stats import ratio  # noqa: PLC0415
+
+    if args.turns < 1:
+        raise ParleyError("--turns must be at least 1")
+    _quiet_logs(args)
+    targets = _targets(args)
+    for url, _ in targets:
+        if url:
+            check_url(url)
+    utts = _utterances(args)
+    cfg = LatencyConfig(
+        turns=args.turns,
+        pause_s=args.pause,
+        barge_in_every=args.barge_in_every,
+        barge_after_s=args.barge_after,
+        reply_timeout_s=args.reply_timeout,
+        seed=args.seed,
+    )
+    reports = []
+    for url, engine in targets:
+        label = engine or url
+        print(f"bench latency: {label}: {cfg.turns} turns, {len(utts)} utterance(s)", file=sys.stderr)
+        if url is None:
+            with LocalServer(engine, args.server_arg) as local_url:
+                print(f"  local server {local_url} (engine {engine})", file=sys.stderr)
+                rep = asyncio.run(measure_latency(local_url, utts, cfg, engine, print_progress("  ", cfg.turns)))
+        else:
+            rep = asyncio.run(measure_latency(url, utts, cfg, engine, print_progress("  ", cfg.turns)))
+        reports.append(rep)
+        print(rep.table())
+        for note in rep.notes:
+            print(f"note: {note}")
+        print()
+
+    data: dict = reports[0].to_dict() if len(reports) == 1 else {"reports": [r.to_dict() for r in reports]}
+    if len(reports) > 1:
+        a, b = reports[0], reports[1]
+        comp = {}
+        for name, fa, fb in (("voice_to_voice", a.v2v(), b.v2v()), ("barge_in_stop", a.stop(), b.stop())):
+            for key in ("p50", "p90"):
+                r = ratio(fa, fb, key)
+                comp[f"{name}_{key}_ratio"] = r
+                if r is not None:
+                    print(f"{name.replace('_', ' ')} {key}: {a.engine} / {b.engine} = {r:.2f}x")
+        data["comparison"] = {"a": a.engine, "b": b.engine, **comp}
+    if args.out:
+        write_json(args.out, data)
+        print(f"report: {args.out}", file=sys.stderr)
+    if args.plot:
+        from voice.bench.plot import plot_reports  # noqa: PLC0415
+
+        plot_reports(reports, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0 if all(r.counts()["answered"] for r in reports) else 1
+
+
+def concurrency_cmd(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from voice.bench.client import check_url  # noqa: PLC0415
+    from voice.bench.concurrency import ConcurrencyConfig, measure_concurrency  # noqa: PLC0415
+    from voice.bench.local import LocalServer  # noqa: PLC0415
+    from voice.bench.report import write_json  # noqa: PLC0415
+
+    if args.max < 1:
+        raise ParleyError("--max must be at least 1")
+    _quiet_logs(args)
+    targets = _targets(args)
+    for url, _ in targets:
+        if url:
+            check_url(url)
+    utts = _utterances(args)
+    cfg = ConcurrencyConfig(
+        max_sessions=args.max,
+        turns=args.turns,
+        p90_limit_ms=args.p90_limit_ms,
+        underrun_limit=args.underrun_limit,
+        seed=args.seed,
+    )
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    reports = []
+    for url, engine in targets:
+        if url is None:
+            extra = list(args.server_arg)
+            if not any(a.startswith("--max-sessions") for a in extra):
+                extra += ["--max-sessions", str(max(args.max, 1))]
+            with LocalServer(engine, extra) as local_url:
+                rep = asyncio.run(measure_concurrency(local_url, utts, cfg, engine, log))
+        else:
+            rep = asyncio.run(measure_concurrency(url, utts, cfg, engine, log))
+        reports.append(rep)
+        print(rep.table())
+        for note in rep.notes:
+            print(f"note: {note}")
+        print()
+    if args.out:
+        data = reports[0].to_dict() if len(reports) == 1 else {"reports": [r.to_dict() for r in reports]}
+        write_json(args.out, data)
+        print(f"report: {args.out}", file=sys.stderr)
+    return 0
