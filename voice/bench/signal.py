@@ -25,7 +25,8 @@ SOURCE_GAP_MS = 100.0  # loud stretches closer than this are one segment
 SOURCE_MIN_SEG_MS = 80.0  # shorter isolated segments are clicks, not speech
 AGENT_MIN_DB = -50.0  # agent audio must be above -50 dBFS ...
 AGENT_FLOOR_MARGIN_DB = 12.0  # ... and 12 dB above the measured noise floor
-CONFIRM_MS = 30.0  # onset confirmed when the next 30 ms stay loud on average
+CONFIRM_MS = 30.0  # onset confirmed when the next 30 ms ...
+CONFIRM_FRACTION = 0.8  # ... are loud in at least 80% of their hops
 HOLD_MS = 400.0  # the agent is silent once 400 ms pass without a loud hop
 
 
@@ -103,20 +104,19 @@ def detect_onset(
 ) -> int | None:
     """First sample where the level rises above `threshold_db` and stays there.
 
-    A hop counts as an onset when it is loud and the mean power of the following
-    `confirm_ms` (this hop included) is above the threshold too, so that codec clicks or
-    a single noisy hop are ignored. Returns the first sample of that hop, or None.
+    A hop counts as an onset when it is loud and at least `CONFIRM_FRACTION` of the hops of
+    the following `confirm_ms` (this hop included) are loud too, so that codec clicks or a
+    single noisy hop are ignored. Returns the first sample of that hop, or None.
     """
     db = hop_levels_db(x, sr, hop_ms)
     hop = hop_size(sr, hop_ms)
     k = max(1, int(round(confirm_ms / hop_ms)))
-    power = 10.0 ** (db / 10.0)
-    thr_p = 10.0 ** (threshold_db / 10.0)
-    for i in np.flatnonzero(db > threshold_db):
-        window = power[i : i + k]
+    loud = db > threshold_db
+    for i in np.flatnonzero(loud):
+        window = loud[i : i + k]
         if len(window) < k:  # not enough audio yet to confirm
             return None
-        if window.mean() > thr_p:
+        if window.mean() >= CONFIRM_FRACTION:
             return int(i * hop)
     return None
 
