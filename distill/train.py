@@ -292,6 +292,12 @@ def train(
         with open(run_dir / "history.jsonl", "a") as f:
             for h in history:
                 f.write(json.dumps(h) + "\n")
-    if world > 1:
-        torch.distributed.barrier()
+    if world > 1:  # every rank must hold the same weights after DDP's gradient all-reduce
+        flat = torch.cat([p.detach().float().flatten() for p in params])
+        sums = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), device=flat.device) % 7).sum()])
+        allsums = [torch.zeros_like(sums) for _ in range(world)]
+        torch.distributed.all_gather(allsums, sums)
+        if not all(torch.allclose(a, allsums[0], rtol=1e-5, atol=1e-5) for a in allsums):
+            raise RuntimeError(f"DDP ranks diverged: {allsums}")
+        metrics["ddp_ranks_in_sync"] = 1.0
     return metrics
