@@ -145,6 +145,8 @@ async def run_step(
     s: Summary | None = summarize(v2v)
     step.v2v = None if s is None else s.to_dict()
     step.underrun_rate = under / frames if frames else 0.0
+    if errors and step.failed_sessions == n and n == 1:
+        raise ParleyError(errors[0])  # not even one session: the server is not usable
     if errors:
         step.reason = f"{step.failed_sessions} session(s) failed: {errors[0]}"
     return step
