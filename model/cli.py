@@ -1,0 +1,133 @@
+"""`parley bench model`: per-frame step time of the direct speech model vs batch size.
+
+For each device (this CPU; CUDA when present) and batch size (1, 8, 64 by default) it runs the
+generator's full per-frame step (temporal Llama step + text head + K depth passes + sampling)
+with every slot active, and prints the median step time, its share of the 80 ms frame, and the
+memory-bandwidth floor: (weights read once + the KV cache read up to the current positions) /
+the device's measured copy bandwidth. On CUDA the step runs as one CUDA graph; the eager step is
+the baseline column. Weights: random (timing does not depend on values) unless --weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("model", help="direct speech model: per-frame step time vs batch size")
+    p.add_argument("--device", default="all", help="cpu, cuda or all (default: all available)")
+    p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
+    p.add_argument("--context", type=int, default=128, help="frames already in each session's context")
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default: 50 on CUDA, 5 on CPU)")
+    p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=_bench_model)
+
+
+def _copy_bandwidth(device, n_bytes: int = 1 << 28) -> float:
+    """Measured bytes/s of a large copy, counting bytes read + written."""
+    import torch
+
+    n = n_bytes // 4
+    a = torch.randn(n, device=device)
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(6):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        b.copy_(a)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return 2 * n * 4 / statistics.median(times[1:])
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from model.generator import SamplingConfig, SpeechGenerator
+    from model.speech import SpeechModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = []
+    if args.device in ("all", "cpu"):
+        devices.append(torch.device("cpu"))
+    if args.device in ("all", "cuda") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        from voice.errors import ParleyError
+
+        raise ParleyError("--device cuda: no CUDA device here")
+    if args.tiny:
+        from distill.train_cli import tiny_speech_config
+
+        cfg = tiny_speech_config()
+    else:
+        from distill.train_cli import full_speech_config
+
+        cfg = full_speech_config()
+    batches = [int(b) for b in args.batch.split(",")]
+    rows = []
+    hw = {"cpu": f"{torch.get_num_threads()} CPU threads"}
+    if torch.cuda.is_available():
+        hw["cuda"] = torch.cuda.get_device_name()
+    for dev in devices:
+        dtype = torch.bfloat16 if dev.type == "cuda" else getattr(torch, args.cpu_dtype)
+        torch.manual_seed(0)
+        model = SpeechModel(cfg)
+        from model.lora import merge_lora
+
+        merge_lora(model.backbone)  # serving: adapters folded into the weights
+        bw = _copy_bandwidth(dev)
+        n_steps = args.steps or (50 if dev.type == "cuda" else 5)
+        w_bytes = sum(p.numel() for p in model.parameters()) * torch.finfo(dtype).bits // 8
+        bb = cfg.backbone
+        kv_per_frame = 2 * bb.n_layers * bb.n_kv_heads * (bb.dim // bb.n_heads) * torch.finfo(dtype).bits // 8
+        for B in batches:
+            modes = [("graph", True), ("eager", False)] if dev.type == "cuda" else [("eager", False)]
+            res = {}
+            for mode, graph in modes:
+                gen = SpeechGenerator(model, max_batch=B, max_frames=args.context + n_steps + 16,
+                                      sampling=SamplingConfig(), device=dev, dtype=dtype, cuda_graph=graph)
+                slots = [gen.join() for _ in range(B)]
+                gen.pos.fill_(args.context)  # as if each session had been talking for a while
+                frame = {s: torch.randint(0, cfg.layout.card, (cfg.layout.n_q,)).numpy() for s in slots}
+                for _ in range(3):
+                    gen.step(frame)
+                times = []
+                for _ in range(n_steps):
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    gen.step(frame)  # includes the host copies of the outputs, as in serving
+                    times.append(time.perf_counter() - t)
+                res[mode] = statistics.median(times) * 1e3
+                del gen
+            floor_ms = (w_bytes + B * (args.context + n_steps // 2) * kv_per_frame) / bw * 1e3
+            main = res.get("graph", res["eager"])
+            rows.append({
+                "device": hw[dev.type], "dtype": str(dtype).replace("torch.", ""), "batch": B,
+                "step_ms": round(main, 3), "eager_ms": round(res["eager"], 3),
+                "frame_pct": round(100 * main / 80.0, 2), "floor_ms": round(floor_ms, 3),
+                "x_floor": round(main / floor_ms, 1), "copy_GBps": round(bw / 1e9, 1),
+            })
+            print(rows[-1], flush=True)
+        del model
+    print()
+    print("| device | dtype | batch | step ms | eager ms | % of 80 ms frame | bandwidth floor ms | x floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['device']} | {r['dtype']} | {r['batch']} | {r['step_ms']} | {r['eager_ms']} | "
+              f"{r['frame_pct']} | {r['floor_ms']} | {r['x_floor']} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
