@@ -1,0 +1,214 @@
+"""Codec training loop (GPU, bf16 autocast; also runs a tiny config on CPU for tests).
+
+Losses (weights in TrainConfig): multi-scale mel L1 (log + linear), waveform L1, RVQ commitment,
+and after `adv_start` steps a multi-scale STFT discriminator (hinge) with relative feature
+matching. Resumable: `out_dir/ckpt.pt` holds model, discriminator, optimisers and step; every
+`ckpt_every_s` seconds it is rewritten and the inference weights are exported to `out_dir/export/`
+(the format of weights/codec, small enough to bring back from a GPU machine). `init_from` warm-starts
+from exported weights (a later GPU sitting on a fresh machine).
+Logs: `out_dir/log.jsonl` (one line per `log_every` steps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from codec.augment import AugmentConfig, augment
+from codec.data import ShardDataset
+from codec.io import load_state, save_codec
+from codec.losses import MultiScaleSTFTDiscriminator, d_hinge_loss, g_adv_and_feat_loss, multiscale_mel_loss
+from codec.model import CodecConfig, ParleyCodec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    segment_s: float = 2.4  # crop length (30 frames at 12.5 Hz)
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    warmup_steps: int = 300
+    max_steps: int = 20000
+    max_minutes: float = 0.0  # stop after this wall time (0: no limit); the LR schedule and
+    # adv_start_frac then follow whichever of steps / time is further along
+    lr_final_ratio: float = 0.1  # cosine decay to lr * this at max_steps
+    dropout_p: float = 0.5  # quantizer dropout: probability an item uses fewer codebooks
+    w_mel: float = 1.0
+    w_wav: float = 0.1
+    w_commit: float = 1.0
+    w_adv: float = 1.0
+    w_feat: float = 3.0
+    adv_start: int = 3000  # discriminator starts after this many steps ...
+    adv_start_frac: float = 1.0  # ... or after this fraction of max_minutes, whichever comes first
+    disc_filters: int = 32
+    kmeans_batches: int = 8  # batches of latents for the k-means codebook initialisation
+    grad_clip: float = 10.0
+    log_every: int = 50
+    ckpt_every_s: float = 180.0
+    refresh_every: int = 200  # re-scan the data folder for new shards
+    augment: bool = True
+    seed: int = 0
+
+
+def _progress(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    p = step / max(1, tc.max_steps)
+    if tc.max_minutes:
+        p = max(p, elapsed_s / (tc.max_minutes * 60))
+    return min(1.0, p)
+
+
+def _lr(tc: TrainConfig, step: int, progress: float) -> float:
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    t = progress
+    return tc.lr * (tc.lr_final_ratio + (1 - tc.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _save_ckpt(path: Path, model: ParleyCodec, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, step: int, tc: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(), "step": step, "codec_config": model.cfg.to_dict(),
+                "train_config": asdict(tc)}, tmp)
+    os.replace(tmp, path)
+
+
+def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = CodecConfig(),
+          tc: TrainConfig = TrainConfig(), device: str = "cuda", init_from: str | Path | None = None) -> dict:
+    """Train (or resume) and return the last logged metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc.seed)
+    dev = torch.device(device)
+    use_amp = dev.type == "cuda"
+    if use_amp:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ckpt_path = out / "ckpt.pt"
+    step = 0
+    model = ParleyCodec(codec_cfg).to(dev)
+    disc = MultiScaleSTFTDiscriminator(filters=tc.disc_filters).to(dev)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=0.0)
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        disc.load_state_dict(ck["disc"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        step = int(ck["step"])
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    elif init_from is not None:
+        from codec.io import load_codec
+
+        src = load_codec(init_from)
+        if src.cfg.to_dict() != codec_cfg.to_dict():
+            raise ValueError("init_from has a different codec config")
+        load_state(model, {k: v for k, v in src.state_dict().items() if not k.endswith("embed_avg")})
+        log.info("warm start from %s", init_from)
+    sr = codec_cfg.sample_rate
+    seg = int(round(tc.segment_s * codec_cfg.frame_rate)) * codec_cfg.hop_length
+    data = ShardDataset(data_dir, seg, seed=tc.seed + step)
+    log.info("data: %d shards, %.2f h", len(data.audio), data.hours)
+    aug_cfg = AugmentConfig()
+
+    def get_batch() -> torch.Tensor:
+        x = torch.from_numpy(data.batch(tc.batch_size)).to(dev, non_blocking=True).float() / 32768.0
+        if tc.augment:
+            x = augment(x, sr, aug_cfg)
+        return x[:, None]  # (B, 1, T)
+
+    model.train()
+    disc.train()
+    if not bool(model.quantizer.vq.layers[0]._codebook.inited.item()):
+        with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+            lat = torch.cat([model.encode_latent(get_batch()) for _ in range(tc.kmeans_batches)])
+        model.quantizer.init_kmeans(lat.float())
+        log.info("k-means codebook init on %d latent vectors", lat.shape[0] * lat.shape[2])
+
+    t0 = time.time()
+    last_ckpt = time.time()
+    logf = open(out / "log.jsonl", "a")
+    acc: dict[str, float] = {}
+    n_acc = 0
+    last: dict = {}
+    while step < tc.max_steps:
+        if tc.max_minutes and time.time() - t0 > tc.max_minutes * 60:
+            break
+        if step % tc.refresh_every == 0 and step:
+            before = len(data.audio)
+            if data.refresh() != before:
+                log.info("data: %d shards, %.2f h", len(data.audio), data.hours)
+        progress = _progress(tc, step, time.time() - t0)
+        lr = _lr(tc, step, progress)
+        for g in (*opt_g.param_groups, *opt_d.param_groups):
+            g["lr"] = lr
+        x = get_batch()
+        with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+            lat = model.encode_latent(x)
+        q = model.quantizer(lat.float(), tc.dropout_p)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+            y = model.decoder(q.quantized)
+        y = y.float()[..., : x.shape[-1]]
+        xs, ys = x[:, 0], y[:, 0]
+        mel = multiscale_mel_loss(xs, ys, sr)
+        wav = (xs - ys).abs().mean()
+        losses = {"mel": mel, "wav": wav, "commit": q.commit_loss}
+        adv_on = step >= tc.adv_start or progress >= tc.adv_start_frac
+        if adv_on:
+            # discriminator step
+            with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+                d_loss = d_hinge_loss(disc(xs), disc(ys.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+                adv, feat = g_adv_and_feat_loss(disc(xs), disc(ys))
+            losses.update(d=d_loss.detach(), adv=adv, feat=feat)
+        g_loss = tc.w_mel * mel + tc.w_wav * wav + tc.w_commit * q.commit_loss
+        if adv_on:
+            g_loss = g_loss + tc.w_adv * losses["adv"] + tc.w_feat * losses["feat"]
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt_g.step()
+        step += 1
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
+        acc["grad_norm"] = acc.get("grad_norm", 0.0) + float(gn)
+        acc["usage"] = acc.get("usage", 0.0) + float(q.usage.mean())
+        n_acc += 1
+        if step % tc.log_every == 0:
+            el = time.time() - t0
+            last = {"step": step, "time_s": round(el, 1), "lr": lr,
+                    **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                    "audio_h_per_s": round(tc.batch_size * seg / sr / 3600 * n_acc / max(el - last.get("time_s", 0), 1e-6), 4)}
+            logf.write(json.dumps(last) + "\n")
+            logf.flush()
+            log.info("%s", last)
+            acc, n_acc = {}, 0
+        if time.time() - last_ckpt > tc.ckpt_every_s:
+            _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+            last_ckpt = time.time()
+    _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+    logf.close()
+    return last
+
+
+def _checkpoint(out: Path, model: ParleyCodec, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,
+                opt_d: torch.optim.Optimizer, step: int, tc: TrainConfig, data: ShardDataset) -> None:
+    _save_ckpt(out / "ckpt.pt", model, disc, opt_g, opt_d, step, tc)
+    save_codec(model, out / "export", {"steps": step, "train_config": asdict(tc),
+                                      "train_hours_seen": round(step * tc.batch_size * tc.segment_s / 3600, 2),
+                                      "data_hours": round(data.hours, 2), "data_shards": len(data.audio)})
+    log.info("checkpoint at step %d", step)
