@@ -43,6 +43,8 @@ class Turn:
     reply_tokens: list[int]  # backbone text tokens of the reply
     reply_char_lens: list[int] | None = None
     name: str = ""
+    reply_text: str = ""  # the teacher's reply (eval)
+    voice: str = ""  # the user's voice (eval groups: held-out synthetic / real)
 
 
 def make_example(

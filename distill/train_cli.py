@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=256)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and checkpoint after this wall time")
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
+                   help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
     p.add_argument("--val-frac", type=float, default=0.05)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--ckpt-every", type=int, default=200)
@@ -57,25 +59,28 @@ def synthetic_turns(n: int, layout, seed: int = 0):
     return turns
 
 
-def tiny_speech_config(lora_rank: int = 4):
+def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth"):
     from model.depth import DepthConfig
     from model.layout import StreamLayout
     from model.llama import LlamaConfig
     from model.speech import SpeechConfig
 
-    layout = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 1, 1))
+    delays = (0, 1, 2, 3) if audio_head == "delay" else (0, 1, 1, 1)
+    layout = StreamLayout(n_q=4, card=16, text_card=64, delays=delays)
     bb = LlamaConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
     return SpeechConfig(backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
-                        audio_emb_dim=16, lora_rank=lora_rank)
+                        audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
 
 
-def full_speech_config(lora_rank: int = 16):
+def full_speech_config(lora_rank: int = 16, audio_head: str = "depth"):
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
     from model.speech import SpeechConfig
 
     bb = smollm2_config()
-    return SpeechConfig(backbone=bb, layout=StreamLayout(text_card=bb.vocab_size), lora_rank=lora_rank)
+    delays = tuple(range(8)) if audio_head == "delay" else (0,) * 8
+    layout = StreamLayout(text_card=bb.vocab_size, delays=delays)
+    return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
     rank, world, device = setup_distributed()
     torch.manual_seed(args.seed)
     if args.tiny:
-        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 16 else 4)
+        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 16 else 4, args.audio_head)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(args.lora_rank)
+        cfg = full_speech_config(args.lora_rank, args.audio_head)
         model = build_model(cfg, gguf_path=args.gguf)
     layout = cfg.layout
     if args.synthetic:

@@ -97,3 +97,27 @@ class DepthTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x[:, k]) @ self.heads[k].to(x.dtype).t()
+
+
+class ParallelHeads(nn.Module):
+    """The delay-pattern alternative (MusicGen-style): codebook k of the delayed column read
+    straight off h_t by its own head, no depth transformer. Same interface as DepthTransformer
+    (``codes`` are ignored: the codebooks of one step are predicted independently, which is why
+    the layout must delay codebook k by k steps so that it sees codebooks < k of its frame)."""
+
+    def __init__(self, cfg: DepthConfig, d_model: int, text_dim: int, n_q: int, card: int) -> None:
+        super().__init__()
+        self.n_q, self.card = n_q, card
+        self.proj = nn.Linear(d_model, cfg.dim, bias=False)
+        self.text_proj = nn.Linear(text_dim, cfg.dim, bias=False)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.heads = nn.Parameter(torch.randn(n_q, card, cfg.dim) * cfg.dim**-0.5)
+
+    def _x(self, h: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(h) + self.text_proj(text_emb.to(h.dtype)))  # (N, dim)
+
+    def forward(self, h: torch.Tensor, text_emb: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nc,kvc->nkv", self._x(h, text_emb), self.heads.to(h.dtype))
+
+    def logits_at(self, h: torch.Tensor, text_emb: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
+        return self._x(h, text_emb) @ self.heads[k].to(h.dtype).t()

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.depth import DepthConfig, DepthTransformer
+from model.depth import DepthConfig, DepthTransformer, ParallelHeads
 from model.layout import StreamLayout, validate_layout
 from model.lora import apply_lora
 from model.llama import Llama, LlamaConfig
@@ -46,6 +46,7 @@ class SpeechConfig:
     lora_rank: int = 16  # 0: no adapters (backbone fully frozen)
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    audio_head: str = "depth"  # "depth": depth transformer; "delay": parallel heads + stair delays
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -63,6 +64,7 @@ class SpeechConfig:
             lora_rank=d["lora_rank"],
             lora_alpha=d["lora_alpha"],
             lora_targets=tuple(d["lora_targets"]),
+            audio_head=d.get("audio_head", "depth"),
         )
 
 
@@ -100,7 +102,14 @@ class SpeechModel(nn.Module):
         self.text_special = nn.Parameter(torch.randn(2, d) * 0.02)  # PAD, BOS input embeddings
         self.text_special_head = nn.Linear(d, 2, bias=False)  # PAD, BOS logits
         nn.init.zeros_(self.text_special_head.weight)
-        self.depth = DepthTransformer(cfg.depth, d, d, L.n_q, L.card)
+        if cfg.audio_head == "depth":
+            self.depth = DepthTransformer(cfg.depth, d, d, L.n_q, L.card)
+        elif cfg.audio_head == "delay":
+            if list(L.delays) != list(range(L.n_q)):
+                raise ValueError(f"audio_head='delay' needs delays (0, 1, ..., K-1), got {L.delays}")
+            self.depth = ParallelHeads(cfg.depth, d, d, L.n_q, L.card)
+        else:
+            raise ValueError(f"audio_head must be 'depth' or 'delay', got {cfg.audio_head!r}")
 
     # --- pieces -------------------------------------------------------------------------
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:

@@ -16,22 +16,23 @@ from model.llama import LlamaConfig
 from model.speech import SpeechConfig, SpeechModel
 
 LAYOUT = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 1, 1))
+STAIR = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 2, 3))
 GREEDY = SamplingConfig(0.0, 0, 0.0, 0)
 
 
-def tiny_config(layout: StreamLayout = LAYOUT) -> SpeechConfig:
+def tiny_config(layout: StreamLayout = LAYOUT, audio_head: str = "depth") -> SpeechConfig:
     bb = LlamaConfig(
         vocab_size=layout.text_card, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
     )
     return SpeechConfig(
         backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
-        audio_emb_dim=16, lora_rank=4,
+        audio_emb_dim=16, lora_rank=4, audio_head=audio_head,
     )
 
 
-def tiny_model(seed: int = 0, layout: StreamLayout = LAYOUT) -> SpeechModel:
+def tiny_model(seed: int = 0, layout: StreamLayout = LAYOUT, audio_head: str = "depth") -> SpeechModel:
     torch.manual_seed(seed)
-    m = SpeechModel(tiny_config(layout))
+    m = SpeechModel(tiny_config(layout, audio_head))
     with torch.no_grad():  # non-zero adapters, so that they take part in every check
         for n, p in m.named_parameters():
             if n.endswith("lora_b"):
@@ -57,11 +58,14 @@ def model() -> SpeechModel:
     return tiny_model()
 
 
-def test_streaming_equals_full_forward(model: SpeechModel) -> None:
-    L, T = LAYOUT, 12
+@pytest.mark.parametrize("head", ["depth", "delay"])
+def test_streaming_equals_full_forward(head: str) -> None:
+    model = tiny_model(layout=LAYOUT if head == "depth" else STAIR, audio_head=head)
+    L, T = model.cfg.layout, 12
     user = user_stream(1, T)
     text, audio = run_alone(model, user)
-    assert (audio[1:, 0] == L.audio_init).all() and (audio[:, 1:] != L.audio_init).all()
+    for k, d in enumerate(L.delays):
+        assert (audio[k, :d] == L.audio_init).all() and (audio[k, d:] != L.audio_init).all()
     agent_in = np.full((L.n_q, T), L.audio_init)
     agent_in[:, 1:] = audio[:, :-1]
     text_in = np.full(T, L.text_bos)
@@ -76,6 +80,7 @@ def test_streaming_equals_full_forward(model: SpeechModel) -> None:
     user2 = user.copy()
     user2[:, 8:] = (user2[:, 8:] + 3) % L.card
     text2, audio2 = run_alone(model, user2)
+    assert (text2 != text).any() or (audio2 != audio).any()  # the later frames do matter
     assert (text2[:8] == text[:8]).all() and (audio2[:, :8] == audio[:, :8]).all()
 
 
