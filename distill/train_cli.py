@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--max-frames", type=int, default=256)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and checkpoint after this wall time")
-    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
                    help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
     p.add_argument("--val-frac", type=float, default=0.05)
@@ -72,7 +72,7 @@ def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth"):
                         audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
 
 
-def full_speech_config(lora_rank: int = 16, audio_head: str = "depth"):
+def full_speech_config(lora_rank: int = 8, audio_head: str = "depth"):
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
     from model.speech import SpeechConfig
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world, device = setup_distributed()
     torch.manual_seed(args.seed)
     if args.tiny:
-        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 16 else 4, args.audio_head)
+        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 8 else 4, args.audio_head)
         model = build_model(cfg, pretrained=False)
     else:
         cfg = full_speech_config(args.lora_rank, args.audio_head)

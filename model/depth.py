@@ -7,7 +7,8 @@ text token just written, and runs a small causal transformer over K positions:
     x_k = P_k h + E_{k-1}(a_{k-1}) -> logits of codebook k      (k = 1 .. K-1)
 
 P_k: one projection per position (Moshi's multi-linear), T: the frozen text embedding of the
-backbone projected down, E_k: codebook embeddings (INIT included). Training runs all K positions
+backbone projected down, E_k: codebook embeddings (INIT included), tied with the output head of
+codebook k (which keeps the checkpoint small). Training runs all K positions
 at once (teacher forcing); generation re-runs the short prefix for each codebook (K <= 8 so the
 quadratic cost is nothing next to the temporal step, and every shape stays static for CUDA graphs).
 """
@@ -73,9 +74,18 @@ class DepthTransformer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(n_q, cfg.dim))
         self.blocks = nn.ModuleList(DepthBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.heads = nn.Parameter(torch.randn(n_q, card, cfg.dim) * cfg.dim**-0.5)
+        # output head k is tied to the input embedding E_k of the same codebook (rows < card);
+        # the last codebook is never an input, so it has its own head
+        self.last_head = nn.Parameter(torch.randn(card, cfg.dim) * cfg.dim**-0.5)
         for e in self.code_emb:
-            nn.init.normal_(e.weight, std=0.5)
+            nn.init.normal_(e.weight, std=cfg.dim**-0.5)
+
+    @property
+    def heads(self) -> torch.Tensor:  # (K, card, dim)
+        return torch.stack([e.weight[: self.card] for e in self.code_emb] + [self.last_head])
+
+    def head(self, k: int) -> torch.Tensor:  # (card, dim)
+        return self.last_head if k == self.n_q - 1 else self.code_emb[k].weight[: self.card]
 
     def inputs(self, h: torch.Tensor, text_emb: torch.Tensor, codes: torch.Tensor, n: int) -> torch.Tensor:
         """h: (N, d_model), text_emb: (N, text_dim), codes: (N, >= n-1) -> x: (N, n, dim)."""
@@ -96,7 +106,7 @@ class DepthTransformer(nn.Module):
         x = self.inputs(h, text_emb, codes, k + 1)
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x[:, k]) @ self.heads[k].to(x.dtype).t()
+        return self.norm(x[:, k]) @ self.head(k).to(x.dtype).t()
 
 
 class ParallelHeads(nn.Module):

@@ -43,7 +43,7 @@ class SpeechConfig:
     layout: StreamLayout = field(default_factory=StreamLayout)
     depth: DepthConfig = field(default_factory=DepthConfig)
     audio_emb_dim: int = 128  # factorized codebook embeddings (user and agent streams)
-    lora_rank: int = 16  # 0: no adapters (backbone fully frozen)
+    lora_rank: int = 8  # 0: no adapters (backbone fully frozen)
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
     audio_head: str = "depth"  # "depth": depth transformer; "delay": parallel heads + stair delays
