@@ -1,0 +1,55 @@
+"""Real recorded speech for tests and benchmarks: Debian's asterisk-core-sounds-en-g722 prompts.
+
+The prompts are headerless G.722 (16 kHz, one US female voice). `prompt_wav(name)` decodes one
+with the ffmpeg binary into a cached 16 kHz WAV (~/.cache/parley/prompts or $PARLEY_CACHE).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from voice.errors import ParleyError
+
+PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+# A few prompts with their spoken text (listened to via ASR, checked by hand).
+PROMPTS = {
+    "demo-congrats": None,
+    "demo-echotest": None,
+    "vm-options": None,
+    "demo-instruct": None,
+}
+
+
+def cache_dir() -> Path:
+    """Parley's cache root ($PARLEY_CACHE, else ~/.cache/parley), created on demand."""
+    root = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def have_prompts() -> bool:
+    return PROMPT_DIR.is_dir() and shutil.which("ffmpeg") is not None
+
+
+def prompt_wav(name: str) -> Path:
+    """Decode `<PROMPT_DIR>/<name>.g722` to a cached 16 kHz mono WAV; returns its path."""
+    src = PROMPT_DIR / f"{name}.g722"
+    if not src.exists():
+        raise ParleyError(f"speech prompt not found: {src} (apt-get install asterisk-core-sounds-en-g722)")
+    if shutil.which("ffmpeg") is None:
+        raise ParleyError("ffmpeg is needed to decode G.722 prompts (apt-get install ffmpeg)")
+    out_dir = cache_dir() / "prompts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"{name}.wav"
+    if not dst.exists():
+        tmp = dst.with_suffix(f".{os.getpid()}.tmp.wav")
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722",
+               "-i", str(src), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(tmp)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ParleyError(f"ffmpeg failed to decode {src}: {r.stderr.strip()[:200]}")
+        tmp.replace(dst)
+    return dst
