@@ -14,13 +14,12 @@ from pathlib import Path
 from voice.errors import ParleyError
 
 PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-# A few prompts with their spoken text (listened to via ASR, checked by hand).
-PROMPTS = {
-    "demo-congrats": None,
-    "demo-echotest": None,
-    "vm-options": None,
-    "demo-instruct": None,
-}
+# Prompts used by tests and `parley bench components`: 3-5 s turns plus two long ones.
+SHORT_PROMPTS = (
+    "conf-onlyperson", "vm-sorry", "auth-incorrect", "privacy-unident", "demo-nomatch",
+    "vm-tempgreeting", "ss-noservice", "dir-firstlast", "agent-user", "pbx-invalidpark",
+)
+LONG_PROMPTS = ("vm-options", "demo-echotest")  # 16 s, 22 s
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,76 @@
+"""`parley say`, `parley transcribe` and `parley bench components` (argparse only; lazy imports)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("say", help="text to speech into a WAV file (piper joe, espeak-ng, flite)")
+    p.add_argument("text", nargs="?", help="text to speak")
+    p.add_argument("-o", "--output", help="output WAV path")
+    p.add_argument("--voice", default="joe", help="joe | espeak:en-us+m3 | flite:slt | piper:PATH.onnx")
+    p.add_argument("--speed", type=float, default=1.0, help="speaking rate (>1 faster; 0.25-4)")
+    p.add_argument("--list-voices", action="store_true", help="print the available voice names and exit")
+    p.set_defaults(func=_say)
+
+    p = sub.add_parser("transcribe", help="speech to text with Whisper (bundled tiny.en by default)")
+    p.add_argument("file", help="audio file (WAV/FLAC/OGG; any sample rate, resampled to 16 kHz)")
+    p.add_argument("--model", default="tiny.en", help="tiny.en | CT2 dir | .pt | .safetensors | openai:NAME")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.set_defaults(func=_transcribe)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
+    p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
+    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.llm.load_llm")
+    p.add_argument("--json", help="also write the rows as JSON to this path")
+    p.set_defaults(func=_bench)
+
+
+def _say(args: argparse.Namespace) -> int:
+    from voice.errors import ParleyError
+
+    if args.list_voices:
+        from voice.tts import list_voices
+
+        print("\n".join(list_voices()))
+        return 0
+    if args.text is None:
+        raise ParleyError("say: give the TEXT to speak (or --list-voices)")
+    if not args.output:
+        raise ParleyError("say: give an output file with -o OUT.wav")
+    from voice.audio import save_wav
+    from voice.tts import load_voice
+
+    voice = load_voice(args.voice)
+    audio = voice.synthesize(args.text, speed=args.speed)
+    save_wav(args.output, audio, voice.sample_rate)
+    print(f"{args.output}: {len(audio) / voice.sample_rate:.2f} s, {voice.sample_rate} Hz, voice {voice.name}",
+          file=sys.stderr)
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from voice.audio import ASR_SR, load_audio
+
+    audio, _ = load_audio(args.file, sample_rate=ASR_SR)  # checks the file before loading the model
+    from voice.asr import WhisperASR
+
+    asr = WhisperASR.load(args.model, device=args.device)
+    print(asr.transcribe(audio))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from voice.bench_components import run_bench
+
+    return run_bench(
+        skip={s.strip() for s in args.skip.split(",") if s.strip()},
+        baseline=not args.no_baseline,
+        llm_spec=args.llm,
+        json_path=args.json,
+    )
