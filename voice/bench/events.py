@@ -1,8 +1,9 @@
-"""Reading the server's data-channel events: per-turn stage breakdown and texts.
+"""Reading the server's data-channel events (schema: `voice/events.py`): stages and texts.
 
-Events are JSON objects with a "type". Latency figures arrive as a "latency" event whose
-numeric fields are milliseconds (VAD endpoint delay, ASR, LLM first token, TTS first audio,
-...); the names are kept as the server sends them (a trailing "_ms" is dropped).
+Latency figures arrive as {"type": "latency", "total_ms": ..., "stages": {"vad_endpoint_ms":
+..., "asr_ms": ..., ...}}; stage names are kept as the server sends them, without "_ms".
+Events are assigned to a benchmark turn by their arrival time at the client (the server's
+turn numbers count VAD turns, which need not match the benchmark's utterances one to one).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 LATENCY_TYPES = ("latency", "turn_latency", "metrics")
-USER_TEXT_TYPES = ("transcript", "user_text", "user_transcript")
-AGENT_TEXT_TYPES = ("agent_text", "agent", "reply", "response")
-NOT_STAGES = ("turn", "turn_id", "id", "t", "time", "timestamp", "seq")
+USER_TEXT_TYPES = ("user_transcript", "transcript", "user_text")
+AGENT_TEXT_TYPES = ("agent_text",)
+AGENT_DONE = "agent_done"
+BARGE_IN = "barge_in"
+NOT_STAGES = ("turn", "turn_id", "id", "t", "time", "timestamp", "seq", "total_ms")
 
 
 class _Event(Protocol):
@@ -47,6 +50,25 @@ def turn_stages(events: Sequence[_Event], t_from: float, t_to: float | None) -> 
     return {}
 
 
+def turn_event(
+    events: Sequence[_Event], kind: str, t_from: float, t_to: float | None
+) -> dict | None:
+    """The first event of a type received in [t_from, t_to)."""
+    for e in events:
+        if e.type == kind and _in(e, t_from, t_to):
+            return e.data
+    return None
+
+
+def server_total_ms(events: Sequence[_Event], t_from: float, t_to: float | None) -> float | None:
+    """The server's own end-of-speech -> first-audio figure for the turn, if sent."""
+    for e in events:
+        if e.type in LATENCY_TYPES and _in(e, t_from, t_to):
+            v = e.data.get("total_ms")
+            return float(v) if isinstance(v, (int, float)) else None
+    return None
+
+
 def _text(data: dict) -> str:
     for k in ("text", "transcript", "value"):
         if isinstance(data.get(k), str):
@@ -59,5 +81,7 @@ def turn_texts(
 ) -> tuple[str | None, str | None]:
     """(user transcript, agent text) of the events received in [t_from, t_to)."""
     user = [_text(e.data) for e in events if e.type in USER_TEXT_TYPES and _in(e, t_from, t_to)]
+    done = [_text(e.data) for e in events if e.type == AGENT_DONE and _in(e, t_from, t_to)]
     agent = [_text(e.data) for e in events if e.type in AGENT_TEXT_TYPES and _in(e, t_from, t_to)]
-    return (user[-1] if user else None), ("".join(agent) if agent else None)
+    agent_text = done[0] if done else ("".join(agent) if agent else None)
+    return (user[-1] if user else None), agent_text

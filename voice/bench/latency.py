@@ -182,6 +182,12 @@ def _attach_events(
         t_from = starts[k]
         t_to = starts[k + 1] if k + 1 < len(starts) else None
         tr.stages = ev.turn_stages(sess.events, t_from, t_to)
+        tr.server_total_ms = ev.server_total_ms(sess.events, t_from, t_to)
+        if tr.barge_in:
+            # the barge-in event is about the previous reply, sent while this turn is current
+            bi = ev.turn_event(sess.events, ev.BARGE_IN, t_from, t_to)
+            if bi is not None and isinstance(bi.get("stop_ms"), (int, float)):
+                tr.server_stop_ms = float(bi["stop_ms"])
         tr.user_text, tr.agent_text = ev.turn_texts(sess.events, t_from, t_to)
         tr.underruns = sess.recorder.underruns(t_from, t_to or time.monotonic(), cfg.jitter_ms / 1000)
 

@@ -28,6 +28,8 @@ class TurnResult:
     stopped: bool | None = None  # barge-in: did the agent fall silent while the user spoke
     agent_was_speaking: bool | None = None  # barge-in: agent audio was playing when it began
     stages: dict[str, float] = field(default_factory=dict)  # server stage breakdown, ms
+    server_total_ms: float | None = None  # server: its end of speech -> first audio queued
+    server_stop_ms: float | None = None  # server: barge-in VAD decision -> output flushed
     user_text: str | None = None  # transcript from the server, if sent
     agent_text: str | None = None  # agent text from the server, if sent
     underruns: int = 0  # playout underruns during the turn
@@ -62,6 +64,17 @@ class LatencyReport:
     def stage(self, name: str) -> Summary | None:
         return summarize([t.stages[name] for t in self.turns if name in t.stages])
 
+    def server_total(self) -> Summary | None:
+        return summarize([t.server_total_ms for t in self.turns if t.server_total_ms is not None])
+
+    def unseen_by_server(self) -> Summary | None:
+        """Client v2v minus the server's own figure: transport, jitter buffers, playout queue."""
+        return summarize([
+            t.v2v_ms - t.server_total_ms
+            for t in self.turns
+            if t.v2v_ms is not None and not t.early and t.server_total_ms is not None
+        ])
+
     def counts(self) -> dict:
         bi = [t for t in self.turns if t.barge_in and t.agent_was_speaking]
         return {
@@ -80,6 +93,9 @@ class LatencyReport:
             ("barge-in stop", self.stop()),
         ]
         rows += [(f"  server: {n}", self.stage(n)) for n in self.stage_names()]
+        if self.server_total() is not None:
+            rows += [("  server: total", self.server_total()),
+                     ("  not seen by the server", self.unseen_by_server())]
         c = self.counts()
         foot = (
             f"turns {c['turns']}, answered {c['answered']}, early {c['early']}, "
@@ -103,6 +119,8 @@ class LatencyReport:
                 "voice_to_voice_ms": s(self.v2v()),
                 "barge_in_stop_ms": s(self.stop()),
                 "stages_ms": {n: s(self.stage(n)) for n in self.stage_names()},
+                "server_total_ms": s(self.server_total()),
+                "not_seen_by_server_ms": s(self.unseen_by_server()),
                 "counts": self.counts(),
             },
             "events": self.events,
