@@ -1,0 +1,108 @@
+"""`parley distill ...`: generate / stats / tokenize / bench (this package) and train / eval
+(registered from distill.train_cli / distill.eval_cli when present). Registration is cheap."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from distill.runner import GenConfig, generate
+
+    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac, stages=args.stages)
+    summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
+                       shard_traces=args.shard_traces, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 1 if summary["failed"] else 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from distill.stats import compute_stats, format_stats
+
+    st = compute_stats(args.dir)
+    print(json.dumps(st, indent=1) if args.json else format_stats(st))
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from distill.tokenize import tokenize
+
+    print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
+                              include_open=args.include_open)))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from distill.bench import run_bench
+
+    print(run_bench(n=args.n, workers=args.workers, stages=args.stages, keep=args.keep))
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate cascade traces (ASR -> LLM -> TTS) into sharded storage")
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it exists)")
+    p.add_argument("--n", type=int, required=True, help="total number of traces (indices 0..N-1)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray actors)")
+    p.add_argument("--seed", type=int, default=0, help="traces are a function of (seed, index)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the workers on Ray: 'auto' (running cluster), an address, or 'local' (start one)")
+    p.add_argument("--eval-frac", type=float, default=0.05, help="share of held-out eval traces")
+    p.add_argument("--real-frac", type=float, default=0.35, help="share of eval traces by the real recorded speaker")
+    p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
+    p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_generate)
+
+
+def register(sub) -> None:
+    d = sub.add_parser("distill", help="distillation data (generate/stats/tokenize/bench) and training")
+    dsub = d.add_subparsers(dest="distill_command", metavar="SUBCOMMAND")
+    d.set_defaults(func=lambda args: d.print_help() or 2)
+    _add_generate(dsub)
+    p = dsub.add_parser("stats", help="counts, hours, stage timings, voice and case mix of a trace folder")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_stats)
+    p = dsub.add_parser("tokenize", help="encode user/agent speech of traces into codec-token shards")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--codec", type=Path, default=Path("weights/codec"), help="codec weights folder")
+    p.add_argument("--out", type=Path, default=None, help="token folder (default DIR/tokens)")
+    p.add_argument("--with-clean", action="store_true", help="also encode the clean user speech")
+    p.add_argument("--include-open", action="store_true", help="also read shards still being written")
+    p.set_defaults(func=_tokenize)
+    p = dsub.add_parser("bench", help="traces per minute for 1 and 2 workers, time per stage")
+    p.add_argument("--n", type=int, default=8, help="traces per configuration")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--stages", default="real")
+    p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
+    p.set_defaults(func=_bench)
+    for name, mod_name, help_ in (("train", "distill.train_cli", "train the direct speech model on token shards"),
+                                  ("eval", "distill.eval_cli", "evaluate the direct speech model on held-out traces")):
+        if importlib.util.find_spec(mod_name) is None:
+            continue
+        p = dsub.add_parser(name, help=help_)
+        p.set_defaults(func=_lazy(mod_name), _distill_module=mod_name)
+        _add_args_lazily(p, mod_name)
+
+
+def _lazy(mod_name: str):
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(mod_name).run(args) or 0)
+
+    return run
+
+
+def _add_args_lazily(p: argparse.ArgumentParser, mod_name: str) -> None:
+    """The helper modules' add_arguments must stay import-cheap (argparse only)."""
+    try:
+        importlib.import_module(mod_name).add_arguments(p)
+    except Exception as e:  # a broken helper module must not break `parley --help`
+        log.debug("cannot register %s: %s", mod_name, e)

@@ -1,0 +1,150 @@
+"""The cascade stages a trace runs through, behind one small interface (real or fake).
+
+    stages = load_stages("real")      # Whisper tiny.en + SmolLM2 + piper joe + espeak/flite users
+    stages = load_stages("fake")      # instant deterministic stand-ins (storage/runner tests)
+    stages = load_stages("fake:0.2")  # the same, sleeping 0.2 s per trace stage (kill tests)
+
+A worker process loads its stages once (models stay in memory) and reuses them for every trace.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Protocol
+
+import numpy as np
+
+from distill.augment import SR
+from distill.voices import UserVoice, pitch_shift, word_timings
+
+SYSTEM_PROMPT = (
+    "You are Parley, a friendly voice assistant talking with a person. Reply in one or two short "
+    "spoken sentences, plain words only: no lists, no markdown, no emojis."
+)
+LLM_MAX_NEW_TOKENS = 64
+LLM_TEMPERATURE = 0.7
+
+
+class Stages(Protocol):
+    models: dict[str, str]  # stage -> model name / version (stored in every trace)
+
+    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray: ...  # float32 at SR (16 kHz)
+
+    def asr(self, audio_16k: np.ndarray) -> str: ...
+
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]: ...
+
+    def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]: ...  # audio, sr, words, how
+
+
+def _pkg_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+class FakeStages:
+    """Deterministic, model-free stand-ins: tones for speech, hashes for text. For tests."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.models = {"user_tts": "fake", "asr": "fake", "llm": "fake", "agent_tts": "fake"}
+
+    def _tones(self, text: str, sr: int) -> tuple[np.ndarray, list[list]]:
+        words = text.split() or ["..."]
+        out, spans, t = [], [], 0.0
+        for w in words:
+            f = 150 + zlib.crc32(w.encode()) % 400
+            n = int(0.12 * sr + 0.03 * sr * len(w))
+            out.append(0.3 * np.sin(2 * np.pi * f * np.arange(n) / sr).astype(np.float32))
+            spans.append([w, round(t, 3), round(t + n / sr, 3)])
+            t += n / sr
+        return np.concatenate(out), spans
+
+    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
+        time.sleep(self.delay)
+        return pitch_shift(self._tones(text, SR)[0], voice.semitones)
+
+    def asr(self, audio_16k: np.ndarray) -> str:
+        time.sleep(self.delay)
+        q = np.round(audio_16k * 1000).astype(np.int32)
+        return f"heard {len(audio_16k)} samples, id {zlib.crc32(q.tobytes()) % 100000}"
+
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]:
+        time.sleep(self.delay)
+        n_user = sum(m["role"] == "user" for m in messages)
+        return f"Okay. This is reply {seed % 1000} to turn {n_user}.", [-0.5, -0.25]
+
+    def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
+        time.sleep(self.delay)
+        x, spans = self._tones(text, 22050)
+        return x, 22050, spans, "fake"
+
+
+class RealStages:
+    """Whisper (voice.asr), the LLM (voice.llm), piper joe (deterministic) and voice.tts users."""
+
+    def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
+        import torch
+
+        from distill.voices import DeterministicPiper
+        from voice.asr import WhisperASR
+        from voice.llm import load_llm
+
+        torch.set_num_threads(threads)
+        self.piper = DeterministicPiper(threads=threads)
+        self.whisper = WhisperASR.load(asr)
+        self.chat = load_llm(llm)
+        self._voices: dict = {}
+        self.models = {
+            "user_tts": "espeak-ng / flite (voice.tts), piper joe-medium (noise 0)",
+            "asr": f"whisper {asr} (voice.asr)",
+            "llm": f"{llm} (voice.llm), T={LLM_TEMPERATURE}, max {LLM_MAX_NEW_TOKENS} tokens",
+            "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
+            "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
+                        f"openai-whisper {_pkg_version('openai-whisper')}",
+        }
+
+    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
+        from voice.audio import resample
+
+        if voice.tts == "piper:joe":
+            x, sr = self.piper.synthesize(text, voice.speed), self.piper.sample_rate
+        else:
+            if voice.tts not in self._voices:
+                from voice.tts import load_voice
+
+                self._voices[voice.tts] = load_voice(voice.tts)
+            v = self._voices[voice.tts]
+            x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
+        x = resample(np.asarray(x, np.float32), sr, SR) if sr != SR else np.asarray(x, np.float32)
+        return pitch_shift(x, voice.semitones)
+
+    def asr(self, audio_16k: np.ndarray) -> str:
+        return self.whisper.transcribe(audio_16k).strip()
+
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]:
+        kw = dict(max_new_tokens=LLM_MAX_NEW_TOKENS, temperature=LLM_TEMPERATURE, top_p=0.9, seed=seed)
+        if hasattr(self.chat, "chat_with_logprobs"):  # optional teacher log-probs
+            text, lp = self.chat.chat_with_logprobs(messages, **kw)
+            return text, [round(float(v), 4) for v in lp]
+        return self.chat.chat(messages, **kw), None
+
+    def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
+        x, spans = self.piper.synthesize_aligned(text)
+        words, how = word_timings(text, spans, len(x) / self.piper.sample_rate)
+        return x, self.piper.sample_rate, words, how
+
+
+def load_stages(spec: str, threads: int = 1) -> Stages:
+    if spec == "real":
+        return RealStages(threads=threads)
+    if spec.startswith("fake"):
+        return FakeStages(float(spec.split(":", 1)[1]) if ":" in spec else 0.0)
+    from voice.errors import ParleyError
+
+    raise ParleyError(f"unknown stages {spec!r} (real, fake or fake:SECONDS)")
