@@ -9,9 +9,12 @@ Where the times come from (one clock: `time.monotonic()`):
   timing the decoded frames at `recv()` would charge that to the server. When a frame cannot
   be matched to a packet (it should not happen), its arrival is estimated as
   `recv time - PREFETCH * 20 ms`.
-* **playout**: an ideal player with no extra buffering plays frame k at
-  `play[k] = max(arrival[k], play[k-1] + duration[k-1])`: never before the frame arrived,
-  never faster than real time. Onsets and offsets are timed on this playout clock.
+* **heard**: sample i of frame k is taken to be heard at `play[k] + i / sr`, where
+  `play[k] = max(arrival[k], play[k-1])`: the moment it reached the client, as by a player
+  with no buffering of its own (a browser adds its jitter buffer, typically 20-80 ms, on top).
+  Onsets and offsets are timed on this clock. (A player that never plays faster than real
+  time would carry every past hiccup of the network or the server into all later turns; real
+  players shrink their buffer again, so that is not what a user hears either.)
 * **underruns**: counted against a player with a fixed jitter buffer of `jitter_s`: frame k
   is due at `arrival[0] + jitter_s + (pts[k] - pts[0]) / sr`; a frame arriving after its slot
   is an underrun and shifts the schedule by its lateness (as a real player would).
@@ -39,7 +42,7 @@ class RecvFrame:
     start: int  # first sample index in the received stream (pts - first pts)
     n: int  # samples in the frame
     arrival: float  # monotonic time its packet arrived
-    play: float  # monotonic time its first sample plays (ideal player)
+    play: float  # monotonic time its first sample is heard (arrival, kept non-decreasing)
     matched: bool  # arrival taken from the packet log (not estimated)
 
 
@@ -122,7 +125,7 @@ class Recorder:
             arrival = recv_time - PREFETCH * FRAME_S
         if self.frames:
             prev = self.frames[-1]
-            play = max(arrival, prev.play + (start - prev.start) / SR)
+            play = max(arrival, prev.play)
         else:
             play = arrival
         end = start + len(x)
