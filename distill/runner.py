@@ -39,11 +39,8 @@ _CFG: GenConfig | None = None
 
 def init_worker(cfg: GenConfig, threads: int) -> None:
     global _STAGES, _CFG
-    import torch
-
     from distill.stages import load_stages
 
-    torch.set_num_threads(threads)
     _CFG = cfg
     _STAGES = load_stages(cfg.stages, threads=threads)
 
