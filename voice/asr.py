@@ -6,9 +6,12 @@ Also loads: a CT2 model dir / model.bin, our converted .safetensors, an official
 `.pt` checkpoint, or (with internet) an upstream name such as "openai:base.en".
 
 Features: log-mel with torch.stft + whisper's shipped mel filters (no ffmpeg, no torchaudio).
-Decoding: greedy, English, without timestamps. Inputs are padded to Whisper's 30 s window
-(the encoder was trained on it; shorter windows hurt accuracy); longer inputs are cut into
-<= 30 s windows at quiet points and decoded as one batch.
+Decoding: greedy, English, without timestamps. Inputs are padded to Whisper's 30 s window:
+the encoder was trained on it. Measured on 10 real 3-5 s prompts (tiny.en, CPU): encoding only
+the clip + 1 s made greedy decoding loop ("I'm sorry ... I'm sorry ...", WER 5.7 vs the CT2
+original), clip + 10 s was 2.5x faster but still WER 0.04; full padding gives WER 0.00. So we pad
+(correctness first) and amortize the encoder by batching. Longer inputs are cut into <= 30 s
+windows at quiet points and decoded as one batch.
 """
 
 from __future__ import annotations
