@@ -1,0 +1,120 @@
+"""The Llama decoder on a tiny random config: cache == full forward, per-row positions, resets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.llama import Llama, LlamaConfig
+
+CFG = LlamaConfig(vocab_size=97, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96,
+                  rope_theta=10000.0, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def model() -> Llama:
+    torch.manual_seed(0)
+    return Llama(CFG).eval()
+
+
+def test_cached_incremental_equals_full(model: Llama) -> None:
+    torch.manual_seed(1)
+    ids = torch.randint(0, CFG.vocab_size, (2, 20))
+    with torch.no_grad():
+        full = model(ids)  # (B, T, V)
+        cache = model.new_cache(2, 32)
+        pieces = [model(ids[:, :7], positions=torch.zeros(2, dtype=torch.long), cache=cache)]
+        for t in range(7, 20):  # then one token at a time
+            pieces.append(model(ids[:, t:t + 1], positions=torch.full((2,), t), cache=cache))
+    inc = torch.cat(pieces, 1)
+    assert inc.shape == full.shape == (2, 20, CFG.vocab_size)
+    torch.testing.assert_close(inc, full, atol=1e-5, rtol=1e-4)
+
+
+def test_later_input_does_not_change_earlier_output(model: Llama) -> None:
+    torch.manual_seed(2)
+    ids = torch.randint(0, CFG.vocab_size, (1, 12))
+    ids2 = ids.clone()
+    ids2[:, 8:] = (ids2[:, 8:] + 1) % CFG.vocab_size
+    with torch.no_grad():
+        a, b = model(ids), model(ids2)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_batched_rows_at_different_positions_equal_per_row(model: Llama) -> None:
+    """Row 0 starts at step 0, row 1 joins 5 steps later; each equals its own single-row run."""
+    torch.manual_seed(3)
+    seqs = torch.randint(0, CFG.vocab_size, (2, 15))
+    cache = model.new_cache(2, 32)
+    pos = torch.zeros(2, dtype=torch.long)
+    out: list[list[torch.Tensor]] = [[], []]
+    with torch.no_grad():
+        for step in range(20):
+            active = [step < 15, 5 <= step]  # row 1 starts at step 5
+            tok = torch.stack([seqs[0, min(step, 14)], seqs[1, max(0, min(step - 5, 14))]])[:, None]
+            logits = model(tok, positions=pos, cache=cache)[:, 0]
+            for r in range(2):
+                if active[r]:
+                    out[r].append(logits[r])
+            pos = pos + torch.tensor(active, dtype=torch.long)  # idle rows rewrite the same slot
+        for r in range(2):
+            ref = model(seqs[r:r + 1])[0]  # (15, V)
+            torch.testing.assert_close(torch.stack(out[r]), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_reset_rows_starts_a_fresh_stream(model: Llama) -> None:
+    torch.manual_seed(4)
+    old, new = torch.randint(0, CFG.vocab_size, (2, 10))
+    model.setup_cache(2, 32)
+    with torch.no_grad():
+        model(torch.stack([old, old]), positions=torch.zeros(2, dtype=torch.long), use_cache=True)
+        model.reset_rows(torch.tensor([True, False]))  # row 0 forgets, row 1 keeps its past
+        # row 0: a 4-token stream from position 0; row 1 continues at position 10
+        out = model(torch.stack([new[:4], new[:4]]), positions=torch.tensor([0, 10]), use_cache=True)
+        fresh = model(new[None, :4])[0]
+        cont = model(torch.cat([old, new[:4]])[None])[0, 10:]
+    torch.testing.assert_close(out[0], fresh, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[1], cont, atol=1e-5, rtol=1e-4)
+    # rows given by index, and a stream that starts at a position > 0 sees no stale slots
+    model.reset_rows([1])
+    with torch.no_grad():
+        late = model(new[None, :1].expand(2, 1), positions=torch.tensor([4, 3]), use_cache=True)
+    alone = model(new[None, :1], positions=torch.tensor([[3]]))[0, 0]
+    torch.testing.assert_close(late[1, 0], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_embeds_hidden_and_tied_head(model: Llama) -> None:
+    ids = torch.randint(0, CFG.vocab_size, (1, 6))
+    with torch.no_grad():
+        h = model(embeds=model.tok_embeddings(ids), return_hidden=True)
+        logits = model(ids)
+    assert h.shape == (1, 6, CFG.dim)
+    torch.testing.assert_close(model.output(h), logits)
+    assert model.output.weight is model.tok_embeddings.weight
+    assert not any("cache" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_close_to_fp32(model: Llama, dtype: torch.dtype) -> None:
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    low = Llama(CFG).eval()
+    low.load_state_dict(model.state_dict())
+    low.to(dtype)
+    with torch.no_grad():
+        ref = model(ids)
+        cache = low.new_cache(2, 16)
+        a = low(ids[:, :5], positions=torch.zeros(2, dtype=torch.long), cache=cache)
+        b = low(ids[:, 5:], positions=torch.full((2,), 5), cache=cache)
+    got = torch.cat([a, b], 1).float()
+    assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.05
+
+
+def test_bad_inputs(model: Llama) -> None:
+    with pytest.raises(ValueError):
+        model()
+    cache = model.new_cache(1, 4)
+    with pytest.raises(ValueError):
+        model(torch.zeros(1, 1, dtype=torch.long), positions=torch.tensor([4]), cache=cache)
+    with pytest.raises(ValueError):
+        LlamaConfig(dim=50, n_heads=6)
