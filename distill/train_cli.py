@@ -72,12 +72,12 @@ def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth"):
                         audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
 
 
-def full_speech_config(lora_rank: int = 8, audio_head: str = "depth"):
+def full_speech_config(lora_rank: int = 8, audio_head: str = "depth", gguf: str | None = None):
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
     from model.speech import SpeechConfig
 
-    bb = smollm2_config()
+    bb = smollm2_config(gguf)
     delays = tuple(range(8)) if audio_head == "delay" else (0,) * 8
     layout = StreamLayout(text_card=bb.vocab_size, delays=delays)
     return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 8 else 4, args.audio_head)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(args.lora_rank, args.audio_head)
+        cfg = full_speech_config(args.lora_rank, args.audio_head, args.gguf)
         model = build_model(cfg, gguf_path=args.gguf)
     layout = cfg.layout
     if args.synthetic:

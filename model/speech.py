@@ -100,7 +100,7 @@ class SpeechModel(nn.Module):
         self.user_emb = CodebookEmbedding(L.n_q, L.card + 1, cfg.audio_emb_dim, d)
         self.agent_emb = CodebookEmbedding(L.n_q, L.audio_vocab, cfg.audio_emb_dim, d)
         self.text_special = nn.Parameter(torch.randn(2, d) * 0.02)  # PAD, BOS input embeddings
-        self.text_special_head = nn.Linear(d, 2, bias=False)  # PAD, BOS logits
+        self.text_special_head = nn.Linear(d, 1, bias=False)  # PAD logit (BOS is never written)
         nn.init.zeros_(self.text_special_head.weight)
         if cfg.audio_head == "depth":
             self.depth = DepthTransformer(cfg.depth, d, d, L.n_q, L.card)
@@ -127,7 +127,9 @@ class SpeechModel(nn.Module):
     def text_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h (..., d) -> (..., text_vocab): tied backbone head + PAD/BOS rows."""
         real = self.backbone.output(h)
-        return torch.cat([real, self.text_special_head(h).to(real.dtype)], dim=-1)
+        pad = self.text_special_head(h).to(real.dtype)
+        bos = torch.full_like(pad, float("-inf"))
+        return torch.cat([real, pad, bos], dim=-1)
 
     # --- training: whole sequences --------------------------------------------------------
     def forward(
