@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_ESPEAK_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+_ESPEAK_ACCENTS = ("en-us", "en-gb", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
                     "klatt3", "klatt4", "Andy", "Annie", "david", "linda", "max", "steph", "travis", "zac")
 _FLITE = ("kal16", "awb", "rms", "slt")

@@ -1,0 +1,158 @@
+"""`parley distill tokenize DIR --codec weights/codec`: trace audio -> codec-token shards (tokens.py).
+
+Resumable: a trace shard that already has its token shard (same source size and codec) is
+skipped; shards still being written are skipped unless --include-open (then redone each time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from distill import store
+from distill.tokens import FORMAT
+from voice.errors import ParleyError
+
+log = logging.getLogger(__name__)
+
+
+def _codec_id(path: Path) -> str:
+    files = sorted(Path(path).glob("model-*.safetensors")) if Path(path).is_dir() else [Path(path)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _encode(codec, x: np.ndarray, sr: int):
+    import torch
+
+    from voice.audio import resample
+
+    if len(x) == 0:
+        return np.zeros((codec.cfg.n_q, 0), np.uint16)
+    if sr != codec.sample_rate:
+        x = resample(x, sr, codec.sample_rate)
+    with torch.inference_mode():
+        c = codec.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])[0]  # (K, T)
+    return c.numpy().astype(np.uint16)
+
+
+def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: bool = False,
+             include_open: bool = False) -> dict:
+    import torch
+
+    from codec import load_codec
+
+    root = Path(root)
+    if not (root / store.SHARDS).is_dir():
+        raise ParleyError(f"{root} is not a trace folder (no {store.SHARDS}/ inside)")
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    codec = load_codec(codec_path)
+    cid = _codec_id(codec_path)
+    if codec.cfg.bins > 65536:
+        raise ParleyError("codec has more than 65536 bins: uint16 token shards cannot hold it")
+    fps = codec.frame_rate
+    tdir = Path(out) if out else root / "tokens"
+    tdir.mkdir(parents=True, exist_ok=True)
+    mpath = tdir / "manifest.json"
+    man = json.loads(mpath.read_text()) if mpath.exists() else {}
+    if man and man.get("codec_id") != cid:
+        log.warning("%s was made with another codec: re-tokenizing everything", tdir)
+        man = {}
+    sil = _encode(codec, np.zeros(codec.sample_rate, np.float32), codec.sample_rate)
+    man.update(format=FORMAT, codec=codec.cfg.to_dict(), codec_path=str(codec_path), codec_id=cid,
+               frame_rate=fps, n_q=codec.cfg.n_q, bins=codec.cfg.bins,
+               silence=[int(v) for v in sil[:, sil.shape[1] // 2]], source=str(root.resolve()))
+    man.setdefault("shards", {})
+    done = skipped = turns_total = 0
+    t0 = time.time()
+    for p in store.shard_paths(root):
+        s = store.scan_shard(p)
+        if s.error:
+            log.warning("%s is corrupt (%s): not tokenized", p.name, s.error)
+            continue
+        if not s.sealed and not include_open:
+            skipped += 1
+            continue
+        prev = man["shards"].get(p.name)
+        if s.sealed and prev and prev.get("source_bytes") == s.size and (tdir / prev["file"]).exists():
+            continue
+        arrays, meta = _tokenize_shard(p, codec, fps, with_clean)
+        fname = p.stem + ".npz"
+        tmp = tdir / f".{fname}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, tdir / fname)
+        man["shards"][p.name] = {"file": fname, "source_bytes": s.size, "sealed": s.sealed,
+                                 "traces": len(s.traces), "turns": len(meta),
+                                 "frames_user": int(arrays["user"].shape[1]), "frames_agent": int(arrays["agent"].shape[1])}
+        store.write_json_atomic(mpath, man)
+        done += 1
+        turns_total += len(meta)
+        log.info("tokenized %s: %d turns", p.name, len(meta))
+    store.write_json_atomic(mpath, man)
+    return {"tokens": str(tdir), "shards_tokenized": done, "open_shards_skipped": skipped, "turns": turns_total,
+            "shards_total": len(man["shards"]), "seconds": round(time.time() - t0, 1)}
+
+
+def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool) -> tuple[dict, list[dict]]:
+    K = codec.cfg.n_q
+    parts: dict[str, list[np.ndarray]] = {"user": [], "agent": [], "user_clean": []}
+    meta: list[dict] = []
+    seen: set[int] = set()
+    for kind, val in store.walk_shard(path, want_audio=True):
+        if kind != "trace":
+            continue
+        rec, files = val  # type: ignore[misc]
+        if rec["index"] in seen:
+            continue
+        seen.add(rec["index"])
+        key = rec["key"]
+        history: list[list[str]] = []
+        for j, t in enumerate(rec["turns"]):
+            x, sr = store.decode_flac(files[f"{key}.{t['user_audio']}.flac"])
+            parts["user"].append(_encode(codec, x, sr))
+            if with_clean:
+                x, sr = store.decode_flac(files[f"{key}.{t['user_clean_audio']}.flac"])
+                parts["user_clean"].append(_encode(codec, x, sr))
+            if t.get("agent_audio"):
+                x, sr = store.decode_flac(files[f"{key}.{t['agent_audio']}.flac"])
+                parts["agent"].append(_encode(codec, x, sr))
+            else:
+                parts["agent"].append(np.zeros((K, 0), np.uint16))
+
+            def fr(s):
+                return None if s is None else round(s * fps, 2)
+
+            meta.append({
+                "key": key, "index": rec["index"], "turn": j, "split": rec["split"], "case": rec["case"],
+                "kind": t["kind"], "user_voice": rec["user_voice"], "user_text": t["user_text"],
+                "asr_text": t["asr_text"], "reply_text": t["reply_text"], "reply_heard": t.get("reply_heard"),
+                "interrupted_at_frame": fr(t.get("interrupted_at_s")),
+                "overlap_prev_at_frame": fr(t.get("overlap_prev_at_s")),
+                "word_frames": [[w, fr(a), fr(b)] for w, a, b in t.get("word_timings") or []],
+                "timing_source": t.get("timing_source"), "history": [list(h) for h in history],
+                "reply_logprobs": t.get("reply_logprobs"),
+            })
+            if t["reply_text"]:
+                history.append([t["asr_text"], t.get("reply_heard") or t["reply_text"]])
+    arrays: dict[str, np.ndarray] = {}
+    for name, lst in parts.items():
+        if name == "user_clean" and not with_clean:
+            continue
+        lens = [a.shape[1] for a in lst]
+        arrays[name] = np.concatenate(lst, axis=1) if lst else np.zeros((K, 0), np.uint16)
+        arrays[name + "_off"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    return arrays, meta

@@ -1,0 +1,57 @@
+"""`parley distill tokenize` with a tiny random codec checkpoint (the codec API, not its quality)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill import store
+from distill.runner import GenConfig, generate
+from distill.tokens import iter_token_turns, load_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_codec(tmp_path_factory) -> Path:
+    import torch
+
+    from codec.io import save_codec
+    from codec.model import CodecConfig, ParleyCodec
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("codec")
+    save_codec(ParleyCodec(CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=4, bins=32)), d, {"note": "tiny random"})
+    return d
+
+
+def test_tokenize_traces(tmp_path: Path, tiny_codec: Path) -> None:
+    d = tmp_path / "t"
+    generate(d, 6, GenConfig(seed=3, stages="fake"), shard_traces=4, progress=False)
+    r = subprocess.run([sys.executable, "-m", "voice.cli", "distill", "tokenize", str(d), "--codec", str(tiny_codec)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    man = load_manifest(d)
+    assert man["n_q"] == 4 and man["bins"] == 32 and len(man["silence"]) == 4 and man["frame_rate"] == 12.5
+    recs = {rec["index"]: rec for rec, _ in store.iter_traces(d, want_audio=False)}
+    turns = list(iter_token_turns(d))
+    assert len(turns) == sum(len(r["turns"]) for r in recs.values())
+    for t in turns:
+        rt = recs[t.meta["index"]]["turns"][t.meta["turn"]]
+        assert t.meta["reply_text"] == rt["reply_text"] and t.meta["split"] == recs[t.meta["index"]]["split"]
+        assert t.user.shape == (4, math.ceil(rt["user_dur_s"] * 12.5 - 1e-6))
+        assert t.agent.shape[1] == (math.ceil(rt["agent_dur_s"] * 12.5 - 1e-6) if rt["agent_audio"] else 0)
+        assert t.user.min() >= 0 and t.user.max() < 32
+    # resume: nothing to redo; an open shard is skipped unless asked
+    from distill.tokenize import tokenize
+
+    again = tokenize(d, tiny_codec)
+    assert again["shards_tokenized"] == 0
+    generate(d, 8, GenConfig(seed=3, stages="fake"), shard_traces=4, progress=False)
+    assert tokenize(d, tiny_codec)["shards_tokenized"] == 1  # the new sealed shard
+    assert len(list(iter_token_turns(d, splits={"train", "eval", "eval_real"}))) == sum(
+        len(rec["turns"]) for rec, _ in store.iter_traces(d, want_audio=False))
