@@ -1,0 +1,25 @@
+"""Speech engines behind one interface (`voice.engines.base`).
+
+`create_engine(name, args)` imports `voice.engines.<name>` and calls its `create(args)` with
+the parsed `parley serve` arguments; a new engine is a module with `create(args) -> Engine`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from voice.errors import ParleyError
+
+ENGINES = ("cascade", "delay", "direct")
+
+
+def create_engine(name: str, args) -> "Engine":  # noqa: ANN001, F821
+    if name not in ENGINES:
+        raise ParleyError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
+    try:
+        mod = importlib.import_module(f"voice.engines.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"voice.engines.{name}":
+            raise ParleyError(f"the {name!r} engine is not available in this build") from None
+        raise
+    return mod.create(args)
