@@ -1,0 +1,97 @@
+"""The direct engine on a tiny random speech model and a tiny random codec: the engine interface,
+batched sessions, reply end rules, barge-in (closing the reply generator) and slot release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("model.llama")
+
+from tests.test_s2s_model import tiny_model  # noqa: E402
+from voice.engines.base import AgentAudio, Stage, UserTurn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from codec.model import CodecConfig, ParleyCodec
+
+    import torch
+
+    torch.manual_seed(0)
+    codec = ParleyCodec(CodecConfig(n_filters=4, dimension=16, n_q=4, bins=16, lstm=1)).eval()
+    return tiny_model(), codec
+
+
+def make_engine(parts, **kw):
+    from voice.engines.direct import DirectConfig, DirectEngine
+
+    model, codec = parts
+    cfg = DirectConfig(device="cpu", max_sessions=2, max_frames=256, **kw)
+    return DirectEngine(cfg, model=model, codec=codec, detokenize=lambda ids: " ".join(f"w{i}" for i in ids))
+
+
+async def _reply(sess, n_feed_s: float = 1.0, close_after: int | None = None) -> list:
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    for i in range(int(n_feed_s * 16000 / 512)):
+        sess.feed((0.1 * rng.standard_normal(512)).astype(np.float32), t0 + i * 0.032)
+    turn = UserTurn(1, np.zeros(16000, np.float32), t_speech_end=t0, t_decided=time.monotonic())
+    events = []
+    agen = sess.respond(turn)
+    async for ev in agen:
+        events.append(ev)
+        if close_after is not None and sum(isinstance(e, AgentAudio) for e in events) >= close_after:
+            await agen.aclose()  # what the server's task cancellation does on barge-in
+            break
+    return events
+
+
+def test_two_sessions_reply_until_max(parts) -> None:
+    eng = make_engine(parts, speech_rms=-1.0, max_reply_s=0.8)  # every frame counts as speech
+
+    async def main():
+        a, b = eng.session(), eng.session()
+        ra, rb = await asyncio.gather(_reply(a), _reply(b))
+        await a.close()
+        await b.close()
+        return ra, rb
+
+    for events in asyncio.run(main()):
+        audio = [e for e in events if isinstance(e, AgentAudio)]
+        assert isinstance(events[0], Stage) and events[0].name == "engine"
+        assert all(e.sample_rate == 16000 and e.audio.shape == (1280,) and np.isfinite(e.audio).all() for e in audio)
+        assert len(audio) == 10  # max_reply_s / 80 ms (frames said since the speech end count too)
+
+
+def test_quiet_model_gives_up_and_barge_in_releases(parts) -> None:
+    eng = make_engine(parts, speech_rms=1e9, start_timeout_s=0.4)  # never loud enough
+
+    async def quiet():
+        s = eng.session()
+        ev = await _reply(s)
+        await s.close()
+        return ev
+
+    assert not [e for e in asyncio.run(quiet()) if isinstance(e, AgentAudio)]
+
+    eng2 = make_engine(parts, speech_rms=-1.0, max_reply_s=10.0)
+
+    async def barge():
+        s = eng2.session()
+        ev = await _reply(s, close_after=3)
+        assert not s.responding  # the reply's clean-up ran: listening again
+        s.feed(np.zeros(1280, np.float32), time.monotonic())
+        await s.close()
+        s2, s3 = eng2.session(), eng2.session()  # both slots free again
+        with pytest.raises(RuntimeError):
+            eng2.session()
+        await s2.close()
+        await s3.close()
+        return ev
+
+    ev = asyncio.run(barge())
+    assert sum(isinstance(e, AgentAudio) for e in ev) == 3
