@@ -25,12 +25,12 @@ _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", 
                     "klatt3", "klatt4", "Andy", "Annie", "david", "linda", "max", "steph", "travis", "zac")
 _FLITE = ("kal16", "awb", "rms", "slt")
 
-# Held out for eval: these exact (tts, speed, pitch) never occur in training.
+# Held out for eval (canonical UserVoice.spec form): these TTS voices never occur in training.
 EVAL_VOICES: tuple[str, ...] = (
-    "espeak:en-gb-scotland+f3@1.0~0",
+    "espeak:en-gb-scotland+f3@1~0",
     "espeak:en-us+m6@0.95~0",
     "espeak:en-029+steph@1.05~0",
-    "flite:rms@1.0~0",
+    "flite:rms@1~0",
     "piper:joe@0.9~3",
     "piper:joe@1.15~-3",
 )
