@@ -78,6 +78,7 @@ class BenchSession:
         self.player = UtterancePlayer()
         self.recorder: Recorder | None = None
         self.events: list[Event] = []
+        self.speech_ends: list[float] = []  # capture time of the end of each user utterance
         self.floor_db = sig.SILENCE_DB
         self.threshold_db = sig.agent_threshold_db(sig.SILENCE_DB)
         self.t0 = time.monotonic()  # session origin for reported times

@@ -131,6 +131,7 @@ async def run_turns(
             await _wait_received(sess, t_start)
             tr.agent_was_speaking = sess.loud_between(t_start - 0.2, t_start)
         t_end = await sess.player.wait_sent(s0 + utt.bounds.end)
+        sess.speech_ends.append(t_end)
         tr.speech_end = sess.rel(t_end)
         if barge and tr.agent_was_speaking:
             # the agent must fall silent while the user is still speaking

@@ -1,0 +1,181 @@
+"""`parley bench latency` against the real Parley server (aiortc + Silero VAD turn taking).
+
+1. In-process: the project's `Server` with a test engine that answers each turn exactly
+   `DELAY_S` after the end of the user's speech *as the client spoke it* (the engine reads the
+   client's capture clock: same process, same monotonic clock). The measured voice-to-voice
+   latency must match that delay within 30 ms (what is left: the server's output queue, at most
+   one 20 ms frame, and loopback transport). Barge-in: the client interrupts a reply; the
+   server's output track reports when its first silent frame left (`on_sent`), and the
+   measured stop latency must match that within 30 ms.
+2. Through the CLI with a local `parley serve --engine delay` started by the command itself:
+   report JSON with the server's stage breakdown, the PNG, and the concurrency ramp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from voice.bench.client import BenchSession
+from voice.bench.latency import LatencyConfig, run_turns
+from voice.bench.local import free_port
+from voice.bench.utterances import default_utterances
+from voice.cli import main
+from voice.engines.base import AgentAudio, Engine, EngineEvent, EngineSession, Stage, UserTurn
+
+pytestmark = pytest.mark.timeout(300)
+
+SR = 48000
+DELAY_S = 1.2  # longer than the server's VAD endpoint (560 ms) + uplink
+
+
+def reply_tone(seconds: float = 2.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.25 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+class ClientTimedEngine(Engine):
+    """Answers at (the client's latest end of user speech) + DELAY_S, on the shared clock."""
+
+    name = "client-timed"
+
+    def __init__(self) -> None:
+        self.client: BenchSession | None = None
+        self.late: list[float] = []  # turns the engine could not answer in time (s late)
+
+    def session(self) -> EngineSession:
+        return _Session(self)
+
+
+class _Session(EngineSession):
+    def __init__(self, engine: ClientTimedEngine) -> None:
+        self.engine = engine
+
+    async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
+        ends = self.engine.client.speech_ends
+        due = ends[-1] + DELAY_S
+        wait = due - time.monotonic()
+        if wait < 0:
+            self.engine.late.append(-wait)
+        await asyncio.sleep(max(0.0, wait))
+        yield Stage("engine", 1000 * DELAY_S)
+        yield AgentAudio(reply_tone(), SR, "la la la")
+
+
+class FrameLog:
+    """Wraps the server output track's `on_sent`: when each frame left and whether it was loud."""
+
+    def __init__(self, out) -> None:  # noqa: ANN001 - voice.tracks.AgentTrack
+        self.frames: list[tuple[float, int | None]] = []  # (handoff time, first loud sample or None)
+        inner = out.on_sent
+
+        def on_sent(t: float, x: np.ndarray) -> None:
+            loud = np.flatnonzero(np.abs(x) > 0.01)
+            self.frames.append((t, int(loud[0]) if len(loud) else None))
+            if inner is not None:
+                inner(t, x)
+
+        out.on_sent = on_sent
+
+    def first_loud_after(self, t: float) -> float | None:
+        for tf, i in self.frames:
+            if tf >= t and i is not None:
+                return tf + i / SR
+        return None
+
+    def first_silent_after(self, t: float) -> float | None:
+        for tf, i in self.frames:
+            if tf >= t and i is None:
+                return tf
+        return None
+
+
+async def _in_process() -> dict:
+    from aiohttp import web
+
+    from voice.server import Server, ServerConfig
+
+    engine = ClientTimedEngine()
+    server = Server(engine, ServerConfig(port=free_port()))
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", server.cfg.port).start()
+    sess = BenchSession(f"http://127.0.0.1:{server.cfg.port}")
+    engine.client = sess
+    try:
+        await sess.connect()
+        (srv_sess,) = server.sessions.values()
+        log = FrameLog(srv_sess.out)
+        cfg = LatencyConfig(turns=4, barge_in_every=2, barge_after_s=0.8, pause_s=0.6, pause_jitter_s=0.3)
+        turns = await run_turns(sess, default_utterances(), cfg)
+    finally:
+        await sess.close()
+        await runner.cleanup()
+    return {"turns": turns, "late": engine.late, "log": log, "t0": sess.t0, "events": sess.events}
+
+
+@pytest.fixture(scope="module")
+def in_process() -> dict:
+    return asyncio.run(_in_process())
+
+
+def test_voice_to_voice_matches_known_delay(in_process: dict) -> None:
+    turns, log, t0 = in_process["turns"], in_process["log"], in_process["t0"]
+    assert not in_process["late"], "test engine could not answer in time"
+    answered = [t for t in turns if t.v2v_ms is not None]
+    assert len(answered) == len(turns), [(t.index, t.timed_out) for t in turns]
+    for t in answered:
+        assert not t.early
+        assert abs(t.v2v_ms - 1000 * DELAY_S) <= 30, (t.index, t.v2v_ms)
+        # and the onset is the server's first loud sample, 0-25 ms after it left
+        truth = log.first_loud_after(t0 + t.speech_end)
+        assert truth is not None
+        assert 0 <= 1000 * (t0 + t.reply_onset - truth) <= 25, (t.index, t.reply_onset, truth - t0)
+    # the server's stage breakdown reached the client
+    assert all("engine" in t.stages and "vad_endpoint" in t.stages for t in answered)
+
+
+def test_barge_in_stop_latency_matches_server_output(in_process: dict) -> None:
+    turns, log, t0 = in_process["turns"], in_process["log"], in_process["t0"]
+    barge = [t for t in turns if t.barge_in]
+    assert barge and all(t.agent_was_speaking for t in barge)
+    for t in barge:
+        assert t.stopped, t
+        # truth: the first silent frame the server sent after the interrupting speech began
+        silent = log.first_silent_after(t0 + t.speech_start)
+        truth_ms = 1000 * (silent - (t0 + t.speech_start))
+        assert abs(t.stop_ms - truth_ms) <= 30, (t.stop_ms, truth_ms)
+        assert t.server_stop_ms is not None  # the server's own figure came with the event
+    assert any(e.type == "barge_in" for e in in_process["events"])
+
+
+def test_cli_latency_and_concurrency_with_local_delay_server(tmp_path, capsys) -> None:  # noqa: ANN001
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    rc = main([
+        "bench", "latency", "--engine", "delay", "--server-arg=--delay-ms=250", "--server-arg=--reply-s=2.5",
+        "--turns", "3", "--barge-in-every", "2", "--pause", "0.5", "--out", str(out), "--plot", str(png),
+    ])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "voice-to-voice" in text and "p90" in text
+    rep = json.loads(out.read_text())
+    assert rep["engine"] == "delay" and rep["summary"]["counts"]["answered"] == 3
+    for t in rep["turns"]:
+        assert t["stages"]["engine"] == 250
+        # the client sees more than the server: transport, jitter buffers, output queue
+        assert 0 < t["v2v_ms"] - t["server_total_ms"] < 300, t
+    assert png.stat().st_size > 10_000
+
+    out2 = tmp_path / "c.json"
+    rc = main(["bench", "concurrency", "--engine", "delay", "--max", "2", "--turns", "1",
+               "--out", str(out2)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    rep = json.loads(out2.read_text())
+    assert [s["sessions"] for s in rep["steps"]][:1] == [1]
+    assert rep["max_held"] >= 1, rep
