@@ -1,0 +1,103 @@
+"""Streaming text generation on ``Llama``: prefill, then one cached decode step per token.
+
+``Engine.generate`` works on token ids only (as nanochat's engine); ``Engine.stream`` adds the
+incremental detokenizer. Each call owns its KV cache and RNG, so one Engine (one copy of the
+weights) serves concurrent callers from several threads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+from model.llama import Llama
+from model.sampling import SamplingParams, sample_next
+from model.tokenizer import Tokenizer
+
+PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (bounds activation memory)
+CACHE_ROUND = 64  # cache length is rounded up to this
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token."""
+
+    token: int
+    logprob: float | None  # log p(token) under the model (raw logits, before penalty/temperature)
+    text: str = ""  # text completed by this token (may be '' mid-character); Engine.stream only
+
+
+class Engine:
+    def __init__(self, model: Llama, tokenizer: Tokenizer | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.tok_embeddings.weight.device
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: list[int],
+        max_new_tokens: int = 128,
+        params: SamplingParams = SamplingParams(),
+        stop_ids: Iterable[int] = (),
+        logprobs: bool = False,
+    ) -> Iterator[Step]:
+        """Yield generated tokens one by one; stops after a stop id (not yielded) or max_new_tokens."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        max_len = self.model.cfg.max_seq_len
+        if len(prompt) >= max_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context ({max_len})")
+        max_new_tokens = min(max_new_tokens, max_len - len(prompt))
+        cache_len = min(max_len, -(-(len(prompt) + max_new_tokens) // CACHE_ROUND) * CACHE_ROUND)
+        cache = self.model.new_cache(1, cache_len)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        stops = set(stop_ids)
+        dev = self.device
+        ids = torch.tensor(prompt, dtype=torch.long, device=dev)
+        for start in range(0, len(prompt), PREFILL_CHUNK):  # prefill
+            chunk = ids[start:start + PREFILL_CHUNK][None]  # (1, t)
+            logits = self.model(chunk, positions=torch.tensor([start], device=dev), cache=cache, last_only=True)
+        history = list(prompt)
+        pos = len(prompt)
+        for i in range(max_new_tokens):
+            row = logits[0, -1].float().cpu()  # (V,)
+            recent = torch.tensor(history[-params.repetition_window:], dtype=torch.long)
+            tok = sample_next(row, params, recent, gen)
+            if tok in stops:
+                return
+            lp = float(row.log_softmax(-1)[tok]) if logprobs else None
+            yield Step(tok, lp)
+            history.append(tok)
+            if i == max_new_tokens - 1 or pos >= cache_len:
+                return
+            logits = self.model(torch.tensor([[tok]], device=dev), positions=torch.tensor([pos], device=dev), cache=cache)
+            pos += 1
+
+    def stream(
+        self,
+        prompt: list[int],
+        max_new_tokens: int = 128,
+        params: SamplingParams = SamplingParams(),
+        stop_ids: Iterable[int] | None = None,
+        logprobs: bool = False,
+    ) -> Iterator[Step]:
+        """As ``generate``, with ``Step.text`` filled (whole characters only; stop ids = tokenizer's).
+
+        If the stream ends inside a character, a last text-only Step (token -1) carries the rest."""
+        if self.tokenizer is None:
+            raise RuntimeError("Engine.stream needs a tokenizer")
+        dec = self.tokenizer.incremental_decoder(skip_special=True)
+        stops = self.tokenizer.stop_ids if stop_ids is None else stop_ids
+        for step in self.generate(prompt, max_new_tokens, params, stops, logprobs):
+            yield Step(step.token, step.logprob, dec.push(step.token))
+        tail = dec.flush()
+        if tail:
+            yield Step(-1, None, tail)
