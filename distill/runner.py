@@ -136,7 +136,7 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
 
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
-             shard_traces: int = 100, progress: bool = True) -> dict:
+             shard_traces: int = 100, progress: bool = True, on_write=None) -> dict:
     """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict."""
     from tqdm import tqdm
 
@@ -188,6 +188,8 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
                 else:
                     writer.write(r)
                     written += 1
+                    if on_write is not None:
+                        on_write(r)
                 bar.update(1)
         finally:
             writer.close()
