@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.layout import StreamLayout, align_text, build_inputs
+from model.layout import StreamLayout, align_text, build_inputs, place_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Turn:
     agent: np.ndarray  # (K, Ta)
     reply_tokens: list[int]  # backbone text tokens of the reply
     reply_char_lens: list[int] | None = None
+    token_frames: list[int] | None = None  # frame of each reply token from the agent's start (TTS timings)
     name: str = ""
     reply_text: str = ""  # the teacher's reply (eval)
     voice: str = ""  # the user's voice (eval groups: held-out synthetic / real)
@@ -64,7 +65,10 @@ def make_example(
     a0 = Tu + gap
     if a0 < T:
         agent[:, a0 : min(a0 + Ta, T)] = turn.agent[:, : T - a0]
-    text = align_text(turn.reply_tokens, a0, a0 + Ta, T, layout, turn.reply_char_lens)
+    if turn.token_frames is not None:
+        text = place_text(turn.reply_tokens, turn.token_frames, a0, T, layout)
+    else:
+        text = align_text(turn.reply_tokens, a0, a0 + Ta, T, layout, turn.reply_char_lens)
     ex = build_inputs(user, agent, text, layout)
     speaking = np.zeros(T, dtype=bool)
     speaking[a0 : a0 + Ta] = True

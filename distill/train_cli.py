@@ -59,27 +59,29 @@ def synthetic_turns(n: int, layout, seed: int = 0):
     return turns
 
 
-def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth"):
+def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth", n_q: int = 4, card: int = 16,
+                       text_card: int = 64):
     from model.depth import DepthConfig
     from model.layout import StreamLayout
     from model.llama import LlamaConfig
     from model.speech import SpeechConfig
 
-    delays = (0, 1, 2, 3) if audio_head == "delay" else (0, 1, 1, 1)
-    layout = StreamLayout(n_q=4, card=16, text_card=64, delays=delays)
-    bb = LlamaConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    delays = tuple(range(n_q)) if audio_head == "delay" else (0,) + (1,) * (n_q - 1)
+    layout = StreamLayout(n_q=n_q, card=card, text_card=text_card, delays=delays)
+    bb = LlamaConfig(vocab_size=text_card, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
     return SpeechConfig(backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
                         audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
 
 
-def full_speech_config(lora_rank: int = 8, audio_head: str = "depth", gguf: str | None = None):
+def full_speech_config(lora_rank: int = 8, audio_head: str = "depth", gguf: str | None = None,
+                       n_q: int = 8, card: int = 2048):
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
     from model.speech import SpeechConfig
 
     bb = smollm2_config(gguf)
-    delays = tuple(range(8)) if audio_head == "delay" else (0,) * 8
-    layout = StreamLayout(text_card=bb.vocab_size, delays=delays)
+    delays = tuple(range(n_q)) if audio_head == "delay" else (0,) * n_q
+    layout = StreamLayout(n_q=n_q, card=card, text_card=bb.vocab_size, delays=delays)
     return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head)
 
 
@@ -96,11 +98,19 @@ def run(args: argparse.Namespace) -> int:
 
     rank, world, device = setup_distributed()
     torch.manual_seed(args.seed)
+    sizes = {}
+    if args.data is not None and not args.synthetic:
+        from distill.tokens import load_manifest
+
+        man = load_manifest(args.data)
+        sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
     if args.tiny:
-        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 8 else 4, args.audio_head)
+        text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
+        cfg = tiny_speech_config(args.lora_rank if args.lora_rank != 8 else 4, args.audio_head, text_card=text_card,
+                                 **sizes)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(args.lora_rank, args.audio_head, args.gguf)
+        cfg = full_speech_config(args.lora_rank, args.audio_head, args.gguf, **sizes)
         model = build_model(cfg, gguf_path=args.gguf)
     layout = cfg.layout
     if args.synthetic:
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             raise ParleyError("give --data DIR (token shards from `parley distill tokenize`) or --synthetic N")
         from distill.s2s_data import load_turns
 
-        turns, silence, data_desc = load_turns(args.data, layout)
+        turns, silence, data_desc = load_turns(args.data, layout, gguf=args.gguf)
     if len(turns) < 2:
         raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
     order = list(range(len(turns)))

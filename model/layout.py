@@ -180,6 +180,22 @@ def align_text(
     return out
 
 
+def place_text(tokens: list[int], frames: list[int], start: int, n_steps: int, layout: StreamLayout) -> np.ndarray:
+    """Token i at frame ``start + frames[i]`` (from word timings), pushed right when a frame is
+    taken (the tokens of one word follow each other); PAD elsewhere; cut at ``n_steps``."""
+    if len(tokens) != len(frames):
+        raise ValueError(f"{len(tokens)} tokens but {len(frames)} frames")
+    out = np.full(n_steps, layout.text_pad, dtype=np.int64)
+    nxt = 0
+    for tok, f in zip(tokens, frames):
+        f = max(start + int(f), nxt)
+        if f >= n_steps:
+            break
+        out[f] = tok
+        nxt = f + 1
+    return out
+
+
 def validate_streams(user: np.ndarray, agent: np.ndarray, text: np.ndarray, layout: StreamLayout) -> None:
     """Check one example in the frame grid: user/agent [K, T] real codes, text [T] tokens or PAD."""
     K, T = layout.n_q, text.shape[-1]

@@ -9,6 +9,7 @@ from model.layout import (
     StreamLayout,
     Undelayer,
     align_text,
+    place_text,
     build_inputs,
     delay_codes,
     undelay_codes,
@@ -86,3 +87,11 @@ def test_validation_rejects_bad_layouts_and_streams() -> None:
     with pytest.raises(ValueError):
         validate_streams(ok, ok, np.full(5, MOSHI.text_bos), MOSHI)  # BOS is input-only
     assert StreamLayout.from_dict({"n_q": 4, "card": 16, "text_card": 100, "delays": [0, 1, 1, 1]}) == MOSHI
+
+
+def test_place_text_from_word_timings() -> None:
+    out = place_text([5, 6, 7, 8], [0, 0, 3, 3], start=2, n_steps=8, layout=MOSHI)
+    assert out.tolist() == [100, 100, 5, 6, 100, 7, 8, 100]
+    assert place_text([5, 6], [9, 9], start=0, n_steps=10, layout=MOSHI).tolist()[-1] == 5  # cut at the end
+    with pytest.raises(ValueError):
+        place_text([5], [0, 1], 0, 4, MOSHI)

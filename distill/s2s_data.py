@@ -1,0 +1,69 @@
+"""Token shards (``parley distill tokenize``) -> training / eval turns for the direct model.
+
+Each tokenized trace turn becomes one ``Turn``: the user's codes (as the cascade heard them),
+the agent's codes (piper joe) and the reply's text tokens, each token placed at the frame where
+its word starts in the agent's speech (``word_frames`` from the TTS alignment), so the inner
+monologue is aligned to the speech as in Moshi. Silent / backchannel turns (the agent says
+nothing) are kept: the model must learn to stay quiet too. Splits come from the trace plan
+(held-out voices and prompts are ``eval``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distill.plan import REAL_VOICE
+from distill.tokens import iter_token_turns, load_manifest
+from distill.train import Turn
+from model.layout import StreamLayout
+from voice.errors import ParleyError
+
+
+def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:
+    """[[word, start, end], ...] -> (text tokens, frame of each token relative to the reply start)."""
+    toks, frames = [], []
+    for i, (word, start, _end) in enumerate(word_frames):
+        ids = encode(word if i == 0 else " " + word)
+        toks += ids
+        frames += [int(start)] * len(ids)
+    return toks, frames
+
+
+def layout_for(data: Path, text_card: int) -> StreamLayout:
+    man = load_manifest(Path(data))
+    return StreamLayout(n_q=int(man["n_q"]), card=int(man["bins"]), text_card=text_card)
+
+
+def load_turns(data: Path, layout: StreamLayout, split: str = "train", limit: int | None = None,
+               gguf: str | None = None, encode=None) -> tuple[list[Turn], np.ndarray, str]:
+    """-> (turns, silence codes (K,), description). ``encode``: text -> ids (default SmolLM2's)."""
+    man = load_manifest(Path(data))
+    if int(man["n_q"]) != layout.n_q or int(man["bins"]) != layout.card:
+        raise ParleyError(f"{data}: tokens have {man['n_q']} x {man['bins']} codes, the model {layout.n_q} x {layout.card}")
+    if encode is None:
+        from model.gguf import load_tokenizer
+
+        encode = load_tokenizer(gguf).encode
+    turns: list[Turn] = []
+    n_silent = 0
+    for tt in iter_token_turns(Path(data), splits={split}):
+        m = tt.meta
+        if tt.user.shape[1] == 0:
+            continue
+        toks, frames = word_tokens(m.get("word_frames") or [], encode) if tt.agent.shape[1] else ([], [])
+        n_silent += tt.agent.shape[1] == 0
+        voice = m.get("user_voice", "")
+        turns.append(Turn(
+            user=tt.user[: layout.n_q], agent=tt.agent[: layout.n_q], reply_tokens=toks, token_frames=frames,
+            name=f"{m['key']}.{m['turn']}", reply_text=m.get("reply_text", ""),
+            voice="real" if voice == REAL_VOICE else "synthetic",
+        ))
+        if limit and len(turns) >= limit:
+            break
+    silence = np.asarray(man["silence"][: layout.n_q], dtype=np.int64)
+    hours = sum(t.user.shape[1] + t.agent.shape[1] for t in turns) / float(man["frame_rate"]) / 3600
+    desc = (f"{len(turns)} {split} turns ({n_silent} silent) from {data}, {hours:.2f} h of user+agent speech, "
+            f"codec {man.get('codec_id', '?')}")
+    return turns, silence, desc
