@@ -75,7 +75,9 @@ class CodebookEmbedding(nn.Module):
         super().__init__()
         self.table = nn.Parameter(torch.randn(n_q, vocab, dim) * 0.5)  # (K, V, e)
         self.proj = nn.Linear(dim, d_model, bias=False)
-        nn.init.normal_(self.proj.weight, std=0.02 * dim**-0.5 * 8)
+        # output rms ~0.1 per channel, like SmolLM2's token embeddings (std 0.136): the frozen
+        # backbone starts from inputs of the scale it was trained on
+        nn.init.normal_(self.proj.weight, std=0.1 / (0.5 * (n_q * dim) ** 0.5))
         self.register_buffer("offsets", torch.arange(n_q) * vocab, persistent=False)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
