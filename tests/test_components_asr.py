@@ -120,3 +120,17 @@ def test_bad_models_and_input(tmp_path) -> None:
         WhisperASR.load(str(bad_pt))
     with pytest.raises(ParleyError, match="mono"):
         asr().transcribe(np.zeros((2, 16000), np.float32))
+
+
+@pytest.mark.gpu
+def test_gpu_fp16_batched_matches_cpu() -> None:
+    """Same converted weights on CUDA (fp16 activations, one batch) transcribe like the CPU."""
+    from voice.asr import WhisperASR
+
+    gpu = WhisperASR.load("tiny.en", device="cuda")
+    assert gpu.fp16
+    clips = [speech(n) for n in SHORT] * 4  # 20 clips in one batch
+    got = gpu.transcribe_batch(clips, batch_size=32)
+    want = asr().transcribe_batch(clips[: len(SHORT)]) * 4
+    for g, w in zip(got, want):
+        assert wer(w, g) <= 0.1, (w, g)
