@@ -186,10 +186,14 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def lr_at(step: int, tc: TrainConfig) -> float:
+def lr_at(step: int, tc: TrainConfig, minutes: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 10% over the steps, or over ``max_minutes`` when that
+    budget ends first (a GPU sitting of fixed length still gets a full schedule)."""
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
     p = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    if tc.max_minutes > 0:
+        p = max(p, minutes / tc.max_minutes)
     return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
@@ -222,13 +226,14 @@ def train(
         [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=tc.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )
-    step = 0
+    step, elapsed = 0, 0.0  # elapsed: training minutes of earlier sittings (resume)
     ck = run_dir / "last.pt"
     if ck.exists():
         state = torch.load(ck, map_location="cpu", weights_only=False)
         model.load_trainable({k: v.to(device) for k, v in state["model"].items()})
         opt.load_state_dict(state["opt"])
         step = state["step"]
+        elapsed = state.get("minutes", 0.0)
         log.info("resumed from %s at step %d", ck, step)
     fwd = model
     if world > 1:
@@ -266,8 +271,9 @@ def train(
     history: list[dict] = []
     model.train()
     while step < tc.steps:
+        lr = lr_at(step, tc, elapsed + (time.time() - t0) / 60)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
+            g["lr"] = lr
         batch = batch_at(step, train_turns, tc.batch_size, rank)
         with autocast:
             loss, m = compute_loss(fwd, batch, tc.loss, layout)
@@ -276,10 +282,10 @@ def train(
         gn = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
         step += 1
-        metrics = {**m, "grad_norm": float(gn), "lr": lr_at(step - 1, tc), "step": step, "min": (time.time() - t0) / 60}
+        metrics = {**m, "grad_norm": float(gn), "lr": lr, "step": step, "min": elapsed + (time.time() - t0) / 60}
         if rank == 0 and (step % tc.log_every == 0 or step == 1):
             log.info("step %d " + " ".join(f"{k}=%.4g" for k in m), step, *m.values())
-        out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 >= tc.max_minutes
+        out_of_time = tc.max_minutes > 0 and elapsed + (time.time() - t0) / 60 >= tc.max_minutes
         if val_turns and (step % tc.eval_every == 0 or step == tc.steps or out_of_time):
             metrics.update(evaluate())
             if rank == 0:
@@ -289,6 +295,7 @@ def train(
         if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or out_of_time):
             _save_atomic({"model": {k: v.cpu() for k, v in model.trainable_state_dict().items()},
                           "opt": opt.state_dict(), "step": step, "train_config": asdict(tc),
+                          "minutes": elapsed + (time.time() - t0) / 60,
                           "config": model.cfg.to_json()}, ck)
         if out_of_time:
             break
