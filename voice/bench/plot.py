@@ -48,9 +48,10 @@ def plot_reports(reports: list[LatencyReport], path: str | Path) -> None:
             if not vals:
                 continue
             v = np.sort(np.asarray(vals))
-            y = np.arange(1, len(v) + 1) / len(v)
+            n_v = len(v)
+            y = np.arange(1, n_v + 1) / n_v
             v, y = np.concatenate([v[:1], v]), np.concatenate([[0.0], y])  # start the step at 0
-            ax.step(v, y, style, where="post", label=f"{r.engine}: {label} (n={len(v)})")
+            ax.step(v, y, style, where="post", label=f"{r.engine}: {label} (n={n_v})")
     ax.set_xlabel("latency at the client (ms)")
     ax.set_ylabel("fraction of turns")
     ax.set_ylim(0, 1.02)
@@ -69,12 +70,14 @@ def plot_reports(reports: list[LatencyReport], path: str | Path) -> None:
             ax.bar(x, vals, bottom=bottom, label=name, width=0.8)
             bottom += np.asarray(vals)
         ax.plot(x, v2v, "k.", label="measured voice-to-voice")
+        top = max([*v2v, *bottom.tolist(), 1.0])
+        ax.set_ylim(0, top * 1.45)  # room for the legend above the bars
         ax.set_xticks(x, [str(j) for j in idx], fontsize=7)
         ax.set_xlabel("turn")
         ax.set_ylabel("ms")
         ax.set_title(f"{r.engine}: stage breakdown per turn")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
