@@ -113,6 +113,7 @@ class Server:
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/favicon.ico", lambda r: web.Response(status=204))
         app.router.add_post("/offer", self.offer)
         app.on_shutdown.append(self._on_shutdown)
         return app

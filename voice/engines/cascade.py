@@ -1,0 +1,248 @@
+"""The streaming cascade: Whisper (ASR) -> chat LLM (tokens streamed) -> TTS clause by clause.
+
+    parley serve --engine cascade [--asr tiny.en --llm smollm2 --voice joe]
+
+Per turn (`CascadeSession.respond`):
+  1. ASR on the whole user turn (Whisper, in the model thread pool);
+  2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
+  3. as soon as the text holds a finished clause (punctuation + space, >= 3 words) it is sent
+     to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
+     order, so the first agent audio is ready after the first clause, not the whole reply.
+Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
+clauses are dropped, a clause being synthesized is finished and thrown away.
+
+History (per session): the system prompt, then the user turns and, for the agent, only what
+was played (`commit`), trimmed to the last `max_history` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from voice.engines.base import (
+    AgentAudio,
+    AgentText,
+    Engine,
+    EngineEvent,
+    EngineSession,
+    Stage,
+    UserText,
+    UserTurn,
+)
+
+log = logging.getLogger(__name__)
+
+_CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
+MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    asr: str = "tiny.en"  # Whisper model (bundled tiny.en)
+    llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
+    llm_model: str | None = None  # model name for a URL
+    voice: str = "joe"  # TTS voice
+    device: str = "cpu"
+    system: str | None = None  # system prompt (default: voice.llm.SPOKEN_SYSTEM_PROMPT)
+    max_new_tokens: int = 60  # a spoken reply is short
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_history: int = 12  # messages kept (user + agent), oldest dropped first
+    threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
+
+
+def take_clauses(buf: str, final: bool = False) -> tuple[list[str], str]:
+    """Split the finished clauses off streamed text: (ready clauses, rest still growing)."""
+    ends = [m.end() for m in _CLAUSE_END.finditer(buf)]
+    cut = len(buf) if final else 0
+    if not final:
+        for e in reversed(ends):
+            if len(buf[:e].split()) >= MIN_CLAUSE_WORDS:
+                cut = e
+                break
+    ready, rest = buf[:cut], buf[cut:]
+    if not ready.strip():
+        return [], buf
+    from voice.tts import split_clauses  # noqa: PLC0415
+
+    clauses = split_clauses(ready) if re.search(r"\w", ready) else []
+    return clauses, rest
+
+
+class CascadeEngine(Engine):
+    name = "cascade"
+
+    def __init__(self, cfg: CascadeConfig = CascadeConfig(), asr=None, llm=None, tts=None) -> None:  # noqa: ANN001
+        from voice.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
+
+        self.cfg = cfg
+        self.system = cfg.system or SPOKEN_SYSTEM_PROMPT
+        t0 = time.perf_counter()
+        if asr is None:
+            from voice.asr import WhisperASR  # noqa: PLC0415
+
+            asr = WhisperASR.load(cfg.asr, device=cfg.device)
+        if llm is None:
+            from voice.llm import load_llm  # noqa: PLC0415
+
+            llm = load_llm(cfg.llm, model=cfg.llm_model, device=cfg.device)
+        if tts is None:
+            from voice.tts import load_voice  # noqa: PLC0415
+
+            tts = load_voice(cfg.voice)
+        self.asr, self.llm, self.tts = asr, llm, tts
+        self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="parley-model")
+        # one lock per model: sessions take turns on each model, stages of different sessions overlap
+        self.asr_lock, self.llm_lock, self.tts_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self.load_s = time.perf_counter() - t0
+
+    def warm_up(self) -> None:
+        """First calls are slow (allocations, kernels): make them before the first user does."""
+        noise = (0.01 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+        self.transcribe(noise)
+        for _ in self.llm.stream_chat([{"role": "user", "content": "Hi"}], max_new_tokens=2):
+            pass
+        self.synthesize("Hello there, friend.")
+
+    def info(self) -> dict:
+        return {"engine": self.name, "asr": self.cfg.asr, "llm": self.cfg.llm, "voice": self.cfg.voice}
+
+    def session(self) -> "CascadeSession":
+        return CascadeSession(self)
+
+    # model calls (worker threads)
+    def transcribe(self, audio_16k: np.ndarray) -> str:
+        with self.asr_lock:
+            return self.asr.transcribe(audio_16k).strip()
+
+    def synthesize(self, text: str) -> np.ndarray:
+        with self.tts_lock:
+            return self.tts.synthesize(text)
+
+    async def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class CascadeSession(EngineSession):
+    def __init__(self, engine: CascadeEngine) -> None:
+        self.engine = engine
+        self.history: list[dict] = []
+
+    def messages(self) -> list[dict]:
+        return [{"role": "system", "content": self.engine.system}, *self.history[-self.engine.cfg.max_history :]]
+
+    def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
+        if played_text.strip():
+            self.history.append({"role": "assistant", "content": played_text.strip()})
+
+    async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
+        e = self.engine
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        text = await loop.run_in_executor(e.pool, e.transcribe, turn.audio)
+        t_asr = time.monotonic()
+        yield Stage("asr", 1000 * (t_asr - t0))
+        yield UserText(text)
+        if not re.search(r"\w", text):
+            return  # noise: nothing to answer
+        self.history.append({"role": "user", "content": text})
+        stop = threading.Event()
+        out: asyncio.Queue = asyncio.Queue()
+        tasks = [asyncio.ensure_future(self._pipeline(self.messages(), stop, out, t_asr))]
+        try:
+            while (item := await out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pipeline(self, messages: list[dict], stop: threading.Event, out: asyncio.Queue,
+                        t_asr: float) -> None:
+        """LLM pieces -> AgentText + clauses -> TTS -> AgentAudio, into `out` (None at the end)."""
+        e = self.engine
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        clauses: asyncio.Queue = asyncio.Queue()
+
+        def generate() -> None:  # worker thread
+            try:
+                with e.llm_lock:
+                    if stop.is_set():  # cancelled while waiting for another session's reply
+                        return
+                    for piece in e.llm.stream_chat(messages, max_new_tokens=e.cfg.max_new_tokens,
+                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p):
+                        if stop.is_set():
+                            break
+                        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except BaseException as err:  # noqa: BLE001 - handed to the event loop
+                loop.call_soon_threadsafe(pieces.put_nowait, err)
+            finally:
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+        t_first: list[float] = []
+
+        async def text_stage() -> None:
+            buf = ""
+            while (p := await pieces.get()) is not None:
+                if isinstance(p, BaseException):
+                    raise p
+                if not t_first:
+                    t_first.append(time.monotonic())
+                    await out.put(Stage("llm_first_token", 1000 * (t_first[0] - t_asr)))
+                await out.put(AgentText(p))
+                buf += p
+                ready, buf = take_clauses(buf)
+                for c in ready:
+                    await clauses.put(c)
+            ready, _ = take_clauses(buf, final=True)
+            for c in ready:
+                await clauses.put(c)
+            await clauses.put(None)
+
+        async def audio_stage() -> None:
+            first = True
+            while (c := await clauses.get()) is not None:
+                audio = await loop.run_in_executor(e.pool, e.synthesize, c)
+                if first:
+                    first = False
+                    t = t_first[0] if t_first else t_asr
+                    await out.put(Stage("tts_first_audio", 1000 * (time.monotonic() - t)))
+                await out.put(AgentAudio(audio, e.tts.sample_rate, c))
+
+        llm_job = loop.run_in_executor(e.pool, generate)
+        try:
+            await asyncio.gather(text_stage(), audio_stage())
+            await out.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # noqa: BLE001
+            await out.put(err)
+        finally:
+            stop.set()  # the LLM thread stops before its next token; nobody waits for it
+            llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def create(args) -> CascadeEngine:  # noqa: ANN001 - argparse.Namespace from `parley serve`
+    cfg = CascadeConfig(
+        asr=getattr(args, "asr", "tiny.en"), llm=getattr(args, "llm", "smollm2"),
+        llm_model=getattr(args, "llm_model", None), voice=getattr(args, "voice", "joe"),
+        device=getattr(args, "device", "cpu") or "cpu", system=getattr(args, "system", None),
+        max_new_tokens=int(getattr(args, "max_new_tokens", 60)),
+    )
+    engine = CascadeEngine(cfg)
+    engine.warm_up()
+    log.info("cascade engine ready in %.1f s", engine.load_s)
+    return engine
