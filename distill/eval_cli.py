@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from distill.eval import generate, score, table
     from distill.s2s_data import load_turns
     from model.generator import SamplingConfig
-    from model.layout import StreamLayout
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.from_codes:
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         from model.speech_ckpt import DEFAULT_DIR, load_speech_model
 
         model = load_speech_model(args.weights or DEFAULT_DIR, gguf_path=args.gguf, device=device)
-        turns, silence, desc = load_turns(args.data, model.cfg.layout, split="eval", limit=args.limit)
+        turns, silence, desc = load_turns(args.data, model.cfg.layout, split="eval", limit=args.limit, gguf=args.gguf)
         log.info("evaluating on %s", desc)
         sampling = SamplingConfig(0.0, 0, 0.0, 0) if args.greedy else SamplingConfig()
         items = generate(model, turns, [t.voice or "?" for t in turns], silence, device=device, seed=args.seed,
@@ -87,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     asr = WhisperASR.load(args.asr)
     tok = load_tokenizer(args.gguf)
     teacher = None
-    turns, _, _ = load_turns(args.data, StreamLayout(), split="eval", limit=args.limit)
+    from distill.s2s_data import layout_for
+
+    turns, _, _ = load_turns(args.data, layout_for(args.data, 49152), split="eval", limit=args.limit, gguf=args.gguf)
     teacher = {t.name: t.agent for t in turns}
     result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher)
     print(table(result))

@@ -24,6 +24,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_bench_model)
 
@@ -73,7 +74,7 @@ def _bench_model(args: argparse.Namespace) -> int:
     else:
         from distill.train_cli import full_speech_config
 
-        cfg = full_speech_config()
+        cfg = full_speech_config(gguf=args.gguf)
     batches = [int(b) for b in args.batch.split(",")]
     rows = []
     hw = {"cpu": f"{torch.get_num_threads()} CPU threads"}
