@@ -134,3 +134,14 @@ def test_gpu_fp16_batched_matches_cpu() -> None:
     want = asr().transcribe_batch(clips[: len(SHORT)]) * 4
     for g, w in zip(got, want):
         assert wer(w, g) <= 0.1, (w, g)
+
+
+def test_concurrent_threads_give_the_same_text() -> None:
+    """Server sessions call the shared model from several threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clips = [speech(n) for n in SHORT[:3]]
+    want = [asr().transcribe(x) for x in clips]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(asr().transcribe, clips))
+    assert got == want

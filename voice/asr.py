@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,9 @@ class WhisperASR:
         self.source = source
         self.options = options
         self.fp16 = str(device).startswith("cuda")
+        # whisper.decode keeps its KV cache in forward hooks installed on the shared module:
+        # two decodes at once would write into each other's caches, so they take turns.
+        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -183,7 +187,7 @@ class WhisperASR:
             fp16=self.fp16,
             sample_len=self.options.max_tokens,
         )
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             results = whisper.decode(self.model, mel, opts)
         o = self.options
         it = iter(results)
