@@ -4,7 +4,8 @@ The track emits 20 ms frames of 48 kHz mono s16. Frame k holds samples [k*960, (
 the sent stream and is returned by `recv()` when its last sample would have been captured by
 a real microphone: at t0 + (k+1) * 20 ms on the monotonic clock. The actual return time of
 every frame is logged, so `sample_time(n)` gives the wall time at which sample n of the sent
-stream was "spoken", even when the event loop is late:
+stream was "spoken", even when the event loop is late (a stall over 100 ms restarts the clock
+rather than sending a burst):
 
     sample_time(n) = emit_time[k] - ((k + 1) * 960 - n) / 48000,   k = n // 960
 
@@ -27,6 +28,7 @@ from av import AudioFrame
 SR = 48000  # WebRTC sample rate (voice.audio.WEBRTC_SR)
 FRAME = 960  # 20 ms at 48 kHz (voice.audio.WEBRTC_FRAME)
 FRAME_S = FRAME / SR  # 0.02 s
+RESYNC_S = 0.1  # a sender this late restarts its clock instead of sending a burst
 
 
 @dataclass
@@ -128,6 +130,9 @@ class UtterancePlayer(MediaStreamTrack):
         due = self._t0 + (k + 1) * FRAME_S
         if due > now:
             await asyncio.sleep(due - now)
+        elif now - due > RESYNC_S:  # stalled (start-up, busy CPU): restart the clock, no burst
+            self._t0 = now - (k + 1) * FRAME_S
+            due = now
         samples = self._next_samples(k)
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
         frame = AudioFrame.from_ndarray(pcm.reshape(1, FRAME), format="s16", layout="mono")
@@ -136,5 +141,6 @@ class UtterancePlayer(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, SR)
         t = time.monotonic()
         self.emit_times.append(t)
-        self.max_lag = max(self.max_lag, t - due)
+        if self._current is not None or np.any(samples):  # lateness matters while speaking
+            self.max_lag = max(self.max_lag, t - due)
         return frame
