@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_say)
 
     p = sub.add_parser("transcribe", help="speech to text with Whisper (bundled tiny.en by default)")
-    p.add_argument("file", help="audio file (WAV/FLAC/OGG; any sample rate, resampled to 16 kHz)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="audio file(s) (WAV/FLAC/OGG; any sample rate, resampled to 16 kHz); several are batched")
     p.add_argument("--model", default="tiny.en", help="tiny.en | CT2 dir | .pt | .safetensors | openai:NAME")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.set_defaults(func=_transcribe)
@@ -57,11 +58,16 @@ def _say(args: argparse.Namespace) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     from voice.audio import ASR_SR, load_audio
 
-    audio, _ = load_audio(args.file, sample_rate=ASR_SR)  # checks the file before loading the model
+    audios = [load_audio(f, sample_rate=ASR_SR)[0] for f in args.files]  # check files before the model
     from voice.asr import WhisperASR
 
     asr = WhisperASR.load(args.model, device=args.device)
-    print(asr.transcribe(audio))
+    texts = asr.transcribe_batch(audios)
+    if len(texts) == 1:
+        print(texts[0])
+    else:
+        for f, t in zip(args.files, texts):
+            print(f"{f}\t{t}")
     return 0
 
 
