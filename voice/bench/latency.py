@@ -201,6 +201,7 @@ async def measure_latency(
     progress: Progress | None = None,
 ) -> LatencyReport:
     """Connect one session to `url`, run the turns, return the report."""
+    host_before = host_info()
     sess = BenchSession(url, engine=engine)
     await sess.connect()
     try:
@@ -217,7 +218,7 @@ async def measure_latency(
         url=sess.url,
         turns=turns,
         settings={**asdict(cfg), "noise_floor_db": sess.floor_db, "threshold_db": sess.threshold_db},
-        host=host_info(),
+        host={**host_info(), "load_avg_1m_at_start": host_before.get("load_avg_1m")},
         date=datetime.date.today().isoformat(),
         events=len(sess.events),
         notes=notes,

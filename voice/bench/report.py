@@ -102,6 +102,9 @@ class LatencyReport:
             f"timed out {c['timed_out']}, barge-ins {c['barge_ins']} "
             f"(not stopped {c['barge_ins_not_stopped']}), underruns {c['underruns']}"
         )
+        load = self.host.get("load_avg_1m_at_start"), self.host.get("load_avg_1m")
+        if load[0] is not None and load[1] is not None:
+            foot += f"\nhost load average (1 min) at start / end: {load[0]} / {load[1]} on {self.host.get('cores')} cores"
         return table(rows, title=f"engine {self.engine} @ {self.url} (ms)") + "\n" + foot
 
     # -- JSON --------------------------------------------------------------------------------
@@ -153,6 +156,10 @@ def host_info() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    try:  # other work on the machine skews CPU numbers: say how busy it was
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
     try:
         import torch  # noqa: PLC0415 - only for the GPU name
 
