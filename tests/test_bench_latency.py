@@ -155,20 +155,25 @@ def test_barge_in_stop_latency_matches_server_output(in_process: dict) -> None:
 
 
 def test_cli_latency_and_concurrency_with_local_delay_server(tmp_path, capsys) -> None:  # noqa: ANN001
+    # two engines in one run (here the same delay engine twice: the ratio must be ~1)
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     rc = main([
-        "bench", "latency", "--engine", "delay", "--server-arg=--delay-ms=250", "--server-arg=--reply-s=2.5",
-        "--turns", "3", "--barge-in-every", "2", "--pause", "0.5", "--out", str(out), "--plot", str(png),
+        "bench", "latency", "--engine", "delay,delay", "--server-arg=--delay-ms=250",
+        "--server-arg=--reply-s=2.5", "--turns", "3", "--barge-in-every", "2", "--pause", "0.5",
+        "--out", str(out), "--plot", str(png),
     ])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "voice-to-voice" in text and "p90" in text
-    rep = json.loads(out.read_text())
-    assert rep["engine"] == "delay" and rep["summary"]["counts"]["answered"] == 3
-    for t in rep["turns"]:
-        assert t["stages"]["engine"] == 250
-        # the client sees more than the server: transport, jitter buffers, output queue
-        assert 0 < t["v2v_ms"] - t["server_total_ms"] < 300, t
+    assert "voice-to-voice" in text and "p90" in text and "voice to voice p50: delay / delay =" in text
+    data = json.loads(out.read_text())
+    assert 0.7 < data["comparison"]["voice_to_voice_p50_ratio"] < 1.4
+    for rep in data["reports"]:
+        assert rep["engine"] == "delay" and rep["summary"]["counts"]["answered"] == 3
+        assert rep["summary"]["counts"]["barge_ins"] == 1
+        for t in rep["turns"]:
+            assert t["stages"]["engine"] == 250
+            # the client sees more than the server: transport, jitter buffers, output queue
+            assert 0 < t["v2v_ms"] - t["server_total_ms"] < 300, t
     assert png.stat().st_size > 10_000
 
     out2 = tmp_path / "c.json"
