@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demos"
 STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 MAX_BODY = 64 * 1024  # SDP offers are a few KB
+SERVER_KEY: web.AppKey["Server"] = web.AppKey("parley", object)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ async def json_errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     """Every error leaves as JSON, including aiohttp's own (404, 405, 413)."""
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as e:
-        return _error(413, f"request body too large (limit {e.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVER_KEY].cfg.max_body
+        return _error(413, f"request body too large (limit {limit} bytes)")
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -109,11 +111,11 @@ class Server:
     # -- routes ------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(middlewares=[json_errors], client_max_size=self.cfg.max_body)
-        app["parley"] = self
+        app[SERVER_KEY] = self
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/health", self.health)
-        app.router.add_get("/favicon.ico", lambda r: web.Response(status=204))
+        app.router.add_get("/favicon.ico", self.favicon)
         app.router.add_post("/offer", self.offer)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -129,6 +131,9 @@ class Server:
         if name not in STATIC_FILES or not (DEMO_DIR / name).exists():
             return _error(404, f"no such file: {name}")
         return web.FileResponse(DEMO_DIR / name, headers={"Content-Type": STATIC_FILES[name]})
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, **self.engine.info(), "sessions": len(self.sessions),

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loopback-ice", action=argparse.BooleanOptionalAction, default=None,
                    help="offer only 127.0.0.1 ICE candidates (default: on when --host is 127.0.0.1)")
     g = p.add_argument_group("turn taking")
-    g.add_argument("--start-ms", type=float, help="speech needed to start a turn (default 192)")
-    g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 560)")
+    g.add_argument("--start-ms", type=float, help="speech needed to start a turn (default 256)")
+    g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     c = p.add_argument_group("cascade engine")
     c.add_argument("--asr", default="tiny.en", help="Whisper model (default: bundled tiny.en)")

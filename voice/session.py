@@ -66,11 +66,10 @@ def played_text(segments: list[Segment]) -> str:
 def frame_to_mono(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
     """Decoded av.AudioFrame (s16/flt, packed/planar, any channels) -> (T,) float32."""
     a = frame.to_ndarray()
+    scale = 1.0 / 32768.0 if np.issubdtype(a.dtype, np.integer) else 1.0
     ch = len(frame.layout.channels)
     a = a.reshape(ch, -1).mean(axis=0) if frame.format.is_planar else a.reshape(-1, ch).mean(axis=1)
-    if np.issubdtype(a.dtype, np.integer):
-        return (a / 32768.0).astype(np.float32)
-    return a.astype(np.float32)
+    return (a * scale).astype(np.float32)
 
 
 class Session:

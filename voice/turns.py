@@ -20,7 +20,8 @@ the chunk's level and its arrival time. States (as pipecat / LiveKit):
 Echo guard: with loudspeakers the agent's own voice comes back through the microphone, and
 Silero rightly calls it speech. `EchoGuard` remembers the level of every frame the agent sent
 and predicts the loudest echo the microphone can hold now: the loudest agent frame sent in the
-last `echo_window_ms` (any echo delay up to that) times the echo path gain `echo_gain_db`.
+last `echo_window_ms` (any echo delay up to that) times the echo path gain (worst case
+`echo_gain_db`, then learned from what the microphone hears while the agent talks).
 While the agent talks (or just did), a chunk counts as user speech only if it is speech AND
 `echo_margin_db` louder than that prediction. The user's voice on top of the echo passes,
 the echo alone does not. Browsers' echo cancellation (requested by the demo page) removes most
@@ -30,8 +31,9 @@ Defaults were tuned on real speech (150 asterisk prompts, one US female voice; 2
 inner pauses (hysteresis 0.5/0.35) were p95 288 ms, max 352 ms, so stop_ms 544 keeps every
 prompt in one turn; the end of speech by energy precedes Silero's end by p50 58 ms (p90 87).
 Bursts of real speech cut to 100/150/190 ms reach at most 4/6/7 speech chunks with the level
-rule (8 without it), so start_ms 224 (7 chunks) rejects them up to ~180 ms; whole prompts are
-confirmed p50 ~240 ms after their energy onset.
+rule (8 without it), so start_ms 256 (8 chunks) rejects every burst under 200 ms (7 chunks
+let a 180 ms burst through in tests/test_server_turns.py); whole prompts are confirmed
+~270 ms after their energy onset, which is also the barge-in decision time.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ import numpy as np
 from voice.audio import VAD_CHUNK_MS
 
 CHUNK_S = VAD_CHUNK_MS / 1000.0  # 0.032 s per VAD step
+ECHO_HISTORY_CHUNKS = 94  # echo gain learned over the last ~3 s of agent speech
+ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst case
+ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
+ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
+ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
 
 
 class VadState(str, enum.Enum):
@@ -59,7 +66,7 @@ class VadState(str, enum.Enum):
 class TurnConfig:
     start_threshold: float = 0.5  # speech probability that starts / resumes speech
     stop_threshold: float = 0.35  # below this a chunk is silence (hysteresis)
-    start_ms: float = 224.0  # speech needed (in STARTING) to confirm a turn; shorter = noise
+    start_ms: float = 256.0  # speech needed (in STARTING) to confirm a turn; shorter = noise
     start_gap_ms: float = 64.0  # silence tolerated inside STARTING before giving up
     start_drop_db: float = 25.0  # in STARTING a chunk this far below the loudest one is not
     #                              speech (Silero's probability lingers ~60 ms after a sound)
@@ -83,11 +90,34 @@ def level_db(x: np.ndarray) -> float:
 
 
 class EchoGuard:
-    """Remembers the agent's recent output levels; predicts the loudest possible echo."""
+    """Remembers the agent's recent output levels; predicts the loudest possible echo.
+
+    The echo path gain starts at the worst case `echo_gain_db` and adapts: while the agent
+    talks, the input level relative to the loudest recent output is recorded, and once
+    `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never above the worst
+    case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo arrives late, so a
+    high percentile, not the median). Only chunks heard while the VAD is QUIET teach it (not
+    a user starting to talk). With headphones or
+    browser echo cancellation the learned gain is low and a soft-spoken user can still
+    interrupt; with a loud speaker it stays near the worst case.
+    """
 
     def __init__(self, cfg: TurnConfig) -> None:
         self.cfg = cfg
         self._sent: deque[tuple[float, float]] = deque()  # (monotonic time, level dB)
+        self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_CHUNKS)  # input - output dB
+
+    def observe(self, t: float, chunk_db: float) -> None:
+        """An input chunk heard while (maybe) the agent talked: learn the echo path gain."""
+        ref = self._ref_db(t)
+        if ref is not None and ref > ECHO_MIN_REF_DB:
+            self._ratios.append(max(chunk_db - ref, ECHO_MIN_GAIN_DB - 20.0))
+
+    def gain_db(self) -> float:
+        if len(self._ratios) < ECHO_LEARN_CHUNKS:
+            return self.cfg.echo_gain_db
+        learned = float(np.percentile(np.fromiter(self._ratios, float), ECHO_PERCENTILE))
+        return min(self.cfg.echo_gain_db, max(ECHO_MIN_GAIN_DB, learned))
 
     def note_output(self, t: float, frame: np.ndarray) -> None:
         """An output frame was handed to the transport at time t."""
@@ -101,13 +131,15 @@ class EchoGuard:
         while self._sent and self._sent[0][0] < horizon:
             self._sent.popleft()
 
-    def predicted_echo_db(self, t: float) -> float | None:
-        """Loudest echo the input chunk arriving at t may contain; None when the agent was quiet."""
+    def _ref_db(self, t: float) -> float | None:
         lo = t - self.cfg.echo_window_ms / 1000.0
         levels = [db for ts, db in self._sent if lo <= ts <= t]
-        if not levels:
-            return None
-        return max(levels) + self.cfg.echo_gain_db
+        return max(levels) if levels else None
+
+    def predicted_echo_db(self, t: float) -> float | None:
+        """Loudest echo the input chunk arriving at t may contain; None when the agent was quiet."""
+        ref = self._ref_db(t)
+        return None if ref is None else ref + self.gain_db()
 
     def is_user(self, t: float, chunk_db: float) -> bool:
         """True when a speech chunk cannot be explained by echo alone."""
@@ -175,6 +207,8 @@ class TurnDetector:
         cfg = self.cfg
         out: list[TurnEvent] = []
         guarded = self.guard is not None and self.state in (VadState.QUIET, VadState.STARTING)
+        if guarded and self.state is VadState.QUIET:
+            self.guard.observe(t, chunk_db)
         user = (not guarded) or self.guard.is_user(t, chunk_db)
         s = self.state
         if s is VadState.QUIET:

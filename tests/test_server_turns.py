@@ -1,0 +1,219 @@
+"""Turn taking: the VAD state machine (synthetic probabilities), the echo guard, the output
+track, history truncation; then Silero on real speech: prompts are one turn each, bursts of
+real speech and coughs shorter than 200 ms are no turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from voice.tracks import FRAME, AgentTrack
+from voice.turns import CHUNK_S, EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, VadState
+
+LOUD = -20.0  # dB level of a speech chunk
+QUIET = -90.0
+
+
+def run(det: TurnDetector, probs, levels=None, t0: float = 0.0):
+    """Push chunks; returns [(chunk index, event)]."""
+    levels = [LOUD if p >= 0.35 else QUIET for p in probs] if levels is None else levels
+    out = []
+    for i, (p, db) in enumerate(zip(probs, levels)):
+        for e in det.push(p, db, t0 + (i + 1) * CHUNK_S):
+            out.append((i, e))
+    return out
+
+
+def of(evs, kind):
+    return [(i, e) for i, e in evs if isinstance(e, kind)]
+
+
+def test_turn_start_and_end_timing() -> None:
+    cfg = TurnConfig()
+    det = TurnDetector(cfg)
+    probs = [0.0] * 5 + [0.9] * 40 + [0.05] * 40
+    evs = run(det, probs)
+    starts, ends = of(evs, TurnStart), of(evs, TurnEnd)
+    assert len(starts) == 1 and len(ends) == 1
+    assert starts[0][0] == 5 + cfg.chunks(cfg.start_ms) - 1  # confirmed after start_ms of speech
+    i_end, end = ends[0]
+    assert i_end == 45 + cfg.chunks(cfg.stop_ms) - 1  # stop_ms of silence
+    assert end.t_speech_end == pytest.approx(45 * CHUNK_S)  # end of the last speech chunk
+    assert end.speech_s == pytest.approx(40 * CHUNK_S)
+    states = [e.state for _, e in evs if hasattr(e, "state")]
+    assert states == [VadState.STARTING, VadState.SPEAKING, VadState.STOPPING, VadState.QUIET]
+
+
+def test_short_sounds_are_not_turns() -> None:
+    cfg = TurnConfig()
+    n = cfg.chunks(cfg.start_ms)
+    for k in range(1, n):  # every burst shorter than start_ms
+        det = TurnDetector(cfg)
+        evs = run(det, [0.0] * 3 + [0.95] * k + [0.0] * 30)
+        assert not of(evs, TurnStart), k
+        assert len(of(evs, TurnCancel)) == 1
+        assert det.state is VadState.QUIET
+
+
+def test_lingering_probability_after_a_sound_does_not_count() -> None:
+    """Silero stays high ~2 chunks after a sound ends; those chunks are quiet, not speech."""
+    cfg = TurnConfig()
+    n = cfg.chunks(cfg.start_ms)
+    probs = [0.0] * 3 + [0.95] * (n - 1) + [0.9] * 3 + [0.0] * 20
+    levels = [QUIET] * 3 + [LOUD] * (n - 1) + [QUIET] * 23
+    assert not of(run(TurnDetector(cfg), probs, levels), TurnStart)
+    assert of(run(TurnDetector(cfg), probs), TurnStart)  # the same probabilities, loud: a turn
+
+
+def test_hysteresis_and_inner_pauses_keep_one_turn() -> None:
+    cfg = TurnConfig()
+    pause = cfg.chunks(cfg.stop_ms) - 2
+    probs = [0.9] * 20 + [0.4] * 10 + [0.9] * 10 + [0.1] * pause + [0.9] * 10 + [0.0] * 30
+    evs = run(TurnDetector(cfg), probs)
+    assert len(of(evs, TurnStart)) == 1 and len(of(evs, TurnEnd)) == 1
+
+
+def test_max_turn_length_cuts_a_turn() -> None:
+    cfg = TurnConfig(max_turn_s=2.0)
+    evs = run(TurnDetector(cfg), [0.9] * 200)
+    assert len(of(evs, TurnEnd)) >= 2
+
+
+def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
+    cfg = TurnConfig()
+    g = EchoGuard(cfg)
+    frame = (0.3 * np.sin(np.arange(FRAME) / 5.0)).astype(np.float32)  # ~ -13.5 dB
+    out_db = 10 * np.log10(np.mean(frame**2))
+    for k in range(50):
+        g.note_output(k * 0.02, frame)
+    t = 50 * 0.02
+    assert not g.is_user(t, out_db - 10.0)  # echo at -10 dB
+    assert not g.is_user(t, out_db - 7.0)
+    assert g.is_user(t, out_db)  # a user as loud as the agent
+    assert g.is_user(t + 1.0, out_db - 30.0)  # the agent stopped long ago: anything goes
+    det = TurnDetector(cfg, g)
+    evs = [e for i in range(12) for e in det.push(0.95, out_db - 10.0, t + i * CHUNK_S)]
+    assert not any(isinstance(e, TurnStart) for e in evs)
+    assert TurnDetector(TurnConfig(echo_guard=False), EchoGuard(TurnConfig(echo_guard=False))).guard.is_user(
+        t, out_db - 10.0)
+
+
+def test_played_text_truncates_at_words() -> None:
+    from voice.session import played_text
+    from voice.tracks import Segment
+
+    a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
+    b = Segment(1, "It is a lovely city to visit.", np.zeros(1000, np.float32), sent=500)
+    c = Segment(1, "Anything else?", np.zeros(1000, np.float32), sent=0)
+    assert played_text([a, b, c]) == "The capital of France is Paris. It is a"
+    assert played_text([Segment(1, "one two", np.zeros(10, np.float32))]) == ""
+
+
+def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
+    async def main() -> None:
+        tr = AgentTrack()
+        tone = np.full(FRAME * 50, 0.5, np.float32)
+        seg = tr.enqueue(1, tone, "a b c d")
+        t0 = time.monotonic()
+        frames = [await tr.recv() for _ in range(10)]
+        dt = time.monotonic() - t0
+        assert 0.15 <= dt <= 0.35, dt  # 10 frames of 20 ms, real time (the first is immediate)
+        assert all(np.abs(f.to_ndarray()).max() > 10000 for f in frames)
+        assert seg.sent == 10 * FRAME and tr.busy
+        tr.flush()
+        nxt = await tr.recv()
+        assert np.abs(nxt.to_ndarray()).max() == 0  # within one frame of the flush
+        assert tr.idle.is_set() and not tr.busy
+        assert frames[3].pts == 3 * FRAME and frames[3].sample_rate == 48000
+        tr.stop()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ real speech (Silero)
+@pytest.fixture(scope="module")
+def vad():
+    from voice.vad import SileroVAD
+
+    return SileroVAD.load()
+
+
+def _turns(vad, x16: np.ndarray, cfg: TurnConfig = TurnConfig()) -> tuple[int, int]:
+    det = TurnDetector(cfg)
+    st = vad.stream()
+    n = len(x16) // 512
+    starts = ends = 0
+    for i in range(n):
+        c = x16[i * 512 : (i + 1) * 512]
+        db = 10 * np.log10(np.mean(c.astype(np.float64) ** 2) + 1e-12)
+        for e in det.push(st.push(c), db, (i + 1) * CHUNK_S):
+            starts += isinstance(e, TurnStart)
+            ends += isinstance(e, TurnEnd)
+    return starts, ends
+
+
+def _prompts(names):
+    from voice.audio import load_audio
+    from voice.samples import have_prompts, prompt_wav
+
+    if not have_prompts():
+        pytest.skip("asterisk-core-sounds-en-g722 not installed")
+    return [load_audio(prompt_wav(n), 16000)[0] for n in names]
+
+
+def _pad(x: np.ndarray, lead: float = 0.5, tail: float = 1.5, noise: float = 1e-3, seed: int = 0) -> np.ndarray:
+    y = np.concatenate([np.zeros(int(lead * 16000)), x, np.zeros(int(tail * 16000))]).astype(np.float32)
+    return y + np.random.default_rng(seed).normal(0, noise, len(y)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_real_prompts_are_one_turn_each(vad) -> None:
+    from voice.samples import SHORT_PROMPTS
+
+    for name, x in zip(SHORT_PROMPTS, _prompts(SHORT_PROMPTS)):
+        assert _turns(vad, _pad(x)) == (1, 1), name
+
+
+def cough(ms: float, seed: int) -> np.ndarray:
+    """A cough-like burst: noise through a vocal-tract-ish resonance, fast attack, decay."""
+    rng = np.random.default_rng(seed)
+    n = int(ms * 16)
+    t = np.arange(n) / 16000
+    noise = rng.standard_normal(n)
+    # resonances ~500 Hz and ~1500 Hz (crude formants) by two-pole filters
+    y = np.zeros(n)
+    for f, r in ((500, 0.97), (1500, 0.95)):
+        a1, a2 = -2 * r * np.cos(2 * np.pi * f / 16000), r * r
+        z = np.zeros(n)
+        for i in range(n):
+            z[i] = noise[i] - a1 * (z[i - 1] if i else 0) - a2 * (z[i - 2] if i > 1 else 0)
+        y += z
+    env = np.minimum(1, t / 0.01) * np.exp(-t / (ms / 1000 / 3))
+    y = y * env
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_short_bursts_of_real_speech_and_coughs_are_not_turns(vad) -> None:
+    from voice.samples import SHORT_PROMPTS
+
+    rng = np.random.default_rng(0)
+    tried = 0
+    for x in _prompts(SHORT_PROMPTS[:6]):
+        hop = 160
+        db = 10 * np.log10(np.array([np.mean(x[i : i + hop] ** 2) for i in range(0, len(x) - hop, hop)]) + 1e-12)
+        loud = np.flatnonzero(db > np.percentile(db, 95) - 20)
+        for ms in (100, 150, 180):
+            n = int(ms * 16)
+            i = int(rng.choice(loud[loud * hop + n < len(x)])) * hop
+            burst = x[i : i + n].copy()
+            burst[:80] *= np.linspace(0, 1, 80)
+            burst[-80:] *= np.linspace(1, 0, 80)
+            assert _turns(vad, _pad(burst))[0] == 0, (ms, i)
+            tried += 1
+    for k, ms in enumerate((80, 120, 160, 190)):
+        assert _turns(vad, _pad(cough(ms, k)))[0] == 0, ms
+    assert tried == 18
