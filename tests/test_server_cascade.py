@@ -66,7 +66,7 @@ def _turn() -> UserTurn:
 
 def test_take_clauses() -> None:
     assert take_clauses("The capital of France is") == ([], "The capital of France is")
-    assert take_clauses("Yes, of course. The capital") == (["Yes, of course."], " The capital")
+    assert take_clauses("Yes, of course. The capital") == (["Yes, of course."], "The capital")
     assert take_clauses("Yes, sure. The capital") == ([], "Yes, sure. The capital")  # 2 words: wait
     assert take_clauses("Hi. Ok") == ([], "Hi. Ok")  # too short to speak alone yet
     assert take_clauses("The end", final=True) == (["The end"], "")
