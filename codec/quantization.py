@@ -72,14 +72,16 @@ class EuclideanCodebook(nn.Module):
         x = x.float()
         if not bool(self.inited.item()):
             self.init_kmeans(x)
-        dead = self.cluster_size < self.threshold_ema_dead_code
+        # EnCodec's threshold (2) assumes ~5k vectors per batch and 1024 entries; with smaller batches
+        # every entry's EMA size sits below it. Scale it to the expected size N / bins.
+        thr = min(self.threshold_ema_dead_code, 0.05 * x.shape[0] / self.codebook_size)
+        dead = self.cluster_size < thr
         if self.threshold_ema_dead_code > 0 and bool(dead.any()):
             self.embed.copy_(torch.where(dead[:, None], _sample(x, self.codebook_size), self.embed))
             # restarted entries start with a fresh average (EnCodec keeps the stale one)
-            self.embed_avg.copy_(torch.where(dead[:, None], self.embed * self.threshold_ema_dead_code,
-                                             self.embed_avg))
-            self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size,
-                                                                      self.threshold_ema_dead_code),
+            fresh = x.shape[0] / self.codebook_size  # restarted entries get the average size
+            self.embed_avg.copy_(torch.where(dead[:, None], self.embed * fresh, self.embed_avg))
+            self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, fresh),
                                                 self.cluster_size))
         onehot_sum = torch.bincount(codes, minlength=self.codebook_size).float()
         self.cluster_size.mul_(self.decay).add_(onehot_sum, alpha=1 - self.decay)
