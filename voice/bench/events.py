@@ -79,9 +79,19 @@ def _text(data: dict) -> str:
 def turn_texts(
     events: Sequence[_Event], t_from: float, t_to: float | None
 ) -> tuple[str | None, str | None]:
-    """(user transcript, agent text) of the events received in [t_from, t_to)."""
-    user = [_text(e.data) for e in events if e.type in USER_TEXT_TYPES and _in(e, t_from, t_to)]
-    done = [_text(e.data) for e in events if e.type == AGENT_DONE and _in(e, t_from, t_to)]
-    agent = [_text(e.data) for e in events if e.type in AGENT_TEXT_TYPES and _in(e, t_from, t_to)]
+    """(user transcript, agent text) of the server turn answered in [t_from, t_to).
+
+    The server turn is the one of the last transcript received in the window (after a
+    barge-in the window also holds the end of the interrupted previous reply). The agent text
+    is what was played ("agent_done"), or the generated deltas when no "agent_done" came.
+    """
+    mine = [e for e in events if _in(e, t_from, t_to)]
+    user = [e for e in mine if e.type in USER_TEXT_TYPES]
+    if not user:
+        return None, None
+    turn = user[-1].data.get("turn")
+    same = [e for e in events if e.data.get("turn") == turn and e.t >= t_from]
+    done = [_text(e.data) for e in same if e.type == AGENT_DONE]
+    agent = [_text(e.data) for e in same if e.type in AGENT_TEXT_TYPES]
     agent_text = done[0] if done else ("".join(agent) if agent else None)
-    return (user[-1] if user else None), agent_text
+    return _text(user[-1].data), agent_text
