@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--delay-ms", type=float, default=300.0, help="turn end -> reply (default 300)")
     d.add_argument("--reply-s", type=float, default=2.0, help="tone length (default 2.0)")
     d.add_argument("--reply-wav", default=None, help="answer with this WAV instead of a tone")
-    p.add_argument("--device", default="cpu", help="torch device for model engines")
+    p.add_argument("--device", default=None,
+                   help="torch device for model engines (default: cpu for cascade, cuda if present for direct)")
     p.add_argument("--weights", default=None, help="weights folder for the direct engine")
     p.set_defaults(func=serve_cmd)
 

@@ -22,4 +22,21 @@ def create_engine(name: str, args) -> "Engine":  # noqa: ANN001, F821
         if e.name == f"voice.engines.{name}":
             raise ParleyError(f"the {name!r} engine is not available in this build") from None
         raise
-    return mod.create(args)
+    create = getattr(mod, "create", None)
+    if create is None and name == "direct":
+        create = _create_direct
+    if create is None:
+        raise ParleyError(f"voice.engines.{name} has no create(args) function")
+    return create(args)
+
+
+def _create_direct(args) -> "Engine":  # noqa: ANN001, F821
+    """Builds the direct engine from `parley serve` options when its module has no create()."""
+    from voice.engines.direct import DirectConfig, DirectEngine  # noqa: PLC0415
+
+    device = getattr(args, "device", None)
+    return DirectEngine(DirectConfig(
+        weights=getattr(args, "weights", None),
+        device=None if device in (None, "auto") else device,
+        max_sessions=int(getattr(args, "max_sessions", 4)),
+    ))
