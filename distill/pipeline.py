@@ -90,18 +90,18 @@ def generate_trace(plan: TracePlan, stages: Stages) -> TraceResult:
         t0 = time.perf_counter()
         text1 = stages.asr(aug)
         tm["asr"] = _ms(t0)
-        reply_raw, reply, logprobs = "", "", None
+        reply_raw, reply, teacher = "", "", None
         if pt.kind not in ("silence", "backchannel"):  # the agent answers real turns only
             msgs = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": text1}]
             t0 = time.perf_counter()
-            reply_raw, logprobs = stages.llm(msgs, pt.llm_seed)
+            reply_raw, teacher = stages.llm(msgs, pt.llm_seed)
             tm["llm"] = _ms(t0)
             reply = clean_reply(reply_raw)
         rec: dict = {
             "kind": pt.kind, "user_text": pt.text, "template": pt.template, "recording": pt.recording,
             "augment": pt.augment.to_dict(), "pauses_s": pauses, "audio_seed": pt.audio_seed,
             "llm_seed": pt.llm_seed, "asr_text": text1, "reply_raw": reply_raw, "reply_text": reply,
-            "reply_logprobs": logprobs,
+            "teacher": teacher,  # the LLM's token ids of reply_raw and their log-probs (local LLM)
             "user_audio": f"t{j}.user", "user_clean_audio": f"t{j}.user_clean", "user_sr": SR,
             "user_dur_s": round(len(aug) / SR, 3),
             "overlap_prev_at_s": round(pt.overlap_prev_at * prev_reply_s, 3) if pt.overlap_prev_at is not None else None,

@@ -9,6 +9,7 @@ A worker process loads its stages once (models stay in memory) and reuses them f
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from typing import Protocol
@@ -23,7 +24,9 @@ SYSTEM_PROMPT = (
     "spoken sentences, plain words only: no lists, no markdown, no emojis."
 )
 LLM_MAX_NEW_TOKENS = 64
-LLM_TEMPERATURE = 0.7
+LLM_TEMPERATURE = 0.5  # a calmer teacher than the chat default: the 135M model rambles when hotter
+LLM_MAX_SENTENCES = 2  # generation stops after the 2nd sentence (clean_reply keeps 2 anyway)
+_SENT_END = re.compile(r"[.!?](?:\s|$)")
 
 
 class Stages(Protocol):
@@ -33,7 +36,7 @@ class Stages(Protocol):
 
     def asr(self, audio_16k: np.ndarray) -> str: ...
 
-    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]: ...
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, dict | None]: ...  # text, teacher tokens
 
     def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]: ...  # audio, sr, words, how
 
@@ -74,10 +77,10 @@ class FakeStages:
         q = np.round(audio_16k * 1000).astype(np.int32)
         return f"heard {len(audio_16k)} samples, id {zlib.crc32(q.tobytes()) % 100000}"
 
-    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]:
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, dict | None]:
         time.sleep(self.delay)
         n_user = sum(m["role"] == "user" for m in messages)
-        return f"Okay. This is reply {seed % 1000} to turn {n_user}.", [-0.5, -0.25]
+        return f"Okay. This is reply {seed % 1000} to turn {n_user}.", {"tokens": [1, 2], "logprobs": [-0.5, -0.25]}
 
     def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
         time.sleep(self.delay)
@@ -103,7 +106,8 @@ class RealStages:
         self.models = {
             "user_tts": "espeak-ng / flite (voice.tts), piper joe-medium (noise 0)",
             "asr": f"whisper {asr} (voice.asr)",
-            "llm": f"{llm} (voice.llm), T={LLM_TEMPERATURE}, max {LLM_MAX_NEW_TOKENS} tokens",
+            "llm": f"{llm} (voice.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
+                   f"stop after {LLM_MAX_SENTENCES} sentences",
             "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
             "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
                         f"openai-whisper {_pkg_version('openai-whisper')}",
@@ -127,12 +131,21 @@ class RealStages:
     def asr(self, audio_16k: np.ndarray) -> str:
         return self.whisper.transcribe(audio_16k).strip()
 
-    def llm(self, messages: list[dict], seed: int) -> tuple[str, list[float] | None]:
+    def llm(self, messages: list[dict], seed: int) -> tuple[str, dict | None]:
+        """-> (reply text, {"tokens": teacher token ids, "logprobs": log p of each} or None)."""
         kw = dict(max_new_tokens=LLM_MAX_NEW_TOKENS, temperature=LLM_TEMPERATURE, top_p=0.9, seed=seed)
-        if hasattr(self.chat, "chat_with_logprobs"):  # optional teacher log-probs
-            text, lp = self.chat.chat_with_logprobs(messages, **kw)
-            return text, [round(float(v), 4) for v in lp]
-        return self.chat.chat(messages, **kw), None
+        if not hasattr(self.chat, "stream_steps"):  # remote backends give text only
+            return self.chat.chat(messages, **kw), None
+        toks, lps, parts = [], [], []
+        for st in self.chat.stream_steps(messages, logprobs=True, **kw):
+            if st.token >= 0:
+                toks.append(int(st.token))
+                lps.append(round(float(st.logprob), 4) if st.logprob is not None else None)
+            if st.text:
+                parts.append(st.text)
+                if st.text.rstrip().endswith((".", "!", "?")) and len(_SENT_END.findall("".join(parts))) >= LLM_MAX_SENTENCES:
+                    break  # enough for a spoken reply: save the decoding time
+        return "".join(parts), {"tokens": toks, "logprobs": lps}
 
     def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
         x, spans = self.piper.synthesize_aligned(text)

@@ -144,7 +144,7 @@ def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool) -> tuple[di
                 "overlap_prev_at_frame": fr(t.get("overlap_prev_at_s")),
                 "word_frames": [[w, fr(a), fr(b)] for w, a, b in t.get("word_timings") or []],
                 "timing_source": t.get("timing_source"), "history": [list(h) for h in history],
-                "reply_logprobs": t.get("reply_logprobs"),
+                "teacher": t.get("teacher"),
             })
             if t["reply_text"]:
                 history.append([t["asr_text"], t.get("reply_heard") or t["reply_text"]])

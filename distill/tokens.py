@@ -14,7 +14,8 @@ Each .npz holds the turns of one trace shard, concatenated on the frame axis:
                user_text, asr_text, reply_text, reply_heard, interrupted_at_frame,
                overlap_prev_at_frame (frames into the previous turn's reply), word_frames
                ([word, start_frame, end_frame] on the codec frame grid, float), timing_source,
-               history ([user asr_text, agent heard text] of earlier turns), reply_logprobs
+               history ([user asr_text, agent heard text] of earlier turns),
+               teacher ({"tokens": SmolLM2 ids of the raw reply, "logprobs": log p of each} or null)
 """
 
 from __future__ import annotations

@@ -46,6 +46,11 @@ def _split_of(template: str) -> str:
     return "eval" if is_held_out(template) else "train"
 
 
+def _sentence_case(text: str) -> str:
+    """Capitalize the first letter of each sentence ("Hold on. how ..." -> "Hold on. How ...")."""
+    return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+
+
 def fill(template: str, rng: np.random.Generator) -> str:
     """Fill every {slot}; repeated aliases ({city} / {city2}) get distinct values."""
     nums = number_slots(rng)
@@ -67,7 +72,7 @@ def fill(template: str, rng: np.random.Generator) -> str:
         used[key] = v
         return v
 
-    return _SLOT.sub(value, template)
+    return _sentence_case(_SLOT.sub(value, template))
 
 
 class PromptBank:
@@ -94,7 +99,7 @@ class PromptBank:
                 else str(rng.choice(OPENERS)) + text
         elif r < 0.22 and kind == "request":
             text = text + str(rng.choice(CLOSERS))
-        return Prompt(text, kind, t)
+        return Prompt(_sentence_case(text), kind, t)
 
     def dialogue(self, rng: np.random.Generator, split: str, n_turns: int) -> list[Prompt]:
         """A conversation of n_turns user turns: a scripted dialogue or a prompt + follow-ups."""
