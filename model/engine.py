@@ -7,14 +7,14 @@ weights) serves concurrent callers from several threads.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from model.llama import Llama
-from model.sampling import SamplingParams, sample_next
+from model.sampling import SamplingParams, log_softmax, sample_next
 from model.tokenizer import Tokenizer
 
 PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (bounds activation memory)
@@ -31,9 +31,16 @@ class Step:
 
 
 class Engine:
-    def __init__(self, model: Llama, tokenizer: Tokenizer | None = None) -> None:
+    """``model`` decodes; ``prefill_model`` (optional: the same weights in another dtype) runs the
+    prompt. On CPUs with AVX512-BF16, a bf16 prefill is ~3x faster than fp32 and ~10x faster than
+    fp16 for a few hundred tokens, while fp16 is the fastest single-token decoder (see README)."""
+
+    def __init__(self, model: Llama, tokenizer: Tokenizer | None = None, prefill_model: Llama | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.prefill_model = prefill_model.eval() if prefill_model is not None else None
+        if prefill_model is not None and prefill_model.cfg != model.cfg:
+            raise ValueError("prefill_model must have the same config as model")
 
     @property
     def device(self) -> torch.device:
@@ -57,23 +64,22 @@ class Engine:
         max_new_tokens = min(max_new_tokens, max_len - len(prompt))
         cache_len = min(max_len, -(-(len(prompt) + max_new_tokens) // CACHE_ROUND) * CACHE_ROUND)
         cache = self.model.new_cache(1, cache_len)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        rng = np.random.default_rng(params.seed)  # None: fresh OS entropy
         stops = set(stop_ids)
         dev = self.device
         ids = torch.tensor(prompt, dtype=torch.long, device=dev)
-        for start in range(0, len(prompt), PREFILL_CHUNK):  # prefill
+        pm = self.prefill_model or self.model
+        for start in range(0, len(prompt), PREFILL_CHUNK):  # prefill (writes the decoder's cache)
             chunk = ids[start:start + PREFILL_CHUNK][None]  # (1, t)
-            logits = self.model(chunk, positions=torch.tensor([start], device=dev), cache=cache, last_only=True)
+            logits = pm(chunk, positions=torch.tensor([start], device=dev), cache=cache, last_only=True)
         history = list(prompt)
         pos = len(prompt)
         for i in range(max_new_tokens):
-            row = logits[0, -1].float().cpu()  # (V,)
-            recent = torch.tensor(history[-params.repetition_window:], dtype=torch.long)
-            tok = sample_next(row, params, recent, gen)
+            row = logits[0, -1].float().cpu().numpy()  # (V,)
+            tok = sample_next(row, params, history[-params.repetition_window:], rng)
             if tok in stops:
                 return
-            lp = float(row.log_softmax(-1)[tok]) if logprobs else None
+            lp = float(log_softmax(row)[tok]) if logprobs else None
             yield Step(tok, lp)
             history.append(tok)
             if i == max_new_tokens - 1 or pos >= cache_len:
