@@ -1,8 +1,9 @@
 """`parley bench latency`: conversation turns over one WebRTC session, timed at the client.
 
-A session is a sequence of turns. A normal turn waits until the agent has been quiet for
-`quiet_s`, pauses like a person would (`pause_s` + random jitter), plays the next utterance
-and waits for the reply:
+A session is a sequence of turns. A normal turn waits until the agent's reply is over (the
+server's "agent_done" event when it sends one) and the agent has been quiet for `quiet_s`,
+pauses like a person would (`pause_s` + random jitter), plays the next utterance and waits
+for the reply:
 
     voice-to-voice = first agent audio heard (onset, confirmed)  -  end of the user's speech
 
@@ -74,12 +75,25 @@ def print_progress(prefix: str = "", total: int | None = None, stream=sys.stderr
     return show
 
 
+def _replies_pending(sess: BenchSession) -> bool:
+    """The server said a turn ended and has not yet said that its reply is over.
+
+    A Parley server sends "turn_end" for every user turn and "agent_done" when the reply to
+    it has been played (or interrupted); a reply that pauses between clauses (slow TTS) is
+    not over. Servers that send no such events are judged by their audio alone.
+    """
+    ends = sum(e.type == "turn_end" for e in sess.events)
+    done = sum(e.type == "agent_done" for e in sess.events)
+    return done < ends
+
+
 async def _wait_quiet(sess: BenchSession, cfg: LatencyConfig, since: float) -> None:
-    """Until the agent has been silent for `quiet_s` of received audio (or `max_reply_s`)."""
+    """Until the reply is over and the agent has been silent for `quiet_s` (or `max_reply_s`)."""
     deadline = since + cfg.max_reply_s
     while time.monotonic() < deadline:
         t = sess.now_playing()
-        if t - since >= cfg.quiet_s and not sess.loud_between(t - cfg.quiet_s, t):
+        quiet = t - since >= cfg.quiet_s and not sess.loud_between(t - cfg.quiet_s, t)
+        if quiet and not _replies_pending(sess):
             return
         await asyncio.sleep(0.05)
 
