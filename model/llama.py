@@ -59,11 +59,15 @@ class KVCache(nn.Module):
 
     k, v: (n_layers, B, n_kv, T_max, hd); valid: (B, T_max) bool. Buffers are non-persistent (never
     in a state dict) and follow ``.to(device, dtype)`` of the module that owns the cache.
+    ``static``: always attend over the whole T_max (as inside a CUDA graph) instead of the prefix
+    up to the largest position (eager default; one host sync per forward).
     """
 
     def __init__(self, cfg: LlamaConfig, batch_size: int, max_len: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 static: bool = False) -> None:
         super().__init__()
+        self.static = static
         shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
@@ -268,7 +272,7 @@ class Llama(nn.Module):
         kv_len, mask = 0, None
         if cache is not None:
             kv_len = cache.max_len
-            if not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            if not cache.static and not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
                 kv_len = int(positions.max()) + 1  # eager: attend to the used prefix only
                 if kv_len > cache.max_len:
                     raise ValueError(f"position {kv_len - 1} beyond the cache length {cache.max_len}")
