@@ -84,8 +84,3 @@ def save_wav(path: str | Path, x: np.ndarray, sr: int) -> None:
     x = np.clip(to_mono_float32(x), -1.0, 1.0)
     sf.write(str(p), x, int(sr), subtype="PCM_16", format="WAV")
 
-
-def check_rate(sr: int, expected: int, what: str) -> None:
-    """Raise a clear ParleyError when an array arrives at the wrong sample rate."""
-    if sr != expected:
-        raise ParleyError(f"{what} expects {expected} Hz audio, got {sr} Hz (resample first)")
