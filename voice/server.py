@@ -170,7 +170,7 @@ class Server:
     async def _answer(self, sdp: str) -> web.Response:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
-        from voice.session import Session  # noqa: PLC0415
+        from voice.session import Session, shorten_jitter_buffer  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         sess = Session(pc, self.engine, self.vad, self.vad_pool, self.cfg.turn,
@@ -180,6 +180,8 @@ class Server:
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
             if not audio:
                 raise ValueError("no audio media section")
+            for t in audio:
+                shorten_jitter_buffer(t.receiver)
             pc.addTrack(sess.out)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # noqa: BLE001 - aiortc raises ValueError, AssertionError, ...

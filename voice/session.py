@@ -6,9 +6,14 @@ and three kinds of tasks: the input reader, the reply of the current turn, a con
 Model work never runs on the event loop: VAD steps go to a one-thread "fast lane" executor
 (so they never wait behind a long ASR/LLM job), engines use their own pools.
 
-Barge-in: when the detector confirms user speech while a reply is queued or being produced,
-`_interrupt` flushes the output track at once (the next 20 ms frame is silent), cancels the
-reply task (the engine stops its pending LLM/TTS work) and commits only what was played.
+Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent
+talks, the output track is held (silent frames, nothing consumed); if it was noise (a cough,
+TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
+(TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
+cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
+played. The input's jitter buffer is cut from aiortc's 4 frames of prefetch to
+`INPUT_PREFETCH` (on a LAN / loopback there is no jitter to absorb; every frame saved is
+latency saved, for barge-in and end of turn alike).
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ from voice.turns import (
     TurnEnd,
     TurnStart,
     VadChange,
+    VadState,
     level_db,
 )
 
 log = logging.getLogger(__name__)
 
+INPUT_PREFETCH = 0  # frames aiortc's input jitter buffer holds back (aiortc's default: 4)
 MAX_PENDING_EVENTS = 200  # events kept until the data channel opens
 TRAILING_S = 0.25  # audio kept after the end of speech in the turn given to the engine
 
@@ -61,6 +68,21 @@ def played_text(segments: list[Segment]) -> str:
         else:
             break
     return " ".join(p for p in parts if p)
+
+
+def shorten_jitter_buffer(receiver, prefetch: int = INPUT_PREFETCH) -> bool:  # noqa: ANN001
+    """Swap an audio RTCRtpReceiver's jitter buffer for one with less prefetch (before packets
+    arrive). The buffer still reorders packets; it only stops holding complete frames back.
+    The server is not a player: a late packet is waited for, never dropped, so the prefetch
+    only adds latency here. Returns False when aiortc's internals differ (nothing changed)."""
+    from aiortc.jitterbuffer import JitterBuffer  # noqa: PLC0415
+
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    old = getattr(receiver, attr, None)
+    if not isinstance(old, JitterBuffer) or getattr(old, "_origin", 0) is not None:
+        return False
+    setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
+    return True
 
 
 def frame_to_mono(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
@@ -109,6 +131,7 @@ class Session:
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=keep)  # QUIET/STARTING
         self._turn_audio: list[tuple[float, np.ndarray]] = []  # SPEAKING/STOPPING
         self._in_turn = False
+        self._held_at: float | None = None  # when the output was held for a possible barge-in
         self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0}
         self._wire()
 
@@ -205,18 +228,25 @@ class Session:
 
     def _on_turn_event(self, e) -> None:  # noqa: ANN001
         if isinstance(e, VadChange):
+            if e.state is VadState.STARTING and self.cfg.hold_on_start and self.replying:
+                self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
+                self._held_at = e.t
             self.send(ev.VAD, state=e.state.value)
         elif isinstance(e, TurnStart):
             self._on_turn_start(e)
         elif isinstance(e, TurnEnd):
             self._on_turn_end(e)
         elif isinstance(e, TurnCancel):
-            pass
+            if self.out.paused:  # it was noise: the agent goes on where it stopped
+                self.out.resume()
+                self._held_at = None
 
     def _on_turn_start(self, e: TurnStart) -> None:
         barge_in = self.replying
         if barge_in:
             self._interrupt(e.t)
+        elif self.out.paused:
+            self.out.resume()
         self.turn += 1
         self.stats["turns"] += 1
         lo = e.t_speech_start - self.cfg.preroll_ms / 1000.0
@@ -290,14 +320,17 @@ class Session:
     def _interrupt(self, t_decided: float) -> None:
         """Barge-in: silence the output now, cancel the reply, keep what was played."""
         self.out.flush()
+        self.out.resume()
         stop_ms = 1000 * (time.monotonic() - t_decided)
+        held_ms = None if self._held_at is None else round(1000 * (t_decided - self._held_at), 1)
+        self._held_at = None
         turn = self._reply_turn
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()
         segs = self._segments.get(turn, [])
         played_ms = round(1000 * sum(s.sent for s in segs) / WEBRTC_SR)
         self.stats["barge_ins"] += 1
-        self.send(ev.BARGE_IN, turn=turn, played_ms=played_ms, stop_ms=round(stop_ms, 2))
+        self.send(ev.BARGE_IN, turn=turn, played_ms=played_ms, stop_ms=round(stop_ms, 2), held_ms=held_ms)
         self._finish(turn, interrupted=True)
 
     # -- teardown ----------------------------------------------------------------------------

@@ -6,6 +6,8 @@ the monotonic clock, takes the next 960 samples from the queue (zeros when idle,
 connection always carries audio) and advances each segment's `sent` counter, which is how the
 server knows what the user actually heard. `flush()` empties the queue synchronously: the
 frame returned by the next `recv()` is silent, so barge-in stops the agent within one frame.
+`pause()` / `resume()` hold the queue (silent frames, nothing consumed) while the VAD decides
+whether a sound during the agent's speech is an interruption.
 Samples are taken from the queue only when a frame is returned (after the pacing sleep).
 """
 
@@ -67,6 +69,7 @@ class AgentTrack(MediaStreamTrack):
         self.on_sent = on_sent  # called with (monotonic time, (960,) frame) for each frame
         self.idle = asyncio.Event()  # set while nothing is queued
         self.idle.set()
+        self.paused = False  # hold: silent frames, the queue is kept (possible barge-in)
         self.underruns = 0  # frames returned more than one frame late
 
     # -- control (event loop thread) ---------------------------------------------------------
@@ -83,6 +86,13 @@ class AgentTrack(MediaStreamTrack):
         self._queue.clear()
         self.idle.set()
         return dropped
+
+    def pause(self) -> None:
+        """Hold the queue: the next frame is silent, nothing is consumed until `resume()`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     @property
     def busy(self) -> bool:
@@ -122,7 +132,7 @@ class AgentTrack(MediaStreamTrack):
             self.underruns += 1
         if self.readyState != "live":
             raise MediaStreamError
-        x = self._take()
+        x = np.zeros(FRAME, np.float32) if self.paused else self._take()
         frame = to_frame(x, self._k)
         self._k += 1
         if self.on_sent is not None:

@@ -74,6 +74,8 @@ class TurnConfig:
     end_drop_db: float = 30.0  # the end of speech is the last chunk within this of the peak
     preroll_ms: float = 320.0  # audio kept before the first speech chunk (soft onsets)
     max_turn_s: float = 30.0  # a turn is cut here even without a pause
+    hold_on_start: bool = True  # the agent holds its audio while a sound during its speech is
+    #                              being confirmed (STARTING); resumes if it was noise
     echo_guard: bool = True
     echo_gain_db: float = -10.0  # loudest echo expected, relative to the agent's output
     echo_margin_db: float = 4.0  # user speech must exceed the predicted echo by this much
