@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="token shards from `parley distill tokenize`")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="token folder(s) from `parley distill tokenize`")
     p.add_argument("--weights", type=Path, default=None, help="speech-model weights (default weights/s2s)")
     p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled file)")
     p.add_argument("--codec", default=None, help="codec weights (default weights/codec)")
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=64, help="held-out turns to evaluate")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="eval", help="eval (held-out voices and prompts) or train (fit check)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--generate-only", type=Path, default=None, help="write generated codes here and stop")
     p.add_argument("--from-codes", type=Path, default=None, help="score codes written by --generate-only")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         from model.speech_ckpt import DEFAULT_DIR, load_speech_model
 
         model = load_speech_model(args.weights or DEFAULT_DIR, gguf_path=args.gguf, device=device)
-        turns, silence, desc = load_turns(args.data, model.cfg.layout, split="eval", limit=args.limit, gguf=args.gguf)
+        turns, silence, desc = load_turns(args.data, model.cfg.layout, split=args.split, limit=args.limit, gguf=args.gguf)
         log.info("evaluating on %s", desc)
         sampling = SamplingConfig(0.0, 0, 0.0, 0) if args.greedy else SamplingConfig()
         items = generate(model, turns, [t.voice or "?" for t in turns], silence, device=device, seed=args.seed,
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     from distill.s2s_data import layout_for
 
-    turns, _, _ = load_turns(args.data, layout_for(args.data, 49152), split="eval", limit=args.limit, gguf=args.gguf)
+    turns, _, _ = load_turns(args.data, layout_for(args.data, 49152), split=args.split, limit=args.limit, gguf=args.gguf)
     teacher = {t.name: t.agent for t in turns}
     result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher)
     print(table(result))

@@ -31,14 +31,22 @@ def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:
     return toks, frames
 
 
-def layout_for(data: Path, text_card: int) -> StreamLayout:
-    man = load_manifest(Path(data))
+def layout_for(data: Path | list[Path], text_card: int) -> StreamLayout:
+    man = load_manifest(Path(data[0] if isinstance(data, (list, tuple)) else data))
     return StreamLayout(n_q=int(man["n_q"]), card=int(man["bins"]), text_card=text_card)
 
 
-def load_turns(data: Path, layout: StreamLayout, split: str = "train", limit: int | None = None,
+def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "train", limit: int | None = None,
                gguf: str | None = None, encode=None) -> tuple[list[Turn], np.ndarray, str]:
-    """-> (turns, silence codes (K,), description). ``encode``: text -> ids (default SmolLM2's)."""
+    """-> (turns, silence codes (K,), description). ``data``: one token folder or several
+    (tokenized with the same codec). ``encode``: text -> ids (default SmolLM2's tokenizer)."""
+    if isinstance(data, (list, tuple)):
+        parts = [load_turns(d, layout, split, None, gguf, encode) for d in data]
+        ids = {str(load_manifest(Path(d)).get("codec_id")) for d in data}
+        if len(ids) > 1:
+            raise ParleyError(f"token folders were made with different codecs: {sorted(ids)}")
+        turns = [t for p in parts for t in p[0]][: limit or None]
+        return turns, parts[0][1], " + ".join(p[2] for p in parts)
     man = load_manifest(Path(data))
     if int(man["n_q"]) != layout.n_q or int(man["bins"]) != layout.card:
         raise ParleyError(f"{data}: tokens have {man['n_q']} x {man['bins']} codes, the model {layout.n_q} x {layout.card}")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, help="token shards from `parley distill tokenize`")
+    p.add_argument("--data", type=Path, nargs="+", help="token folder(s) from `parley distill tokenize`")
     p.add_argument("--synthetic", type=int, default=0, help="use N random turns instead of --data")
     p.add_argument("--run-dir", type=Path, default=Path("runs/s2s"), help="checkpoints and logs (resumed)")
     p.add_argument("--export", type=Path, default=None, help="write the trained parts here at the end (weights/s2s)")
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not args.synthetic:
         from distill.tokens import load_manifest
 
-        man = load_manifest(args.data)
+        man = load_manifest(args.data[0])
         sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
     if args.tiny:
         text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
