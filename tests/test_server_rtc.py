@@ -310,3 +310,37 @@ def test_a_real_utterance_over_the_echo_interrupts(agent_speech: str) -> None:
 def test_without_the_guard_the_echo_interrupts(agent_speech: str) -> None:
     r = asyncio.run(_echo_run(agent_speech, 0.12, guard=False, user=None))
     assert r["barge_in"], r
+
+
+def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
+    """A short burst of real speech (150 ms) while the agent talks: the agent may hold its audio
+    while the VAD decides, then goes on; no barge-in, the whole reply is played and kept."""
+    from voice.audio import load_audio
+    from voice.samples import prompt_wav
+
+    x, _ = load_audio(prompt_wav("auth-incorrect"), SR)
+    x = x * 0.08 / np.sqrt(np.mean(x**2))
+    burst = x[int(0.5 * SR) : int(0.65 * SR)].astype(np.float32).copy()
+    burst[:240] *= np.linspace(0, 1, 240)
+    burst[-240:] *= np.linspace(1, 0, 240)
+
+    async def main() -> None:
+        engine = DelayEngine(DelayConfig(delay_ms=100, reply_s=4.0))
+        runner, url, server = await start(engine)
+        c = Client(url)
+        try:
+            await c.connect()
+            c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
+            await c.wait(lambda: c.of("latency"), 20)
+            await asyncio.sleep(1.0)
+            c.mic.say(burst)
+            await c.wait(lambda: c.of("agent_done"), 20)
+            done = c.of("agent_done")[0]
+            assert not c.of("barge_in") and len(c.of("turn_start")) == 1
+            assert not done["interrupted"] and done["text"] == engine.text, done
+            assert done["played_ms"] == 4000
+        finally:
+            await c.close()
+            await runner.cleanup()
+
+    asyncio.run(main())

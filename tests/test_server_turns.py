@@ -123,11 +123,16 @@ def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
         assert 0.15 <= dt <= 0.35, dt  # 10 frames of 20 ms, real time (the first is immediate)
         assert all(np.abs(f.to_ndarray()).max() > 10000 for f in frames)
         assert seg.sent == 10 * FRAME and tr.busy
+        tr.pause()  # held: silent frames, nothing consumed
+        held = [await tr.recv() for _ in range(3)]
+        assert all(np.abs(f.to_ndarray()).max() == 0 for f in held) and seg.sent == 10 * FRAME
+        tr.resume()
+        assert np.abs((await tr.recv()).to_ndarray()).max() > 10000 and seg.sent == 11 * FRAME
         tr.flush()
         nxt = await tr.recv()
         assert np.abs(nxt.to_ndarray()).max() == 0  # within one frame of the flush
         assert tr.idle.is_set() and not tr.busy
-        assert frames[3].pts == 3 * FRAME and frames[3].sample_rate == 48000
+        assert frames[3].pts == 3 * FRAME and nxt.pts == 14 * FRAME and frames[3].sample_rate == 48000
         tr.stop()
 
     asyncio.run(main())
