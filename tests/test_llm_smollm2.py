@@ -145,3 +145,25 @@ def test_engine_prefill_equals_full_forward(loaded) -> None:
     assert int(full.argmax()) == int(b.argmax())
     assert (full - b).abs().max() < 0.1 * full.abs().max()
     assert Engine(model, tok).model is model and SamplingParams().repetition_penalty > 1
+
+
+def test_long_conversations_drop_the_oldest_turns(llm: LocalChatLLM) -> None:
+    from model.llama import Llama, LlamaConfig
+    from voice.errors import ParleyError
+
+    torch.manual_seed(0)
+    small = Llama(LlamaConfig(vocab_size=49152, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=32,
+                              max_seq_len=96)).eval()
+    short = LocalChatLLM(Engine(small, llm.tokenizer))
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i in range(10):
+        msgs += [{"role": "user", "content": f"Question number {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+    msgs.append({"role": "user", "content": "Last question?"})
+    ids = short._prompt(msgs, max_new_tokens=16)
+    text = llm.tokenizer.decode(ids)
+    assert len(ids) <= 96 - 16
+    assert text.startswith("<|im_start|>system\nBe brief.") and "Last question?" in text
+    assert "Question number 0" not in text and "Answer 9." in text
+    assert len(list(short.stream_chat(msgs, max_new_tokens=16, temperature=0.0))) > 0
+    with pytest.raises(ParleyError, match="does not fit"):
+        short._prompt([{"role": "user", "content": "word " * 200}], max_new_tokens=16)
