@@ -24,6 +24,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    p.add_argument("--audio-head", default="depth", help="depth, delay or depth,delay (compare both)")
     p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_bench_model)
@@ -67,20 +68,18 @@ def _bench_model(args: argparse.Namespace) -> int:
         from voice.errors import ParleyError
 
         raise ParleyError("--device cuda: no CUDA device here")
-    if args.tiny:
-        from distill.train_cli import tiny_speech_config
+    from distill.train_cli import full_speech_config, tiny_speech_config
 
-        cfg = tiny_speech_config()
-    else:
-        from distill.train_cli import full_speech_config
-
-        cfg = full_speech_config(gguf=args.gguf)
+    heads = args.audio_head.split(",")
     batches = [int(b) for b in args.batch.split(",")]
     rows = []
-    hw = {"cpu": f"{torch.get_num_threads()} CPU threads"}
+    import os
+
+    hw = {"cpu": f"{torch.get_num_threads()} CPU threads (load avg {os.getloadavg()[0]:.1f} at start)"}
     if torch.cuda.is_available():
         hw["cuda"] = torch.cuda.get_device_name()
-    for dev in devices:
+    for dev, head in [(d, h) for d in devices for h in heads]:
+        cfg = tiny_speech_config(audio_head=head) if args.tiny else full_speech_config(gguf=args.gguf, audio_head=head)
         dtype = torch.bfloat16 if dev.type == "cuda" else getattr(torch, args.cpu_dtype)
         torch.manual_seed(0)
         model = SpeechModel(cfg)
@@ -115,7 +114,7 @@ def _bench_model(args: argparse.Namespace) -> int:
             floor_ms = (w_bytes + B * (args.context + n_steps // 2) * kv_per_frame) / bw * 1e3
             main = res.get("graph", res["eager"])
             rows.append({
-                "device": hw[dev.type], "dtype": str(dtype).replace("torch.", ""), "batch": B,
+                "device": hw[dev.type], "head": head, "dtype": str(dtype).replace("torch.", ""), "batch": B,
                 "step_ms": round(main, 3), "eager_ms": round(res["eager"], 3),
                 "frame_pct": round(100 * main / 80.0, 2), "floor_ms": round(floor_ms, 3),
                 "x_floor": round(main / floor_ms, 1), "copy_GBps": round(bw / 1e9, 1),
@@ -123,10 +122,10 @@ def _bench_model(args: argparse.Namespace) -> int:
             print(rows[-1], flush=True)
         del model
     print()
-    print("| device | dtype | batch | step ms | eager ms | % of 80 ms frame | bandwidth floor ms | x floor |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| device | audio head | dtype | batch | step ms | eager ms | % of 80 ms frame | bandwidth floor ms | x floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['device']} | {r['dtype']} | {r['batch']} | {r['step_ms']} | {r['eager_ms']} | "
+        print(f"| {r['device']} | {r['head']} | {r['dtype']} | {r['batch']} | {r['step_ms']} | {r['eager_ms']} | "
               f"{r['frame_pct']} | {r['floor_ms']} | {r['x_floor']} |")
     if args.json:
         with open(args.json, "w") as f:
