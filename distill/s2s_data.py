@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.plan import REAL_VOICE
 from distill.tokens import iter_token_turns, load_manifest
 from distill.train import Turn
 from model.layout import StreamLayout
@@ -66,7 +65,7 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
         turns.append(Turn(
             user=tt.user[: layout.n_q], agent=tt.agent[: layout.n_q], reply_tokens=toks, token_frames=frames,
             name=f"{m['key']}.{m['turn']}", reply_text=m.get("reply_text", ""),
-            voice="real" if voice == REAL_VOICE else "synthetic",
+            voice="real" if voice.startswith("real:") else "synthetic",  # distill.plan.REAL_VOICE
         ))
         if limit and len(turns) >= limit:
             break
