@@ -30,7 +30,7 @@ def _cpu() -> str:
 
 
 def run_bench(n: int = 8, workers: list[int] | tuple[int, ...] = (1, 2), stages: str = "real",
-              keep: Path | None = None, seed: int = 1234) -> str:
+              keep: Path | None = None, seed: int = 1234, threads: int = 1) -> str:
     from distill.runner import GenConfig, generate
 
     rows = []
@@ -48,7 +48,8 @@ def run_bench(n: int = 8, workers: list[int] | tuple[int, ...] = (1, 2), stages:
                 recs.append(t.record)
 
             t0 = time.time()
-            s = generate(out, n, GenConfig(seed=seed, stages=stages), workers=k, progress=False, on_write=on_write)
+            s = generate(out, n, GenConfig(seed=seed, stages=stages), workers=k, progress=False, on_write=on_write,
+                         threads=threads)
             wall = time.time() - t0
             steady = 60 * (len(stamps) - k) / (stamps[-1] - stamps[k - 1]) if len(stamps) > k and stamps[-1] > stamps[k - 1] else float("nan")
             per_stage = {st: [] for st in STAGES}
@@ -70,7 +71,8 @@ def run_bench(n: int = 8, workers: list[int] | tuple[int, ...] = (1, 2), stages:
             shutil.rmtree(base, ignore_errors=True)
     base_rate = rows[0]["steady"] if rows else float("nan")
     head = (f"distill bench ({stages} stages), {time.strftime('%Y-%m-%d')}, {_cpu()}, {os.cpu_count()} CPU core(s), "
-            f"N={n} traces per row\n\n")
+            f"N={n} traces per row, {threads} thread(s) per worker, load average before: "
+            f"{os.getloadavg()[0]:.1f}\n\n")
     lines = ["| workers | traces (turns) | wall s | start-up s | traces/min steady | vs 1 worker | traces/min overall "
              "| audio min/min | user TTS+aug ms/turn | ASR ms/turn | LLM ms/turn | agent TTS ms/turn |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

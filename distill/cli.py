@@ -18,7 +18,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac, stages=args.stages)
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
-                       shard_traces=args.shard_traces, progress=not args.no_progress)
+                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
@@ -42,7 +42,7 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from distill.bench import run_bench
 
-    print(run_bench(n=args.n, workers=args.workers, stages=args.stages, keep=args.keep))
+    print(run_bench(n=args.n, workers=args.workers, stages=args.stages, keep=args.keep, threads=args.threads))
     return 0
 
 
@@ -51,6 +51,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it exists)")
     p.add_argument("--n", type=int, required=True, help="total number of traces (indices 0..N-1)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray actors)")
+    p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads per worker")
     p.add_argument("--seed", type=int, default=0, help="traces are a function of (seed, index)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the workers on Ray: 'auto' (running cluster), an address, or 'local' (start one)")
@@ -83,6 +84,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--stages", default="real")
     p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.set_defaults(func=_bench)
     for name, mod_name, help_ in (("train", "distill.train_cli", "train the direct speech model on token shards"),
                                   ("eval", "distill.eval_cli", "evaluate the direct speech model on held-out traces")):

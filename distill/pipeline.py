@@ -16,7 +16,7 @@ import numpy as np
 
 from distill import augment
 from distill.augment import SR
-from distill.plan import REAL_DIR, REAL_VOICE, TracePlan
+from distill.plan import PLAN_VERSION, REAL_VOICE, TracePlan
 from distill.stages import SYSTEM_PROMPT, Stages
 from distill.voices import UserVoice
 
@@ -130,7 +130,8 @@ def generate_trace(plan: TracePlan, stages: Stages) -> TraceResult:
         rec["timings_ms"] = tm
         turns.append(rec)
     record = {
-        "format": FORMAT, "key": key, "index": plan.index, "seed": plan.seed, "split": plan.split,
+        "format": FORMAT, "plan_version": PLAN_VERSION, "key": key, "index": plan.index, "seed": plan.seed,
+        "split": plan.split,
         "case": plan.case, "user_voice": plan.voice, "system_prompt": SYSTEM_PROMPT, "models": stages.models,
         "turns": turns, "timings_ms": {"total": _ms(t_start)},
     }

@@ -27,6 +27,8 @@ from distill.augment import AugmentParams, sample_params
 from distill.prompts import PromptBank
 from distill.voices import EVAL_VOICES, UserVoice, sample_train_voice
 
+# Bump when a change alters what a given (seed, index) produces: stored in every record and run.
+PLAN_VERSION = 2
 CASES = ("single", "dialogue", "interruption", "backchannel", "silence")
 CASE_P = (0.45, 0.22, 0.15, 0.10, 0.08)
 REAL_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")

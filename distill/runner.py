@@ -72,6 +72,7 @@ def _inline(todo: list[int], cfg: GenConfig, threads: int) -> Iterator:
 def _processes(todo: list[int], cfg: GenConfig, workers: int, threads: int) -> Iterator:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")  # no fork of a process holding torch / onnxruntime threads
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(cfg, threads)) as ex:
@@ -84,7 +85,12 @@ def _processes(todo: list[int], cfg: GenConfig, workers: int, threads: int) -> I
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    raise ParleyError("a worker process died (out of memory?); the traces written so far are "
+                                      "safe: rerun the same command to resume") from None
+                yield res
                 nxt = next(it, None)
                 if nxt is not None:
                     running.add(ex.submit(make_trace, nxt))
@@ -136,7 +142,7 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
 
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
-             shard_traces: int = 100, progress: bool = True, on_write=None) -> dict:
+             shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1) -> dict:
     """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict."""
     from tqdm import tqdm
 
@@ -156,16 +162,25 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
                 if man.get(k) != v:
                     raise ParleyError(f"{root} was generated with {k}={man.get(k)!r}, not {v!r}: "
                                       f"use the same settings to resume, or another --out")
+        from distill.plan import PLAN_VERSION
+
+        old_versions = {r.get("plan_version", 1) for r in man.get("runs", [])}
+        if old_versions - {PLAN_VERSION}:
+            log.warning("%s holds traces of plan version(s) %s; this code makes version %d: the new traces "
+                        "follow the new plan (each record stores its plan_version)", root,
+                        sorted(old_versions - {PLAN_VERSION}), PLAN_VERSION)
         inv = store.recover(root)
         run = len(man.get("runs", []))
         man = {"format": "parley-traces-v1", **cfg.manifest_view(), "runs": man.get("runs", [])}
         man["runs"].append({"run": run, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "n": n, "workers": workers,
-                            "ray": ray_address, "already_done": len(inv.done), "host": os.uname().nodename})
+                            "plan_version": PLAN_VERSION, "ray": ray_address, "already_done": len(inv.done), "host": os.uname().nodename})
         store.write_json_atomic(man_path, man)
         todo = [i for i in range(n) if i not in inv.done]
         log.info("%s: %d of %d traces present, %d to generate (run %d, %d worker(s)%s)", root,
                  n - len(todo), n, len(todo), run, workers, f", ray {ray_address}" if ray_address else "")
-        threads = max(1, (os.cpu_count() or 1) // workers) if not ray_address else 1
+        # one thread per worker by default: on a shared 2-core machine torch with 2 threads under
+        # load was ~10x slower per LLM token than 1 thread (bench, README); more workers scale better
+        threads = max(1, threads)
         if not todo:
             results: Iterable = []
         elif ray_address:

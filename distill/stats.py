@@ -74,7 +74,7 @@ def format_stats(st: dict) -> str:
     for k in ("split", "case", "user_voice_family", "turn_kind", "word_timing_source"):
         tot = sum(st[k].values()) or 1
         lines.append(f"{k}: " + ", ".join(f"{a} {b} ({100 * b / tot:.0f}%)" for a, b in sorted(st[k].items())))
-    lines.append("stage time per turn (ms)   p50      p90      p99      n")
+    lines.append("wall time (ms)             p50      p90      p99      n   (stages per turn, total per trace)")
     for k, v in st["stage_ms_percentiles"].items():
         lines.append(f"  {k:<22} {v[50]:>8.1f} {v[90]:>8.1f} {v[99]:>8.1f} {v['n']:>6}")
     if st["missing_below_max_index"]:

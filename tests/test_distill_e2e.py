@@ -30,7 +30,7 @@ def test_small_real_run_end_to_end(tmp_path) -> None:
     s = generate(d, 2, GenConfig(seed=SEED), progress=False)
     assert s["written"] == 2 and s["failed"] == 0
     traces = {rec["index"]: (rec, files) for rec, files in store.iter_traces(d)}
-    stages = RealStages(threads=2)
+    stages = RealStages(threads=1)
     user_wers = []
     for rec, files in traces.values():
         assert rec["models"]["asr"].startswith("whisper") and rec["format"] == "parley-trace-v1"
