@@ -32,7 +32,8 @@ def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:
 
 def layout_for(data: Path | list[Path], text_card: int) -> StreamLayout:
     man = load_manifest(Path(data[0] if isinstance(data, (list, tuple)) else data))
-    return StreamLayout(n_q=int(man["n_q"]), card=int(man["bins"]), text_card=text_card)
+    n_q = int(man["n_q"])
+    return StreamLayout(n_q=n_q, card=int(man["bins"]), text_card=text_card, delays=(0,) * n_q)
 
 
 def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "train", limit: int | None = None,
