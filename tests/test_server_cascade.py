@@ -70,6 +70,12 @@ def test_take_clauses() -> None:
     assert take_clauses("Yes, sure. The capital") == ([], "Yes, sure. The capital")  # 2 words: wait
     assert take_clauses("Hi. Ok") == ([], "Hi. Ok")  # too short to speak alone yet
     assert take_clauses("The end", final=True) == (["The end"], "")
+    # no punctuation for too long: cut before a conjunction, else before the last word
+    long = "Paris is the capital of France and it is known for"
+    assert take_clauses(long, max_words=8) == (["Paris is the capital of France"], "and it is known for")
+    assert take_clauses(long, max_words=20) == ([], long)
+    assert take_clauses("one two three four five six seven eight nine ten", max_words=8) == (
+        ["one two three four five six seven eight nine"], "ten")
 
 
 def test_first_audio_after_the_first_clause_while_the_llm_goes_on() -> None:

@@ -5,8 +5,9 @@
 Per turn (`CascadeSession.respond`):
   1. ASR on the whole user turn (Whisper, in the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
-  3. as soon as the text holds a finished clause (punctuation + space, >= 3 words) it is sent
-     to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
+  3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
+     punctuation, 8 words for the first clause and 24 for later ones, cut before a conjunction
+     when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
      order, so the first agent audio is ready after the first clause, not the whole reply.
 Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
 clauses are dropped, a clause being synthesized is finished and thrown away.
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
 MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
+FIRST_MAX_WORDS = 8  # the first clause is cut here even without punctuation (first audio sooner)
+MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
+_BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,24 @@ class CascadeConfig:
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
 
 
-def take_clauses(buf: str, final: bool = False) -> tuple[list[str], str]:
-    """Split the finished clauses off streamed text: (ready clauses, rest still growing)."""
+def _forced_cut(buf: str, max_words: int) -> int:
+    """Where to cut a long unpunctuated run: before a conjunction in its second half if there
+    is one, else before its last (maybe unfinished) word. 0: not long enough yet."""
+    spans = [m.span() for m in re.finditer(r"\S+", buf)]
+    if len(spans) <= max_words:
+        return 0
+    words = [buf[a:b].lower().strip(",.;:!?") for a, b in spans]
+    for i in range(len(spans) - 1, max(MIN_CLAUSE_WORDS, len(spans) // 2) - 1, -1):
+        if words[i] in _BREAK_WORDS:
+            return spans[i][0]
+    return spans[-1][0]
+
+
+def take_clauses(buf: str, final: bool = False, max_words: int | None = None) -> tuple[list[str], str]:
+    """Split the finished clauses off streamed text: (ready clauses, rest still growing).
+
+    A clause is ready at punctuation followed by a space (>= MIN_CLAUSE_WORDS words); a run of
+    more than `max_words` words without one is cut at a conjunction or a word boundary."""
     ends = [m.end() for m in _CLAUSE_END.finditer(buf)]
     cut = len(buf) if final else 0
     if not final:
@@ -69,6 +89,8 @@ def take_clauses(buf: str, final: bool = False) -> tuple[list[str], str]:
             if len(buf[:e].split()) >= MIN_CLAUSE_WORDS:
                 cut = e
                 break
+        if max_words is not None:
+            cut = cut + _forced_cut(buf[cut:], max_words)
     ready, rest = buf[:cut], buf[cut:]
     if not ready.strip():
         return [], buf
@@ -196,6 +218,7 @@ class CascadeSession(EngineSession):
 
         async def text_stage() -> None:
             buf = ""
+            n_clauses = 0
             while (p := await pieces.get()) is not None:
                 if isinstance(p, BaseException):
                     raise p
@@ -204,7 +227,8 @@ class CascadeSession(EngineSession):
                     await out.put(Stage("llm_first_token", 1000 * (t_first[0] - t_asr)))
                 await out.put(AgentText(p))
                 buf += p
-                ready, buf = take_clauses(buf)
+                ready, buf = take_clauses(buf, max_words=MAX_WORDS if n_clauses else FIRST_MAX_WORDS)
+                n_clauses += len(ready)
                 for c in ready:
                     await clauses.put(c)
             ready, _ = take_clauses(buf, final=True)
