@@ -187,7 +187,7 @@ async function connect() {
     });
     const answer = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
     if (!resp.ok) throw new Error(answer.error || `HTTP ${resp.status}`);
-    await pc.setRemoteDescription(answer);
+    await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
     timer = setInterval(tick, 20);
     statsTimer = setInterval(pollStats, 250);
     $("disconnect").disabled = false;
