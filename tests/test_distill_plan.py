@@ -67,3 +67,18 @@ def test_reply_cleanup_heard_part_and_word_timings() -> None:
     assert how == "phoneme_alignment" and w == [["Hello", 0.1, 0.3], ["there", 0.4, 0.6]]
     w, how = word_timings("It is 42.", spans, 1.0)  # 3 words, 2 spans
     assert how == "alignment_interpolated" and w[0][1] == 0.1 and w[-1][2] == 0.6
+
+
+def test_cli_registers_all_distill_subcommands() -> None:
+    import importlib.util
+
+    from voice.cli import build_parser
+
+    p = build_parser()
+    for argv in (["distill", "generate", "--out", "x", "--n", "1"], ["distill", "stats", "x"],
+                 ["distill", "tokenize", "x"], ["distill", "bench"]):
+        assert callable(p.parse_args(argv).func)
+    for name, mod in (("train", "distill.train_cli"), ("eval", "distill.eval_cli")):
+        if importlib.util.find_spec(mod) is not None:  # the speech-model helper's modules
+            args = p.parse_args(["distill", name, "--data", "x"])
+            assert args._distill_module == mod and callable(args.func)
