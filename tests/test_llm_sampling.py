@@ -66,3 +66,14 @@ def test_engine_greedy_matches_argmax_of_full_forward() -> None:
     stopped = list(Engine(model).generate(prompt, 10, greedy, stop_ids=[toks[3]]))
     assert [s.token for s in stopped] == toks[:toks.index(toks[3])]  # stop id ends it, not yielded
     assert len(list(Engine(model).generate(prompt * 7, 100, greedy))) == 40 - 35  # context limit
+
+
+@pytest.mark.gpu
+def test_engine_on_cuda_matches_cpu() -> None:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=64)
+    model = Llama(cfg).eval()
+    greedy = SamplingParams(temperature=0, repetition_penalty=1.0)
+    cpu = [s.token for s in Engine(model).generate([3, 1, 4, 1, 5], 20, greedy)]
+    gpu = [s.token for s in Engine(model.cuda()).generate([3, 1, 4, 1, 5], 20, greedy)]
+    assert gpu == cpu
