@@ -1,7 +1,8 @@
 """The project's one transformer: a Llama-style decoder with a static KV cache.
 
 Written to be read in one sitting (after nanoGPT): RMSNorm, rotary position embeddings (RoPE),
-grouped-query attention (GQA) through ``F.scaled_dot_product_attention``, SwiGLU feed-forward,
+grouped-query attention (GQA) through ``F.scaled_dot_product_attention`` (cached calls on CPU:
+fp32 matmuls, ``cpu_attention``, faster there), SwiGLU feed-forward,
 optional tied input/output embeddings. Parameter names follow Meta's reference code
 (``tok_embeddings``, ``layers.i.attention.wq``, ``feed_forward.w1``, ``output``), so adapters can
 target ``wq wk wv wo w1 w2 w3`` by name.
@@ -17,7 +18,8 @@ Streaming: every forward takes per-row ``positions`` (B, T). With a cache (``set
 therefore be at different positions (sessions that joined at different times) and be reset
 independently. All cache updates are in-place tensor ops with static shapes, so a decode step can
 be captured in a CUDA graph (then the whole cache length is attended; in eager mode only the
-prefix up to the largest position).
+prefix up to the largest position). Positions must stay below the cache length: eager calls check,
+a captured graph cannot (the caller resets a row before it runs out).
 """
 
 from __future__ import annotations
