@@ -113,6 +113,9 @@ class ParleyCodec(StreamingModule[State]):
                 raise ValueError(f"streaming chunks must be a multiple of {self.hop_length} samples, "
                                  f"got {wav.shape[-1]}")
             return wav
+        if self.cfg.pad_mode != "constant":  # EnCodec: each conv pads its own end (reflect)
+            return wav
+        # zeros at the end up to a whole frame: the same as a stream's last chunk zero-padded
         rem = (-wav.shape[-1]) % self.hop_length
         return F.pad(wav, (0, rem)) if rem else wav
 

@@ -1,0 +1,124 @@
+"""`parley codec bench`: speed and latency.
+
+CPU (one thread): streaming encode + decode, one 80 ms frame at a time (what the direct engine does),
+real-time factor = compute time / audio time, with per-frame p50 / p99; the full (offline) pass of
+the same audio; and as baseline EnCodec 24 kHz (the `encodec` package, random weights, same
+architecture family at 75 Hz, no streaming state) on the same duration.
+GPU: batched bf16 full-pass encode + decode, hours of audio per second.
+Algorithmic latency: the encoder needs a whole frame (hop) of input before it emits the frame's
+codes and the decoder emits that frame's hop of audio at once, so latency = 1 frame.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import types
+
+import numpy as np
+
+
+def _cpu(model, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.set_num_threads(1)
+    hop, sr = model.hop_length, model.sample_rate
+    n_frames = int(seconds * model.frame_rate)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, n_frames * hop, generator=g) * 0.1
+    per_frame = []
+    with torch.no_grad():
+        with model.streaming(1):  # warm-up
+            for i in range(3):
+                model.decode(model.encode(x[..., i * hop : (i + 1) * hop]))
+        with model.streaming(1):
+            for i in range(n_frames):
+                t = time.perf_counter()
+                model.decode(model.encode(x[..., i * hop : (i + 1) * hop]))
+                per_frame.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        model.decode(model.encode(x))
+        full = time.perf_counter() - t
+    pf = np.array(per_frame)
+    frame_s = hop / sr
+    return {"stream_rtf": float(pf.sum() / (n_frames * frame_s)), "frame_ms_p50": float(np.median(pf) * 1e3),
+            "frame_ms_p99": float(np.percentile(pf, 99) * 1e3), "full_rtf": full / (n_frames * frame_s)}
+
+
+def _encodec_baseline(seconds: float) -> float | None:
+    import torch
+
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # encodec imports it at top
+    try:
+        from encodec.model import EncodecModel
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    ref = EncodecModel._get_model([1.5, 3.0, 6.0, 12.0, 24.0], 24000, 1, causal=True, model_norm="weight_norm")
+    ref.set_target_bandwidth(1.5)
+    ref.eval()
+    x = torch.randn(1, 1, int(seconds * 24000)) * 0.1
+    with torch.no_grad():
+        for layer in ref.quantizer.vq.layers:  # skip k-means init: random codebooks
+            layer._codebook.inited.fill_(1)
+        ref(x[..., :24000])
+        t = time.perf_counter()
+        ref(x)
+        return (time.perf_counter() - t) / seconds
+
+
+def _gpu(model, batch: int) -> dict:  # type: ignore[no-untyped-def]
+    import torch
+
+    model = model.cuda()
+    out = {}
+    for B in sorted({16, batch}):
+        x = torch.randn(B, 1, model.sample_rate * 10, device="cuda") * 0.1
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+            for _ in range(2):
+                model.decode(model.encode(x))
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            n = 5
+            for _ in range(n):
+                model.decode(model.encode(x))
+            torch.cuda.synchronize()
+            dt = (time.perf_counter() - t) / n
+        out[B] = {"s_per_batch": dt, "audio_hours_per_s": B * 10 / 3600 / dt}
+    return out
+
+
+def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", batch: int = 64) -> dict:
+    import torch
+
+    from codec.io import load_codec
+
+    model = load_codec(weights)
+    res: dict = {"date": time.strftime("%Y-%m-%d"), "host": platform.processor() or platform.machine(),
+                 "torch": torch.__version__,
+                 "algorithmic_latency_ms": 1000 * model.hop_length / model.sample_rate}
+    if device == "cpu":
+        res["cpu"] = _cpu(model, seconds)
+        res["encodec24_full_rtf_1thread"] = _encodec_baseline(seconds)
+        c = res["cpu"]
+        print(f"Parley codec, {seconds:g} s of audio, CPU 1 thread ({res['host']}, torch {res['torch']})")
+        print("| mode | RTF (lower is better) | per-frame p50 / p99 |")
+        print("|---|---|---|")
+        print(f"| streaming encode+decode, 1 frame (80 ms) per call | {c['stream_rtf']:.3f} | "
+              f"{c['frame_ms_p50']:.1f} / {c['frame_ms_p99']:.1f} ms |")
+        print(f"| full pass encode+decode | {c['full_rtf']:.3f} | - |")
+        if res["encodec24_full_rtf_1thread"] is not None:
+            b = res["encodec24_full_rtf_1thread"]
+            print(f"| baseline: EnCodec 24 kHz full pass (random weights, 1.5 kbps) | {b:.3f} | - |")
+            print(f"streaming RTF / EnCodec full-pass RTF = {c['stream_rtf'] / b:.2f}")
+    else:
+        res["gpu"] = _gpu(model, batch)
+        res["gpu_name"] = torch.cuda.get_device_name()
+        print(f"GPU {res['gpu_name']}, bf16, batched full-pass encode+decode of 10 s items")
+        for B, r in res["gpu"].items():
+            print(f"| batch {B} | {r['s_per_batch'] * 1e3:.1f} ms | {r['audio_hours_per_s']:.2f} h audio / s |")
+    print(f"algorithmic latency: {res['algorithmic_latency_ms']:.0f} ms (one frame)")
+    print(json.dumps(res))
+    return res

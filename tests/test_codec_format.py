@@ -1,0 +1,70 @@
+"""`.pcodes` round trip, clear errors on corrupt / truncated / foreign files, and the CLI
+encode -> decode path with the default (trained) weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec.io import read_pcodes, write_pcodes
+from voice.errors import ParleyError
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convolutions: OpenMP threads only contend on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def test_round_trip(tmp_path) -> None:
+    codes = np.random.default_rng(0).integers(0, 2048, (8, 37))
+    p = tmp_path / "a.pcodes"
+    write_pcodes(p, codes, 16000, 1280, 2048, 37 * 1280 - 5)
+    back, hdr = read_pcodes(p)
+    assert np.array_equal(back, codes)
+    assert hdr == {"version": 1, "sample_rate": 16000, "hop": 1280, "n_q": 8, "bins": 2048,
+                   "frames": 37, "num_samples": 37 * 1280 - 5}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:-7], "truncated"),
+    (lambda b: b[:20], "truncated"),
+    (lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], "checksum"),
+    (lambda b: b"RIFF" + b[4:], "not a .pcodes"),
+    (lambda b: b[:4] + b"\x09\x00" + b[6:], "version 9"),
+    (lambda b: b + b"xx", "trailing"),
+])
+def test_damaged_files(tmp_path, damage, message) -> None:
+    p = tmp_path / "a.pcodes"
+    write_pcodes(p, np.ones((8, 10), np.int64), 16000, 1280, 2048, 12800)
+    p.write_bytes(damage(p.read_bytes()))
+    with pytest.raises(ParleyError, match=message):
+        read_pcodes(p)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ParleyError, match="cannot read"):
+        read_pcodes(tmp_path / "nope.pcodes")
+
+
+def test_cli_encode_decode(tmp_path, capsys) -> None:
+    import soundfile as sf
+
+    from voice.cli import main
+
+    t = np.arange(int(1.3 * 16000)) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, 16000)
+    assert main(["codec", "encode", str(tmp_path / "in.wav"), str(tmp_path / "a.pcodes")]) == 0
+    codes, hdr = read_pcodes(tmp_path / "a.pcodes")
+    assert codes.shape == (8, 17) and hdr["num_samples"] == x.size  # ceil(20800 / 1280) frames
+    assert main(["codec", "decode", str(tmp_path / "a.pcodes"), str(tmp_path / "out.wav")]) == 0
+    y, sr = sf.read(tmp_path / "out.wav")
+    assert sr == 16000 and y.shape == x.shape
+    (tmp_path / "bad.pcodes").write_bytes(b"PCOD\x01\x00")
+    assert main(["codec", "decode", str(tmp_path / "bad.pcodes"), str(tmp_path / "o.wav")]) == 2
+    assert "truncated" in capsys.readouterr().err
