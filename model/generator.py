@@ -135,7 +135,8 @@ class SpeechGenerator:
     def _capture(self) -> None:
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
-        saved = [t.clone() for t in (self.pos, self.text_prev, self.agent_prev)]
+        state = (self.pos, self.text_prev, self.agent_prev, self.advance)
+        saved = [t.clone() for t in state]
         self.advance.zero_()
         with torch.cuda.stream(s):
             for _ in range(2):  # warm-up (allocations, cuBLAS handles) outside the graph
@@ -144,7 +145,7 @@ class SpeechGenerator:
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             self._step_impl()
-        for t, v in zip((self.pos, self.text_prev, self.agent_prev), saved):
+        for t, v in zip(state, saved):  # capture must not consume the pending step
             t.copy_(v)
         self._graph = g
 
