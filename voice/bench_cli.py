@@ -125,23 +125,35 @@ def latency_cmd(args: argparse.Namespace) -> int:
         reply_timeout_s=args.reply_timeout,
         seed=args.seed,
     )
-    reports = []
+    reports, failed = [], []
     for url, engine in targets:
         label = engine or url
         print(f"bench latency: {label}: {cfg.turns} turns, {len(utts)} utterance(s)", file=sys.stderr)
-        if url is None:
-            with LocalServer(engine, args.server_arg) as local_url:
-                print(f"  local server {local_url} (engine {engine})", file=sys.stderr)
-                rep = asyncio.run(measure_latency(local_url, utts, cfg, engine, print_progress("  ", cfg.turns)))
-        else:
-            rep = asyncio.run(measure_latency(url, utts, cfg, engine, print_progress("  ", cfg.turns)))
+        try:
+            if url is None:
+                with LocalServer(engine, args.server_arg) as local_url:
+                    print(f"  local server {local_url} (engine {engine})", file=sys.stderr)
+                    rep = asyncio.run(measure_latency(local_url, utts, cfg, engine, print_progress("  ", cfg.turns)))
+            else:
+                rep = asyncio.run(measure_latency(url, utts, cfg, engine, print_progress("  ", cfg.turns)))
+        except ParleyError as e:
+            if len(targets) == 1:
+                raise
+            # comparing engines: one that cannot run must not lose the others' measurements
+            print(f"parley: error: {label}: {e}", file=sys.stderr)
+            failed.append(f"{label}: {e}")
+            continue
         reports.append(rep)
         print(rep.table())
         for note in rep.notes:
             print(f"note: {note}")
         print()
 
+    if not reports:
+        raise ParleyError("no engine could be measured: " + "; ".join(failed))
     data: dict = reports[0].to_dict() if len(reports) == 1 else {"reports": [r.to_dict() for r in reports]}
+    if failed:
+        data["failed"] = failed
     if len(reports) > 1:
         a, b = reports[0], reports[1]
         comp = {}
@@ -160,7 +172,7 @@ def latency_cmd(args: argparse.Namespace) -> int:
 
         plot_reports(reports, args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
-    return 0 if all(r.counts()["answered"] for r in reports) else 1
+    return 0 if not failed and all(r.counts()["answered"] for r in reports) else 1
 
 
 def concurrency_cmd(args: argparse.Namespace) -> int:

@@ -235,5 +235,8 @@ async def measure_latency(
         host={**host_info(), "load_avg_1m_at_start": host_before.get("load_avg_1m")},
         date=datetime.date.today().isoformat(),
         events=len(sess.events),
+        event_log=[
+            {"t_client": round(e.t - sess.t0, 3), **e.data} for e in sess.events if e.type != "vad"
+        ],
         notes=notes,
     )

@@ -44,6 +44,7 @@ class LatencyReport:
     host: dict = field(default_factory=dict)
     date: str = ""
     events: int = 0  # data-channel events received
+    event_log: list[dict] = field(default_factory=list)  # [{"t_client": s since start, **event}]
     notes: list[str] = field(default_factory=list)
 
     # -- summaries ---------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class LatencyReport:
             },
             "events": self.events,
             "notes": self.notes,
+            "event_log": self.event_log,
             "turns": [asdict(t) for t in self.turns],
         }
 
@@ -142,6 +144,7 @@ class LatencyReport:
             date=d.get("date", ""),
             events=d.get("events", 0),
             notes=d.get("notes", []),
+            event_log=d.get("event_log", []),
         )
 
 
