@@ -26,6 +26,7 @@ from voice.errors import ParleyError
 
 SR = WEBRTC_SR
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end
+NO_TURN_S = 4.0  # no turn_end this long after the question ended: the server heard nothing
 
 
 @dataclass
@@ -99,6 +100,8 @@ class VoiceClient:
             dones = sum(e.type == "agent_done" for e in evs)
             if ends and dones >= ends and pb.finished.done():
                 break
+            if not ends and pb.finished.done() and time.monotonic() - t_end > NO_TURN_S:
+                raise ParleyError("the server heard no turn in the question (too quiet or too short?)")
             await asyncio.sleep(0.05)
         else:
             raise ParleyError(f"no complete reply from the server within {timeout:.0f} s")
