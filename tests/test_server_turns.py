@@ -222,3 +222,32 @@ def test_short_bursts_of_real_speech_and_coughs_are_not_turns(vad) -> None:
     for k, ms in enumerate((80, 120, 160, 190)):
         assert _turns(vad, _pad(cough(ms, k)))[0] == 0, ms
     assert tried == 18
+
+
+@pytest.mark.slow
+def test_vad_batcher_matches_separate_streams(vad) -> None:
+    """Sessions' chunks batched into one Silero call give each stream its own probabilities."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from voice.samples import SHORT_PROMPTS
+    from voice.session import VadBatcher
+
+    xs = [_pad(x, tail=0.2) for x in _prompts(SHORT_PROMPTS[:3])]
+    n = min(len(x) for x in xs) // 512
+    ref = []
+    for x in xs:
+        st = vad.stream()
+        ref.append([st.push(x[i * 512 : (i + 1) * 512]) for i in range(n)])
+
+    async def main() -> tuple[list[list[float]], VadBatcher]:
+        b = VadBatcher(vad, ThreadPoolExecutor(1))
+        streams = [vad.stream() for _ in xs]
+
+        async def one(k: int) -> list[float]:
+            return [await b.push(streams[k], xs[k][i * 512 : (i + 1) * 512]) for i in range(n)]
+
+        return list(await asyncio.gather(*(one(k) for k in range(len(xs))))), b
+
+    got, b = asyncio.run(main())
+    np.testing.assert_allclose(np.array(got), np.array(ref), atol=1e-4)
+    assert b.steps == n * len(xs) and b.batches < b.steps  # really batched

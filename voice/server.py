@@ -103,6 +103,9 @@ class Server:
             vad = SileroVAD.load()
         self.vad = vad
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="parley-vad")
+        from voice.session import VadBatcher  # noqa: PLC0415
+
+        self.vad_batcher = VadBatcher(vad, self.vad_pool)
         self.sessions: dict[str, object] = {}
         self._reserved = 0  # offers being answered (count against max_sessions)
         if cfg.use_loopback:
@@ -173,7 +176,7 @@ class Server:
         from voice.session import Session, shorten_jitter_buffer  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        sess = Session(pc, self.engine, self.vad, self.vad_pool, self.cfg.turn,
+        sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn,
                        on_closed=self._closed, connect_timeout_s=self.cfg.connect_timeout_s)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

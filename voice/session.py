@@ -3,8 +3,9 @@
 Per session: the peer connection, a `VADStream` (the Silero weights are shared), the
 `TurnDetector` with its `EchoGuard`, the `AgentTrack`, the engine's `EngineSession` (history)
 and three kinds of tasks: the input reader, the reply of the current turn, a connect timeout.
-Model work never runs on the event loop: VAD steps go to a one-thread "fast lane" executor
-(so they never wait behind a long ASR/LLM job), engines use their own pools.
+Model work never runs on the event loop: VAD steps of all sessions are batched (`VadBatcher`)
+on a one-thread "fast lane" executor (so they never wait behind a long ASR/LLM job), engines
+use their own pools.
 
 Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent
 talks, the output track is held (silent frames, nothing consumed); if it was noise (a cough,
@@ -85,6 +86,57 @@ def shorten_jitter_buffer(receiver, prefetch: int = INPUT_PREFETCH) -> bool:  # 
     return True
 
 
+class VadBatcher:
+    """One Silero step for the chunks of all sessions that are waiting (shared weights, one
+    ONNX call per batch, in the VAD thread): with many sessions the VAD costs one call per
+    32 ms instead of one per session. Chunks pushed while a batch runs go into the next one."""
+
+    def __init__(self, vad, pool: Executor, max_batch: int = 256) -> None:  # noqa: ANN001
+        self.vad = vad
+        self.pool = pool
+        self.max_batch = max_batch
+        self._pending: list[tuple[object, np.ndarray, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self.batches = 0  # for tests and stats
+        self.steps = 0
+
+    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - voice.vad.VADStream
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((stream, chunk, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="parley-vad-batch")
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch: list = []
+            seen: set[int] = set()
+            rest: list = []
+            for item in self._pending:  # a stream's chunks are sequential: one per batch
+                if id(item[0]) in seen or len(batch) >= self.max_batch:
+                    rest.append(item)
+                else:
+                    seen.add(id(item[0]))
+                    batch.append(item)
+            self._pending = rest
+            states = [st.state for st, _, _ in batch]
+            chunks = np.stack([c for _, c, _ in batch])  # (B, 512)
+            try:
+                probs = await loop.run_in_executor(self.pool, self.vad.step, states, chunks)
+            except Exception as e:  # noqa: BLE001 - every waiting session gets the error
+                for _, _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            self.batches += 1
+            self.steps += len(batch)
+            for (_, _, f), p in zip(batch, probs):
+                if not f.done():
+                    f.set_result(float(p))
+
+
 def frame_to_mono(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
     """Decoded av.AudioFrame (s16/flt, packed/planar, any channels) -> (T,) float32."""
     a = frame.to_ndarray()
@@ -100,7 +152,7 @@ class Session:
         pc,  # noqa: ANN001 - aiortc RTCPeerConnection
         engine: Engine,
         vad,  # noqa: ANN001 - voice.vad.SileroVAD (shared)
-        vad_pool: Executor,
+        vad_batcher: VadBatcher,
         cfg: TurnConfig = TurnConfig(),
         on_closed: Callable[["Session"], None] | None = None,
         connect_timeout_s: float = 30.0,
@@ -110,7 +162,7 @@ class Session:
         self.engine = engine
         self.cfg = cfg
         self.vad_stream = vad.stream()
-        self.vad_pool = vad_pool
+        self.vad_batcher = vad_batcher
         self.engine_session = engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
@@ -215,8 +267,7 @@ class Session:
         log.debug("session %s: input track ended", self.id)
 
     async def _on_chunk(self, chunk: np.ndarray, t: float) -> None:
-        loop = asyncio.get_running_loop()
-        prob = await loop.run_in_executor(self.vad_pool, self.vad_stream.push, chunk)
+        prob = await self.vad_batcher.push(self.vad_stream, chunk)
         self.stats["chunks"] += 1
         self.engine_session.feed(chunk, t)
         if self._in_turn:
