@@ -4,10 +4,10 @@ The agent is a bare aiohttp + aiortc peer in the same process (same monotonic cl
 the exact time each of its output frames is handed to aiortc, and receives the client's audio
 through a `Recorder` (packet arrival times). So the client's measurements can be checked
 against ground truth without any model:
-  * uplink: the user's end of speech arrives at the agent 0-45 ms after the client says it
-    was spoken (20 ms packetization + Opus + loopback);
-  * downlink: the agent's first sample is heard at the client 0-25 ms after it was handed to
-    aiortc, and its silence likewise (aiortc's 80 ms jitter buffer must not be counted).
+  * uplink: the user's end of speech arrives at the agent 15-50 ms (median) after the client
+    says it was spoken (20 ms packetization + Opus + loopback);
+  * downlink: the agent's first sample is heard at the client 0-20 ms (median) after it was
+    handed to aiortc, and its silence likewise (aiortc's 80 ms jitter buffer must not count).
 """
 
 from __future__ import annotations
@@ -145,9 +145,12 @@ def test_client_clocks_match_the_agent() -> None:
     d = asyncio.run(_scenario())
     ms = {k: [round(v * 1000, 1) for v in vs] for k, vs in d.items()}
     print(ms)
-    for v in ms["uplink"]:
-        assert 0 <= v <= 45, ms
-    for v in ms["onset"]:
-        assert 0 <= v <= 25, ms
-    for v in ms["offset"]:
-        assert -5 <= v <= 25, ms
+    med = {k: float(np.median(v)) for k, v in ms.items()}
+    # medians: physics (20 ms packetization, Opus), robust to a busy shared CPU
+    assert 15 <= med["uplink"] <= 50, ms  # an off-by-one-frame sender clock would leave this
+    assert 0 <= med["onset"] <= 20, ms  # aiortc's 80 ms jitter buffer would show here
+    assert -5 <= med["offset"] <= 30, ms
+    # every single one: causal and not far off
+    assert all(0 <= v <= 80 for v in ms["uplink"]), ms
+    assert all(0 <= v <= 40 for v in ms["onset"]), ms
+    assert all(-5 <= v <= 50 for v in ms["offset"]), ms
