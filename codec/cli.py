@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--tiny", action="store_true", help="tiny model (tests / CPU smoke runs)")
     t.set_defaults(func=_train)
 
+    pl = cs.add_parser("plot-log", help="loss curves of a training log.jsonl as a PNG")
+    pl.add_argument("log")
+    pl.add_argument("out")
+    pl.set_defaults(func=lambda a: __import__("codec.train", fromlist=["plot_log"]).plot_log(a.log, a.out) or 0)
+
     e = cs.add_parser("eval", help="held-out eval table (mel distance, STOI, PESQ, Whisper WER)")
     e.add_argument("--weights", default=None, help="weights folder (default weights/codec)")
     e.add_argument("--data", default=DEFAULT_DATA)

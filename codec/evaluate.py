@@ -59,6 +59,7 @@ def run_eval(weights: str | None, data: str, limit: int = 0, n_qs: list[int] | N
     from codec.io import load_codec
     from codec.losses import mel_distance
 
+    torch.set_num_threads(1)  # steadier than 2 threads on the shared 2-core machine
     model = load_codec(weights)
     sr = model.sample_rate
     rows = _load_rows(Path(data), limit)

@@ -212,3 +212,31 @@ def _checkpoint(out: Path, model: ParleyCodec, disc: torch.nn.Module, opt_g: tor
                                       "train_hours_seen": round(step * tc.batch_size * tc.segment_s / 3600, 2),
                                       "data_hours": round(data.hours, 2), "data_shards": len(data.audio)})
     log.info("checkpoint at step %d", step)
+
+
+def plot_log(log_path: str | Path, out_png: str | Path) -> None:
+    """Loss curves of a log.jsonl (steps on x; time restarts mark resumed sittings)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for k in ("mel", "wav", "commit"):
+        axes[0].plot(steps, [r.get(k, float("nan")) for r in rows], label=k)
+    axes[0].set_yscale("log")
+    axes[0].set_title("reconstruction")
+    for k in ("d", "adv", "feat"):
+        axes[1].plot(steps, [r.get(k, float("nan")) for r in rows], label=k)
+    axes[1].set_title("adversarial")
+    axes[2].plot(steps, [r.get("usage", float("nan")) for r in rows], label="codebook usage / batch")
+    axes[2].plot(steps, [r["lr"] / max(x["lr"] for x in rows) for r in rows], label="lr (relative)")
+    axes[2].set_title("codebooks, lr")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
