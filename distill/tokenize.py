@@ -40,13 +40,14 @@ def _encode(codec, x: np.ndarray, sr: int):
         return np.zeros((codec.cfg.n_q, 0), np.uint16)
     if sr != codec.sample_rate:
         x = resample(x, sr, codec.sample_rate)
+    dev = next(codec.parameters()).device
     with torch.inference_mode():
-        c = codec.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])[0]  # (K, T)
-    return c.numpy().astype(np.uint16)
+        c = codec.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(dev))[0]  # (K, T)
+    return c.cpu().numpy().astype(np.uint16)
 
 
 def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: bool = False,
-             include_open: bool = False) -> dict:
+             include_open: bool = False, device: str = "cpu") -> dict:
     import torch
 
     from codec import load_codec
@@ -55,7 +56,7 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
     if not (root / store.SHARDS).is_dir():
         raise ParleyError(f"{root} is not a trace folder (no {store.SHARDS}/ inside)")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    codec = load_codec(codec_path)
+    codec = load_codec(codec_path, device=device)
     cid = _codec_id(codec_path)
     if codec.cfg.bins > 65536:
         raise ParleyError("codec has more than 65536 bins: uint16 token shards cannot hold it")
