@@ -28,7 +28,7 @@ from voice.bench.utterances import default_utterances
 from voice.cli import main
 from voice.engines.base import AgentAudio, Engine, EngineEvent, EngineSession, Stage, UserTurn
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # Silero VAD in the server, real time
 
 SR = 48000
 DELAY_S = 1.2  # longer than the server's VAD endpoint (560 ms) + uplink
