@@ -56,7 +56,8 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
         encode = load_tokenizer(gguf).encode
     turns: list[Turn] = []
     n_silent = 0
-    for tt in iter_token_turns(Path(data), splits={split}):
+    splits = {"eval", "eval_real"} if split == "eval" else {split}  # eval_real: the real speaker
+    for tt in iter_token_turns(Path(data), splits=splits):
         m = tt.meta
         if tt.user.shape[1] == 0:
             continue
