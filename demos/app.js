@@ -150,6 +150,10 @@ async function connect() {
   setStatus("asking for the microphone ...");
   parley.error = null;
   try {
+    if (!navigator.mediaDevices || !window.isSecureContext) {
+      throw new Error("the microphone needs a secure page: open it as http://127.0.0.1 or localhost, " +
+                      "or serve it over https");
+    }
     micStream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
