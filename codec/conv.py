@@ -41,13 +41,16 @@ class _WeightNormMixin:
         self.weight_g = nn.Parameter(g.detach().clone())
         self.weight_v = nn.Parameter(w.detach().clone())
         self._cached: torch.Tensor | None = None
+        self._cached_key: tuple = ()
 
     def _weight(self) -> torch.Tensor:
         if self.training or torch.is_grad_enabled():  # type: ignore[attr-defined]
             self._cached = None
             return _wn_weight(self.weight_g, self.weight_v)
-        if self._cached is None or self._cached.device != self.weight_v.device:
-            self._cached = _wn_weight(self.weight_g, self.weight_v)
+        g, v = self.weight_g, self.weight_v
+        key = (v.data_ptr(), v._version, g.data_ptr(), g._version, v.dtype)
+        if self._cached is None or self._cached_key != key:
+            self._cached, self._cached_key = _wn_weight(g, v), key
         return self._cached
 
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _sq_dist(x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
-    """x (N, D), embed (C, D) -> squared distances (N, C)."""
-    return x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
+def _sq_dist(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, D), embed (C, D) -> squared distances (N, C); embed_sq: cached |embed|^2 (C,)."""
+    if embed_sq is None:
+        embed_sq = embed.pow(2).sum(1)
+    return x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed_sq[None]
 
 
 def _sample(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -50,10 +52,19 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed", embed)
         self.register_buffer("embed_avg", embed.clone())
+        self._sq_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _embed_sq(self) -> torch.Tensor:
+        """|embed|^2 per entry, recomputed only when `embed` changed (in-place updates bump _version)."""
+        e = self.embed
+        key = (e.data_ptr(), e._version, e.dtype, e.device)
+        if self._sq_cache is None or self._sq_cache[0] != key:
+            self._sq_cache = (key, e.pow(2).sum(1))
+        return self._sq_cache[1]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, D) -> codes (N,) nearest entry."""
-        return _sq_dist(x.float(), self.embed).argmin(-1)
+        return _sq_dist(x.float(), self.embed, self._embed_sq()).argmin(-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)
