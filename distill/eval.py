@@ -110,9 +110,11 @@ def score(items: list[Generated], codec, asr, detokenize, teacher_codes: dict[st
 
     rows = []
     for it in items:
-        with torch.no_grad():
-            wav = codec.decode(torch.as_tensor(it.agent_codes)[None].to(next(codec.parameters()).device))
-        hyp = asr.transcribe(wav[0, 0].float().cpu().numpy())
+        hyp = ""
+        if it.agent_codes.shape[-1] > 0:
+            with torch.no_grad():
+                wav = codec.decode(torch.as_tensor(it.agent_codes)[None].to(next(codec.parameters()).device))
+            hyp = asr.transcribe(wav[0, 0].float().cpu().numpy())
         mono = detokenize(it.mono_tokens)
         row = {
             "name": it.name, "group": it.group, "reply": it.reply, "transcript": hyp, "monologue": mono,
@@ -120,7 +122,7 @@ def score(items: list[Generated], codec, asr, detokenize, teacher_codes: dict[st
             "mono_wer": wer(hyp, mono) if normalize(hyp) else float("nan"),
             "mono_vs_teacher": wer(it.reply, mono), "words": float(bool(normalize(hyp))),
         }
-        if teacher_codes is not None and it.name in teacher_codes:
+        if teacher_codes is not None and it.name in teacher_codes and teacher_codes[it.name].shape[-1] > 0:
             with torch.no_grad():
                 tw = codec.decode(torch.as_tensor(teacher_codes[it.name])[None].to(next(codec.parameters()).device))
             row["ceiling_wer"] = wer(it.reply, asr.transcribe(tw[0, 0].float().cpu().numpy()))
