@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.llama import RMSNorm
+
 
 @dataclass(frozen=True)
 class DepthConfig:
@@ -29,18 +31,6 @@ class DepthConfig:
     n_heads: int = 4
     ffn_dim: int = 768  # SwiGLU hidden size
     norm_eps: float = 1e-5
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
 
 
 class DepthBlock(nn.Module):
