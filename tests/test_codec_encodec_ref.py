@@ -12,13 +12,7 @@ import torch
 
 from codec.model import ParleyCodec, encodec_24khz_config
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions: OpenMP threads only contend on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

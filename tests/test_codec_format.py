@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from codec.io import read_pcodes, write_pcodes
 from voice.errors import ParleyError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions: OpenMP threads only contend on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -8,13 +8,7 @@ import torch
 
 from codec.model import CodecConfig, ParleyCodec
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions: OpenMP threads only contend on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=1, n_q=4, bins=64)

@@ -100,10 +100,21 @@ def _utterances(args: argparse.Namespace):  # noqa: ANN202
     return load_utterances(args.audio) if args.audio else default_utterances()
 
 
+def _prepare(args: argparse.Namespace):  # noqa: ANN202
+    """Common start of the bench commands: quiet logs, reachable targets, the utterances to play."""
+    from voice.bench.client import check_url  # noqa: PLC0415
+
+    _quiet_logs(args)
+    targets = _targets(args)
+    for url, _ in targets:
+        if url:
+            check_url(url)
+    return targets, _utterances(args)
+
+
 def latency_cmd(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from voice.bench.client import check_url  # noqa: PLC0415
     from voice.bench.latency import LatencyConfig, measure_latency, print_progress  # noqa: PLC0415
     from voice.bench.local import LocalServer  # noqa: PLC0415
     from voice.bench.report import write_json  # noqa: PLC0415
@@ -111,12 +122,7 @@ def latency_cmd(args: argparse.Namespace) -> int:
 
     if args.turns < 1:
         raise ParleyError("--turns must be at least 1")
-    _quiet_logs(args)
-    targets = _targets(args)
-    for url, _ in targets:
-        if url:
-            check_url(url)
-    utts = _utterances(args)
+    targets, utts = _prepare(args)
     cfg = LatencyConfig(
         turns=args.turns,
         pause_s=args.pause,
@@ -178,19 +184,13 @@ def latency_cmd(args: argparse.Namespace) -> int:
 def concurrency_cmd(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from voice.bench.client import check_url  # noqa: PLC0415
     from voice.bench.concurrency import ConcurrencyConfig, measure_concurrency  # noqa: PLC0415
     from voice.bench.local import LocalServer  # noqa: PLC0415
     from voice.bench.report import write_json  # noqa: PLC0415
 
     if args.max < 1:
         raise ParleyError("--max must be at least 1")
-    _quiet_logs(args)
-    targets = _targets(args)
-    for url, _ in targets:
-        if url:
-            check_url(url)
-    utts = _utterances(args)
+    targets, utts = _prepare(args)
     cfg = ConcurrencyConfig(
         max_sessions=args.max,
         turns=args.turns,
