@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
                 "train_config": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))},
             })
             log.info("trained parts written to %s", args.export)
-    if world > 1:
+    if world > 1:  # all ranks leave together: gloo aborts a process that exits while a peer still talks
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
