@@ -20,7 +20,6 @@ in every file's metadata, and `manifest.json` (sha256 of each file, data, steps,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import zlib
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voice.cache import file_sha256
 from voice.errors import ParleyError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "codec"
@@ -76,7 +76,7 @@ def save_codec(model: torch.nn.Module, out_dir: str | Path, manifest: dict | Non
     man = dict(manifest or {})
     man["format"] = FORMAT
     man["config"] = model.cfg.to_dict()  # type: ignore[attr-defined]
-    man["files"] = {p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+    man["files"] = {p.name: {"sha256": file_sha256(p),
                              "bytes": p.stat().st_size} for p in files}
     (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return files
@@ -96,7 +96,7 @@ def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu
     if verify and (folder / "manifest.json").exists():
         man = json.loads((folder / "manifest.json").read_text())
         for name, info in man.get("files", {}).items():
-            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != info["sha256"]:
+            if file_sha256(folder / name) != info["sha256"]:
                 raise ParleyError(f"{folder / name}: sha256 does not match manifest.json")
     sd: dict[str, torch.Tensor] = {}
     cfg = None

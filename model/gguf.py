@@ -12,7 +12,6 @@ Cache root: ``$PARLEY_CACHE`` or ``$XDG_CACHE_HOME/parley`` or ``~/.cache/parley
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -24,6 +23,7 @@ import torch
 
 from model.llama import Llama, LlamaConfig
 from model.tokenizer import CHATML_TEMPLATE, Tokenizer, TokenizerSpec
+from voice.cache import cache_dir, file_sha256
 from voice.errors import ParleyError
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,6 @@ def resolve_gguf(path: str | os.PathLike | None = None) -> Path:
     if not p.is_file():
         raise ParleyError(f"GGUF file not found: {p}")
     return p
-
-
-def cache_root() -> Path:
-    if os.environ.get("PARLEY_CACHE"):
-        return Path(os.environ["PARLEY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parley"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _field(reader, key: str, default=None):
@@ -171,7 +157,7 @@ def state_dict_from_reader(reader, cfg: LlamaConfig) -> dict[str, torch.Tensor]:
 
 
 def _cache_dir(path: Path) -> Path:
-    return cache_root() / "gguf" / f"{_sha256(path)[:16]}-v{CACHE_VERSION}"
+    return cache_dir() / "gguf" / f"{file_sha256(path)[:16]}-v{CACHE_VERSION}"
 
 
 def _load_or_convert(gguf_path: str | os.PathLike | None) -> tuple[LlamaConfig, dict[str, torch.Tensor], Tokenizer]:

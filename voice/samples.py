@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from voice.cache import cache_dir
 from voice.errors import ParleyError
 
 PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -20,13 +21,6 @@ SHORT_PROMPTS = (
     "vm-tempgreeting", "ss-noservice", "dir-firstlast", "agent-user", "pbx-invalidpark",
 )
 LONG_PROMPTS = ("vm-options", "demo-echotest")  # 16 s, 22 s
-
-
-def cache_dir() -> Path:
-    """Parley's cache root ($PARLEY_CACHE, else ~/.cache/parley), created on demand."""
-    root = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def have_prompts() -> bool:

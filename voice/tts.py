@@ -236,7 +236,7 @@ def _download_piper(voice: str) -> Path:
     """Fetch an upstream piper voice (e.g. en_US-lessac-medium) into the cache (internet only)."""
     from piper.download_voices import download_voice
 
-    from voice.samples import cache_dir
+    from voice.cache import cache_dir
 
     d = cache_dir() / "piper"
     d.mkdir(parents=True, exist_ok=True)

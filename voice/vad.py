@@ -44,7 +44,7 @@ def _download(url: str) -> Path:
     import hashlib
     import urllib.request
 
-    from voice.samples import cache_dir
+    from voice.cache import cache_dir
 
     dst = cache_dir() / "vad" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.onnx"
     if not dst.exists():

@@ -30,7 +30,6 @@ stores a zero bias in the fused tensor, which we check and drop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.cache import file_sha256
 from voice.errors import ParleyError
 
 # CT2 DataType ids (ctranslate2/specs/model_spec.py `_dtype_to_type_id`).
@@ -179,14 +179,6 @@ def ct2_to_whisper(ct2: CT2Model) -> tuple[dict, dict[str, np.ndarray]]:
     except KeyError as e:
         raise ParleyError(f"CTranslate2 Whisper model lacks variable {e}") from None
     return dims, sd
-
-
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_alignment_heads(model_dir: Path) -> list[list[int]] | None:
