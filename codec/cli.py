@@ -11,6 +11,7 @@ import sys
 from voice.errors import ParleyError
 
 DEFAULT_DATA = "data/codec"
+DEFAULT_VARIANT = "25hz-sem"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--adv-start-frac", type=float, default=1.0)
     t.add_argument("--ckpt-every-s", type=float, default=180.0)
     t.add_argument("--init-from", default=None, help="warm start from exported weights (folder)")
+    t.add_argument("--variant", default=DEFAULT_VARIANT, help="codec variant (codec/variants.py): "
+                   "frame rate, codebooks, semantic distillation, ...")
+    t.add_argument("--teacher", default="", help="Whisper teacher file (export-teacher): semantic "
+                   "distillation and the whisper_cos eval column")
+    t.add_argument("--eval-dir", default="", help="prepare-data folder: quick held-out eval at checkpoints")
     t.add_argument("--tiny", action="store_true", help="tiny model (tests / CPU smoke runs)")
     t.set_defaults(func=_train)
+
+    sw = cs.add_parser("sweep", help="train several variants side by side on one GPU, then compare")
+    sw.add_argument("--variants", required=True, help="comma-separated variant names (codec/variants.py)")
+    sw.add_argument("--out", default="runs/sweep", help="one sub-folder per variant + summary.json")
+    sw.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for every `train` (e.g. -- --data D --max-minutes 18)")
+    sw.set_defaults(func=_sweep)
+
+    xt = cs.add_parser("export-teacher", help="write the Whisper tiny.en encoder teacher file (CPU)")
+    xt.add_argument("out", help="output .safetensors")
+    xt.set_defaults(func=_export_teacher)
 
     pl = cs.add_parser("plot-log", help="loss curves of a training log.jsonl as a PNG")
     pl.add_argument("log")
@@ -87,17 +103,42 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from codec.model import CodecConfig
     from codec.train import TrainConfig, train
+    from codec.variants import get_variant
 
-    cc = CodecConfig()
-    if args.tiny:
-        cc = CodecConfig(ratios=(2, 2, 2, 2), n_filters=4, dimension=8, lstm=1, n_q=2, bins=16)
+    try:
+        v = get_variant(args.variant, tiny=args.tiny)
+    except KeyError as e:
+        raise ParleyError(str(e.args[0])) from None
+    if v.codec.semantic_dim and not args.teacher:
+        raise ParleyError(f"variant {args.variant} distils Whisper: pass --teacher FILE "
+                          "(write it with `parley codec export-teacher FILE`)")
     tc = TrainConfig(batch_size=args.batch_size, segment_s=args.segment_s, max_steps=args.max_steps,
                      max_minutes=args.max_minutes, lr=args.lr, adv_start=args.adv_start,
-                     adv_start_frac=args.adv_start_frac, ckpt_every_s=args.ckpt_every_s)
-    last = train(args.data, args.out, cc, tc, device=args.device, init_from=args.init_from)
+                     adv_start_frac=args.adv_start_frac, ckpt_every_s=args.ckpt_every_s,
+                     bypass_p=v.bypass_p, teacher=args.teacher, eval_dir=args.eval_dir)
+    last = train(args.data, args.out, v.codec, tc, device=args.device, init_from=args.init_from)
     print(last)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from codec.sweep import run_sweep
+
+    extra = [a for a in args.train_args if a != "--"]
+    return run_sweep([v for v in args.variants.split(",") if v], args.out, extra)
+
+
+def _export_teacher(args: argparse.Namespace) -> int:
+    from whisper.audio import mel_filters
+
+    from codec.semantic import save_teacher, teacher_from_whisper
+    from voice.asr import WhisperASR
+
+    asr = WhisperASR.load("tiny.en")
+    teacher = teacher_from_whisper(asr.model, mel_filters("cpu", asr.model.dims.n_mels))
+    save_teacher(teacher, args.out)
+    print(f"{args.out}: Whisper tiny.en encoder teacher ({teacher.dim} dims)")
     return 0
 
 

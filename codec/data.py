@@ -278,11 +278,12 @@ class ShardDataset:
     def refresh(self) -> int:
         import soundfile as sf
 
-        for p in sorted(self.folder.glob("*.flac")):
+        # FLAC as written by prepare_data; Ogg Opus (.ogg) where shards were re-encoded to travel
+        for p in sorted([*self.folder.glob("*.flac"), *self.folder.glob("*.ogg")]):
             if p.name not in self.names:
                 try:
                     x, _ = sf.read(p, dtype="int16")
-                except RuntimeError:  # partially copied file: try again later
+                except RuntimeError:  # partially copied file (LibsndfileError): try again later
                     continue
                 self.audio.append(x)
                 self.names.add(p.name)

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from codec.quantization import QuantizedResult, ResidualVectorQuantizer
 from codec.seanet import SEANetDecoder, SEANetEncoder
@@ -57,6 +58,8 @@ class CodecConfig:
     n_residual_layers: int = 1
     dimension: int = 128  # latent / codebook dimension
     lstm: int = 2  # LSTM layers at the bottleneck (encoder and decoder)
+    transformer: int = 0  # causal transformer layers at the bottleneck (after the LSTM, if any)
+    context: int = 250  # transformer attention window in frames (10 s at 25 Hz)
     n_q: int = 8  # codebooks
     bins: int = 2048  # entries per codebook
     pad_mode: str = "constant"  # "constant" streams exactly; EnCodec's checkpoints use "reflect"
@@ -64,6 +67,7 @@ class CodecConfig:
     norm: str = "weight_norm"
     compress: int = 2
     true_skip: bool = False
+    semantic_dim: int = 0  # > 0: a 1x1 conv head maps the first codebook to teacher features
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes
 
     @property
@@ -102,10 +106,13 @@ class ParleyCodec(StreamingModule[State]):
         kw = dict(channels=cfg.channels, dimension=cfg.dimension, n_filters=cfg.n_filters,
                   n_residual_layers=cfg.n_residual_layers, ratios=cfg.ratios, norm=cfg.norm,
                   causal=cfg.causal, pad_mode=cfg.pad_mode, true_skip=cfg.true_skip,
-                  compress=cfg.compress, lstm=cfg.lstm)
+                  compress=cfg.compress, lstm=cfg.lstm, transformer=cfg.transformer,
+                  context=cfg.context)
         self.encoder = SEANetEncoder(**kw)  # type: ignore[arg-type]
         self.quantizer = ResidualVectorQuantizer(cfg.dimension, cfg.n_q, cfg.bins)
         self.decoder = SEANetDecoder(**kw)  # type: ignore[arg-type]
+        # training-only head: first-level quantized latent -> semantic teacher features
+        self.semantic = nn.Conv1d(cfg.dimension, cfg.semantic_dim, 1) if cfg.semantic_dim else None
 
     @property
     def sample_rate(self) -> int:
@@ -159,6 +166,12 @@ class ParleyCodec(StreamingModule[State]):
             raise ValueError(f"code values must be in [0, {self.cfg.bins})")
         with _cpu_conv_flags(codes):
             return self.decoder(self.quantizer.decode(codes))
+
+    def semantic_features(self, q: QuantizedResult) -> torch.Tensor:
+        """Semantic head on the first level: (B, T, semantic_dim) (needs cfg.semantic_dim > 0)."""
+        if self.semantic is None:
+            raise ValueError("this codec has no semantic head (semantic_dim = 0)")
+        return self.semantic(q.first.to(self.semantic.weight.dtype)).transpose(1, 2)
 
     def forward(self, wav: torch.Tensor, dropout_p: float = 0.0) -> tuple[torch.Tensor, QuantizedResult]:
         """Training pass: wav (B, 1, T) -> (reconstruction (B, 1, T'), quantizer result)."""

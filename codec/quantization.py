@@ -17,9 +17,10 @@ from torch import nn
 
 def _sq_dist(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, D), embed (C, D) -> squared distances (N, C); embed_sq: cached |embed|^2 (C,)."""
+    x, embed = x.float(), embed.float()  # distances in float32 also when the codec runs in bf16
     if embed_sq is None:
         embed_sq = embed.pow(2).sum(1)
-    return x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed_sq[None]
+    return x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed_sq.float()[None]
 
 
 def _sample(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -59,7 +60,7 @@ class EuclideanCodebook(nn.Module):
         e = self.embed
         key = (e.data_ptr(), e._version, e.dtype, e.device)
         if self._sq_cache is None or self._sq_cache[0] != key:
-            self._sq_cache = (key, e.pow(2).sum(1))
+            self._sq_cache = (key, e.float().pow(2).sum(1))
         return self._sq_cache[1]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +128,7 @@ class QuantizedResult:
     commit_loss: torch.Tensor  # scalar
     n_q: torch.Tensor  # (B,) number of codebooks used per item
     usage: torch.Tensor  # (K,) fraction of codebook entries used in this batch
+    first: torch.Tensor  # (B, D, T) straight-through first level (the semantic head reads it)
 
 
 class ResidualVectorQuantization(nn.Module):
@@ -181,10 +183,13 @@ class ResidualVectorQuantizer(nn.Module):
             cb.init_kmeans(residual)
             residual = residual - cb.decode(cb.encode(residual))
 
-    def forward(self, x: torch.Tensor, dropout_p: float = 0.0) -> QuantizedResult:
+    def forward(self, x: torch.Tensor, dropout_p: float = 0.0, bypass_p: float = 0.0) -> QuantizedResult:
         """Training pass: EMA updates (in train mode), straight-through estimator, per-item dropout.
 
-        x (B, D, T). With probability `dropout_p` an item uses only the first n ~ U{1..K} levels.
+        x (B, D, T). With probability `dropout_p` an item uses only the first n ~ U{1..K} levels;
+        with probability `bypass_p` an item's decoder input is the unquantized latent (Mimi trains
+        the decoder on unquantized latents half of the time). Codes, EMA and commitment are
+        computed for every item either way.
         """
         B, D, T = x.shape
         x = x.float()
@@ -211,9 +216,15 @@ class ResidualVectorQuantizer(nn.Module):
             keep = (k < n_q).float().view(B, 1, 1)
             commit = commit + (F.mse_loss(residual, q.detach(), reduction="none") * keep).mean()
             quant = quant + q * keep
+            if k == 0:
+                first_q = q
             residual = residual - q.detach()
             codes.append(c.view(B, T))
             usage.append(torch.unique(c).numel() / self.bins)
         quantized = x + (quant - x).detach()  # straight-through: gradient of identity to the encoder
+        if self.training and bypass_p > 0:
+            bypass = (torch.rand(B, 1, 1, device=x.device) < bypass_p).float()
+            quantized = bypass * x + (1 - bypass) * quantized
+        first = x + (first_q - x).detach()
         return QuantizedResult(quantized, torch.stack(codes, 1), commit / K, n_q,
-                               torch.tensor(usage))
+                               torch.tensor(usage), first)

@@ -19,6 +19,7 @@ from torch import nn
 
 from codec.conv import SConv1d, SConvTranspose1d
 from codec.streaming import State, StreamingModule, StreamingSequential
+from codec.transformer import CausalTransformer
 
 
 @dataclass
@@ -84,7 +85,8 @@ class SEANetEncoder(StreamingModule[State]):
                  n_residual_layers: int = 1, ratios: Sequence[int] = (8, 5, 4, 2), norm: str = "weight_norm",
                  kernel_size: int = 7, last_kernel_size: int = 7, residual_kernel_size: int = 3,
                  dilation_base: int = 2, causal: bool = True, pad_mode: str = "constant",
-                 true_skip: bool = False, compress: int = 2, lstm: int = 2) -> None:
+                 true_skip: bool = False, compress: int = 2, lstm: int = 2, transformer: int = 0,
+                 context: int = 250) -> None:
         super().__init__()
         self.ratios = list(reversed(ratios))
         self.hop_length = int(torch.tensor(self.ratios).prod())
@@ -101,6 +103,8 @@ class SEANetEncoder(StreamingModule[State]):
             mult *= 2
         if lstm:
             layers.append(SLSTM(mult * n_filters, num_layers=lstm))
+        if transformer:
+            layers.append(CausalTransformer(mult * n_filters, num_layers=transformer, context=context))
         layers += [nn.ELU(alpha=1.0), SConv1d(mult * n_filters, dimension, last_kernel_size, **kw)]  # type: ignore[arg-type]
         self.model = StreamingSequential(*layers)
 
@@ -115,8 +119,8 @@ class SEANetDecoder(StreamingModule[State]):
                  n_residual_layers: int = 1, ratios: Sequence[int] = (8, 5, 4, 2), norm: str = "weight_norm",
                  kernel_size: int = 7, last_kernel_size: int = 7, residual_kernel_size: int = 3,
                  dilation_base: int = 2, causal: bool = True, pad_mode: str = "constant",
-                 true_skip: bool = False, compress: int = 2, lstm: int = 2,
-                 trim_right_ratio: float = 1.0) -> None:
+                 true_skip: bool = False, compress: int = 2, lstm: int = 2, transformer: int = 0,
+                 context: int = 250, trim_right_ratio: float = 1.0) -> None:
         super().__init__()
         self.ratios = list(ratios)
         self.hop_length = int(torch.tensor(self.ratios).prod())
@@ -125,6 +129,8 @@ class SEANetDecoder(StreamingModule[State]):
         layers: list[nn.Module] = [SConv1d(dimension, mult * n_filters, kernel_size, **kw)]  # type: ignore[arg-type]
         if lstm:
             layers.append(SLSTM(mult * n_filters, num_layers=lstm))
+        if transformer:
+            layers.append(CausalTransformer(mult * n_filters, num_layers=transformer, context=context))
         for ratio in self.ratios:
             layers += [nn.ELU(alpha=1.0),
                        SConvTranspose1d(mult * n_filters, mult * n_filters // 2, ratio * 2, stride=ratio,

@@ -26,6 +26,8 @@ from codec.data import ShardDataset
 from codec.io import load_state, save_codec
 from codec.losses import MultiScaleSTFTDiscriminator, d_hinge_loss, g_adv_and_feat_loss, multiscale_mel_loss
 from codec.model import CodecConfig, ParleyCodec
+from codec.quick_eval import load_eval_set, quick_eval
+from codec.semantic import load_teacher, pool_to_frames, semantic_loss
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ class TrainConfig:
     ckpt_every_s: float = 180.0
     refresh_every: int = 200  # re-scan the data folder for new shards
     augment: bool = True
+    bypass_p: float = 0.0  # probability an item's decoder sees the unquantized latent (Mimi: 0.5)
+    w_sem: float = 1.0  # semantic distillation weight (codecs with semantic_dim > 0)
+    teacher: str = ""  # Whisper teacher file (`parley codec export-teacher`) for semantic_dim > 0
+    eval_dir: str = ""  # held-out set (prepare-data's folder): quick eval at each checkpoint
     seed: int = 0
 
 
@@ -116,6 +122,12 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
             raise ValueError("init_from has a different codec config")
         load_state(model, {k: v for k, v in src.state_dict().items() if not k.endswith("embed_avg")})
         log.info("warm start from %s", init_from)
+    if codec_cfg.semantic_dim and not tc.teacher:
+        raise ValueError("semantic_dim > 0 needs a teacher file (TrainConfig.teacher)")
+    teacher = load_teacher(tc.teacher, dev) if tc.teacher else None  # distillation and/or eval
+    if codec_cfg.semantic_dim and teacher is not None and teacher.dim != codec_cfg.semantic_dim:
+        raise ValueError(f"teacher has {teacher.dim} dims, codec semantic_dim {codec_cfg.semantic_dim}")
+    eval_rows = load_eval_set(tc.eval_dir) if tc.eval_dir else []
     sr = codec_cfg.sample_rate
     seg = int(round(tc.segment_s * codec_cfg.frame_rate)) * codec_cfg.hop_length
     data = ShardDataset(data_dir, seg, seed=tc.seed + step)
@@ -156,7 +168,7 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         x = get_batch()
         with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
             lat = model.encode_latent(x)
-        q = model.quantizer(lat.float(), tc.dropout_p)
+        q = model.quantizer(lat.float(), tc.dropout_p, tc.bypass_p)
         with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
             y = model.decoder(q.quantized)
         y = y.float()[..., : x.shape[-1]]
@@ -164,6 +176,11 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         mel = multiscale_mel_loss(xs, ys, sr)
         wav = (xs - ys).abs().mean()
         losses = {"mel": mel, "wav": wav, "commit": q.commit_loss}
+        if codec_cfg.semantic_dim:
+            assert teacher is not None
+            with torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+                target = pool_to_frames(teacher(xs).float(), lat.shape[-1], codec_cfg.hop_length)
+            losses["sem"] = semantic_loss(model.semantic_features(q), target)
         adv_on = step >= tc.adv_start or progress >= tc.adv_start_frac
         if adv_on:
             # discriminator step
@@ -176,6 +193,8 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
                 adv, feat = g_adv_and_feat_loss(disc(xs), disc(ys))
             losses.update(d=d_loss.detach(), adv=adv, feat=feat)
         g_loss = tc.w_mel * mel + tc.w_wav * wav + tc.w_commit * q.commit_loss
+        if codec_cfg.semantic_dim:
+            g_loss = g_loss + tc.w_sem * losses["sem"]
         if adv_on:
             g_loss = g_loss + tc.w_adv * losses["adv"] + tc.w_feat * losses["feat"]
         opt_g.zero_grad(set_to_none=True)
@@ -199,10 +218,25 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
             acc, n_acc = {}, 0
         if time.time() - last_ckpt > tc.ckpt_every_s:
             _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+            _eval(out, model, eval_rows, teacher, step, time.time() - t0)
             last_ckpt = time.time()
     _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+    if eval_rows:
+        last["eval"] = _eval(out, model, eval_rows, teacher, step, time.time() - t0)
     logf.close()
     return last
+
+
+def _eval(out: Path, model: ParleyCodec, rows: list[dict], teacher: torch.nn.Module | None, step: int,
+          elapsed_s: float) -> dict:
+    """Quick held-out eval, appended to out/eval.jsonl."""
+    if not rows:
+        return {}
+    res = {"step": step, "time_s": round(elapsed_s, 1), **quick_eval(model, rows, teacher)}
+    with open(out / "eval.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+    log.info("eval %s", res)
+    return res
 
 
 def _checkpoint(out: Path, model: ParleyCodec, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,

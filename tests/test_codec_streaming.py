@@ -12,12 +12,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=1, n_q=4, bins=64)
+# transformer bottleneck with a 5-frame window: the 24-frame tests cross the window's edge
+SMALL_TF = CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=0, transformer=2, context=5,
+                       n_q=4, bins=64)
 
 
-@pytest.fixture(scope="module")
-def small() -> ParleyCodec:
+@pytest.fixture(scope="module", params=[SMALL, SMALL_TF], ids=["lstm", "transformer"])
+def small(request: pytest.FixtureRequest) -> ParleyCodec:
     torch.manual_seed(0)
-    m = ParleyCodec(SMALL).eval()
+    m = ParleyCodec(request.param).eval()
+    if request.param.transformer:  # layer scale starts at 0.01: make the layers matter
+        for layer in m.modules():
+            if hasattr(layer, "ls1"):
+                torch.nn.init.ones_(layer.ls1)
+                torch.nn.init.ones_(layer.ls2)
     with torch.no_grad():
         m.quantizer.init_kmeans(m.encode_latent(torch.randn(4, 1, SMALL.hop_length * 64) * 0.3))
     return m
@@ -63,7 +71,7 @@ def test_streaming_equals_full_small(small: ParleyCodec, chunks: list[int]) -> N
     with torch.no_grad():
         codes = small.encode(x)
         y = small.decode(codes)
-        assert codes.shape == (2, SMALL.n_q, 24)
+        assert codes.shape == (2, small.cfg.n_q, 24)
         assert torch.equal(_stream_encode(small, x, chunks), codes)
         ys = _stream_decode(small, codes, chunks)
     assert ys.shape == y.shape == x.shape
