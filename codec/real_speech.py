@@ -7,9 +7,9 @@ time; its .rcc files hold only music/animal sounds), ``megaglest-data`` (unit so
 grunts and battle cries). See codec/REAL_SPEECH.md for hours, speakers, formats and licences.
 
 Each source is a generator of ``(utterance_id, float32 mono array at 16 kHz)``, like the
-source generators in codec/data.py, and is listed in ``SOURCES``. Samples are not clipped:
-resampling loud 8-bit/MP3 lines can overshoot +-1 a little (data.py's ``_normalize`` rescales). ``available()`` says which
-packages are installed. Nothing is read at import time.
+source generators in codec/data.py, and is listed in ``SOURCES``; ``available()`` says which
+packages are installed. Nothing is read at import time. Samples are not clipped: resampling
+loud 8-bit/MP3 lines can overshoot +-1 a little (data.py's ``_normalize`` rescales by peak).
 
 Caveat for codec training: the two adventure games (95% of the hours) were recorded at
 11.025 kHz, so they hold nothing above 5.5 kHz once resampled to 16 kHz; FOTAQ is also MP3 at
@@ -194,7 +194,7 @@ def _sky_dinner_table(path: str) -> dict[int, tuple[int, int, bool, bool]]:
 
 
 def beneath_a_steel_sky(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """BASS CD: 3491 lines, 1.93 h, ~15 voice actors (UK), 11.025 kHz 8-bit PCM (RNC), freeware licence."""
+    """BASS CD: 3490 lines, 1.93 h, ~10-15 actors (est.), 11.025 kHz 8-bit PCM (RNC), freeware."""
     table = _sky_dinner_table(os.path.join(SKY_DIR, "sky.dnr"))
     done = 0
     with open(os.path.join(SKY_DIR, "sky.dsk"), "rb") as dsk:
@@ -236,11 +236,12 @@ def _queen_table(path: str) -> list[tuple[str, int, int]]:
 
 
 def amazon_queen(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """FOTAQ CD: 6744 lines, 4.62 h, ~20 voice actors (US/AU), 11.025 kHz MP3 16 kbit/s, freeware licence."""
+    """FOTAQ CD: 6608 lines, 4.55 h, ~15-20 actors (est.), 11.025 kHz MP3 16 kbit/s, freeware."""
     done = 0
     with open(QUEEN_FILE, "rb") as f:
         for name, off, size in _queen_table(QUEEN_FILE):
-            if not name.endswith(".SB") or name.startswith("BLANK"):
+            # *SSSS.SB are sound effects (whisper hears no words), BLANK*.SB silence.
+            if not name.endswith(".SB") or name.startswith("BLANK") or name[:-3].endswith("SSSS"):
                 continue
             if limit is not None and done >= limit:
                 return
@@ -252,7 +253,7 @@ def amazon_queen(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def hedgewars(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """Hedgewars voice packs: 521 short shouts, 0.16 h, ~9 voices, 44.1/48 kHz Vorbis, GFDL-1.3."""
+    """Hedgewars voice packs: 512 short shouts, 0.16 h, ~9 voices, 44.1/48 kHz Vorbis, GFDL-1.3."""
     files = [f for p in HEDGEWARS_PACKS for f in sorted(glob.glob(f"{HEDGEWARS_VOICES}/{p}/*.ogg"))]
     done = 0
     for f in files:
@@ -265,7 +266,7 @@ def hedgewars(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def warzone2100(limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """Warzone 2100 briefings/messages: ~420 lines, 0.25 h, ~5 voices, 11.025/22.05 kHz Vorbis, GPL-2+."""
+    """Warzone 2100 tutorial/messages: 476 lines, 0.26 h, ~4 voices (est.), 11/22 kHz Vorbis, GPL-2+."""
     done = 0
     with zipfile.ZipFile(WARZONE_WZ) as z:
         names = sorted(n for n in z.namelist() if n.endswith(".ogg") and n.startswith(WARZONE_SPEECH))
