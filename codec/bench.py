@@ -4,7 +4,8 @@ CPU (one thread): streaming encode + decode, one 80 ms frame at a time (what the
 real-time factor = compute time / audio time, with per-frame p50 / p99; the full (offline) pass of
 the same audio; and as baseline EnCodec 24 kHz (the `encodec` package, random weights, same
 architecture family at 75 Hz, no streaming state) on the same duration.
-GPU: batched bf16 full-pass encode + decode, hours of audio per second.
+GPU: batched bf16 full-pass encode + decode, hours of audio per second; and the serving step:
+streaming encode + decode of one frame for B sessions in one batch, fp32 and bf16.
 Algorithmic latency: the encoder needs a whole frame (hop) of input before it emits the frame's
 codes and the decoder emits that frame's hop of audio at once, so latency = 1 frame.
 """
@@ -90,6 +91,31 @@ def _gpu(model, batch: int) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def _gpu_stream(model, batches: tuple[int, ...] = (1, 64, 256), n: int = 50) -> dict:  # type: ignore[no-untyped-def]
+    """Streaming: one frame for B sessions per call (the serving step), fp32 and bf16, eager."""
+    import copy
+
+    import torch
+
+    out: dict = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        m = copy.deepcopy(model).to("cuda", dtype)
+        for B in batches:
+            x = torch.randn(B, 1, model.hop_length, device="cuda", dtype=dtype) * 0.1
+            times = []
+            with torch.no_grad(), m.streaming(B):
+                for i in range(n + 5):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    m.decode(m.encode(x))
+                    end.record()
+                    torch.cuda.synchronize()
+                    if i >= 5:  # warm-up
+                        times.append(start.elapsed_time(end))
+            out[f"{name}_b{B}"] = {"ms_p50": float(np.median(times)), "ms_p99": float(np.percentile(times, 99))}
+    return out
+
+
 def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", batch: int = 64) -> dict:
     import torch
 
@@ -115,10 +141,17 @@ def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", b
             print(f"streaming RTF / EnCodec full-pass RTF = {c['stream_rtf'] / b:.2f}")
     else:
         res["gpu"] = _gpu(model, batch)
+        res["gpu_stream"] = _gpu_stream(model, (1, batch, 256))
         res["gpu_name"] = torch.cuda.get_device_name()
         print(f"GPU {res['gpu_name']}, bf16, batched full-pass encode+decode of 10 s items")
         for B, r in res["gpu"].items():
             print(f"| batch {B} | {r['s_per_batch'] * 1e3:.1f} ms | {r['audio_hours_per_s']:.2f} h audio / s |")
+        frame_ms = 1000 * model.hop_length / model.sample_rate
+        print(f"streaming, one {frame_ms:.0f} ms frame for B sessions per call (encode+decode, eager)")
+        print("| precision, batch | p50 ms | p99 ms |")
+        print("|---|---|---|")
+        for k, r in res["gpu_stream"].items():
+            print(f"| {k} | {r['ms_p50']:.2f} | {r['ms_p99']:.2f} |")
     print(f"algorithmic latency: {res['algorithmic_latency_ms']:.0f} ms (one frame)")
     print(json.dumps(res))
     return res

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shard-minutes", type=float, default=6.0)
     q.add_argument("--synth-scale", type=float, default=1.0, help="scale the number of synthetic utterances")
     q.add_argument("--eval-per-source", type=int, default=40)
+    q.add_argument("--only", default="", help="comma-separated sources to (re)write, eval set untouched "
+                   "(e.g. en-amazon_queen,en-beneath_a_steel_sky)")
+    q.add_argument("--shard-prefix", default="shard")
     q.set_defaults(func=_prepare)
 
     t = cs.add_parser("train", help="train or resume (GPU; CPU works for tiny configs)")
@@ -96,7 +99,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
     from codec.data import prepare_data
 
-    minutes = prepare_data(args.out, args.shard_minutes, args.synth_scale, eval_per_source=args.eval_per_source)
+    only = tuple(x for x in args.only.split(",") if x)
+    minutes = prepare_data(args.out, args.shard_minutes, args.synth_scale, eval_per_source=args.eval_per_source,
+                           only=only, shard_prefix=args.shard_prefix)
     print(json.dumps({k: round(v, 1) for k, v in minutes.items()}, indent=1))
     print(f"total {sum(minutes.values()) / 60:.2f} h of training audio in {args.out}/train")
     return 0

@@ -181,8 +181,15 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: float = 1.0,
-                 seed: int = 0, eval_per_source: int = 40) -> dict:
-    """Write train shards + held-out eval set (see module docstring). Returns minutes per source."""
+                 seed: int = 0, eval_per_source: int = 40, only: tuple[str, ...] = (),
+                 shard_prefix: str = "shard") -> dict:
+    """Write train shards + held-out eval set (see module docstring). Returns minutes per source.
+
+    `only`: write just these sources (names as in sources.json; the eval set is then left as it
+    is), into shards named `<shard_prefix>_XXX.flac`, e.g. to add the Debian game speech of
+    codec/real_speech.py to an existing data folder.
+    """
+    from codec import real_speech
     import soundfile as sf
 
     out = Path(out_dir)
@@ -194,6 +201,8 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
 
     # ---- held-out eval set --------------------------------------------------------------------
     eval_rows = []
+    if only:
+        eval_per_source = 0
     ast = list(_asterisk(ASTERISK_EVAL))
     random.Random(seed).shuffle(ast)
     for name, x in ast[:eval_per_source]:
@@ -206,7 +215,7 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
     for v in FLITE_EVAL:
         for i, s in enumerate(ev_sent[: eval_per_source // 2]):
             eval_rows.append({"source": f"flite:{v}", "id": f"{v}_{i}", "text": s, "x": _flite(v, s)})
-    with open(out / "eval.jsonl", "w") as f:
+    with open(out / "eval.jsonl", "w") if not only else open(os.devnull, "w") as f:
         for j, r in enumerate(eval_rows):
             fn = f"eval/{j:04d}.wav"
             sf.write(out / fn, _normalize(r["x"]), SR, subtype="PCM_16")
@@ -226,7 +235,15 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
         _Source("espeak", _espeak_train(train_sent, int(900 * s), rng)),
         _Source("flite", _flite_train(train_sent, int(400 * s), rng)),
         _Source("piper-joe", _piper_train(train_sent, int(500 * s), rng)),
+        # real English speech from Debian game data (codec/real_speech.py), where installed
+        *[_Source(f"en-{name}", gen()) for name, gen in real_speech.SOURCES.items()
+          if real_speech.available()[name]],
     ]
+    if only:
+        unknown = set(only) - {src.name for src in sources}
+        if unknown:
+            raise ValueError(f"unknown or unavailable sources {sorted(unknown)}")
+        sources = [src for src in sources if src.name in only]
     minutes: dict[str, float] = {src.name: 0.0 for src in sources}
     shard: list[np.ndarray] = []
     shard_len, n_shards = 0, 0
@@ -234,7 +251,7 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
     def flush() -> None:
         nonlocal shard, shard_len, n_shards
         if shard_len:
-            sf.write(out / "train" / f"shard_{n_shards:03d}.flac", np.concatenate(shard), SR,
+            sf.write(out / "train" / f"{shard_prefix}_{n_shards:03d}.flac", np.concatenate(shard), SR,
                      subtype="PCM_16")
             log.info("shard %d: %.1f min", n_shards, shard_len / SR / 60)
             n_shards += 1
@@ -261,7 +278,9 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
             if shard_len >= shard_minutes * 60 * SR:
                 flush()
     flush()
-    (out / "sources.json").write_text(json.dumps({k: round(v, 2) for k, v in minutes.items()}, indent=1))
+    known = json.loads((out / "sources.json").read_text()) if only and (out / "sources.json").exists() else {}
+    known.update({k: round(v, 2) for k, v in minutes.items()})
+    (out / "sources.json").write_text(json.dumps(known, indent=1))
     return minutes
 
 
