@@ -227,3 +227,61 @@ def test_manual_turns_beta_names_and_the_session_limit() -> None:
             assert server.sessions == {}
 
     asyncio.run(main())
+
+
+@needs_prompts
+def test_direct_engine_behind_the_same_protocol() -> None:
+    """The direct engine (tiny random speech model + codec, as tests/test_s2s_engine.py) answers a
+    spoken turn through the same events; its audio leaves as 24 kHz deltas; closing frees its slot."""
+    pytest.importorskip("model.llama")
+    from tests.test_s2s_engine import make_engine, parts
+
+    engine = make_engine(parts.__wrapped__(), start_timeout_s=1.0, max_reply_s=1.0, speech_rms=0.0)
+
+    async def main() -> None:
+        async with serve(engine) as (host, server), aiohttp.ClientSession() as http:
+            for _ in range(3):  # more connections than the engine's 2 slots, one after the other
+                async with http.ws_connect(f"ws://{host}/v1/realtime") as ws:
+                    c = RawClient(ws)
+                    await c.append(prompt_pcm("vm-sorry"))
+                    done = await c.until(of_type("response.done"), timeout=60)
+                    assert done["response"]["status"] == "completed"
+                    audio = b"".join(base64.b64decode(e["delta"]) for e in c.events
+                                     if e["type"] == "response.output_audio.delta")
+                    assert len(audio) // 2 >= 0.9 * 24000, len(audio)  # ~1 s reply (max_reply_s)
+                await asyncio.sleep(0.2)
+                assert server.sessions == {}
+
+    asyncio.run(main())
+
+
+@needs_prompts
+def test_beta_sdk_client_gets_beta_event_names() -> None:
+    """`client.beta.realtime.connect` (sends `OpenAI-Beta: realtime=v1`, as pipecat's beta service
+    does) gets the beta names: response.audio.delta, response.audio_transcript.delta, ..."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("websockets")
+
+    async def main() -> None:
+        async with serve(_engine()) as (host, _server):
+            client = openai.AsyncOpenAI(api_key="sk-local", base_url=f"http://{host}/v1",
+                                        websocket_base_url=f"ws://{host}/v1")  # beta: wss otherwise
+            async with client.beta.realtime.connect(model="parley") as conn:
+                await conn.session.update(session={"modalities": ["audio", "text"], "input_audio_format": "pcm16",
+                                                   "turn_detection": {"type": "server_vad"}})
+                pcm = prompt_pcm("vm-sorry")
+                for i in range(0, len(pcm), 9600):
+                    await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 9600]))
+                types = []
+                async with asyncio.timeout(30):
+                    async for ev in conn:
+                        types.append(ev.type)
+                        if ev.type == "response.done":
+                            assert ev.response.status == "completed" and ev.response.modalities
+                            break
+            for name in ("session.created", "session.updated", "conversation.item.created", "response.audio.delta",
+                         "response.audio_transcript.delta", "response.audio.done", "response.done"):
+                assert name in types, (name, types)
+            assert "response.output_audio.delta" not in types
+
+    asyncio.run(main())
