@@ -1,21 +1,12 @@
 """One Realtime connection: input audio buffer -> VAD turn taking -> engine -> response events.
 
-The same pieces as a WebRTC `voice.session.Session`: the shared Silero weights through the
-server's `VadBatcher`, a `TurnDetector` with its `EchoGuard` (same `TurnConfig` as the browser
-demo unless `session.update` changes it), and one `EngineSession` of the server's engine.
-
-Clock: the turn taking runs on the input-audio clock (seconds of audio appended), so a client
-may stream faster than real time and still get the same turns; the engine gets monotonic
-times as in WebRTC sessions. Server VAD (default): a confirmed start of speech sends
-`input_audio_buffer.speech_started` and, while a response is generated or its audio is still
-playing at the client (see playout.py), interrupts it: the response ends `cancelled`
-(reason `turn_detected`) and the history keeps only what was heard. The end of the turn sends
-`speech_stopped`, commits the user item and starts a response (`create_response`).
-With `turn_detection: null` the client commits and asks for responses itself.
-
-The engine's history gets the agent's reply once it is settled: when the next response starts,
-so that a client's `conversation.item.truncate` (sent after it stopped playback) decides what
-was heard; without one the playout estimate does.
+The WebRTC sessions' pieces: the shared Silero weights (server's `VadBatcher`), a `TurnDetector`
+with its `EchoGuard` (the demo's `TurnConfig` unless `session.update` changes it), one
+`EngineSession`. Turns run on the input clock (seconds of audio appended: a client may stream
+faster than real time). A confirmed start of speech sends `speech_started` and interrupts the
+response being generated or played (playout.py): it ends `cancelled` / `turn_detected`. The end
+of the turn commits the user item and starts a response. The engine's history gets a reply as
+heard when the next response starts, so a client's `conversation.item.truncate` can decide it.
 """
 
 from __future__ import annotations
@@ -25,15 +16,15 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
-from voice.audio import VAD_CHUNK, VAD_SR, resample
+from voice.audio import VAD_SR, resample
 from voice.engines.base import AgentAudio, AgentText, Engine, UserText, UserTurn
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, VadSettings, apply_update, render_session
+from voice.realtime.inbuf import InputBuffer
 from voice.realtime.playout import Playout
 from voice.realtime.response import (
     AUDIO_DELTA_SAMPLES,
@@ -76,11 +67,8 @@ class RealtimeSession:
         self.on_closed = on_closed
         self.closed = False
         self.turn = 0
-        self.t_audio = 0.0  # input clock: seconds of audio received (end of the last VAD chunk)
+        self.inbuf = InputBuffer()  # its .t is the input clock (seconds of audio received)
         self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0, "responses": 0, "errors": 0}
-        self._rs = None  # soxr.ResampleStream 24 kHz -> 16 kHz
-        self._tail = np.zeros(0, np.float32)  # < one VAD chunk at 16 kHz
-        self._buf: deque[tuple[float, float, np.ndarray]] = deque()  # (input t, monotonic t, chunk)
         self._in_turn = False
         self._turn_item: str | None = None
         self._committed: list[UserAudio] = []
@@ -114,22 +102,14 @@ class RealtimeSession:
         try:
             if isinstance(ev, p.AudioAppend):
                 await self._append(ev.pcm)
-            elif isinstance(ev, p.SessionUpdate):
-                self._update(ev)
-            elif isinstance(ev, p.AudioCommit):
-                self._client_commit(ev)
-            elif isinstance(ev, p.AudioClear):
-                self._clear()
-            elif isinstance(ev, p.ResponseCreate):
-                self._response_create(ev)
-            elif isinstance(ev, p.ResponseCancel):
-                self._response_cancel(ev)
-            elif isinstance(ev, p.ItemTruncate):
-                self._truncate(ev)
-            elif isinstance(ev, p.ItemCreate):
-                self._item_create(ev)
             elif isinstance(ev, p.Unsupported):
                 raise p.ProtocolError(p.UNSUPPORTED[ev.type], "unsupported_event", "type", ev.event_id)
+            else:
+                handler = {p.SessionUpdate: self._update, p.AudioCommit: self._client_commit,
+                           p.AudioClear: self._clear, p.ResponseCreate: self._response_create,
+                           p.ResponseCancel: self._response_cancel, p.ItemTruncate: self._truncate,
+                           p.ItemCreate: self._item_create}[type(ev)]
+                handler(ev)
         except p.ProtocolError as e:
             if e.event_id is None:
                 e.event_id = ev.event_id
@@ -147,41 +127,26 @@ class RealtimeSession:
         self.emit("session.updated", session=render_session(new, self.dialect, self.sid))
 
     # -- input audio -------------------------------------------------------------------------
-    def _to_16k(self, pcm: np.ndarray) -> np.ndarray:
-        import soxr  # noqa: PLC0415
-
-        if self._rs is None:
-            self._rs = soxr.ResampleStream(p.REALTIME_SR, VAD_SR, 1, dtype="float32")
-        return self._rs.resample_chunk(pcm.astype(np.float32) / 32768.0)
+    @property
+    def t_audio(self) -> float:
+        return self.inbuf.t
 
     async def _append(self, pcm: np.ndarray) -> None:
-        y = self._to_16k(pcm)
-        buf = np.concatenate([self._tail, y]) if len(self._tail) else y
-        n = len(buf) // VAD_CHUNK * VAD_CHUNK
-        self._tail = buf[n:].copy()
-        t_wall = time.monotonic()
-        for i in range(0, n, VAD_CHUNK):
-            await self._on_chunk(np.ascontiguousarray(buf[i : i + VAD_CHUNK]), t_wall)
-            if self.closed:
-                return
+        for chunk, t in self.inbuf.feed(pcm):
+            if not self.closed:
+                await self._on_chunk(chunk, t)
 
-    async def _on_chunk(self, chunk: np.ndarray, t_wall: float) -> None:
-        self.t_audio += CHUNK_S
-        t = self.t_audio
+    async def _on_chunk(self, chunk: np.ndarray, t: float) -> None:
         self.stats["chunks"] += 1
         self.playout.advance(t)
-        self.engine_session.feed(chunk, t_wall)
-        self._buf.append((t, t_wall, chunk))
+        self.engine_session.feed(chunk, time.monotonic())
         if self.settings.vad is None:
-            while self._buf and self._buf[0][0] < t - MAX_BUFFER_S:
-                self._buf.popleft()
+            self.inbuf.drop_until(t - MAX_BUFFER_S)
             return
         prob = await self.vad_batcher.push(self.vad_stream, chunk)
         if not self._in_turn:
             cfg = self.detector.cfg
-            keep = cfg.chunks(cfg.preroll_ms + cfg.start_ms + cfg.start_gap_ms) + 4
-            while len(self._buf) > keep:
-                self._buf.popleft()
+            self.inbuf.keep_last(cfg.chunks(cfg.preroll_ms + cfg.start_ms + cfg.start_gap_ms) + 4)
         for e in self.detector.push(prob, level_db(chunk), t):
             if isinstance(e, TurnStart):
                 self._on_turn_start(e)
@@ -191,8 +156,7 @@ class RealtimeSession:
     def _on_turn_start(self, e: TurnStart) -> None:
         self.stats["turns"] += 1
         lo = e.t_speech_start - self.detector.cfg.preroll_ms / 1000.0
-        while self._buf and self._buf[0][0] <= lo:
-            self._buf.popleft()
+        self.inbuf.drop_until(lo)
         self._in_turn = True
         self._turn_item = p.new_id("item")
         self.emit("input_audio_buffer.speech_started", audio_start_ms=max(0, round(1000 * lo)),
@@ -203,15 +167,11 @@ class RealtimeSession:
 
     def _on_turn_end(self, e: TurnEnd) -> None:
         self._in_turn = False
-        hi = e.t_speech_end + TRAILING_S + CHUNK_S
-        chunks = [(t, tw, c) for t, tw, c in self._buf if t <= hi]
-        self._buf.clear()
+        audio, t_end = self.inbuf.take(until=e.t_speech_end + TRAILING_S + CHUNK_S, t_end=e.t_speech_end)
         item_id = self._turn_item or p.new_id("item")
         self._turn_item = None
         self.emit("input_audio_buffer.speech_stopped", audio_end_ms=round(1000 * e.t_speech_end), item_id=item_id)
-        t_end = next((tw for t, tw, _ in chunks if t >= e.t_speech_end), time.monotonic())
-        self._commit(np.concatenate([c for _, _, c in chunks]) if chunks else np.zeros(0, np.float32),
-                     item_id, t_end)
+        self._commit(audio, item_id, t_end)
         vad = self.settings.vad
         if vad is not None and vad.create_response and self._active is None:
             self._start_response(self.settings.modalities)  # (else answered by the next response)
@@ -231,25 +191,21 @@ class RealtimeSession:
             self.emit("conversation.item.done", previous_item_id=prev, item=item)
 
     def _client_commit(self, ev: p.AudioCommit) -> None:
-        chunks = [c for _, _, c in self._buf]
-        audio = np.concatenate([*chunks, self._tail]) if chunks or len(self._tail) else np.zeros(0, np.float32)
-        if len(audio) < MIN_COMMIT_S * VAD_SR:
-            raise p.ProtocolError(f"buffer too small: {1000 * len(audio) / VAD_SR:.0f} ms of audio, at least "
+        if self.inbuf.seconds() < MIN_COMMIT_S:
+            raise p.ProtocolError(f"buffer too small: {1000 * self.inbuf.seconds():.0f} ms of audio, at least "
                                   f"{1000 * MIN_COMMIT_S:.0f} ms needed", "input_audio_buffer_commit_empty")
-        self._buf.clear()
-        self._tail = np.zeros(0, np.float32)
+        audio, t_end = self.inbuf.take()
         item_id = self._turn_item or p.new_id("item")
         self._reset_turn()
-        self._commit(audio, item_id, time.monotonic())
+        self._commit(audio, item_id, t_end)
 
     def _reset_turn(self) -> None:
         self.detector.reset()
         self._in_turn = False
         self._turn_item = None
 
-    def _clear(self) -> None:
-        self._buf.clear()
-        self._tail = np.zeros(0, np.float32)
+    def _clear(self, ev: p.AudioClear) -> None:
+        self.inbuf.clear()
         self._reset_turn()
         self.emit("input_audio_buffer.cleared")
 
@@ -435,7 +391,7 @@ class RealtimeSession:
             await self.engine_session.close()
         except Exception:  # noqa: BLE001
             log.exception("realtime session %s: engine session close failed", self.id)
-        self._buf.clear()
+        self.inbuf.clear()
         self._committed.clear()
         self._by_item.clear()
         self._active = self._pending = None
