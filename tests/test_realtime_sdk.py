@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -112,11 +113,18 @@ async def _open(host: str):  # noqa: ANN202
     return conn, ev, mic, tasks
 
 
-async def _close(conn, tasks) -> None:  # noqa: ANN001
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await conn.close()
+@asynccontextmanager
+async def _talking(engine):  # noqa: ANN001, ANN202
+    """A server, a connected SDK client configured for server VAD, its event reader and mic."""
+    async with serve(engine) as (host, server):
+        conn, ev, mic, tasks = await _open(host)
+        try:
+            yield server, conn, ev, mic
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await conn.close()
 
 
 def _audio(ev: Events, response_id: str) -> np.ndarray:
@@ -127,65 +135,58 @@ def _audio(ev: Events, response_id: str) -> np.ndarray:
 
 def test_sdk_spoken_question_gets_an_audio_reply_and_transcripts(cascade) -> None:  # noqa: ANN001
     async def main() -> None:
-        async with serve(cascade) as (host, server):
-            conn, ev, mic, tasks = await _open(host)
-            try:
-                assert isinstance(ev.items[0], openai.types.realtime.SessionCreatedEvent)
-                mic.say(prompt_pcm("privacy-prompt"))  # "Please enter your phone number, starting with..."
-                done = await ev.until(lambda e: e.type == "response.done")
-                user = (await ev.until(lambda e: e.type ==
-                                       "conversation.item.input_audio_transcription.completed")).transcript
-                assert "phone number" in user.lower(), user
-                r = done.response
-                assert r.status == "completed", r
-                audio = _audio(ev, r.id)
-                assert len(audio) > 24000 and float(np.sqrt(np.mean(audio**2))) > 0.01
-                said = "".join(e.delta for e in ev.of("response.output_audio_transcript.delta"))
-                assert len(said.split()) >= 2 and r.output[0].content[0].transcript == said
-                stopped = ev.items.index(ev.of("input_audio_buffer.speech_stopped")[0])
-                first = ev.items.index(ev.of("response.output_audio.delta")[0])
-                print(f"user: {user!r}\nagent: {said!r} ({len(audio) / 24000:.1f} s audio)\n"
-                      f"speech_stopped -> first audio delta: {ev.times[first] - ev.times[stopped]:.2f} s")
-                assert ev.of("response.created")[0].response.id == r.id
-            finally:
-                await _close(conn, tasks)
+        async with _talking(cascade) as (server, conn, ev, mic):
+            assert isinstance(ev.items[0], openai.types.realtime.SessionCreatedEvent)
+            mic.say(prompt_pcm("privacy-prompt"))  # "Please enter your phone number, starting with..."
+            done = await ev.until(lambda e: e.type == "response.done")
+            user = (await ev.until(lambda e: e.type ==
+                                   "conversation.item.input_audio_transcription.completed")).transcript
+            assert "phone number" in user.lower(), user
+            r = done.response
+            assert r.status == "completed", r
+            audio = _audio(ev, r.id)
+            assert len(audio) > 24000 and float(np.sqrt(np.mean(audio**2))) > 0.01
+            said = "".join(e.delta for e in ev.of("response.output_audio_transcript.delta"))
+            assert len(said.split()) >= 2 and r.output[0].content[0].transcript == said
+            stopped = ev.items.index(ev.of("input_audio_buffer.speech_stopped")[0])
+            first = ev.items.index(ev.of("response.output_audio.delta")[0])
+            print(f"user: {user!r}\nagent: {said!r} ({len(audio) / 24000:.1f} s audio)\n"
+                  f"speech_stopped -> first audio delta: {ev.times[first] - ev.times[stopped]:.2f} s")
+            assert ev.of("response.created")[0].response.id == r.id
 
     asyncio.run(main())
 
 
 def test_sdk_barge_in_cancels_the_reply_and_truncates_it(cascade) -> None:  # noqa: ANN001
     async def main() -> None:
-        async with serve(cascade) as (host, server):
-            conn, ev, mic, tasks = await _open(host)
-            try:
-                mic.say(prompt_pcm("tt-weasels", tail_s=0.8))  # "Weasels have eaten our phone system."
-                delta = await ev.until(lambda e: e.type == "response.output_audio.delta")
-                t_first = time.monotonic()
-                mic.say(prompt_pcm("vm-sorry", lead_s=0.0))  # the user talks over the reply
-                done = await ev.until(lambda e: e.type == "response.done")
-                assert done.response.status == "cancelled", done.response
-                assert done.response.status_details.reason == "turn_detected"
-                started = ev.of("input_audio_buffer.speech_started")
-                assert len(started) == 2 and ev.items.index(started[1]) < ev.items.index(done)
-                # like a client that stopped playback at speech_started: truncate to what it played
-                played_ms = min(round(1000 * (time.monotonic() - t_first)),
-                                round(1000 * len(_audio(ev, delta.response_id)) / 24000))
-                await conn.conversation.item.truncate(item_id=delta.item_id, content_index=0,
-                                                      audio_end_ms=played_ms)
-                tr = await ev.until(lambda e: e.type == "conversation.item.truncated")
-                assert tr.item_id == delta.item_id and tr.audio_end_ms == played_ms
-                full = "".join(e.delta for e in ev.of("response.output_audio_transcript.delta")
-                               if e.response_id == delta.response_id)
-                second = await ev.until(lambda e: e.type == "response.done" and e is not done)
-                assert second.response.status == "completed"
-                sess = next(iter(server.sessions.values()))
-                hist = sess.engine_session.history  # the cascade's LLM context
-                heard = [m["content"] for m in hist if m["role"] == "assistant"]
-                print(f"reply: {full!r}\nplayed {played_ms} ms, kept in the history: {heard!r}")
-                assert [m["role"] for m in hist][:2] == ["user", "assistant"], hist  # only what was played
-                assert heard[0] and full.startswith(heard[0]) and len(heard[0]) <= len(full), (heard, full)
-            finally:
-                await _close(conn, tasks)
+        async with _talking(cascade) as (server, conn, ev, mic):
+            mic.say(prompt_pcm("tt-weasels", tail_s=0.8))  # "Weasels have eaten our phone system."
+            delta = await ev.until(lambda e: e.type == "response.output_audio.delta")
+            t_first = time.monotonic()
+            mic.say(prompt_pcm("vm-sorry", lead_s=0.0))  # the user talks over the reply
+            done = await ev.until(lambda e: e.type == "response.done")
+            assert done.response.status == "cancelled", done.response
+            assert done.response.status_details.reason == "turn_detected"
+            started = ev.of("input_audio_buffer.speech_started")
+            assert len(started) == 2 and ev.items.index(started[1]) < ev.items.index(done)
+            # like a client that stopped playback at speech_started: truncate to what it played
+            t_heard = ev.times[ev.items.index(started[1])]
+            played_ms = min(round(1000 * (t_heard - t_first)),
+                            round(1000 * len(_audio(ev, delta.response_id)) / 24000))
+            await conn.conversation.item.truncate(item_id=delta.item_id, content_index=0,
+                                                  audio_end_ms=played_ms)
+            tr = await ev.until(lambda e: e.type == "conversation.item.truncated")
+            assert tr.item_id == delta.item_id and tr.audio_end_ms == played_ms
+            full = "".join(e.delta for e in ev.of("response.output_audio_transcript.delta")
+                           if e.response_id == delta.response_id)
+            second = await ev.until(lambda e: e.type == "response.done" and e is not done)
+            assert second.response.status == "completed"
+            sess = next(iter(server.sessions.values()))
+            hist = sess.engine_session.history  # the cascade's LLM context
+            heard = [m["content"] for m in hist if m["role"] == "assistant"]
+            print(f"reply: {full!r}\nplayed {played_ms} ms, kept in the history: {heard!r}")
+            assert [m["role"] for m in hist][:2] == ["user", "assistant"], hist  # only what was played
+            assert heard[0] and full.startswith(heard[0]) and len(heard[0]) <= len(full), (heard, full)
 
     asyncio.run(main())
 
