@@ -15,7 +15,7 @@ import pytest
 from realtime_util import RawClient, b64, of_type, prompt_pcm, serve
 from voice.engines.delay import DelayConfig, DelayEngine
 from voice.realtime import protocol as p
-from voice.realtime.config import Settings, apply_update, render_session
+from voice.realtime.config import Settings, apply_update, render_session, shape_of
 from voice.realtime.playout import Playout, played_samples
 from voice.samples import have_prompts
 from voice.turns import TurnConfig
@@ -86,6 +86,8 @@ def test_session_update_accepts_both_shapes_and_refuses_other_formats() -> None:
         with pytest.raises(p.ProtocolError):
             apply_update(s, bad, turn)
     assert render_session(beta, "beta", "s")["turn_detection"] is None
+    assert shape_of({"type": "realtime"}) == "ga" and shape_of({"modalities": ["text"]}) == "beta"
+    assert shape_of({"instructions": "x"}) is None
     assert render_session(ga, "ga", "s")["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 700
 
 
@@ -177,6 +179,12 @@ def test_barge_in_cancels_the_response_and_truncate_settles_the_history() -> Non
                               "audio_end_ms": 700})
                 tr = await c.until(of_type("conversation.item.truncated"))
                 assert tr["item_id"] == item and tr["audio_end_ms"] == 700
+                await c.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+                              "audio_end_ms": 10**6})  # beyond the audio (a client's clock): clamped
+                assert (await c.until(lambda e: e["type"] == "conversation.item.truncated" and e is not tr)
+                        )["audio_end_ms"] == 2000  # the whole 2 s reply
+                await c.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+                              "audio_end_ms": 700})
                 await c.send({"type": "conversation.item.truncate", "item_id": "nope", "content_index": 0,
                               "audio_end_ms": 0})
                 err = await c.until(of_type("error"))
@@ -191,14 +199,14 @@ def test_barge_in_cancels_the_response_and_truncate_settles_the_history() -> Non
 
 
 @needs_prompts
-def test_manual_turns_beta_names_and_the_session_limit() -> None:
+def test_manual_turns_beta_names_by_session_shape_and_the_session_limit() -> None:
     async def main() -> None:
         async with serve(_engine(), max_sessions=1) as (host, server), aiohttp.ClientSession() as http:
             url = f"ws://{host}/v1/realtime"
-            async with http.ws_connect(url, headers={"OpenAI-Beta": "realtime=v1"}) as ws:
+            async with http.ws_connect(url) as ws:  # no beta header: GA until the client shows beta settings
                 c = RawClient(ws)
                 created = await c.until(of_type("session.created"))
-                assert created["session"]["input_audio_format"] == "pcm16"  # beta session shape
+                assert created["session"]["type"] == "realtime"  # GA session shape
                 async with http.ws_connect(url) as ws2:  # server full
                     msg = await ws2.receive(timeout=5)
                     err = json.loads(msg.data)
@@ -207,22 +215,26 @@ def test_manual_turns_beta_names_and_the_session_limit() -> None:
                     assert ws2.close_code == 1013
                 await c.send({"type": "session.update", "session": {"turn_detection": None,
                                                                     "modalities": ["text"]}})
-                await c.until(of_type("session.updated"))
-                await c.send({"type": "response.create"})
-                assert (await c.until(of_type("error")))["error"]["code"] == "no_user_audio"
+                updated = await c.until(of_type("session.updated"))
+                assert updated["session"]["input_audio_format"] == "pcm16"  # beta session shape
+                await c.send({"type": "response.create"})  # nothing said yet: an empty response
+                empty = await c.until(of_type("response.done"))
+                assert empty["response"]["status"] == "completed" and empty["response"]["output"] == []
                 await c.append(prompt_pcm("vm-sorry"))
                 await c.send({"type": "input_audio_buffer.commit"})
                 await c.until(of_type("input_audio_buffer.committed"))
                 assert "input_audio_buffer.speech_started" not in c.types()  # no server VAD
                 await c.send({"type": "response.create"})
-                done = await c.until(of_type("response.done"))
+                done = await c.until(lambda e: e["type"] == "response.done" and e is not empty)
                 t = c.types()
                 assert "response.text.delta" in t and "response.text.done" in t, t
                 assert "conversation.item.created" in t and "response.audio.delta" not in t, t
                 assert done["response"]["output"][0]["content"][0]["type"] == "text"
-                await c.send({"type": "conversation.item.create", "item": {
-                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}})
-                assert (await c.until(lambda e: e["type"] == "error" and e["error"]["code"] == "unsupported_item"))
+                await c.send({"type": "conversation.item.create", "item": {  # context from a framework
+                    "id": "ctx1", "type": "message", "role": "system", "content": [{"type": "input_text", "text": "hi"}]}})
+                ack = await c.until(lambda e: e["type"] == "conversation.item.created" and e["item"]["id"] == "ctx1")
+                assert ack["item"]["content"][0]["text"] == "hi"
+                assert "error" not in c.types()
             await asyncio.sleep(0.1)
             assert server.sessions == {}
 

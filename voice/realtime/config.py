@@ -8,7 +8,8 @@ beta shape: {"modalities": [...], "input_audio_format": "pcm16", "output_audio_f
              "turn_detection": {...} | null, "input_audio_transcription": {...}, "voice": "..."}
 
 Both shapes are accepted whatever the dialect; the reply (`session.created` / `session.updated`)
-is rendered in the connection's dialect. Only PCM16 at 24 kHz is supported (G.711 is refused).
+is rendered in the connection's dialect (a beta-shaped update before the first response switches
+a connection that came without the beta header to beta names, see `shape_of`). Only PCM16 at 24 kHz is supported (G.711 is refused).
 The turn detection maps onto Parley's `TurnConfig` (the browser demo's turn taking):
 threshold -> start_threshold, silence_duration_ms -> stop_ms, prefix_padding_ms -> preroll_ms.
 """
@@ -161,6 +162,16 @@ def apply_update(s: Settings, sess: dict[str, Any], turn: TurnConfig, eid: str |
     if isinstance(sess.get("tools"), list):
         new.tools = sess["tools"]  # accepted, never called: the engines have no tool use
     return new
+
+
+def shape_of(sess: dict[str, Any]) -> Dialect | None:
+    """Which protocol a `session` object is written in (None: cannot tell)."""
+    if sess.get("type") == "realtime" or "audio" in sess or "output_modalities" in sess:
+        return "ga"
+    if any(k in sess for k in ("modalities", "input_audio_format", "output_audio_format", "turn_detection",
+                               "input_audio_transcription")):
+        return "beta"
+    return None
 
 
 def render_session(s: Settings, dialect: Dialect, sid: str) -> dict[str, object]:

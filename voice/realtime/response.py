@@ -101,7 +101,9 @@ def render_response(r: Response, s: Settings, dialect: Dialect) -> dict[str, obj
     elif r.status == "failed":
         details = {"type": "failed", "error": {"type": "server_error", "code": "engine_error", "message": r.reason}}
     out = [render_item(r, Names.of(dialect))] if r.item_id is not None and r.status != "in_progress" else []
-    usage = {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}
+    usage = {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
+             "input_token_details": {"cached_tokens": 0, "text_tokens": 0, "audio_tokens": 0},
+             "output_token_details": {"text_tokens": 0, "audio_tokens": 0}}
     base = {"object": "realtime.response", "id": r.id, "status": r.status, "status_details": details,
             "output": out, "conversation_id": None, "usage": usage if r.status != "in_progress" else None,
             "metadata": None, "max_output_tokens": s.max_output_tokens}

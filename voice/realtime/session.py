@@ -23,7 +23,7 @@ import numpy as np
 from voice.audio import VAD_SR, resample
 from voice.engines.base import AgentAudio, AgentText, Engine, UserText, UserTurn
 from voice.realtime import protocol as p
-from voice.realtime.config import Settings, VadSettings, apply_update, render_session
+from voice.realtime.config import Settings, VadSettings, apply_update, render_session, shape_of
 from voice.realtime.inbuf import InputBuffer
 from voice.realtime.playout import Playout
 from voice.realtime.response import (
@@ -51,7 +51,6 @@ class RealtimeSession:
                  on_closed: Callable[["RealtimeSession"], None] | None = None) -> None:
         self.id = secrets.token_hex(4)
         self.sid = p.new_id("sess")
-        self.engine = engine
         self.vad_stream = vad.stream()
         self.vad_batcher = vad_batcher
         self.base_turn = turn
@@ -118,6 +117,9 @@ class RealtimeSession:
     # -- session.update ----------------------------------------------------------------------
     def _update(self, ev: p.SessionUpdate) -> None:
         new = apply_update(self.settings, ev.session, self.base_turn, ev.event_id)
+        shape = shape_of(ev.session)  # a client without the beta header but with beta-shaped settings
+        if shape is not None and shape != self.dialect and not self.stats["responses"]:
+            self.dialect, self.names = shape, p.Names.of(shape)
         if new.vad != self.settings.vad:
             cfg = (new.vad or VadSettings.default(self.base_turn)).turn_config(self.base_turn)
             self.detector = TurnDetector(cfg, self.guard)
@@ -210,28 +212,29 @@ class RealtimeSession:
         self.emit("input_audio_buffer.cleared")
 
     def _item_create(self, ev: p.ItemCreate) -> None:
-        item = ev.item
+        """User audio items are answered by the next response. Other items (text messages, function
+        outputs: clients add their context this way) are acknowledged but not heard by the engines."""
+        item = dict(ev.item)
         content = item.get("content") if isinstance(item.get("content"), list) else []
         audio = [c.get("audio") for c in content if isinstance(c, dict) and c.get("type") == "input_audio"]
-        if item.get("type", "message") != "message" or item.get("role") != "user" or not audio \
-                or len(audio) != len(content):
-            raise p.ProtocolError("only user messages with input_audio content can be added: Parley's engines "
-                                  "answer speech, not text", "unsupported_item", "item", ev.event_id)
-        pcm = np.concatenate([p.decode_pcm16(a, ev.event_id) for a in audio])
-        x = resample(pcm.astype(np.float32) / 32768.0, p.REALTIME_SR, VAD_SR)
+        pcm = np.concatenate([p.decode_pcm16(a, ev.event_id) for a in audio]) if audio else None
         item_id = item.get("id") if isinstance(item.get("id"), str) else p.new_id("item")
+        item.update(id=item_id, object="realtime.item", status="completed")
         prev, self._last_item = self._last_item, item_id
-        self._item_added(user_item(item_id), ev.previous_item_id or prev)
-        self._committed.append(UserAudio(item_id, x, time.monotonic()))
+        if pcm is not None and item.get("role") == "user":
+            x = resample(pcm.astype(np.float32) / 32768.0, p.REALTIME_SR, VAD_SR)
+            self._committed.append(UserAudio(item_id, x, time.monotonic()))
+            item = user_item(item_id)
+        else:
+            log.info("realtime session %s: %s item acknowledged, not given to the engine", self.id,
+                     item.get("role") or item.get("type"))
+        self._item_added(item, ev.previous_item_id or prev)
 
     # -- responses ---------------------------------------------------------------------------
     def _response_create(self, ev: p.ResponseCreate) -> None:
         if self._active is not None:
             raise p.ProtocolError(f"conversation already has an active response {self._active.id}",
                                   "conversation_already_has_active_response")
-        if not self._committed:
-            raise p.ProtocolError("no user audio to answer: commit the input audio buffer first (Parley's "
-                                  "engines answer speech)", "no_user_audio")
         mods = ev.response.get("output_modalities", ev.response.get("modalities"))
         ok = isinstance(mods, list) and mods and all(m in ("text", "audio") for m in mods)
         self._start_response(tuple(mods) if ok else self.settings.modalities)
@@ -239,12 +242,15 @@ class RealtimeSession:
     def _start_response(self, modalities: tuple[str, ...]) -> None:
         self._settle_pending()
         users, self._committed = self._committed, []
-        audio = np.concatenate([u.audio for u in users]) if users else np.zeros(0, np.float32)
         self.turn += 1
         self.stats["responses"] += 1
         r = Response(p.new_id("resp"), self.turn, [u.item_id for u in users], modalities)
         self._active = r
         self.emit("response.created", response=render_response(r, self.settings, self.dialect))
+        if not users:  # nothing heard to answer (the engines answer speech): an empty response
+            self._finish(r, "completed")
+            return
+        audio = np.concatenate([u.audio for u in users])
         t_end = users[-1].t_speech_end if users else time.monotonic()
         ut = UserTurn(self.turn, audio.astype(np.float32, copy=False), t_end, time.monotonic())
         r.task = self._spawn(self._run(r, ut), f"resp{self.turn}")
@@ -355,10 +361,7 @@ class RealtimeSession:
         r = self._by_item.get(ev.item_id)
         if r is None:
             raise p.ProtocolError(f"no assistant item {ev.item_id!r} to truncate", "item_not_found", "item_id")
-        if ev.audio_end_ms > r.audio_ms + 1 and r.status != "in_progress":
-            raise p.ProtocolError(f"audio_end_ms {ev.audio_end_ms} is beyond the item's audio ({r.audio_ms} ms)",
-                                  "invalid_value", "audio_end_ms")
-        r.truncate_ms = min(ev.audio_end_ms, r.audio_ms)
+        r.truncate_ms = min(ev.audio_end_ms, r.audio_ms)  # clients measure with their own clocks: clamp
         self.playout.cut(self.t_audio)
         heard, _ = r.heard()
         if r.committed:
@@ -391,10 +394,7 @@ class RealtimeSession:
             await self.engine_session.close()
         except Exception:  # noqa: BLE001
             log.exception("realtime session %s: engine session close failed", self.id)
-        self.inbuf.clear()
-        self._committed.clear()
-        self._by_item.clear()
-        self._active = self._pending = None
+        self._committed, self._by_item, self._active, self._pending = [], {}, None, None
         if self.on_closed is not None:
             self.on_closed(self)
         log.info("realtime session %s closed", self.id)
