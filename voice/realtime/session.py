@@ -126,13 +126,11 @@ class RealtimeSession:
             self._in_turn = False
             self._turn_item = None
         self.settings = new
+        if hasattr(self.engine_session, "instructions"):  # the cascade appends them to its system prompt
+            self.engine_session.instructions = new.instructions
         self.emit("session.updated", session=render_session(new, self.dialect, self.sid))
 
     # -- input audio -------------------------------------------------------------------------
-    @property
-    def t_audio(self) -> float:
-        return self.inbuf.t
-
     async def _append(self, pcm: np.ndarray) -> None:
         for chunk, t in self.inbuf.feed(pcm):
             if not self.closed:
@@ -306,7 +304,7 @@ class RealtimeSession:
             delta = f" {text}" if r.transcript else text
             r.transcript += delta
             self.emit(self.names.transcript_delta, **self._where(r), delta=delta)
-        r.pieces.append(self.playout.add(text, x, self.t_audio))
+        r.pieces.append(self.playout.add(text, x, self.inbuf.t))
         for i in range(0, len(x), AUDIO_DELTA_SAMPLES):
             self.emit(self.names.audio_delta, **self._where(r), delta=p.encode_pcm16(x[i : i + AUDIO_DELTA_SAMPLES]))
 
@@ -337,7 +335,7 @@ class RealtimeSession:
     def _cancel(self, r: Response, reason: str) -> None:
         if r.task is not None and not r.task.done():
             r.task.cancel()
-        self.playout.cut(self.t_audio)
+        self.playout.cut(self.inbuf.t)
         self._finish(r, "cancelled", reason)
 
     def _barge_in(self, t: float) -> None:
@@ -362,7 +360,7 @@ class RealtimeSession:
         if r is None:
             raise p.ProtocolError(f"no assistant item {ev.item_id!r} to truncate", "item_not_found", "item_id")
         r.truncate_ms = min(ev.audio_end_ms, r.audio_ms)  # clients measure with their own clocks: clamp
-        self.playout.cut(self.t_audio)
+        self.playout.cut(self.inbuf.t)
         heard, _ = r.heard()
         if r.committed:
             log.debug("realtime session %s: truncate of %s after its history was settled", self.id, r.item_id)
