@@ -297,3 +297,17 @@ def test_beta_sdk_client_gets_beta_event_names() -> None:
             assert "response.output_audio.delta" not in types
 
     asyncio.run(main())
+
+
+def test_server_shutdown_closes_realtime_sockets() -> None:
+    async def main() -> None:
+        async with serve(_engine()) as (host, server), aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"ws://{host}/v1/realtime") as ws:
+                c = RawClient(ws)
+                await c.until(of_type("session.created"))
+                await server.close()  # what Ctrl-C on `parley serve` does
+                msg = await ws.receive(timeout=5)
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1001
+            assert server.sessions == {}
+
+    asyncio.run(main())

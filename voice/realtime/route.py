@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 MAX_MSG = 16 * 1024 * 1024  # one append may carry up to 15 MiB of audio (base64)
 CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001  # the server closed the session (shutdown)
 
 
 async def _writer(ws: web.WebSocketResponse, out: asyncio.Queue) -> None:
+    """Sends the session's events in order; None (the session closed) closes the socket."""
     while (msg := await out.get()) is not None:
         if ws.closed:
             continue
@@ -33,6 +35,8 @@ async def _writer(ws: web.WebSocketResponse, out: asyncio.Queue) -> None:
             await ws.send_str(json.dumps(msg))
         except (ConnectionError, RuntimeError):  # the client went away
             log.debug("realtime: event dropped, socket closing")
+    if not ws.closed:
+        await ws.close(code=CLOSE_GOING_AWAY)
 
 
 async def _refuse(ws: web.WebSocketResponse, err: ProtocolError) -> web.WebSocketResponse:
@@ -56,9 +60,14 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
         return await _refuse(ws, ProtocolError(f"server full: {limit} sessions in use, try again later",
                                                "session_limit_reached", type_="server_error"))
     out: asyncio.Queue = asyncio.Queue()
+
+    def closed(s: RealtimeSession) -> None:
+        server._closed(s)
+        out.put_nowait(None)  # the writer flushes what is queued, then closes the socket
+
     try:
         sess = RealtimeSession(server.engine, server.vad, server.vad_batcher, server.cfg.turn, out.put_nowait,
-                               dialect_of(request.headers), on_closed=server._closed)
+                               dialect_of(request.headers), on_closed=closed)
     except Exception as e:  # noqa: BLE001 - e.g. an engine with no free slot
         log.exception("realtime: cannot start a session")
         return await _refuse(ws, ProtocolError(f"cannot start a session: {e}", "session_failed", type_="server_error"))
@@ -82,7 +91,6 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
                                          "invalid_event"))
     finally:
         await sess.close()
-        out.put_nowait(None)
         try:
             await asyncio.wait_for(writer, 2.0)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
