@@ -240,22 +240,30 @@ def test_sdk_connect_disconnect_cycles_leak_nothing(cascade) -> None:  # noqa: A
         async with serve(cascade) as (host, server):
             client = _client(host)
             before = {t.get_name() for t in asyncio.all_tasks()}
-            speech = prompt_pcm("vm-sorry")[: 2 * 24000]  # 1 s: a turn starts, some end mid-speech
+            turn = prompt_pcm("vm-sorry")
+            speech = turn[: 2 * 24000]  # 1 s: a turn starts, the client leaves mid-speech
             t0 = time.monotonic()
             for i in range(20):
                 async with client.realtime.connect(model="parley") as conn:
                     first = await conn.recv()
                     assert first.type == "session.created"
-                    if i % 2:
+                    if i % 5 == 4:  # leave while the cascade answers (ASR / LLM running)
+                        await conn.input_audio_buffer.append(audio=base64.b64encode(turn).decode())
+                        while (await conn.recv()).type != "response.created":
+                            pass
+                    elif i % 2:
                         await conn.input_audio_buffer.append(audio=base64.b64encode(speech).decode())
                     assert len(server.sessions) == 1
             dt = time.monotonic() - t0
-            async with asyncio.timeout(5):
-                while server.sessions or any(t.get_name().startswith("parley-rt") for t in asyncio.all_tasks()):
-                    await asyncio.sleep(0.05)
-            leftover = {t.get_name() for t in asyncio.all_tasks()} - before
-            leftover = {n for n in leftover if not n.startswith("parley-vad-batch")}
-            print(f"20 cycles in {dt:.1f} s; leftover tasks: {leftover}")
-            assert server.sessions == {} and not leftover, leftover
+
+            def leftover() -> set[str]:  # the server's tasks (handlers, sessions, writers) that remain
+                names = {t.get_name() for t in asyncio.all_tasks()} - before
+                return {n for n in names if not n.startswith("parley-vad-batch")}
+
+            deadline = time.monotonic() + 5.0
+            while (server.sessions or leftover()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            print(f"20 cycles in {dt:.1f} s; left after {5 - deadline + time.monotonic():.2f} s: {leftover()}")
+            assert server.sessions == {} and not leftover(), leftover()
 
     asyncio.run(main())
