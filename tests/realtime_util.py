@@ -80,5 +80,15 @@ class RawClient:
         return [e["type"] for e in self.events]
 
 
+@asynccontextmanager
+async def connected(engine: Engine) -> AsyncIterator[tuple[RawClient, Server]]:
+    """A server on `engine` and one raw client connected to /v1/realtime (session.created read)."""
+    async with serve(engine) as (host, server), aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"ws://{host}/v1/realtime?model=parley") as ws:
+            c = RawClient(ws)
+            await c.until(of_type("session.created"))
+            yield c, server
+
+
 def of_type(t: str):  # noqa: ANN201
     return lambda ev: ev["type"] == t

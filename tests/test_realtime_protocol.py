@@ -12,7 +12,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from realtime_util import RawClient, b64, of_type, prompt_pcm, serve
+from realtime_util import RawClient, b64, connected, of_type, prompt_pcm, serve
 from voice.engines.delay import DelayConfig, DelayEngine
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, apply_update, render_session, shape_of
@@ -113,45 +113,44 @@ def _engine() -> DelayEngine:
 @needs_prompts
 def test_server_vad_turn_gets_the_response_lifecycle_and_errors_keep_the_socket() -> None:
     async def main() -> None:
-        async with serve(_engine()) as (host, server), aiohttp.ClientSession() as http:
-            async with http.ws_connect(f"ws://{host}/v1/realtime?model=parley") as ws:
-                c = RawClient(ws)
-                await c.until(of_type("session.created"))
-                for bad in ("{oops", '{"type": "bogus"}', '{"type": "input_audio_buffer.append", "audio": "%%"}',
-                            json.dumps({"type": "input_audio_buffer.append", "audio": b64(b"\x01\x02\x03")}),
-                            '{"type": "session.update", "session": {"input_audio_format": "g711_alaw"}}',
-                            '{"type": "response.cancel"}', '{"type": "input_audio_buffer.commit"}'):
-                    await c.send(bad)
-                await ws.send_bytes(b"\x00\x01")
-                await c.until(lambda e: c.types().count("error") == 8)
-                codes = [e["error"]["code"] for e in c.events if e["type"] == "error"]
-                assert codes == ["invalid_json", "invalid_event_type", "invalid_base64", "invalid_audio_format",
-                                 "unsupported_audio_format", "response_cancel_not_active",
-                                 "input_audio_buffer_commit_empty", "invalid_event"], codes
-                await c.append(prompt_pcm("vm-sorry"))
-                done = await c.until(of_type("response.done"))
-                assert done["response"]["status"] == "completed"
-                t = c.types()
-                order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                         "input_audio_buffer.committed", "response.created",
-                         "conversation.item.input_audio_transcription.completed", "response.output_item.added",
-                         "response.content_part.added", "response.output_audio_transcript.delta",
-                         "response.output_audio.delta", "response.output_audio.done",
-                         "response.output_audio_transcript.done", "response.output_item.done", "response.done"]
-                assert [t.index(x) for x in order] == sorted(t.index(x) for x in order), t
-                started = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_started")
-                stopped = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_stopped")
-                assert started["item_id"] == stopped["item_id"]
-                assert 0 <= started["audio_start_ms"] < 600 and 2800 < stopped["audio_end_ms"] < 3700, (started, stopped)
-                audio = b"".join(base64.b64decode(e["delta"]) for e in c.events
-                                 if e["type"] == "response.output_audio.delta")
-                assert abs(len(audio) / 2 / 24000 - 2.0) < 0.01  # the whole 2 s reply at 24 kHz
-                item = done["response"]["output"][0]
-                assert item["role"] == "assistant" and item["content"][0]["type"] == "output_audio"
-                assert item["content"][0]["transcript"]
-                await c.send({"type": "session.update", "session": {"type": "realtime", "instructions": "hi"}})
-                upd = await c.until(of_type("session.updated"))
-                assert upd["session"]["instructions"] == "hi"
+        async with connected(_engine()) as (c, server):
+            ws = c.ws
+            for bad in ("{oops", '{"type": "bogus"}', '{"type": "input_audio_buffer.append", "audio": "%%"}',
+                        json.dumps({"type": "input_audio_buffer.append", "audio": b64(b"\x01\x02\x03")}),
+                        '{"type": "session.update", "session": {"input_audio_format": "g711_alaw"}}',
+                        '{"type": "response.cancel"}', '{"type": "input_audio_buffer.commit"}'):
+                await c.send(bad)
+            await ws.send_bytes(b"\x00\x01")
+            await c.until(lambda e: c.types().count("error") == 8)
+            codes = [e["error"]["code"] for e in c.events if e["type"] == "error"]
+            assert codes == ["invalid_json", "invalid_event_type", "invalid_base64", "invalid_audio_format",
+                             "unsupported_audio_format", "response_cancel_not_active",
+                             "input_audio_buffer_commit_empty", "invalid_event"], codes
+            await c.append(prompt_pcm("vm-sorry"))
+            done = await c.until(of_type("response.done"))
+            assert done["response"]["status"] == "completed"
+            t = c.types()
+            order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "input_audio_buffer.committed", "response.created",
+                     "conversation.item.input_audio_transcription.completed", "response.output_item.added",
+                     "response.content_part.added", "response.output_audio_transcript.delta",
+                     "response.output_audio.delta", "response.output_audio.done",
+                     "response.output_audio_transcript.done", "response.output_item.done", "response.done"]
+            assert [t.index(x) for x in order] == sorted(t.index(x) for x in order), t
+            started = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_started")
+            stopped = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_stopped")
+            assert started["item_id"] == stopped["item_id"]
+            assert 0 <= started["audio_start_ms"] < 600 and 2800 < stopped["audio_end_ms"] < 3700, (started, stopped)
+            audio = b"".join(base64.b64decode(e["delta"]) for e in c.events
+                             if e["type"] == "response.output_audio.delta")
+            assert abs(len(audio) / 2 / 24000 - 2.0) < 0.01  # the whole 2 s reply at 24 kHz
+            item = done["response"]["output"][0]
+            assert item["role"] == "assistant" and item["content"][0]["type"] == "output_audio"
+            assert item["content"][0]["transcript"]
+            await c.send({"type": "session.update", "session": {"type": "realtime", "instructions": "hi"}})
+            upd = await c.until(of_type("session.updated"))
+            assert upd["session"]["instructions"] == "hi"
+            await ws.close()
             await asyncio.sleep(0.1)
             assert server.sessions == {}
 
@@ -301,13 +300,10 @@ def test_beta_sdk_client_gets_beta_event_names() -> None:
 
 def test_server_shutdown_closes_realtime_sockets() -> None:
     async def main() -> None:
-        async with serve(_engine()) as (host, server), aiohttp.ClientSession() as http:
-            async with http.ws_connect(f"ws://{host}/v1/realtime") as ws:
-                c = RawClient(ws)
-                await c.until(of_type("session.created"))
-                await server.close()  # what Ctrl-C on `parley serve` does
-                msg = await ws.receive(timeout=5)
-                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1001
+        async with connected(_engine()) as (c, server):
+            await server.close()  # what Ctrl-C on `parley serve` does
+            msg = await c.ws.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and c.ws.close_code == 1001
             assert server.sessions == {}
 
     asyncio.run(main())

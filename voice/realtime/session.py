@@ -35,6 +35,7 @@ from voice.realtime.response import (
     render_response,
     user_item,
 )
+from voice.tasks import cancel_and_wait, spawn
 from voice.turns import CHUNK_S, EchoGuard, TurnConfig, TurnDetector, TurnEnd, TurnStart, level_db
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ class RealtimeSession:
             self.send(p.error_event(err))
 
     def _spawn(self, coro, name: str) -> asyncio.Task:  # noqa: ANN001
-        task = asyncio.get_running_loop().create_task(coro, name=f"parley-rt-{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return spawn(self._tasks, coro, f"parley-rt-{self.id}-{name}")
 
     def start(self) -> None:
         self.emit("session.created", session=render_session(self.settings, self.dialect, self.sid))
@@ -383,11 +381,7 @@ class RealtimeSession:
         if self.closed:
             return
         self.closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         try:
             await self.engine_session.close()
         except Exception:  # noqa: BLE001
