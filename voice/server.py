@@ -5,6 +5,7 @@
     GET  /health           {"ok": true, "engine": ..., "sessions": n, "max_sessions": N}
     POST /offer            {"sdp": "...", "type": "offer"[, "engine": "cascade"]}
                            -> {"sdp", "type": "answer", "session", "engine", ...}
+    GET  /v1/realtime      WebSocket, the OpenAI Realtime protocol (voice/realtime/README.md)
 
 Errors are JSON `{"error": "..."}` with a 4xx/5xx status: malformed JSON or SDP, missing
 fields, bodies over `max_body` bytes (413), offers without audio (400), a different engine
@@ -120,6 +121,9 @@ class Server:
         app.router.add_get("/health", self.health)
         app.router.add_get("/favicon.ico", self.favicon)
         app.router.add_post("/offer", self.offer)
+        from voice.realtime.route import realtime_handler  # noqa: PLC0415
+
+        app.router.add_get("/v1/realtime", realtime_handler)  # OpenAI Realtime protocol (WebSocket)
         app.on_shutdown.append(self._on_shutdown)
         return app
 

@@ -33,6 +33,7 @@ import numpy as np
 from voice import events as ev
 from voice.audio import VAD_CHUNK, VAD_SR, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
+from voice.tasks import cancel_and_wait, spawn
 from voice.tracks import AgentTrack, Segment
 from voice.turns import (
     CHUNK_S,
@@ -189,10 +190,7 @@ class Session:
 
     # -- wiring ------------------------------------------------------------------------------
     def _spawn(self, coro, name: str) -> asyncio.Task:  # noqa: ANN001
-        task = asyncio.get_running_loop().create_task(coro, name=f"parley-{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return spawn(self._tasks, coro, f"parley-{self.id}-{name}")
 
     def _wire(self) -> None:
         pc = self.pc
@@ -389,11 +387,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         self.out.stop()
         try:
             await self.engine_session.close()

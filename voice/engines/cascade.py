@@ -158,9 +158,11 @@ class CascadeSession(EngineSession):
     def __init__(self, engine: CascadeEngine) -> None:
         self.engine = engine
         self.history: list[dict] = []
+        self.instructions = ""  # per-session addition to the system prompt (Realtime session.update)
 
     def messages(self) -> list[dict]:
-        return [{"role": "system", "content": self.engine.system}, *self.history[-self.engine.cfg.max_history :]]
+        system = f"{self.engine.system}\n{self.instructions}".strip()
+        return [{"role": "system", "content": system}, *self.history[-self.engine.cfg.max_history :]]
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         if played_text.strip():
