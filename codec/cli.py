@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for every `train` (e.g. -- --data D --max-minutes 18)")
     sw.set_defaults(func=_sweep)
 
+    ps = cs.add_parser("plot-sweep", help="held-out eval curves of a sweep folder as a PNG")
+    ps.add_argument("sweep_dir")
+    ps.add_argument("out")
+    ps.set_defaults(func=lambda a: __import__("codec.sweep", fromlist=["plot_sweep"]).plot_sweep(a.sweep_dir, a.out) or 0)
+
     xt = cs.add_parser("export-teacher", help="write the Whisper tiny.en encoder teacher file (CPU)")
     xt.add_argument("out", help="output .safetensors")
     xt.set_defaults(func=_export_teacher)

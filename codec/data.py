@@ -52,6 +52,29 @@ ESPEAK_EVAL = ("en-us+f4", "en-gb-scotland+m5")
 FLITE_TRAIN = ("kal16", "awb", "rms", "kal")
 FLITE_EVAL = ("slt",)
 
+# Debian packages behind the real-speech sources (a missing one silently yields no audio)
+REAL_PACKAGES: dict[str, tuple[str, str]] = {
+    "asterisk-fr": (f"{ASTERISK_ROOT}/{ASTERISK_TRAIN[0]}", "asterisk-core-sounds-fr-g722"),
+    "asterisk-es": (f"{ASTERISK_ROOT}/{ASTERISK_TRAIN[1]}", "asterisk-core-sounds-es-g722"),
+    "asterisk-it": (f"{ASTERISK_ROOT}/{ASTERISK_TRAIN[2]}", "asterisk-core-sounds-it-g722"),
+    "asterisk-ru": (f"{ASTERISK_ROOT}/{ASTERISK_TRAIN[3]}", "asterisk-core-sounds-ru-g722"),
+    "asterisk-en (eval)": (f"{ASTERISK_ROOT}/{ASTERISK_EVAL}", "asterisk-core-sounds-en-g722"),
+    "fillets-cs": (FILLETS_ROOT, "fillets-ng-data-cs"),
+    "klettres": (KLETTRES_ROOT, "klettres-data"),
+    "codec2": (CODEC2_RAW, "codec2-examples"),
+}
+
+
+def missing_packages() -> dict[str, str]:
+    """Real-speech sources whose Debian package is not installed: {source: package}."""
+    from codec import real_speech
+
+    out = {name: pkg for name, (path, pkg) in REAL_PACKAGES.items() if not os.path.exists(path)}
+    have = real_speech.available()
+    out.update({f"en-{n}": real_speech.PACKAGES[n] for n, ok in have.items() if not ok})
+    return out
+
+
 _FALLBACK_TEXT = (
     "The quick brown fox jumps over the lazy dog. Please call me back when you get this message. "
     "I would like a cup of coffee with a little milk. The meeting starts at nine tomorrow morning. "
@@ -196,6 +219,10 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "eval").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    missing = missing_packages()
+    if missing:
+        log.warning("real speech missing (no audio from %s): apt-get install %s", ", ".join(missing),
+                    " ".join(sorted(set(missing.values()))))
     sentences = _english_sentences(3000, seed)
     log.info("%d text sentences", len(sentences))
 

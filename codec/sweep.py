@@ -76,3 +76,29 @@ def run_sweep(names: list[str], out: str | Path, train_args: list[str], poll_s: 
     if failed:
         print(f"failed: {', '.join(failed)} (see {out}/<name>/train.log)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def plot_sweep(out: str | Path, png: str | Path) -> None:
+    """Held-out quick-eval curves of every variant (real and synthetic: STOI, whisper_cos, mel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    names = sorted(p.name for p in out.iterdir() if (p / "eval.jsonl").exists())
+    metrics = [("stoi", "STOI ↑"), ("whisper_cos", "Whisper-encoder cosine ↑"), ("mel_dist", "mel distance ↓")]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharex=True)
+    for n in names:
+        rows = [json.loads(ln) for ln in (out / n / "eval.jsonl").read_text().splitlines() if ln.strip()]
+        t = [r["time_s"] / 60 for r in rows]
+        for i, part in enumerate(("real", "synthetic")):
+            for j, (k, title) in enumerate(metrics):
+                axes[i, j].plot(t, [r[part].get(k, float("nan")) for r in rows], marker="o", ms=3, label=n)
+                axes[i, j].set_title(f"{title}, held-out {part}", fontsize=9)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("training minutes (wall)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
