@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voice.cache import file_sha256
-from voice.errors import ParleyError
+from parley.cache import file_sha256
+from parley.errors import ParleyError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "codec"
 FORMAT = "parley-codec-v1"

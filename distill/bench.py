@@ -1,4 +1,4 @@
-"""`parley distill bench`: traces per minute for 1 and 2 workers here, and the time per stage.
+"""`parley bench distill`: traces per minute for 1 and 2 workers here, and the time per stage.
 
 Each configuration generates the same N traces (same seed) into a fresh folder. ``steady``
 traces/min leaves out the start-up (model loading in every worker): it counts the traces after

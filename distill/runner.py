@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

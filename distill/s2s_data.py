@@ -17,7 +17,7 @@ import numpy as np
 from distill.tokens import iter_token_turns, load_manifest
 from distill.train import Turn
 from model.layout import StreamLayout
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:

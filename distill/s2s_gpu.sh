@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 python3 -m distill.train_cli --tiny --data $D --steps 4 --batch-size 4 --run-dir $W/smoke --log-every 2 2>&1 | tail -1 || exit 4
 python3 -m pytest -q -x tests/test_s2s_model.py -p no:cacheprovider 2>&1 | tail -2
 echo "t=$(( $(date +%s) - T0 ))s bench"
-python3 -m voice.cli bench model --device cuda --audio-head depth,delay --gguf $W/smollm2.gguf --json $W/bench_gpu.json 2>&1 | tail -8
+python3 -m parley bench model --device cuda --audio-head depth,delay --gguf $W/smollm2.gguf --json $W/bench_gpu.json 2>&1 | tail -8
 cp $W/bench_gpu.json $OUT/
 echo "t=$(( $(date +%s) - T0 ))s train"
 COMMON="--data $D --gguf $W/smollm2.gguf --steps 100000 --batch-size $BS --log-every 50 --eval-every 250 --ckpt-every 1000"

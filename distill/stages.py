@@ -158,6 +158,6 @@ def load_stages(spec: str, threads: int = 1) -> Stages:
         return RealStages(threads=threads)
     if spec.startswith("fake"):
         return FakeStages(float(spec.split(":", 1)[1]) if ":" in spec else 0.0)
-    from voice.errors import ParleyError
+    from parley.errors import ParleyError
 
     raise ParleyError(f"unknown stages {spec!r} (real, fake or fake:SECONDS)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from distill import store
 from distill.tokens import FORMAT
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

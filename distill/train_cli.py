@@ -59,32 +59,6 @@ def synthetic_turns(n: int, layout, seed: int = 0):
     return turns
 
 
-def tiny_speech_config(lora_rank: int = 4, audio_head: str = "depth", n_q: int = 4, card: int = 16,
-                       text_card: int = 64):
-    from model.depth import DepthConfig
-    from model.layout import StreamLayout
-    from model.llama import LlamaConfig
-    from model.speech import SpeechConfig
-
-    delays = tuple(range(n_q)) if audio_head == "delay" else (0,) + (1,) * (n_q - 1)
-    layout = StreamLayout(n_q=n_q, card=card, text_card=text_card, delays=delays)
-    bb = LlamaConfig(vocab_size=text_card, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
-    return SpeechConfig(backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
-                        audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
-
-
-def full_speech_config(lora_rank: int = 8, audio_head: str = "depth", gguf: str | None = None,
-                       n_q: int = 8, card: int = 2048):
-    from model.gguf import smollm2_config
-    from model.layout import StreamLayout
-    from model.speech import SpeechConfig
-
-    bb = smollm2_config(gguf)
-    delays = tuple(range(n_q)) if audio_head == "delay" else (0,) * n_q
-    layout = StreamLayout(n_q=n_q, card=card, text_card=bb.vocab_size, delays=delays)
-    return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     import random
@@ -93,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from distill.train import TrainConfig, setup_distributed, train
+    from model.presets import full_speech_config, tiny_speech_config
     from model.speech_ckpt import build_model, save_trained
-    from voice.errors import ParleyError
+    from parley.errors import ParleyError
 
     rank, world, device = setup_distributed()
     torch.manual_seed(args.seed)

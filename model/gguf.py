@@ -23,8 +23,8 @@ import torch
 
 from model.llama import Llama, LlamaConfig
 from model.tokenizer import CHATML_TEMPLATE, Tokenizer, TokenizerSpec
-from voice.cache import cache_dir, file_sha256
-from voice.errors import ParleyError
+from parley.cache import cache_dir, file_sha256
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

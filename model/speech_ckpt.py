@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from model.speech import SpeechConfig, SpeechModel
-from voice.cache import file_sha256
-from voice.errors import ParleyError
+from parley.cache import file_sha256
+from parley.errors import ParleyError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights" / "s2s"

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from voice.bench.local import free_port
-from voice.cli import main
+from parley.cli.main import main
 
 pytestmark = pytest.mark.timeout(60)
 

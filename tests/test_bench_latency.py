@@ -25,7 +25,7 @@ from voice.bench.client import BenchSession
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.local import free_port
 from voice.bench.utterances import default_utterances
-from voice.cli import main
+from parley.cli.main import main
 from voice.engines.base import AgentAudio, Engine, EngineEvent, EngineSession, Stage, UserTurn
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # Silero VAD in the server, real time

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from components_util import asr, fw_transcribe, needs_prompts, speech, wer
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 pytestmark = [pytest.mark.slow, needs_prompts]
 

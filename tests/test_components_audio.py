@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from voice.audio import load_audio, resample, save_wav
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 def tone(f: float, sr: int, seconds: float = 1.0) -> np.ndarray:

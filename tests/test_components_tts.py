@@ -9,7 +9,7 @@ import pytest
 
 from components_util import asr, wer
 from voice.audio import ASR_SR, resample
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 from voice.tts import list_voices, load_voice, split_clauses
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it goes home to sleep."

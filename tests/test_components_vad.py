@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components_util import needs_prompts, speech
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 from voice.vad import CHUNK, SileroVAD
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 from voice.llm import OpenAIChatLLM, load_llm
 
 PIECES = ["The capital", " of France", " is Paris", ". ✓"]

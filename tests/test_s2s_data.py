@@ -10,7 +10,7 @@ import pytest
 
 from distill.s2s_data import layout_for, load_turns, word_tokens
 from distill.train import make_example
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 def _write_tokens(d: Path, codec_id: str = "c1") -> None:

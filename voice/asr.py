@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from voice.audio import ASR_SR
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _load_safetensors(path: Path):
 
 
 def _load_ct2(model_bin: Path):
-    from voice.cache import cache_dir
+    from parley.cache import cache_dir
     from voice.whisper_convert import convert_cached
 
     return _load_safetensors(convert_cached(model_bin, cache_dir()))

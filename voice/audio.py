@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 VAD_SR = 16000  # Silero VAD and Whisper input rate
 ASR_SR = VAD_SR

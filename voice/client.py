@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.audio import WEBRTC_SR
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 SR = WEBRTC_SR
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end

@@ -23,7 +23,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from typing import Iterator
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from voice.cache import cache_dir
-from voice.errors import ParleyError
+from parley.cache import cache_dir
+from parley.errors import ParleyError
 
 PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 # Prompts used by tests and `parley bench components`: 3-5 s turns plus two long ones.

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from voice.audio import VAD_CHUNK, VAD_SR
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 CHUNK = VAD_CHUNK  # 512 samples at 16 kHz = 32 ms per step
 CONTEXT = 64  # samples of the previous chunk prepended to each step (16 kHz model)
@@ -44,7 +44,7 @@ def _download(url: str) -> Path:
     import hashlib
     import urllib.request
 
-    from voice.cache import cache_dir
+    from parley.cache import cache_dir
 
     dst = cache_dir() / "vad" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.onnx"
     if not dst.exists():

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from voice.bench.player import SR, UtterancePlayer
 from voice.bench.recorder import Recorder
 from voice.bench import signal as sig
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from voice.bench.player import SR
 from voice.bench.signal import SpeechBounds, speech_bounds
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 ENGINES = ("cascade", "delay", "direct")
 

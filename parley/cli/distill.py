@@ -1,16 +1,15 @@
-"""`parley distill ...`: generate / stats / tokenize / bench (this package) and train / eval
-(registered from distill.train_cli / distill.eval_cli when present). Registration is cheap."""
+"""`parley distill ...`: generate / stats / tokenize / train / eval, and `parley bench distill`.
+
+Train and eval take their arguments from distill.train_cli / distill.eval_cli (argparse only there;
+the torch work is imported inside `run`). Registration is cheap."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import logging
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from distill import eval_cli, train_cli
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -64,7 +63,7 @@ def _add_generate(sub) -> None:
 
 
 def register(sub) -> None:
-    d = sub.add_parser("distill", help="distillation data (generate/stats/tokenize/bench) and training")
+    d = sub.add_parser("distill", help="distillation data (generate/stats/tokenize) and training")
     dsub = d.add_subparsers(dest="distill_command", metavar="SUBCOMMAND")
     d.set_defaults(func=lambda args: d.print_help() or 2)
     _add_generate(dsub)
@@ -80,32 +79,19 @@ def register(sub) -> None:
     p.add_argument("--include-open", action="store_true", help="also read shards still being written")
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
     p.set_defaults(func=_tokenize)
-    p = dsub.add_parser("bench", help="traces per minute for 1 and 2 workers, time per stage")
+    p = dsub.add_parser("train", help="train the direct speech model on token shards")
+    train_cli.add_arguments(p)
+    p.set_defaults(func=train_cli.run)
+    p = dsub.add_parser("eval", help="evaluate the direct speech model on held-out traces")
+    eval_cli.add_arguments(p)
+    p.set_defaults(func=eval_cli.run)
+
+
+def register_bench(bench_sub) -> None:
+    p = bench_sub.add_parser("distill", help="distill: traces per minute for 1 and 2 workers, time per stage")
     p.add_argument("--n", type=int, default=8, help="traces per configuration")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--stages", default="real")
     p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.set_defaults(func=_bench)
-    for name, mod_name, help_ in (("train", "distill.train_cli", "train the direct speech model on token shards"),
-                                  ("eval", "distill.eval_cli", "evaluate the direct speech model on held-out traces")):
-        if importlib.util.find_spec(mod_name) is None:
-            continue
-        p = dsub.add_parser(name, help=help_)
-        p.set_defaults(func=_lazy(mod_name), _distill_module=mod_name)
-        _add_args_lazily(p, mod_name)
-
-
-def _lazy(mod_name: str):
-    def run(args: argparse.Namespace) -> int:
-        return int(importlib.import_module(mod_name).run(args) or 0)
-
-    return run
-
-
-def _add_args_lazily(p: argparse.ArgumentParser, mod_name: str) -> None:
-    """The helper modules' add_arguments must stay import-cheap (argparse only)."""
-    try:
-        importlib.import_module(mod_name).add_arguments(p)
-    except Exception as e:  # a broken helper module must not break `parley --help`
-        log.debug("cannot register %s: %s", mod_name, e)

@@ -10,24 +10,25 @@ the baseline column. Weights: random (timing does not depend on values) unless -
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 
-def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    p = bench_sub.add_parser("model", help="direct speech model: per-frame step time vs batch size")
-    p.add_argument("--device", default="all", help="cpu, cuda or all (default: all available)")
-    p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
-    p.add_argument("--context", type=int, default=128, help="frames already in each session's context")
-    p.add_argument("--steps", type=int, default=0, help="timed steps (default: 50 on CUDA, 5 on CPU)")
-    p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
-    p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
-    p.add_argument("--audio-head", default="depth", help="depth, delay or depth,delay (compare both)")
-    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    p.set_defaults(func=_bench_model)
+@dataclass(frozen=True)
+class StepBenchConfig:
+    """What `parley bench model` measures (built from argparse in parley/cli/bench.py)."""
+
+    device: str = "all"  # cpu, cuda or all (available ones)
+    batches: tuple[int, ...] = (1, 8, 64)
+    context: int = 128  # frames already in each session's context
+    steps: int = 0  # timed steps (0: 50 on CUDA, 5 on CPU)
+    cpu_dtype: str = "float32"
+    threads: int = 0  # CPU threads (0: torch's default)
+    tiny: bool = False  # tiny dimensions (smoke test)
+    audio_heads: tuple[str, ...] = ("depth",)
+    gguf: str | None = None  # SmolLM2 GGUF for the backbone's shape (default: bundled)
+    json_path: str | None = None
 
 
 def _copy_bandwidth(device, n_bytes: int = 1 << 28) -> float:
@@ -49,7 +50,8 @@ def _copy_bandwidth(device, n_bytes: int = 1 << 28) -> float:
     return 2 * n * 4 / statistics.median(times[1:])
 
 
-def _bench_model(args: argparse.Namespace) -> int:
+def run_bench(bench: StepBenchConfig) -> int:
+    """Prints one row per (device, audio head, batch) and a markdown table; returns 0."""
     import json
 
     import torch
@@ -57,21 +59,20 @@ def _bench_model(args: argparse.Namespace) -> int:
     from model.generator import SamplingConfig, SpeechGenerator
     from model.speech import SpeechModel
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
     devices = []
-    if args.device in ("all", "cpu"):
+    if bench.device in ("all", "cpu"):
         devices.append(torch.device("cpu"))
-    if args.device in ("all", "cuda") and torch.cuda.is_available():
+    if bench.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        from voice.errors import ParleyError
+    if bench.device == "cuda" and not torch.cuda.is_available():
+        from parley.errors import ParleyError
 
         raise ParleyError("--device cuda: no CUDA device here")
-    from distill.train_cli import full_speech_config, tiny_speech_config
+    from model.presets import full_speech_config, tiny_speech_config
 
-    heads = args.audio_head.split(",")
-    batches = [int(b) for b in args.batch.split(",")]
+    heads, batches = bench.audio_heads, bench.batches
     rows = []
     import os
 
@@ -79,15 +80,15 @@ def _bench_model(args: argparse.Namespace) -> int:
     if torch.cuda.is_available():
         hw["cuda"] = torch.cuda.get_device_name()
     for dev, head in [(d, h) for d in devices for h in heads]:
-        cfg = tiny_speech_config(audio_head=head) if args.tiny else full_speech_config(gguf=args.gguf, audio_head=head)
-        dtype = torch.bfloat16 if dev.type == "cuda" else getattr(torch, args.cpu_dtype)
+        cfg = tiny_speech_config(audio_head=head) if bench.tiny else full_speech_config(gguf=bench.gguf, audio_head=head)
+        dtype = torch.bfloat16 if dev.type == "cuda" else getattr(torch, bench.cpu_dtype)
         torch.manual_seed(0)
         model = SpeechModel(cfg)
         from model.lora import merge_lora
 
         merge_lora(model.backbone)  # serving: adapters folded into the weights
         bw = _copy_bandwidth(dev)
-        n_steps = args.steps or (50 if dev.type == "cuda" else 5)
+        n_steps = bench.steps or (50 if dev.type == "cuda" else 5)
         w_bytes = sum(p.numel() for p in model.parameters()) * torch.finfo(dtype).bits // 8
         bb = cfg.backbone
         kv_per_frame = 2 * bb.n_layers * bb.n_kv_heads * (bb.dim // bb.n_heads) * torch.finfo(dtype).bits // 8
@@ -95,10 +96,10 @@ def _bench_model(args: argparse.Namespace) -> int:
             modes = [("graph", True), ("eager", False)] if dev.type == "cuda" else [("eager", False)]
             res = {}
             for mode, graph in modes:
-                gen = SpeechGenerator(model, max_batch=B, max_frames=args.context + n_steps + 16,
+                gen = SpeechGenerator(model, max_batch=B, max_frames=bench.context + n_steps + 16,
                                       sampling=SamplingConfig(), device=dev, dtype=dtype, cuda_graph=graph)
                 slots = [gen.join() for _ in range(B)]
-                gen.pos.fill_(args.context)  # as if each session had been talking for a while
+                gen.pos.fill_(bench.context)  # as if each session had been talking for a while
                 frame = {s: torch.randint(0, cfg.layout.card, (cfg.layout.n_q,)).numpy() for s in slots}
                 for _ in range(3):
                     gen.step(frame)
@@ -111,7 +112,7 @@ def _bench_model(args: argparse.Namespace) -> int:
                     times.append(time.perf_counter() - t)
                 res[mode] = statistics.median(times) * 1e3
                 del gen
-            floor_ms = (w_bytes + B * (args.context + n_steps // 2) * kv_per_frame) / bw * 1e3
+            floor_ms = (w_bytes + B * (bench.context + n_steps // 2) * kv_per_frame) / bw * 1e3
             main = res.get("graph", res["eager"])
             rows.append({
                 "device": hw[dev.type], "head": head, "dtype": str(dtype).replace("torch.", ""), "batch": B,
@@ -127,7 +128,7 @@ def _bench_model(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"| {r['device']} | {r['head']} | {r['dtype']} | {r['batch']} | {r['step_ms']} | {r['eager_ms']} | "
               f"{r['frame_pct']} | {r['floor_ms']} | {r['x_floor']} |")
-    if args.json:
-        with open(args.json, "w") as f:
+    if bench.json_path:
+        with open(bench.json_path, "w") as f:
             json.dump(rows, f, indent=1)
     return 0

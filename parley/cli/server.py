@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -33,7 +33,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _say(args: argparse.Namespace) -> int:
-    from voice.errors import ParleyError
+    from parley.errors import ParleyError
 
     if args.list_voices:
         from voice.tts import list_voices

@@ -1,4 +1,4 @@
-"""`parley bench latency` and `parley bench concurrency`: client-side measurements over WebRTC.
+"""`parley bench latency|concurrency` (client-side, over WebRTC), `parley bench model|llm` (speed).
 
 Registration is cheap; aiortc, numpy and matplotlib are imported inside the handlers.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 
 def _split(value: str | list[str] | None) -> list[str]:
@@ -36,6 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    register_model_bench(bench_sub)
     p = bench_sub.add_parser(
         "latency",
         help="voice-to-voice and barge-in stop latency measured at a WebRTC client",
@@ -219,3 +220,43 @@ def concurrency_cmd(args: argparse.Namespace) -> int:
         write_json(args.out, data)
         print(f"report: {args.out}", file=sys.stderr)
     return 0
+
+
+def register_model_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("model", help="direct speech model: per-frame step time vs batch size")
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"], help="default: all available")
+    p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
+    p.add_argument("--context", type=int, default=128, help="frames already in each session's context")
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default: 50 on CUDA, 5 on CPU)")
+    p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    p.add_argument("--audio-head", default="depth", help="depth, delay or depth,delay (compare both)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=model_cmd)
+    p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
+    p.set_defaults(func=llm_cmd)
+
+
+def model_cmd(args: argparse.Namespace) -> int:
+    from model.bench.step import StepBenchConfig, run_bench
+
+    heads = tuple(_split(args.audio_head))
+    if bad := [h for h in heads if h not in ("depth", "delay")]:
+        raise ParleyError(f"--audio-head: unknown head(s) {bad} (depth, delay)")
+    try:
+        batches = tuple(int(b) for b in _split(args.batch))
+    except ValueError:
+        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    return run_bench(StepBenchConfig(
+        device=args.device, batches=batches, context=args.context, steps=args.steps, cpu_dtype=args.cpu_dtype,
+        threads=args.threads, tiny=args.tiny, audio_heads=heads, gguf=args.gguf, json_path=args.json))
+
+
+def llm_cmd(args: argparse.Namespace) -> int:
+    from model.bench.llm import run_bench
+
+    return run_bench(threads=args.threads, tokens=args.tokens)

@@ -1,4 +1,4 @@
-"""LLM precision benchmark on this machine: ``python -m model.bench_llm [--threads N]``.
+"""LLM precision benchmark on this machine: ``parley bench llm [--threads N]``.
 
 For each (decode dtype, prefill dtype) of the local SmolLM2 engine: time to first token for a
 short and a long chat prompt, median decode time per token, and whether the greedy reply equals
@@ -7,7 +7,6 @@ the fp32 one. Baseline: fp32 for both. (``parley bench components`` reports the 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import platform
@@ -47,23 +46,20 @@ def measure(engine, tok, msgs: list[dict], n_new: int) -> tuple[float, list[floa
     return ttft, [b - a for a, b in zip(stamps, stamps[1:])], toks
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m model.bench_llm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
-    args = p.parse_args()
+def run_bench(threads: int = 1, tokens: int = 48) -> int:
+    """Prints one table row per (decode, prefill) dtype pair; `tokens` greedy tokens per measurement."""
     import torch
 
     from model.engine import Engine
     from model.gguf import load_gguf
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     base, tok = load_gguf(dtype=torch.float32)
     n_short, n_long = len(tok.encode_chat(SHORT)), len(tok.encode_chat(long_chat()))
-    print(f"# python -m model.bench_llm  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, "
+    print(f"# parley bench llm  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, "
           f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-          f"{args.threads} thread(s); SmolLM2-135M Q4_1 dequantized; prompts {n_short} and {n_long} tokens, "
-          f"{args.tokens} greedy tokens")
+          f"{threads} thread(s); SmolLM2-135M Q4_1 dequantized; prompts {n_short} and {n_long} tokens, "
+          f"{tokens} greedy tokens")
     print("| decode | prefill | TTFT short (ms) | TTFT long (ms) | decode ms/token (median) | x fp32 decode | greedy = fp32 |")
     print("|---|---|---|---|---|---|---|")
     ref_toks, ref_dec = None, None
@@ -72,8 +68,8 @@ def main() -> int:
         prefill = copy.deepcopy(base).to(getattr(torch, pre)) if pre else None
         eng = Engine(model, tok, prefill_model=prefill)
         measure(eng, tok, SHORT, 4)  # warm-up
-        ttft_s, gaps, toks_s = measure(eng, tok, SHORT, args.tokens)
-        ttft_l, gaps_l, toks_l = measure(eng, tok, long_chat(), args.tokens)
+        ttft_s, gaps, toks_s = measure(eng, tok, SHORT, tokens)
+        ttft_l, gaps_l, toks_l = measure(eng, tok, long_chat(), tokens)
         ms = statistics.median(gaps + gaps_l) * 1000
         if ref_toks is None:
             ref_toks, ref_dec = (toks_s, toks_l), ms
@@ -83,6 +79,3 @@ def main() -> int:
         del model, prefill, eng
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

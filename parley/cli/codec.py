@@ -1,20 +1,19 @@
-"""`parley codec ...` subcommands: prepare-data, train, eval, bench, encode, decode.
+"""`parley codec ...` subcommands: prepare-data, train, eval, encode, decode; `parley bench codec`.
 
-Also runnable without the `parley` entry point (e.g. on a GPU machine): `python -m codec.cli train ...`.
+Also runnable without the console script (e.g. on a GPU machine): `python -m parley codec train ...`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from voice.errors import ParleyError
+from parley.errors import ParleyError
 
 DEFAULT_DATA = "data/codec"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("codec", help="the neural speech codec: data, training, eval, bench, encode/decode")
+    p = sub.add_parser("codec", help="the neural speech codec: data, training, eval, encode/decode")
     cs = p.add_subparsers(dest="codec_command", metavar="CODEC")
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -56,13 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--demos", default=None, help="write a few reconstructions into this folder")
     e.set_defaults(func=_eval)
 
-    b = cs.add_parser("bench", help="streaming RTF on one CPU core, GPU batched throughput, latency")
-    b.add_argument("--weights", default=None)
-    b.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
-    b.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
-    b.add_argument("--batch", type=int, default=64, help="GPU batch size")
-    b.set_defaults(func=_bench)
-
     en = cs.add_parser("encode", help="audio file -> .pcodes")
     en.add_argument("input")
     en.add_argument("output")
@@ -73,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     de.add_argument("output")
     de.add_argument("--weights", default=None)
     de.set_defaults(func=_decode)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    b = bench_sub.add_parser("codec", help="codec: streaming RTF on one CPU core, GPU batched throughput, latency")
+    b.add_argument("--weights", default=None)
+    b.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
+    b.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
+    b.add_argument("--batch", type=int, default=64, help="GPU batch size")
+    b.set_defaults(func=_bench)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -104,7 +105,12 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from codec.evaluate import run_eval
 
-    run_eval(args.weights, args.data, limit=args.limit, n_qs=args.n_q, asr=not args.no_asr,
+    asr = None
+    if not args.no_asr:
+        from voice.asr import WhisperASR
+
+        asr = WhisperASR.load("tiny.en").transcribe_batch
+    run_eval(args.weights, args.data, limit=args.limit, n_qs=args.n_q, asr=asr,
              json_out=args.json, demos=args.demos)
     return 0
 
@@ -150,23 +156,3 @@ def _decode(args: argparse.Namespace) -> int:
     save_wav(args.output, y.numpy(), model.sample_rate)
     print(f"{args.output}: {y.numel() / model.sample_rate:.2f} s at {model.sample_rate} Hz")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: `python -m codec.cli <subcommand> ...`."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m codec.cli")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["codec", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except ParleyError as e:
-        print(f"parley: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

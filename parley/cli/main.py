@@ -1,0 +1,70 @@
+"""The `parley` command line: one console script; every subcommand is registered here.
+
+Each module in `COMMANDS` defines `register(sub)` (top-level subcommands) and/or
+`register_bench(bench_sub)` (areas of the one `parley bench <area>` tree). Registration only
+builds argparse parsers; handlers import heavy modules (torch, models) lazily, so `parley --help`
+is instant. The modules are imported directly: a broken one fails `parley` loudly at start-up
+instead of silently losing its subcommand. A handler is stored as `func` on its parser and
+receives the parsed `argparse.Namespace`; it turns it into typed configs before calling a package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import ModuleType
+
+from parley.cli import bench, codec, components, distill, server
+from parley.errors import ParleyError
+
+COMMANDS: tuple[ModuleType, ...] = (
+    components,  # say, transcribe; bench components
+    server,  # serve, talk
+    bench,  # bench latency, concurrency, model, llm
+    codec,  # codec prepare-data/train/eval/encode/decode; bench codec
+    distill,  # distill generate/stats/tokenize/train/eval; bench distill
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: an open, offline, real-time speech-to-speech voice agent.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench_parser = sub.add_parser("bench", help="every benchmark: parley bench AREA (see parley bench -h)")
+    bench_sub = bench_parser.add_subparsers(dest="bench_command", metavar="AREA")
+    bench_parser.set_defaults(func=lambda args: bench_parser.print_help() or 2)
+    for mod in COMMANDS:
+        if hasattr(mod, "register"):
+            mod.register(sub)
+        if hasattr(mod, "register_bench"):
+            mod.register_bench(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except ParleyError as e:
+        print(f"parley: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("parley: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The import direction between Parley's packages (an AST scan; nothing is imported).
+
+    parley.cli                 the `parley` command (and `python -m parley`): may use everything
+    distill                    builds on voice, model, codec
+    voice                      builds on model, codec
+    model, codec               the base: they use each other only through leaf modules
+
+A *leaf* module imports nothing of the project; any package may use any leaf module (e.g.
+`parley.errors`, `parley.cache`, `parley.audio_constants`, `model.layout`). Every import counts:
+module level, inside functions, `importlib.import_module("...")` and `__import__("...")`.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("parley", "voice", "codec", "model", "distill")
+RANK = {"codec": 0, "model": 0, "voice": 1, "distill": 2, "parley.cli": 3}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _resolve(name: str) -> str | None:
+    """The project module a dotted import name refers to (`codec.io.load_codec` -> `codec.io`)."""
+    mods = _modules()
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+@cache
+def _imports(module: str) -> tuple[tuple[str, int], ...]:
+    """(imported project module, line) for every import in `module`, at any depth."""
+    path = _modules()[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            names += [(f"{base}.{a.name}", node.lineno) for a in node.names]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            names.append((node.args[0].value, node.lineno))
+    out = {(m, line) for n, line in names if n.split(".")[0] in PACKAGES and (m := _resolve(n)) and m != module}
+    return tuple(sorted(out))
+
+
+def _is_leaf(module: str) -> bool:
+    return not _imports(module)
+
+
+def _layer(module: str) -> str:
+    top = module.startswith("parley.cli") or module == "parley.__main__"
+    return "parley.cli" if top else module.split(".")[0]
+
+
+def test_packages_import_only_downwards() -> None:
+    bad = []
+    for mod in _modules():
+        for dep, line in _imports(mod):
+            a, b = _layer(mod), _layer(dep)
+            if a == b or _is_leaf(dep):
+                continue
+            if b not in RANK or RANK[a] <= RANK[b]:
+                bad.append(f"{_modules()[mod].relative_to(ROOT)}:{line}: {mod} -> {dep} ({a} may not use {b})")
+    assert not bad, "imports against the package direction:\n" + "\n".join(bad)
+
+
+def test_parley_outside_cli_holds_only_leaf_modules() -> None:
+    """`parley` is the top (its cli) and the shared leaves; nothing in between."""
+    mixed = [m for m in _modules() if m.split(".")[0] == "parley" and _layer(m) != "parley.cli"
+             and not _is_leaf(m)]
+    assert not mixed, f"parley modules outside parley.cli must be leaf modules: {mixed}"
+
+
+def test_scan_sees_function_level_and_dynamic_imports() -> None:
+    """The scan itself: a lazy import inside a function and importlib strings are edges."""
+    assert any(dep.startswith("voice.") for dep, _ in _imports("parley.cli.components"))  # all inside handlers
+    assert any(dep == "codec.train" for dep, _ in _imports("parley.cli.codec"))  # __import__("codec.train")
