@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from distill.augment import SR
+from parley.audio_constants import SPEECH_SR
 from distill.voices import UserVoice, pitch_shift, word_timings
 
 SYSTEM_PROMPT = (
@@ -32,7 +32,7 @@ _SENT_END = re.compile(r"[.!?](?:\s|$)")
 class Stages(Protocol):
     models: dict[str, str]  # stage -> model name / version (stored in every trace)
 
-    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray: ...  # float32 at SR (16 kHz)
+    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray: ...  # float32 at SPEECH_SR (16 kHz)
 
     def asr(self, audio_16k: np.ndarray) -> str: ...
 
@@ -70,7 +70,7 @@ class FakeStages:
 
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
         time.sleep(self.delay)
-        return pitch_shift(self._tones(text, SR)[0], voice.semitones)
+        return pitch_shift(self._tones(text, SPEECH_SR)[0], voice.semitones)
 
     def asr(self, audio_16k: np.ndarray) -> str:
         time.sleep(self.delay)
@@ -125,7 +125,7 @@ class RealStages:
                 self._voices[voice.tts] = load_voice(voice.tts)
             v = self._voices[voice.tts]
             x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
-        x = resample(np.asarray(x, np.float32), sr, SR) if sr != SR else np.asarray(x, np.float32)
+        x = resample(np.asarray(x, np.float32), sr, SPEECH_SR) if sr != SPEECH_SR else np.asarray(x, np.float32)
         return pitch_shift(x, voice.semitones)
 
     def asr(self, audio_16k: np.ndarray) -> str:

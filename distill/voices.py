@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parley.audio_constants import SPEECH_SR
+
 _ESPEAK_ACCENTS = ("en-us", "en-gb", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
                     "klatt3", "klatt4", "Andy", "Annie", "david", "linda", "max", "steph", "travis", "zac")
@@ -89,7 +91,7 @@ def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
     import soxr
 
     ratio = 2.0 ** (semitones / 12.0)
-    return soxr.resample(x, 16000 * ratio, 16000).astype(np.float32)
+    return soxr.resample(x, SPEECH_SR * ratio, SPEECH_SR).astype(np.float32)
 
 
 class DeterministicPiper:

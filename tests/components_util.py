@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from voice.audio import ASR_SR, load_audio
+from parley.audio_constants import SPEECH_SR
+from voice.audio import load_audio
 from voice.samples import have_prompts, prompt_wav
 
 needs_prompts = pytest.mark.skipif(
@@ -19,7 +20,7 @@ needs_prompts = pytest.mark.skipif(
 
 def speech(name: str) -> np.ndarray:
     """A real recorded prompt (asterisk-core-sounds-en) as 16 kHz float32."""
-    return load_audio(prompt_wav(name), ASR_SR)[0]
+    return load_audio(prompt_wav(name), SPEECH_SR)[0]
 
 
 @functools.lru_cache(maxsize=1)

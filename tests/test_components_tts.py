@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from components_util import asr, wer
-from voice.audio import ASR_SR, resample
+from parley.audio_constants import SPEECH_SR
+from voice.audio import resample
 from parley.errors import ParleyError
 from voice.tts import list_voices, load_voice, split_clauses
 
@@ -21,7 +22,7 @@ def joe():
 
 
 def to_text(x: np.ndarray, sr: int) -> str:
-    return asr().transcribe(resample(x, sr, ASR_SR))
+    return asr().transcribe(resample(x, sr, SPEECH_SR))
 
 
 def test_split_clauses() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parley.audio_constants import WEBRTC_SR
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 QUESTION = "What is the capital of France?"
@@ -30,7 +32,7 @@ CHROMIUM_FLAGS = [
 def question_wav(tmp_path_factory) -> Path:
     """The question spoken by piper at 48 kHz, 2 s of silence before (the browser starts its fake
     microphone before the connection is up) and 2.5 s after."""
-    from voice.audio import WEBRTC_SR, resample, save_wav
+    from voice.audio import resample, save_wav
     from voice.tts import load_voice
 
     v = load_voice("joe")

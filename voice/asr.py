@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from voice.audio import ASR_SR
+from parley.audio_constants import SPEECH_SR
 from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 N_FFT = 400  # 25 ms window at 16 kHz
 HOP = 160  # 10 ms hop -> 100 frames/s
 WINDOW_S = 30  # Whisper's fixed input window
-N_SAMPLES = WINDOW_S * ASR_SR  # 480000 samples
+N_SAMPLES = WINDOW_S * SPEECH_SR  # 480000 samples
 N_FRAMES = N_SAMPLES // HOP  # 3000 mel frames -> 1500 encoder positions
 MIN_CUT_S = 20.0  # long audio: cut each window at the quietest point in [20 s, 30 s]
 
@@ -86,7 +86,7 @@ def log_mel(audios: Sequence[np.ndarray], n_mels: int, device) -> "torch.Tensor"
     return (logm + 4.0) / 4.0
 
 
-def split_long(audio: np.ndarray, sr: int = ASR_SR) -> list[np.ndarray]:
+def split_long(audio: np.ndarray, sr: int = SPEECH_SR) -> list[np.ndarray]:
     """Cut audio into windows <= 30 s, each ending at the quietest 100 ms in its last 10 s."""
     out, start, n = [], 0, len(audio)
     hop = sr // 10
@@ -176,7 +176,7 @@ class WhisperASR:
         import torch
         import whisper
 
-        empty = [len(s) < ASR_SR // 50 or float(np.abs(s).max(initial=0.0)) < 1e-4 for s in segs]
+        empty = [len(s) < SPEECH_SR // 50 or float(np.abs(s).max(initial=0.0)) < 1e-4 for s in segs]
         keep = [s for s, e in zip(segs, empty) if not e]
         if not keep:
             return ["" for _ in segs]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from parley.audio_constants import SPEECH_SR, VAD_CHUNK
+
 TTS_TEXT = (
     "Sure, I can help with that. The train to Boston leaves at nine fifteen from platform two, "
     "and it takes about four hours. Would you like me to check the return times as well?"
@@ -62,21 +64,21 @@ def print_table(rows: list[Row]) -> None:
 
 
 def _speech() -> tuple[list[np.ndarray], list[str]]:
-    from voice.audio import ASR_SR, load_audio
+    from voice.audio import load_audio
     from voice.samples import SHORT_PROMPTS, prompt_wav
 
     names = list(SHORT_PROMPTS)
-    return [load_audio(prompt_wav(n), ASR_SR)[0] for n in names], names
+    return [load_audio(prompt_wav(n), SPEECH_SR)[0] for n in names], names
 
 
 def bench_vad(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None:
-    from voice.vad import CHUNK, SileroVAD
+    from voice.vad import SileroVAD
 
     t0 = time.perf_counter()
     vad = SileroVAD.load()
     load = time.perf_counter() - t0
     x = np.concatenate(speech)
-    chunks = x[: len(x) // CHUNK * CHUNK].reshape(-1, CHUNK)
+    chunks = x[: len(x) // VAD_CHUNK * VAD_CHUNK].reshape(-1, VAD_CHUNK)
     s = vad.stream()
     for c in chunks[:20]:  # warm-up
         s.push(c)
@@ -112,11 +114,11 @@ def _silero_package_ms(chunks: np.ndarray) -> float | None:
         m = OnnxWrapper(str(bundled_model_path()), force_onnx_cpu=True)
         tc = torch.from_numpy(chunks)
         for c in tc[:20]:
-            m(c, 16000)
+            m(c, SPEECH_SR)
         m.reset_states()
         t0 = time.perf_counter()
         for c in tc:
-            m(c, 16000)
+            m(c, SPEECH_SR)
         return (time.perf_counter() - t0) / len(tc) * 1e3
     except Exception:
         return None
@@ -138,7 +140,7 @@ def bench_asr(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None
     t0 = time.perf_counter()
     asr = WhisperASR.load("tiny.en")
     load = time.perf_counter() - t0
-    dur = sum(len(x) for x in speech) / 16000
+    dur = sum(len(x) for x in speech) / SPEECH_SR
     asr.transcribe(speech[0])  # warm-up
     t0 = time.perf_counter()
     ours = [asr.transcribe(x) for x in speech]

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.audio import WEBRTC_SR
+from parley.audio_constants import WEBRTC_SR
 from parley.errors import ParleyError
 
-SR = WEBRTC_SR
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end
 NO_TURN_S = 4.0  # no turn_end this long after the question ended: the server heard nothing
 
@@ -85,11 +84,11 @@ class VoiceClient:
         s = self.session
         x = np.asarray(audio_48k, np.float32)
         try:
-            bounds = sig.speech_bounds(x, SR)
+            bounds = sig.speech_bounds(x, WEBRTC_SR)
         except ValueError:
             raise ParleyError("the question holds no audible speech") from None
         t_start = time.monotonic()
-        x = np.concatenate([x, np.zeros(int(TAIL_SILENCE_S * SR), np.float32)])
+        x = np.concatenate([x, np.zeros(int(TAIL_SILENCE_S * WEBRTC_SR), np.float32)])
         pb = s.player.play(x)
         s0 = await pb.started
         t_end = await s.player.wait_sent(s0 + bounds.end)
@@ -129,7 +128,7 @@ class VoiceClient:
 async def talk_async(question: str | Path, url: str, timeout: float = 60.0) -> TalkResult:
     from voice.audio import load_audio  # noqa: PLC0415
 
-    x, _ = load_audio(question, SR)
+    x, _ = load_audio(question, WEBRTC_SR)
     async with VoiceClient(url) as c:
         return await c.ask(x, timeout=timeout)
 
@@ -145,7 +144,7 @@ def talk(question: str | Path, url: str = "http://127.0.0.1:8080", out: str | Pa
     if out is not None:
         from voice.audio import save_wav  # noqa: PLC0415
 
-        save_wav(out, result.reply, SR)
+        save_wav(out, result.reply, WEBRTC_SR)
     return result
 
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from parley.audio_constants import SPEECH_SR
 from parley.cache import cache_dir
 from parley.errors import ParleyError
 
@@ -40,7 +41,7 @@ def prompt_wav(name: str) -> Path:
     if not dst.exists():
         tmp = dst.with_suffix(f".{os.getpid()}.tmp.wav")
         cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722",
-               "-i", str(src), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(tmp)]
+               "-i", str(src), "-ac", "1", "-ar", str(SPEECH_SR), "-c:a", "pcm_s16le", str(tmp)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise ParleyError(f"ffmpeg failed to decode {src}: {r.stderr.strip()[:200]}")

@@ -30,12 +30,11 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from parley.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
 from voice import events as ev
-from voice.audio import VAD_CHUNK, VAD_SR, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
 from voice.tracks import AgentTrack, Segment
 from voice.turns import (
-    CHUNK_S,
     EchoGuard,
     TurnCancel,
     TurnConfig,
@@ -258,7 +257,7 @@ class Session:
             t = time.monotonic()
             if frame.sample_rate != sr_in:
                 sr_in = frame.sample_rate
-                rs = soxr.ResampleStream(sr_in, VAD_SR, 1, dtype="float32")
+                rs = soxr.ResampleStream(sr_in, SPEECH_SR, 1, dtype="float32")
             y = rs.resample_chunk(frame_to_mono(frame))
             buf = np.concatenate([buf, y]) if len(buf) else y
             while len(buf) >= VAD_CHUNK:
@@ -308,7 +307,7 @@ class Session:
 
     def _on_turn_end(self, e: TurnEnd) -> None:
         self._in_turn = False
-        hi = e.t_speech_end + TRAILING_S + CHUNK_S
+        hi = e.t_speech_end + TRAILING_S + VAD_CHUNK_S
         chunks = [c for t, c in self._turn_audio if t <= hi]
         self._turn_audio = []
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

@@ -24,10 +24,9 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from voice.audio import WEBRTC_FRAME, WEBRTC_SR
+from parley.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
 
-FRAME = WEBRTC_FRAME  # 960 samples = 20 ms at 48 kHz
-FRAME_S = FRAME / WEBRTC_SR
+
 RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)
 _TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
 
@@ -51,7 +50,7 @@ def to_frame(x: np.ndarray, k: int) -> AudioFrame:
     pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).reshape(1, -1)
     f = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
     f.sample_rate = WEBRTC_SR
-    f.pts = k * FRAME
+    f.pts = k * WEBRTC_FRAME
     f.time_base = _TIME_BASE
     return f
 
@@ -103,11 +102,11 @@ class AgentTrack(MediaStreamTrack):
 
     # -- aiortc ------------------------------------------------------------------------------
     def _take(self) -> np.ndarray:
-        out = np.zeros(FRAME, dtype=np.float32)
+        out = np.zeros(WEBRTC_FRAME, dtype=np.float32)
         i = 0
-        while i < FRAME and self._queue:
+        while i < WEBRTC_FRAME and self._queue:
             seg = self._queue[0]
-            n = min(FRAME - i, len(seg.audio) - seg.sent)
+            n = min(WEBRTC_FRAME - i, len(seg.audio) - seg.sent)
             out[i : i + n] = seg.audio[seg.sent : seg.sent + n]
             seg.sent += n
             i += n
@@ -123,16 +122,16 @@ class AgentTrack(MediaStreamTrack):
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
-        due = self._t0 + self._k * FRAME_S
+        due = self._t0 + self._k * WEBRTC_FRAME_S
         if due > now:
             await asyncio.sleep(due - now)
         elif now - due > RESYNC_S:  # the loop stalled: continue from now instead of bursting
-            self._t0 = now - self._k * FRAME_S
-        elif now - due > FRAME_S:
+            self._t0 = now - self._k * WEBRTC_FRAME_S
+        elif now - due > WEBRTC_FRAME_S:
             self.underruns += 1
         if self.readyState != "live":
             raise MediaStreamError
-        x = np.zeros(FRAME, np.float32) if self.paused else self._take()
+        x = np.zeros(WEBRTC_FRAME, np.float32) if self.paused else self._take()
         frame = to_frame(x, self._k)
         self._k += 1
         if self.on_sent is not None:

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice.audio import VAD_CHUNK_MS
+from parley.audio_constants import VAD_CHUNK_MS, VAD_CHUNK_S
 
-CHUNK_S = VAD_CHUNK_MS / 1000.0  # 0.032 s per VAD step
+
 ECHO_HISTORY_CHUNKS = 94  # echo gain learned over the last ~3 s of agent speech
 ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst case
 ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
@@ -225,7 +225,7 @@ class TurnDetector:
         if s is VadState.QUIET:
             if speech:
                 self._speech, self._silence = 1, 0
-                self.t_speech_start = t - CHUNK_S
+                self.t_speech_start = t - VAD_CHUNK_S
                 self._set(VadState.STARTING, t, out)
                 if self._speech >= self._n_start:
                     self._confirm(t, out)

@@ -19,13 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from voice.audio import VAD_CHUNK, VAD_SR
+from parley.audio_constants import SPEECH_SR, VAD_CHUNK
 from parley.errors import ParleyError
 
-CHUNK = VAD_CHUNK  # 512 samples at 16 kHz = 32 ms per step
 CONTEXT = 64  # samples of the previous chunk prepended to each step (16 kHz model)
 STATE_SHAPE = (2, 1, 128)  # LSTM (h, c) x batch x hidden
-SAMPLE_RATE = VAD_SR
 
 
 def bundled_model_path() -> Path:
@@ -105,19 +103,19 @@ class SileroVAD:
     def step(self, states: Sequence[VADState], chunks: np.ndarray) -> np.ndarray:
         """One model step for B streams at once.
 
-        chunks: (B, CHUNK) float32 at 16 kHz. Updates each state in place; returns (B,) probs.
+        chunks: (B, VAD_CHUNK) float32 at 16 kHz. Updates each state in place; returns (B,) probs.
         """
         chunks = np.asarray(chunks, dtype=np.float32)
-        if chunks.ndim != 2 or chunks.shape[1] != CHUNK or chunks.shape[0] != len(states):
+        if chunks.ndim != 2 or chunks.shape[1] != VAD_CHUNK or chunks.shape[0] != len(states):
             raise ParleyError(
-                f"VAD expects ({len(states)}, {CHUNK}) samples at {SAMPLE_RATE} Hz, got {chunks.shape}"
+                f"VAD expects ({len(states)}, {VAD_CHUNK}) samples at {SPEECH_SR} Hz, got {chunks.shape}"
             )
         ctx = np.stack([s.context for s in states])  # (B, 64)
         x = np.concatenate([ctx, chunks], axis=1)  # (B, 576)
         st = np.concatenate([s.state for s in states], axis=1)  # (2, B, 128)
         with self._lock:
             out, new_st = self.session.run(
-                None, {"input": x, "state": st, "sr": np.array(SAMPLE_RATE, dtype=np.int64)}
+                None, {"input": x, "state": st, "sr": np.array(SPEECH_SR, dtype=np.int64)}
             )
         for b, s in enumerate(states):
             s.state = np.ascontiguousarray(new_st[:, b : b + 1])
@@ -128,10 +126,10 @@ class SileroVAD:
     def probs(self, audio_16k: np.ndarray) -> np.ndarray:
         """Speech probability per 32 ms chunk of a whole clip (fresh state; last chunk zero-padded)."""
         x = np.asarray(audio_16k, dtype=np.float32)
-        n = -(-len(x) // CHUNK)
-        x = np.pad(x, (0, n * CHUNK - len(x)))
+        n = -(-len(x) // VAD_CHUNK)
+        x = np.pad(x, (0, n * VAD_CHUNK - len(x)))
         s = self.stream()
-        return np.array([s.push(x[i * CHUNK : (i + 1) * CHUNK]) for i in range(n)], np.float32)
+        return np.array([s.push(x[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]) for i in range(n)], np.float32)
 
 
 class VADStream:
@@ -144,8 +142,8 @@ class VADStream:
     def push(self, chunk: np.ndarray) -> float:
         """chunk: (512,) float32 at 16 kHz. Returns the speech probability in [0, 1]."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if chunk.shape[0] != CHUNK:
-            raise ParleyError(f"VAD chunk must be {CHUNK} samples at {SAMPLE_RATE} Hz, got {chunk.shape[0]}")
+        if chunk.shape[0] != VAD_CHUNK:
+            raise ParleyError(f"VAD chunk must be {VAD_CHUNK} samples at {SPEECH_SR} Hz, got {chunk.shape[0]}")
         return float(self.vad.step([self.state], chunk[None])[0])
 
     def reset(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from parley.audio_constants import SPEECH_SR
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("say", help="text to speech into a WAV file (piper joe, espeak-ng, flite)")
@@ -56,9 +58,9 @@ def _say(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from voice.audio import ASR_SR, load_audio
+    from voice.audio import load_audio
 
-    audios = [load_audio(f, sample_rate=ASR_SR)[0] for f in args.files]  # check files before the model
+    audios = [load_audio(f, sample_rate=SPEECH_SR)[0] for f in args.files]  # check files before the model
     from voice.asr import WhisperASR
 
     asr = WhisperASR.load(args.model, device=args.device)

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from voice.bench.player import SR, UtterancePlayer
+from parley.audio_constants import WEBRTC_SR
+from voice.bench.player import UtterancePlayer
 from voice.bench.recorder import Recorder
 from voice.bench import signal as sig
 from parley.errors import ParleyError
@@ -131,8 +132,8 @@ class BenchSession:
             await self.close()
             raise
         await asyncio.sleep(FLOOR_WINDOW_S)
-        x = self.recorder.audio[-int(FLOOR_WINDOW_S * SR) :]
-        self.floor_db = sig.noise_floor_db(x, SR)
+        x = self.recorder.audio[-int(FLOOR_WINDOW_S * WEBRTC_SR) :]
+        self.floor_db = sig.noise_floor_db(x, WEBRTC_SR)
         self.threshold_db = sig.agent_threshold_db(self.floor_db)
 
     async def _negotiate(self, pc, RTCSessionDescription) -> None:  # noqa: ANN001, N803
@@ -203,20 +204,20 @@ class BenchSession:
         """Playout time of the first confirmed agent audio after `t_from` (None: not yet)."""
         rec = self.recorder
         i0 = rec.index_at(t_from)
-        i = sig.detect_onset(rec.audio[i0:], SR, self.threshold_db)
+        i = sig.detect_onset(rec.audio[i0:], WEBRTC_SR, self.threshold_db)
         return None if i is None else rec.sample_time(i0 + i)
 
     def offset_after(self, t_from: float, hold_ms: float = sig.HOLD_MS) -> float | None:
         """Playout time at which the agent falls silent (for `hold_ms`) after `t_from`."""
         rec = self.recorder
         i0 = rec.index_at(t_from)
-        i = sig.detect_offset(rec.audio[i0:], SR, self.threshold_db, hold_ms=hold_ms)
+        i = sig.detect_offset(rec.audio[i0:], WEBRTC_SR, self.threshold_db, hold_ms=hold_ms)
         return None if i is None else rec.sample_time(i0 + i)
 
     def loud_between(self, t_from: float, t_to: float) -> bool:
         rec = self.recorder
         x = rec.audio[rec.index_at(t_from) : rec.index_at(t_to)]
-        db = sig.hop_levels_db(x, SR)
+        db = sig.hop_levels_db(x, WEBRTC_SR)
         return bool(len(db)) and bool((db > self.threshold_db).any())
 
     def now_playing(self) -> float:

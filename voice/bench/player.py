@@ -25,9 +25,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-SR = 48000  # WebRTC sample rate (voice.audio.WEBRTC_SR)
-FRAME = 960  # 20 ms at 48 kHz (voice.audio.WEBRTC_FRAME)
-FRAME_S = FRAME / SR  # 0.02 s
+from parley.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+
 RESYNC_S = 0.1  # a sender this late restarts its clock instead of sending a burst
 
 
@@ -76,7 +75,7 @@ class UtterancePlayer(MediaStreamTrack):
 
     @property
     def sent_samples(self) -> int:
-        return len(self.emit_times) * FRAME
+        return len(self.emit_times) * WEBRTC_FRAME
 
     @property
     def busy(self) -> bool:
@@ -84,39 +83,39 @@ class UtterancePlayer(MediaStreamTrack):
 
     def sample_time(self, n: int) -> float | None:
         """Monotonic time at which sample n of the sent stream was captured (None: not sent yet)."""
-        k = n // FRAME
+        k = n // WEBRTC_FRAME
         if k >= len(self.emit_times):
             return None
-        return self.emit_times[k] - ((k + 1) * FRAME - n) / SR
+        return self.emit_times[k] - ((k + 1) * WEBRTC_FRAME - n) / WEBRTC_SR
 
     async def wait_sent(self, n: int) -> float:
         """Wait until sample n has been sent; return its capture time."""
         while (t := self.sample_time(n)) is None:
             if self.readyState != "live":
                 raise MediaStreamError
-            await asyncio.sleep(FRAME_S / 2)
+            await asyncio.sleep(WEBRTC_FRAME_S / 2)
         return t
 
     # -- aiortc ------------------------------------------------------------------------------
     def _next_samples(self, k: int) -> np.ndarray:
-        out = np.zeros(FRAME, dtype=np.float32)
+        out = np.zeros(WEBRTC_FRAME, dtype=np.float32)
         filled = 0
-        while filled < FRAME:
+        while filled < WEBRTC_FRAME:
             if self._current is None:
                 if not self._queue:
                     break
                 self._current = self._queue.popleft()
                 self._pos = 0
                 if not self._current.started.done():
-                    self._current.started.set_result(k * FRAME + filled)
+                    self._current.started.set_result(k * WEBRTC_FRAME + filled)
             pb = self._current
-            n = min(FRAME - filled, len(pb.audio) - self._pos)
+            n = min(WEBRTC_FRAME - filled, len(pb.audio) - self._pos)
             out[filled : filled + n] = pb.audio[self._pos : self._pos + n]
             filled += n
             self._pos += n
             if self._pos >= len(pb.audio):
                 if not pb.finished.done():
-                    pb.finished.set_result(k * FRAME + filled)
+                    pb.finished.set_result(k * WEBRTC_FRAME + filled)
                 self._current = None
         return out
 
@@ -126,19 +125,19 @@ class UtterancePlayer(MediaStreamTrack):
         k = len(self.emit_times)
         now = time.monotonic()
         if self._t0 is None:
-            self._t0 = now - FRAME_S  # frame 0 is complete now
-        due = self._t0 + (k + 1) * FRAME_S
+            self._t0 = now - WEBRTC_FRAME_S  # frame 0 is complete now
+        due = self._t0 + (k + 1) * WEBRTC_FRAME_S
         if due > now:
             await asyncio.sleep(due - now)
         elif now - due > RESYNC_S:  # stalled (start-up, busy CPU): restart the clock, no burst
-            self._t0 = now - (k + 1) * FRAME_S
+            self._t0 = now - (k + 1) * WEBRTC_FRAME_S
             due = now
         samples = self._next_samples(k)
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, FRAME), format="s16", layout="mono")
-        frame.sample_rate = SR
-        frame.pts = k * FRAME
-        frame.time_base = fractions.Fraction(1, SR)
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, WEBRTC_FRAME), format="s16", layout="mono")
+        frame.sample_rate = WEBRTC_SR
+        frame.pts = k * WEBRTC_FRAME
+        frame.time_base = fractions.Fraction(1, WEBRTC_SR)
         t = time.monotonic()
         self.emit_times.append(t)
         if self._current is not None or np.any(samples):  # lateness matters while speaking

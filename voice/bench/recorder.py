@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voice.bench.player import FRAME_S, SR
+from parley.audio_constants import WEBRTC_FRAME_S, WEBRTC_SR
+
 
 PREFETCH = 4  # aiortc audio JitterBuffer(capacity=16, prefetch=4)
 
@@ -54,7 +55,7 @@ class Recorder:
         self.frames: list[RecvFrame] = []
         self._starts: list[int] = []  # frame starts, for bisect
         self._plays: list[float] = []  # frame play times, for bisect
-        self._buf = np.zeros(SR * 60, dtype=np.float32)
+        self._buf = np.zeros(WEBRTC_SR * 60, dtype=np.float32)
         self._len = 0
         self._pts0: int | None = None
         self._ts0: int | None = None
@@ -111,7 +112,7 @@ class Recorder:
             x = pcm.reshape(-1, channels).astype(np.float32).mean(axis=1)
         if frame.format.name.startswith("s16"):
             x /= 32768.0
-        if frame.sample_rate != SR:
+        if frame.sample_rate != WEBRTC_SR:
             raise RuntimeError(f"unexpected received sample rate {frame.sample_rate}")
         pts = int(frame.pts)
         if self._pts0 is None:
@@ -122,7 +123,7 @@ class Recorder:
         arrival = self._arrivals.pop(pts, None)
         matched = arrival is not None
         if arrival is None:
-            arrival = recv_time - PREFETCH * FRAME_S
+            arrival = recv_time - PREFETCH * WEBRTC_FRAME_S
         if self.frames:
             prev = self.frames[-1]
             play = max(arrival, prev.play)
@@ -150,13 +151,13 @@ class Recorder:
         if not self.frames:
             return None
         f = self.frames[-1]
-        return f.play + f.n / SR
+        return f.play + f.n / WEBRTC_SR
 
     def sample_time(self, n: int) -> float:
         """Playout time of received sample n."""
         k = max(0, bisect.bisect_right(self._starts, n) - 1)
         f = self.frames[k]
-        return f.play + (n - f.start) / SR
+        return f.play + (n - f.start) / WEBRTC_SR
 
     def index_at(self, t: float) -> int:
         """Index of the received sample playing at time t (clipped to what was received)."""
@@ -166,7 +167,7 @@ class Recorder:
         if k < 0:
             return 0
         f = self.frames[k]
-        return f.start + int(min(max(t - f.play, 0.0) * SR, f.n))
+        return f.start + int(min(max(t - f.play, 0.0) * WEBRTC_SR, f.n))
 
     def underruns(self, t_from: float, t_to: float, jitter_s: float = 0.06) -> int:
         """Frames that missed their slot in a player with a `jitter_s` buffer, between two times."""
@@ -176,7 +177,7 @@ class Recorder:
         s0 = self.frames[0].start
         count = 0
         for f in self.frames:
-            due = base + (f.start - s0) / SR
+            due = base + (f.start - s0) / WEBRTC_SR
             late = f.arrival - due
             if late > 0:
                 base += late

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parley.audio_constants import SPEECH_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,
@@ -129,7 +130,7 @@ class CascadeEngine(Engine):
 
     def warm_up(self) -> None:
         """First calls are slow (allocations, kernels): make them before the first user does."""
-        noise = (0.01 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+        noise = (0.01 * np.random.default_rng(0).standard_normal(SPEECH_SR)).astype(np.float32)
         self.transcribe(noise)
         for _ in self.llm.stream_chat([{"role": "user", "content": "Hi"}], max_new_tokens=2):
             pass
