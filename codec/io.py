@@ -30,8 +30,9 @@ import torch
 
 from parley.cache import file_sha256
 from parley.errors import ParleyError
+from parley.paths import WEIGHTS_DIR
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "codec"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "codec"
 FORMAT = "parley-codec-v1"
 MAX_SHARD_BYTES = 15 * 1024 * 1024
 _DROP = ("embed_avg",)  # training-only buffers rebuilt on load

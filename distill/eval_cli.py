@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         del model
     from codec.io import load_codec
     from model.gguf import load_tokenizer
-    from voice.asr import WhisperASR
+    from voice.components.asr import WhisperASR
 
     codec = load_codec(args.codec)
     asr = WhisperASR.load(args.asr)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parley.errors import ParleyError
+from parley.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
     except ImportError:
         raise ParleyError("--ray needs the ray package (pip install ray)") from None
     if not ray.is_initialized():
-        root = Path(__file__).resolve().parent.parent
-        env = {"env_vars": {"PYTHONPATH": str(root)}}  # workers import distill from this checkout
+        env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}  # workers import distill from this checkout
         if address == "local":
             ray.init(num_cpus=max(workers, 1), include_dashboard=False, runtime_env=env,
                      log_to_driver=False, configure_logging=False)

@@ -89,14 +89,14 @@ class FakeStages:
 
 
 class RealStages:
-    """Whisper (voice.asr), the LLM (voice.llm), piper joe (deterministic) and voice.tts users."""
+    """Whisper (voice.components.asr), the LLM (voice.components.llm), piper joe (deterministic) and voice.components.tts users."""
 
     def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
         import torch
 
         from distill.voices import DeterministicPiper
-        from voice.asr import WhisperASR
-        from voice.llm import load_llm
+        from voice.components.asr import WhisperASR
+        from voice.components.llm import load_llm
 
         torch.set_num_threads(threads)
         self.piper = DeterministicPiper(threads=threads)
@@ -104,9 +104,9 @@ class RealStages:
         self.chat = load_llm(llm)
         self._voices: dict = {}
         self.models = {
-            "user_tts": "espeak-ng / flite (voice.tts), piper joe-medium (noise 0)",
-            "asr": f"whisper {asr} (voice.asr)",
-            "llm": f"{llm} (voice.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
+            "user_tts": "espeak-ng / flite (voice.components.tts), piper joe-medium (noise 0)",
+            "asr": f"whisper {asr} (voice.components.asr)",
+            "llm": f"{llm} (voice.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
                    f"stop after {LLM_MAX_SENTENCES} sentences",
             "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
             "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
@@ -116,14 +116,14 @@ class RealStages:
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
         from voice.audio import resample
 
-        if voice.tts == "piper:joe":
+        if voice.components.tts == "piper:joe":
             x, sr = self.piper.synthesize(text, voice.speed), self.piper.sample_rate
         else:
-            if voice.tts not in self._voices:
-                from voice.tts import load_voice
+            if voice.components.tts not in self._voices:
+                from voice.components.tts import load_voice
 
-                self._voices[voice.tts] = load_voice(voice.tts)
-            v = self._voices[voice.tts]
+                self._voices[voice.components.tts] = load_voice(voice.components.tts)
+            v = self._voices[voice.components.tts]
             x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
         x = resample(np.asarray(x, np.float32), sr, SPEECH_SR) if sr != SPEECH_SR else np.asarray(x, np.float32)
         return pitch_shift(x, voice.semitones)

@@ -1,7 +1,7 @@
 """Synthetic user voices (train / held-out eval) and the deterministic piper voice.
 
 A user voice spec is "<tts>@<speed>~<semitones>", e.g. "espeak:en-us+m3@1.1~0" or "piper:joe@0.85~-2":
-the TTS voice name (voice.tts names, or "piper:joe" for the deterministic piper below), the
+the TTS voice name (voice.components.tts names, or "piper:joe" for the deterministic piper below), the
 speaking rate, and a pitch shift in semitones (resampling, so formants move with it: a
 different-sounding speaker). Held-out voices never appear in training traces; eval traces use
 only them (plus the real recorded speaker, see distill/plan.py).

@@ -21,9 +21,10 @@ import torch
 from model.speech import SpeechConfig, SpeechModel
 from parley.cache import file_sha256
 from parley.errors import ParleyError
+from parley.paths import WEIGHTS_DIR
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights" / "s2s"
+DEFAULT_DIR = WEIGHTS_DIR / "s2s"
 
 
 def quantize_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ def speech(name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def asr():
-    from voice.asr import WhisperASR
+    from voice.components.asr import WhisperASR
 
     return WhisperASR.load("tiny.en")
 
@@ -33,7 +33,7 @@ def asr():
 @functools.lru_cache(maxsize=1)
 def faster_whisper():
     fw = pytest.importorskip("faster_whisper")
-    from voice.asr import bundled_ct2_dir
+    from voice.components.asr import bundled_ct2_dir
 
     return fw.WhisperModel(str(bundled_ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2)
 

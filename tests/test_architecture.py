@@ -94,3 +94,11 @@ def test_scan_sees_function_level_and_dynamic_imports() -> None:
     """The scan itself: a lazy import inside a function and importlib strings are edges."""
     assert any(dep.startswith("voice.") for dep, _ in _imports("parley.cli.components"))  # all inside handlers
     assert any(dep == "codec.train" for dep, _ in _imports("parley.cli.codec"))  # __import__("codec.train")
+
+
+def test_voice_product_code_does_not_use_benchmarks() -> None:
+    """The benchmarks reuse the product (client, server, engines, components), never the reverse."""
+    product = ("voice.client", "voice.server", "voice.engines", "voice.components")
+    bad = [f"{m} -> {d}" for m in _modules() if m.startswith(product)
+           for d, _ in _imports(m) if d.startswith("voice.bench")]
+    assert not bad, bad

@@ -24,9 +24,9 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
 from parley.audio_constants import WEBRTC_FRAME, WEBRTC_SR
-from voice.bench import signal as sig
-from voice.bench.client import BenchSession
-from voice.bench.recorder import Recorder
+from voice.client import signal as sig
+from voice.client.peer import ClientPeer
+from voice.client.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,7 +105,7 @@ async def _scenario() -> dict[str, list[float]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
-    sess = BenchSession(f"http://127.0.0.1:{port}")
+    sess = ClientPeer(f"http://127.0.0.1:{port}")
     out: dict[str, list[float]] = {"uplink": [], "onset": [], "offset": []}
     try:
         await sess.connect()

@@ -8,7 +8,7 @@ import pytest
 from components_util import needs_prompts, speech
 from parley.audio_constants import VAD_CHUNK
 from parley.errors import ParleyError
-from voice.vad import SileroVAD
+from voice.components.vad import SileroVAD
 
 
 @pytest.fixture(scope="module")

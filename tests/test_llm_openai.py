@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from parley.errors import ParleyError
-from voice.llm import OpenAIChatLLM, load_llm
+from voice.components.llm import OpenAIChatLLM, load_llm
 
 PIECES = ["The capital", " of France", " is Paris", ". ✓"]
 

@@ -12,7 +12,7 @@ import torch
 from model.gguf import _unpermute, bundled_gguf_path
 from model.engine import Engine
 from model.sampling import SamplingParams
-from voice.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
+from voice.components.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
 
 pytestmark = pytest.mark.slow
 

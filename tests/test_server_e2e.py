@@ -33,7 +33,7 @@ def question_wav(tmp_path_factory) -> Path:
     """The question spoken by piper at 48 kHz, 2 s of silence before (the browser starts its fake
     microphone before the connection is up) and 2.5 s after."""
     from voice.audio import resample, save_wav
-    from voice.tts import load_voice
+    from voice.components.tts import load_voice
 
     v = load_voice("joe")
     x = resample(v.synthesize(QUESTION), v.sample_rate, WEBRTC_SR)

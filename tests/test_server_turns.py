@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from parley.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
-from voice.tracks import AgentTrack
-from voice.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, VadState
+from voice.server.tracks import AgentTrack
+from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, VadState
 
 LOUD = -20.0  # dB level of a speech chunk
 QUIET = -90.0
@@ -103,8 +103,8 @@ def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
 
 
 def test_played_text_truncates_at_words() -> None:
-    from voice.session import played_text
-    from voice.tracks import Segment
+    from voice.server.session import played_text
+    from voice.server.tracks import Segment
 
     a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
     b = Segment(1, "It is a lovely city to visit.", np.zeros(1000, np.float32), sent=500)
@@ -142,7 +142,7 @@ def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
 # ------------------------------------------------------------------ real speech (Silero)
 @pytest.fixture(scope="module")
 def vad():
-    from voice.vad import SileroVAD
+    from voice.components.vad import SileroVAD
 
     return SileroVAD.load()
 
@@ -231,7 +231,7 @@ def test_vad_batcher_matches_separate_streams(vad) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from voice.samples import SHORT_PROMPTS
-    from voice.session import VadBatcher
+    from voice.server.session import VadBatcher
 
     xs = [_pad(x, tail=0.2) for x in _prompts(SHORT_PROMPTS[:3])]
     n = min(len(x) for x in xs) // 512

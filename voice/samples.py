@@ -14,8 +14,8 @@ from pathlib import Path
 from parley.audio_constants import SPEECH_SR
 from parley.cache import cache_dir
 from parley.errors import ParleyError
+from parley.paths import ASTERISK_EN_PROMPTS
 
-PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 # Prompts used by tests and `parley bench components`: 3-5 s turns plus two long ones.
 SHORT_PROMPTS = (
     "conf-onlyperson", "vm-sorry", "auth-incorrect", "privacy-unident", "demo-nomatch",
@@ -25,12 +25,12 @@ LONG_PROMPTS = ("vm-options", "demo-echotest")  # 16 s, 22 s
 
 
 def have_prompts() -> bool:
-    return PROMPT_DIR.is_dir() and shutil.which("ffmpeg") is not None
+    return ASTERISK_EN_PROMPTS.is_dir() and shutil.which("ffmpeg") is not None
 
 
 def prompt_wav(name: str) -> Path:
-    """Decode `<PROMPT_DIR>/<name>.g722` to a cached 16 kHz mono WAV; returns its path."""
-    src = PROMPT_DIR / f"{name}.g722"
+    """Decode `<ASTERISK_EN_PROMPTS>/<name>.g722` to a cached 16 kHz mono WAV; returns its path."""
+    src = ASTERISK_EN_PROMPTS / f"{name}.g722"
     if not src.exists():
         raise ParleyError(f"speech prompt not found: {src} (apt-get install asterisk-core-sounds-en-g722)")
     if shutil.which("ffmpeg") is None:

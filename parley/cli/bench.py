@@ -103,7 +103,7 @@ def _utterances(args: argparse.Namespace):  # noqa: ANN202
 
 def _prepare(args: argparse.Namespace):  # noqa: ANN202
     """Common start of the bench commands: quiet logs, reachable targets, the utterances to play."""
-    from voice.bench.client import check_url  # noqa: PLC0415
+    from voice.client.peer import check_url  # noqa: PLC0415
 
     _quiet_logs(args)
     targets = _targets(args)

@@ -107,7 +107,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     asr = None
     if not args.no_asr:
-        from voice.asr import WhisperASR
+        from voice.components.asr import WhisperASR
 
         asr = WhisperASR.load("tiny.en").transcribe_batch
     run_eval(args.weights, args.data, limit=args.limit, n_qs=args.n_q, asr=asr,

@@ -29,7 +29,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
     p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
-    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.llm.load_llm")
+    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.components.llm.load_llm")
     p.add_argument("--json", help="also write the rows as JSON to this path")
     p.set_defaults(func=_bench)
 
@@ -38,7 +38,7 @@ def _say(args: argparse.Namespace) -> int:
     from parley.errors import ParleyError
 
     if args.list_voices:
-        from voice.tts import list_voices
+        from voice.components.tts import list_voices
 
         print("\n".join(list_voices()))
         return 0
@@ -47,7 +47,7 @@ def _say(args: argparse.Namespace) -> int:
     if not args.output:
         raise ParleyError("say: give an output file with -o OUT.wav")
     from voice.audio import save_wav
-    from voice.tts import load_voice
+    from voice.components.tts import load_voice
 
     voice = load_voice(args.voice)
     audio = voice.synthesize(args.text, speed=args.speed)
@@ -61,7 +61,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from voice.audio import load_audio
 
     audios = [load_audio(f, sample_rate=SPEECH_SR)[0] for f in args.files]  # check files before the model
-    from voice.asr import WhisperASR
+    from voice.components.asr import WhisperASR
 
     asr = WhisperASR.load(args.model, device=args.device)
     texts = asr.transcribe_batch(audios)
@@ -74,7 +74,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from voice.bench_components import run_bench
+    from voice.bench.components import run_bench
 
     return run_bench(
         skip={s.strip() for s in args.skip.split(",") if s.strip()},

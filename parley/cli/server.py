@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _turn_config(args: argparse.Namespace):  # noqa: ANN202
     from dataclasses import replace  # noqa: PLC0415
 
-    from voice.turns import TurnConfig  # noqa: PLC0415
+    from voice.server.turns import TurnConfig  # noqa: PLC0415
 
     cfg = TurnConfig()
     if args.start_ms is not None:
@@ -75,7 +75,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
     from voice.engines import create_engine  # noqa: PLC0415
-    from voice.server import Server, ServerConfig, run_server  # noqa: PLC0415
+    from voice.server.app import Server, ServerConfig, run_server  # noqa: PLC0415
 
     if args.max_sessions < 1:
         raise ParleyError("--max-sessions must be at least 1")
@@ -99,7 +99,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
 
 def talk_cmd(args: argparse.Namespace) -> int:
-    from voice.client import print_result, talk  # noqa: PLC0415
+    from voice.client.talk import print_result, talk  # noqa: PLC0415
 
     result = talk(args.question, url=args.url, out=args.out, timeout=args.timeout)
     print_result(result)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from parley.audio_constants import WEBRTC_SR
-from voice.bench.signal import SpeechBounds, speech_bounds
+from voice.client.signal import SpeechBounds, speech_bounds
 from parley.errors import ParleyError
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")

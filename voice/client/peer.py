@@ -1,6 +1,6 @@
-"""One benchmark session: an aiortc peer that talks to a Parley server like a browser would.
+"""One client session: an aiortc peer that talks to a Parley server like a browser would.
 
-`BenchSession.connect()` does the SDP exchange with `POST {url}/offer` (JSON `{"sdp", "type"}`,
+`ClientPeer.connect()` does the SDP exchange with `POST {url}/offer` (JSON `{"sdp", "type"}`,
 plus `"engine"` when asked for), sends the `UtterancePlayer` track as the microphone, records
 the agent's track with a `Recorder`, and logs every data-channel event with its arrival time.
 Failures a user can cause (bad URL, no server, not a Parley server, server full) raise
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from parley.audio_constants import WEBRTC_SR
-from voice.bench.player import UtterancePlayer
-from voice.bench.recorder import Recorder
-from voice.bench import signal as sig
+from voice.client.player import UtterancePlayer
+from voice.client.recorder import Recorder
+from voice.client import signal as sig
 from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Event:
         return str(self.data.get("type", ""))
 
 
-class BenchSession:
+class ClientPeer:
     """A connected client: `player` (what the user says), `recorder` (what the agent says), `events`."""
 
     def __init__(self, url: str, engine: str | None = None) -> None:

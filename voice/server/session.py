@@ -31,10 +31,10 @@ from concurrent.futures import Executor
 import numpy as np
 
 from parley.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
-from voice import events as ev
+from voice.server import events as ev
 from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
-from voice.tracks import AgentTrack, Segment
-from voice.turns import (
+from voice.server.tracks import AgentTrack, Segment
+from voice.server.turns import (
     EchoGuard,
     TurnCancel,
     TurnConfig,
@@ -99,7 +99,7 @@ class VadBatcher:
         self.batches = 0  # for tests and stats
         self.steps = 0
 
-    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - voice.vad.VADStream
+    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - voice.components.vad.VADStream
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending.append((stream, chunk, fut))
@@ -150,7 +150,7 @@ class Session:
         self,
         pc,  # noqa: ANN001 - aiortc RTCPeerConnection
         engine: Engine,
-        vad,  # noqa: ANN001 - voice.vad.SileroVAD (shared)
+        vad,  # noqa: ANN001 - voice.components.vad.SileroVAD (shared)
         vad_batcher: VadBatcher,
         cfg: TurnConfig = TurnConfig(),
         on_closed: Callable[["Session"], None] | None = None,

@@ -72,7 +72,7 @@ def _speech() -> tuple[list[np.ndarray], list[str]]:
 
 
 def bench_vad(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None:
-    from voice.vad import SileroVAD
+    from voice.components.vad import SileroVAD
 
     t0 = time.perf_counter()
     vad = SileroVAD.load()
@@ -109,7 +109,7 @@ def _silero_package_ms(chunks: np.ndarray) -> float | None:
     try:
         from silero_vad.utils_vad import OnnxWrapper  # sets torch threads to 1 on import
 
-        from voice.vad import bundled_model_path
+        from voice.components.vad import bundled_model_path
 
         m = OnnxWrapper(str(bundled_model_path()), force_onnx_cpu=True)
         tc = torch.from_numpy(chunks)
@@ -129,8 +129,8 @@ def _silero_package_ms(chunks: np.ndarray) -> float | None:
 def bench_asr(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None:
     import torch
 
-    from voice.asr import WhisperASR, bundled_ct2_dir
-    from voice.whisper_convert import convert_cached
+    from voice.components.asr import WhisperASR, bundled_ct2_dir
+    from voice.components.whisper_convert import convert_cached
 
     with tempfile.TemporaryDirectory() as tmp:  # cold conversion: read, map, hash, write safetensors
         t0 = time.perf_counter()
@@ -185,7 +185,7 @@ def _wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def bench_tts(rows: list[Row]) -> None:
-    from voice.tts import load_voice
+    from voice.components.tts import load_voice
 
     for name in ("joe", "flite:slt", "espeak:en-us+m3"):
         t0 = time.perf_counter()
@@ -206,9 +206,9 @@ def bench_tts(rows: list[Row]) -> None:
 
 def bench_llm(rows: list[Row], spec: str) -> None:
     try:
-        from voice.llm import load_llm
+        from voice.components.llm import load_llm
     except ImportError as e:
-        rows.append(Row("LLM", spec, None, "time to first token s", None, note=f"voice.llm not available ({e})"))
+        rows.append(Row("LLM", spec, None, "time to first token s", None, note=f"voice.components.llm not available ({e})"))
         return
     t0 = time.perf_counter()
     llm = load_llm(spec)

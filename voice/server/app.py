@@ -22,16 +22,15 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
+from parley.paths import DEMOS_DIR
 from voice.engines.base import Engine
-from voice.turns import TurnConfig
+from voice.server.turns import TurnConfig
 
 log = logging.getLogger(__name__)
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demos"
 STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 MAX_BODY = 64 * 1024  # SDP offers are a few KB
 SERVER_KEY: web.AppKey["Server"] = web.AppKey("parley", object)
@@ -98,12 +97,12 @@ class Server:
         self.engine = engine
         self.cfg = cfg
         if vad is None:
-            from voice.vad import SileroVAD  # noqa: PLC0415
+            from voice.components.vad import SileroVAD  # noqa: PLC0415
 
             vad = SileroVAD.load()
         self.vad = vad
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="parley-vad")
-        from voice.session import VadBatcher  # noqa: PLC0415
+        from voice.server.session import VadBatcher  # noqa: PLC0415
 
         self.vad_batcher = VadBatcher(vad, self.vad_pool)
         self.sessions: dict[str, object] = {}
@@ -124,16 +123,16 @@ class Server:
         return app
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        page = DEMO_DIR / "index.html"
+        page = DEMOS_DIR / "index.html"
         if not page.exists():
             return _error(404, f"demo page not found: {page}")
         return web.FileResponse(page, headers={"Content-Type": "text/html; charset=utf-8"})
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if name not in STATIC_FILES or not (DEMO_DIR / name).exists():
+        if name not in STATIC_FILES or not (DEMOS_DIR / name).exists():
             return _error(404, f"no such file: {name}")
-        return web.FileResponse(DEMO_DIR / name, headers={"Content-Type": STATIC_FILES[name]})
+        return web.FileResponse(DEMOS_DIR / name, headers={"Content-Type": STATIC_FILES[name]})
 
     async def favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -173,7 +172,7 @@ class Server:
     async def _answer(self, sdp: str) -> web.Response:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
-        from voice.session import Session, shorten_jitter_buffer  # noqa: PLC0415
+        from voice.server.session import Session, shorten_jitter_buffer  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn,

@@ -1,8 +1,8 @@
 """A WebRTC client for `parley serve`: the engine of `parley talk`, reusable from Python.
 
-Built on the benchmark's aiortc peer (`voice.bench.client.BenchSession`: SDP exchange, a
-real-time "microphone" track, a recorder with packet arrival times, the data-channel event
-log), so `parley talk` and `parley bench latency` measure the same way:
+Built on the client's aiortc peer (`voice.client.peer.ClientPeer`: SDP exchange, a real-time
+"microphone" track, a recorder with packet arrival times, the data-channel event log), which
+`parley bench latency` reuses, so both measure the same way:
 
     async with VoiceClient(url) as c:          # connects, waits for the first audio frame
         r = await c.ask(audio_48k)             # plays it, waits for the reply to finish
@@ -47,9 +47,9 @@ class VoiceClient:
     """An aiortc user of a Parley server (see module docstring)."""
 
     def __init__(self, url: str = "http://127.0.0.1:8080", engine: str | None = None) -> None:
-        from voice.bench.client import BenchSession  # noqa: PLC0415
+        from voice.client.peer import ClientPeer  # noqa: PLC0415
 
-        self.session = BenchSession(url, engine=engine)
+        self.session = ClientPeer(url, engine=engine)
 
     async def __aenter__(self) -> "VoiceClient":
         await self.session.connect()
@@ -79,7 +79,7 @@ class VoiceClient:
 
     async def ask(self, audio_48k: np.ndarray, timeout: float = 60.0) -> TalkResult:
         """Say `audio_48k` (+ silence), wait until the agent's reply is over; collect it all."""
-        from voice.bench import signal as sig  # noqa: PLC0415
+        from voice.client import signal as sig  # noqa: PLC0415
 
         s = self.session
         x = np.asarray(audio_48k, np.float32)
