@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from distill.eval import generate, score, table
     from distill.s2s_data import load_turns
-    from model.generator import SamplingConfig
+    from model.sampling import SpeechSamplingParams
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.from_codes:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_speech_model(args.weights or DEFAULT_DIR, gguf_path=args.gguf, device=device)
         turns, silence, desc = load_turns(args.data, model.cfg.layout, split=args.split, limit=args.limit, gguf=args.gguf)
         log.info("evaluating on %s", desc)
-        sampling = SamplingConfig(0.0, 0, 0.0, 0) if args.greedy else SamplingConfig()
+        sampling = SpeechSamplingParams(0.0, 0, 0.0, 0) if args.greedy else SpeechSamplingParams()
         items = generate(model, turns, [t.voice or "?" for t in turns], silence, device=device, seed=args.seed,
                          sampling=sampling)
         if args.generate_only:

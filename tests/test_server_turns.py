@@ -12,7 +12,7 @@ import pytest
 
 from parley.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
 from voice.server.tracks import AgentTrack
-from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, VadState
+from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, TurnPhase
 
 LOUD = -20.0  # dB level of a speech chunk
 QUIET = -90.0
@@ -45,7 +45,7 @@ def test_turn_start_and_end_timing() -> None:
     assert end.t_speech_end == pytest.approx(45 * VAD_CHUNK_S)  # end of the last speech chunk
     assert end.speech_s == pytest.approx(40 * VAD_CHUNK_S)
     states = [e.state for _, e in evs if hasattr(e, "state")]
-    assert states == [VadState.STARTING, VadState.SPEAKING, VadState.STOPPING, VadState.QUIET]
+    assert states == [TurnPhase.STARTING, TurnPhase.SPEAKING, TurnPhase.STOPPING, TurnPhase.QUIET]
 
 
 def test_short_sounds_are_not_turns() -> None:
@@ -56,7 +56,7 @@ def test_short_sounds_are_not_turns() -> None:
         evs = run(det, [0.0] * 3 + [0.95] * k + [0.0] * 30)
         assert not of(evs, TurnStart), k
         assert len(of(evs, TurnCancel)) == 1
-        assert det.state is VadState.QUIET
+        assert det.state is TurnPhase.QUIET
 
 
 def test_lingering_probability_after_a_sound_does_not_count() -> None:

@@ -50,7 +50,7 @@ def run_bench(threads: int = 1, tokens: int = 48) -> int:
     """Prints one table row per (decode, prefill) dtype pair; `tokens` greedy tokens per measurement."""
     import torch
 
-    from model.engine import Engine
+    from model.text_generator import TextGenerator
     from model.gguf import load_gguf
 
     torch.set_num_threads(threads)
@@ -66,7 +66,7 @@ def run_bench(threads: int = 1, tokens: int = 48) -> int:
     for dec, pre in CONFIGS:
         model = copy.deepcopy(base).to(getattr(torch, dec))
         prefill = copy.deepcopy(base).to(getattr(torch, pre)) if pre else None
-        eng = Engine(model, tok, prefill_model=prefill)
+        eng = TextGenerator(model, tok, prefill_model=prefill)
         measure(eng, tok, SHORT, 4)  # warm-up
         ttft_s, gaps, toks_s = measure(eng, tok, SHORT, tokens)
         ttft_l, gaps_l, toks_l = measure(eng, tok, long_chat(), tokens)

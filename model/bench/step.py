@@ -56,7 +56,8 @@ def run_bench(bench: StepBenchConfig) -> int:
 
     import torch
 
-    from model.generator import SamplingConfig, SpeechGenerator
+    from model.generator import SpeechGenerator
+    from model.sampling import SpeechSamplingParams
     from model.speech import SpeechModel
 
     if bench.threads:
@@ -97,7 +98,7 @@ def run_bench(bench: StepBenchConfig) -> int:
             res = {}
             for mode, graph in modes:
                 gen = SpeechGenerator(model, max_batch=B, max_frames=bench.context + n_steps + 16,
-                                      sampling=SamplingConfig(), device=dev, dtype=dtype, cuda_graph=graph)
+                                      sampling=SpeechSamplingParams(), device=dev, dtype=dtype, cuda_graph=graph)
                 slots = [gen.join() for _ in range(B)]
                 gen.pos.fill_(bench.context)  # as if each session had been talking for a while
                 frame = {s: torch.randint(0, cfg.layout.card, (cfg.layout.n_q,)).numpy() for s in slots}

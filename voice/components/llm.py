@@ -69,7 +69,7 @@ class LocalChatLLM(ChatLLM):
     """SmolLM2 (or another llama GGUF) on the project's Llama and streaming engine."""
 
     def __init__(self, engine, name: str = "smollm2", repetition_penalty: float = 1.1) -> None:
-        self.engine = engine  # model.engine.Engine
+        self.engine = engine  # model.text_generator.TextGenerator
         self.tokenizer = engine.tokenizer
         self.name = name
         self.repetition_penalty = repetition_penalty
@@ -100,7 +100,7 @@ class LocalChatLLM(ChatLLM):
         repetition_penalty: float | None = None,
         logprobs: bool = False,
     ) -> Iterator:
-        """As ``stream_chat`` but yields ``model.engine.Step`` (token id, log-probability, text)."""
+        """As ``stream_chat`` but yields ``model.text_generator.Step`` (token id, log-probability, text)."""
         from model.sampling import SamplingParams
 
         params = SamplingParams(
@@ -263,7 +263,7 @@ def load_llm(
 
     import torch
 
-    from model.engine import Engine
+    from model.text_generator import TextGenerator
     from model.gguf import load_gguf
 
     on_cpu = not device.startswith("cuda")
@@ -280,4 +280,4 @@ def load_llm(
         prefill = copy.deepcopy(llama).to(getattr(torch, prefill_dtype))
     llama = llama.to(getattr(torch, dtype))
     name = "smollm2" if spec == "smollm2" else os.path.basename(spec)
-    return LocalChatLLM(Engine(llama, tok, prefill_model=prefill), name=name, repetition_penalty=repetition_penalty)
+    return LocalChatLLM(TextGenerator(llama, tok, prefill_model=prefill), name=name, repetition_penalty=repetition_penalty)

@@ -57,7 +57,7 @@ def _download(url: str) -> Path:
 
 
 @dataclass
-class VADState:
+class SileroState:
     """Per-stream recurrent state of the model."""
 
     state: np.ndarray = field(default_factory=lambda: np.zeros(STATE_SHAPE, np.float32))
@@ -100,7 +100,7 @@ class SileroVAD:
         """A new stream with zero state."""
         return VADStream(self)
 
-    def step(self, states: Sequence[VADState], chunks: np.ndarray) -> np.ndarray:
+    def step(self, states: Sequence[SileroState], chunks: np.ndarray) -> np.ndarray:
         """One model step for B streams at once.
 
         chunks: (B, VAD_CHUNK) float32 at 16 kHz. Updates each state in place; returns (B,) probs.
@@ -137,7 +137,7 @@ class VADStream:
 
     def __init__(self, vad: SileroVAD):
         self.vad = vad
-        self.state = VADState()
+        self.state = SileroState()
 
     def push(self, chunk: np.ndarray) -> float:
         """chunk: (512,) float32 at 16 kHz. Returns the speech probability in [0, 1]."""
@@ -148,4 +148,4 @@ class VADStream:
 
     def reset(self) -> None:
         """Forget all history (new utterance / new call)."""
-        self.state = VADState()
+        self.state = SileroState()

@@ -42,7 +42,7 @@ from voice.server.turns import (
     TurnEnd,
     TurnStart,
     VadChange,
-    VadState,
+    TurnPhase,
     level_db,
 )
 
@@ -278,7 +278,7 @@ class Session:
 
     def _on_turn_event(self, e) -> None:  # noqa: ANN001
         if isinstance(e, VadChange):
-            if e.state is VadState.STARTING and self.cfg.hold_on_start and self.replying:
+            if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
                 self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
                 self._held_at = e.t
             self.send(ev.VAD, state=e.state.value)

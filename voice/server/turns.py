@@ -55,7 +55,7 @@ ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
 ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
 
 
-class VadState(str, enum.Enum):
+class TurnPhase(str, enum.Enum):
     QUIET = "quiet"
     STARTING = "starting"
     SPEAKING = "speaking"
@@ -153,7 +153,7 @@ class EchoGuard:
 
 @dataclass(frozen=True)
 class VadChange:
-    state: VadState
+    state: TurnPhase
     t: float
 
 
@@ -184,7 +184,7 @@ class TurnDetector:
     def __init__(self, cfg: TurnConfig = TurnConfig(), guard: EchoGuard | None = None) -> None:
         self.cfg = cfg
         self.guard = guard
-        self.state = VadState.QUIET
+        self.state = TurnPhase.QUIET
         self._n_start = cfg.chunks(cfg.start_ms)
         self._n_gap = cfg.chunks(cfg.start_gap_ms)
         self._n_stop = cfg.chunks(cfg.stop_ms)
@@ -199,7 +199,7 @@ class TurnDetector:
     def reset(self) -> None:
         self.__init__(self.cfg, self.guard)  # type: ignore[misc]
 
-    def _set(self, state: VadState, t: float, out: list) -> None:
+    def _set(self, state: TurnPhase, t: float, out: list) -> None:
         if state is not self.state:
             self.state = state
             out.append(VadChange(state, t))
@@ -208,28 +208,28 @@ class TurnDetector:
         """One 32 ms chunk whose last sample arrived at time t."""
         cfg = self.cfg
         out: list[TurnEvent] = []
-        guarded = self.guard is not None and self.state in (VadState.QUIET, VadState.STARTING)
-        if guarded and self.state is VadState.QUIET:
+        guarded = self.guard is not None and self.state in (TurnPhase.QUIET, TurnPhase.STARTING)
+        if guarded and self.state is TurnPhase.QUIET:
             self.guard.observe(t, chunk_db)
         user = (not guarded) or self.guard.is_user(t, chunk_db)
         s = self.state
-        if s is VadState.QUIET:
+        if s is TurnPhase.QUIET:
             self._peak_db = chunk_db
         else:
             self._peak_db = max(self._peak_db, chunk_db)
-        if s in (VadState.QUIET, VadState.STARTING):
+        if s in (TurnPhase.QUIET, TurnPhase.STARTING):
             user = user and chunk_db >= self._peak_db - cfg.start_drop_db
         loud = chunk_db >= self._peak_db - cfg.end_drop_db
         speech = prob >= cfg.start_threshold and user
         silence = prob < cfg.stop_threshold or not user
-        if s is VadState.QUIET:
+        if s is TurnPhase.QUIET:
             if speech:
                 self._speech, self._silence = 1, 0
                 self.t_speech_start = t - VAD_CHUNK_S
-                self._set(VadState.STARTING, t, out)
+                self._set(TurnPhase.STARTING, t, out)
                 if self._speech >= self._n_start:
                     self._confirm(t, out)
-        elif s is VadState.STARTING:
+        elif s is TurnPhase.STARTING:
             if speech:
                 self._speech += 1
                 self._silence = 0
@@ -238,28 +238,28 @@ class TurnDetector:
             elif silence:
                 self._silence += 1
                 if self._silence > self._n_gap:
-                    self._set(VadState.QUIET, t, out)
+                    self._set(TurnPhase.QUIET, t, out)
                     out.append(TurnCancel(t))
-        elif s is VadState.SPEAKING:
+        elif s is TurnPhase.SPEAKING:
             self._chunks += 1
             if silence:
                 self._silence = 1
-                self._set(VadState.STOPPING, t, out)
+                self._set(TurnPhase.STOPPING, t, out)
             elif loud:
                 self.t_speech_end = t
-        elif s is VadState.STOPPING:
+        elif s is TurnPhase.STOPPING:
             self._chunks += 1
             if prob >= cfg.start_threshold:
                 self._silence = 0
                 if loud:
                     self.t_speech_end = t
-                self._set(VadState.SPEAKING, t, out)
+                self._set(TurnPhase.SPEAKING, t, out)
             else:
                 self._silence += 1
                 if self._silence >= self._n_stop:
                     self._end(t, out)
-        if self.state in (VadState.SPEAKING, VadState.STOPPING) and self._chunks >= self._n_max:
-            if self.state is VadState.SPEAKING:
+        if self.state in (TurnPhase.SPEAKING, TurnPhase.STOPPING) and self._chunks >= self._n_max:
+            if self.state is TurnPhase.SPEAKING:
                 self.t_speech_end = t
             self._end(t, out)
         return out
@@ -268,11 +268,11 @@ class TurnDetector:
         self._silence = 0
         self._chunks = 0
         self.t_speech_end = t
-        self._set(VadState.SPEAKING, t, out)
+        self._set(TurnPhase.SPEAKING, t, out)
         out.append(TurnStart(t, self.t_speech_start))
 
     def _end(self, t: float, out: list) -> None:
-        self._set(VadState.QUIET, t, out)
+        self._set(TurnPhase.QUIET, t, out)
         out.append(TurnEnd(t, self.t_speech_end, max(0.0, self.t_speech_end - self.t_speech_start)))
         self._chunks = 0
         self._silence = 0

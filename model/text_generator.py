@@ -1,7 +1,7 @@
 """Streaming text generation on ``Llama``: prefill, then one cached decode step per token.
 
-``Engine.generate`` works on token ids only (as nanochat's engine); ``Engine.stream`` adds the
-incremental detokenizer. Each call owns its KV cache and RNG, so one Engine (one copy of the
+``TextGenerator.generate`` works on token ids only (as nanochat's engine); ``TextGenerator.stream`` adds the
+incremental detokenizer. Each call owns its KV cache and RNG, so one TextGenerator (one copy of the
 weights) serves concurrent callers from several threads.
 """
 
@@ -27,10 +27,10 @@ class Step:
 
     token: int
     logprob: float | None  # log p(token) under the model (raw logits, before penalty/temperature)
-    text: str = ""  # text completed by this token (may be '' mid-character); Engine.stream only
+    text: str = ""  # text completed by this token (may be '' mid-character); TextGenerator.stream only
 
 
-class Engine:
+class TextGenerator:
     """``model`` decodes; ``prefill_model`` (optional: the same weights in another dtype) runs the
     prompt. On CPUs with AVX512-BF16, a bf16 prefill is ~3x faster than fp32 and ~10x faster than
     fp16 for a few hundred tokens, while fp16 is the fastest single-token decoder (see README)."""
@@ -99,7 +99,7 @@ class Engine:
 
         If the stream ends inside a character, a last text-only Step (token -1) carries the rest."""
         if self.tokenizer is None:
-            raise RuntimeError("Engine.stream needs a tokenizer")
+            raise RuntimeError("TextGenerator.stream needs a tokenizer")
         dec = self.tokenizer.incremental_decoder(skip_special=True)
         stops = self.tokenizer.stop_ids if stop_ids is None else stop_ids
         for step in self.generate(prompt, max_new_tokens, params, stops, logprobs):
