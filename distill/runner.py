@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill.stages import StagesSpec
 from parley.errors import ParleyError
 from parley.paths import REPO_ROOT
 
@@ -27,10 +28,15 @@ class GenConfig:
     seed: int = 0
     eval_frac: float = 0.05  # share of eval traces (held-out prompts and voices)
     real_frac: float = 0.35  # share of eval traces spoken by the real recorded speaker
-    stages: str = "real"  # real | fake | fake:SECONDS
+    stages: StagesSpec = StagesSpec()  # a "real" | "fake" | "fake:SECONDS" string is parsed
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stages, str):
+            object.__setattr__(self, "stages", StagesSpec.parse(self.stages))
 
     def manifest_view(self) -> dict:
-        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac, "stages": self.stages}
+        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
+                "stages": str(self.stages)}
 
 
 # --- workers ---------------------------------------------------------------------------------

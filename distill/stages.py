@@ -1,23 +1,28 @@
 """The cascade stages a trace runs through, behind one small interface (real or fake).
 
-    stages = load_stages("real")      # Whisper tiny.en + SmolLM2 + piper joe + espeak/flite users
-    stages = load_stages("fake")      # instant deterministic stand-ins (storage/runner tests)
-    stages = load_stages("fake:0.2")  # the same, sleeping 0.2 s per trace stage (kill tests)
+    stages = load_stages(StagesSpec())                      # Whisper tiny.en + SmolLM2 + piper joe
+    stages = load_stages(StagesSpec(StageKind.FAKE))        # instant deterministic stand-ins (tests)
+    stages = load_stages(StagesSpec(StageKind.FAKE, 0.2))   # the same, sleeping 0.2 s per stage
+
+`StagesSpec.parse("real" | "fake" | "fake:SECONDS")` reads the `--stages` option.
 
 A worker process loads its stages once (models stay in memory) and reuses them for every trace.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR
 from distill.voices import UserVoice, pitch_shift, word_timings
+from parley.audio_constants import SPEECH_SR
+from parley.errors import ParleyError
 
 SYSTEM_PROMPT = (
     "You are Parley, a friendly voice assistant talking with a person. Reply in one or two short "
@@ -27,6 +32,34 @@ LLM_MAX_NEW_TOKENS = 64
 LLM_TEMPERATURE = 0.5  # a calmer teacher than the chat default: the 135M model rambles when hotter
 LLM_MAX_SENTENCES = 2  # generation stops after the 2nd sentence (clean_reply keeps 2 anyway)
 _SENT_END = re.compile(r"[.!?](?:\s|$)")
+
+
+class StageKind(str, enum.Enum):
+    REAL = "real"  # the models
+    FAKE = "fake"  # deterministic stand-ins
+
+
+@dataclass(frozen=True)
+class StagesSpec:
+    """Which stages a worker loads; `str()` gives the `--stages` text kept in the manifest."""
+
+    kind: StageKind = StageKind.REAL
+    sleep_s: float = 0.0  # fake stages only: sleep this long per trace stage (kill tests)
+
+    @classmethod
+    def parse(cls, text: str) -> "StagesSpec":
+        """"real" | "fake" | "fake:SECONDS" -> StagesSpec; ParleyError otherwise."""
+        kind, _, seconds = text.partition(":")
+        try:
+            spec = cls(StageKind(kind), float(seconds) if seconds else 0.0)
+        except ValueError:
+            raise ParleyError(f"unknown stages {text!r} (real, fake or fake:SECONDS)") from None
+        if spec.kind is StageKind.REAL and seconds:
+            raise ParleyError(f"unknown stages {text!r} (real, fake or fake:SECONDS)")
+        return spec
+
+    def __str__(self) -> str:
+        return f"fake:{self.sleep_s:g}" if self.kind is StageKind.FAKE and self.sleep_s else self.kind.value
 
 
 class Stages(Protocol):
@@ -153,11 +186,7 @@ class RealStages:
         return x, self.piper.sample_rate, words, how
 
 
-def load_stages(spec: str, threads: int = 1) -> Stages:
-    if spec == "real":
+def load_stages(spec: StagesSpec, threads: int = 1) -> Stages:
+    if spec.kind is StageKind.REAL:
         return RealStages(threads=threads)
-    if spec.startswith("fake"):
-        return FakeStages(float(spec.split(":", 1)[1]) if ":" in spec else 0.0)
-    from parley.errors import ParleyError
-
-    raise ParleyError(f"unknown stages {spec!r} (real, fake or fake:SECONDS)")
+    return FakeStages(spec.sleep_s)

@@ -26,7 +26,7 @@ class StepBenchConfig:
     cpu_dtype: str = "float32"
     threads: int = 0  # CPU threads (0: torch's default)
     tiny: bool = False  # tiny dimensions (smoke test)
-    audio_heads: tuple[str, ...] = ("depth",)
+    audio_heads: tuple[str, ...] = ("depth",)  # model.speech.AudioHead values
     gguf: str | None = None  # SmolLM2 GGUF for the backbone's shape (default: bundled)
     json_path: str | None = None
 

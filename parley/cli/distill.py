@@ -14,8 +14,10 @@ from distill import eval_cli, train_cli
 
 def _generate(args: argparse.Namespace) -> int:
     from distill.runner import GenConfig, generate
+    from distill.stages import StagesSpec
 
-    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac, stages=args.stages)
+    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac,
+                    stages=StagesSpec.parse(args.stages))
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
                        shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads)
     print(json.dumps(summary))
@@ -40,8 +42,9 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from distill.bench import run_bench
+    from distill.stages import StagesSpec
 
-    print(run_bench(n=args.n, workers=args.workers, stages=args.stages, keep=args.keep, threads=args.threads))
+    print(run_bench(n=args.n, workers=args.workers, stages=StagesSpec.parse(args.stages), keep=args.keep, threads=args.threads))
     return 0
 
 

@@ -8,7 +8,9 @@ from parley.errors import ParleyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from voice.engines import ENGINES  # noqa: PLC0415 - tiny module, no heavy imports
+    from voice.engines import EngineKind  # noqa: PLC0415 - tiny module, no heavy imports
+
+    unset = argparse.SUPPRESS  # engine options left out keep their config's default (one place)
 
     p = sub.add_parser(
         "serve",
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--engine", default="cascade", choices=ENGINES)
+    p.add_argument("--engine", default="cascade", choices=[k.value for k in EngineKind])
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (more: 503)")
     p.add_argument("--loopback-ice", action=argparse.BooleanOptionalAction, default=None,
                    help="offer only 127.0.0.1 ICE candidates (default: on when --host is 127.0.0.1)")
@@ -27,19 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     c = p.add_argument_group("cascade engine")
-    c.add_argument("--asr", default="tiny.en", help="Whisper model (default: bundled tiny.en)")
-    c.add_argument("--llm", default="smollm2", help="smollm2, a .gguf path or an OpenAI-compatible URL")
-    c.add_argument("--llm-model", default=None, help="model name for an OpenAI-compatible URL")
-    c.add_argument("--voice", default="joe", help="TTS voice (default joe: piper)")
-    c.add_argument("--max-new-tokens", type=int, default=60)
-    c.add_argument("--system", default=None, help="system prompt")
+    c.add_argument("--asr", default=unset, help="Whisper model (default: bundled tiny.en)")
+    c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
+    c.add_argument("--llm-model", default=unset, help="model name for an OpenAI-compatible URL")
+    c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
+    c.add_argument("--max-new-tokens", type=int, default=unset)
+    c.add_argument("--system", default=unset, help="system prompt")
     d = p.add_argument_group("delay engine (tests, benchmarks)")
-    d.add_argument("--delay-ms", type=float, default=300.0, help="turn end -> reply (default 300)")
-    d.add_argument("--reply-s", type=float, default=2.0, help="tone length (default 2.0)")
-    d.add_argument("--reply-wav", default=None, help="answer with this WAV instead of a tone")
+    d.add_argument("--delay-ms", type=float, default=unset, help="turn end -> reply (default 300)")
+    d.add_argument("--reply-s", type=float, default=unset, help="tone length (default 2.0)")
+    d.add_argument("--reply-wav", default=unset, help="answer with this WAV instead of a tone")
     p.add_argument("--device", default=None,
                    help="torch device for model engines (default: cpu for cascade, cuda if present for direct)")
-    p.add_argument("--weights", default=None, help="weights folder for the direct engine")
+    p.add_argument("--weights", default=unset, help="weights folder for the direct engine")
     p.set_defaults(func=serve_cmd)
 
     t = sub.add_parser(
@@ -70,6 +72,26 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
     return cfg
 
 
+_ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
+    "cascade": ("asr", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
+    "delay": ("delay_ms", "reply_s", "reply_wav"),
+    "direct": ("weights", "device", "max_sessions"),
+}
+
+
+def _engine_config(args: argparse.Namespace):  # noqa: ANN202 - one of the engines' configs
+    """The typed config of `args.engine` from the options given (the rest keep their defaults)."""
+    from voice.engines.cascade import CascadeConfig  # noqa: PLC0415
+    from voice.engines.delay import DelayConfig  # noqa: PLC0415
+    from voice.engines.direct import DirectConfig  # noqa: PLC0415
+
+    config_class = {"cascade": CascadeConfig, "delay": DelayConfig, "direct": DirectConfig}[args.engine]
+    given = {k: getattr(args, k) for k in _ENGINE_OPTIONS[args.engine] if getattr(args, k, None) is not None}
+    if given.get("device") == "auto":
+        del given["device"]
+    return config_class(**given)
+
+
 def serve_cmd(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
@@ -87,7 +109,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        loopback_ice=args.loopback_ice, turn=_turn_config(args))
     print(f"loading engine {args.engine} ...", flush=True)
-    engine = create_engine(args.engine, args)
+    engine = create_engine(_engine_config(args))
     server = Server(engine, cfg)
     try:
         asyncio.run(run_server(server))

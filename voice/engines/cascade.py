@@ -260,13 +260,8 @@ class CascadeSession(EngineSession):
             llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-def create(args) -> CascadeEngine:  # noqa: ANN001 - argparse.Namespace from `parley serve`
-    cfg = CascadeConfig(
-        asr=getattr(args, "asr", "tiny.en"), llm=getattr(args, "llm", "smollm2"),
-        llm_model=getattr(args, "llm_model", None), voice=getattr(args, "voice", "joe"),
-        device=getattr(args, "device", "cpu") or "cpu", system=getattr(args, "system", None),
-        max_new_tokens=int(getattr(args, "max_new_tokens", 60)),
-    )
+def create(cfg: CascadeConfig) -> CascadeEngine:
+    """Loads the three models and warms them up."""
     engine = CascadeEngine(cfg)
     engine.warm_up()
     log.info("cascade engine ready in %.1f s", engine.load_s)

@@ -105,9 +105,5 @@ class DelaySession(EngineSession):
             self.history.append({"role": "assistant", "content": played_text})
 
 
-def create(args) -> DelayEngine:  # noqa: ANN001 - argparse.Namespace from `parley serve`
-    return DelayEngine(DelayConfig(
-        delay_ms=float(getattr(args, "delay_ms", 300.0)),
-        reply_s=float(getattr(args, "reply_s", 2.0)),
-        reply_wav=getattr(args, "reply_wav", None),
-    ))
+def create(cfg: DelayConfig) -> DelayEngine:
+    return DelayEngine(cfg)
