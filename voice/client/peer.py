@@ -20,6 +20,7 @@ from parley.audio_constants import WEBRTC_SR
 from voice.client.player import UtterancePlayer
 from voice.client.recorder import Recorder
 from voice.client import signal as sig
+from voice.ice import loopback_candidates
 from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,6 @@ def check_url(url: str) -> str:
     except ValueError:
         raise ParleyError(f"bad server URL {url!r}: invalid port") from None
     return url.rstrip("/")
-
-
-def _allow_loopback_candidates() -> None:
-    """aioice leaves 127.0.0.1 out of host candidates; a loopback-only host then has none."""
-    import aioice.ice  # noqa: PLC0415
-
-    if getattr(aioice.ice.get_host_addresses, "_parley", False):
-        return
-    original = aioice.ice.get_host_addresses
-
-    def get_host_addresses(use_ipv4: bool = True, use_ipv6: bool = True, **kw) -> list[str]:
-        addrs = original(use_ipv4=use_ipv4, use_ipv6=use_ipv6, **kw)
-        if use_ipv4 and "127.0.0.1" not in addrs:
-            addrs = [*addrs, "127.0.0.1"]
-        return addrs
-
-    get_host_addresses._parley = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 @dataclass
@@ -93,7 +76,7 @@ class ClientPeer:
 
         host = urlparse(self.url).hostname or ""
         if host in ("127.0.0.1", "localhost"):
-            _allow_loopback_candidates()
+            loopback_candidates(only=False)
         loop = asyncio.get_running_loop()
         self._track_ready = loop.create_future()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from parley.paths import DEMOS_DIR
 from voice.engines.base import Engine
+from voice.ice import loopback_candidates
 from voice.server.turns import TurnConfig
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,7 @@ class ServerConfig:
 
 def use_loopback_ice() -> None:
     """Make aioice gather 127.0.0.1 only (process-wide; idempotent)."""
-    import aioice.ice  # noqa: PLC0415
-
-    if getattr(aioice.ice.get_host_addresses, "_parley_loopback", False):
-        return
-
-    def get_host_addresses(use_ipv4: bool = True, use_ipv6: bool = True, **kw: object) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    get_host_addresses._parley_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
+    loopback_candidates(only=True)
 
 
 def _error(status: int, message: str) -> web.Response:
