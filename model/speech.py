@@ -30,8 +30,8 @@ from torch import nn
 
 from model.depth import DepthConfig, DepthTransformer, ParallelHeads
 from model.layout import StreamLayout, validate_layout
-from model.lora import apply_lora
 from model.llama import Llama, LlamaConfig
+from model.lora import apply_lora
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 

@@ -102,3 +102,9 @@ def test_voice_product_code_does_not_use_benchmarks() -> None:
     bad = [f"{m} -> {d}" for m in _modules() if m.startswith(product)
            for d, _ in _imports(m) if d.startswith("voice.bench")]
     assert not bad, bad
+
+
+def test_no_file_over_400_lines() -> None:
+    files = [p for d in (*PACKAGES, "tests") for p in (ROOT / d).rglob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these files (400 lines at most): {long}"

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from voice.client.peer import ClientPeer
+from parley.cli.main import main
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.local import free_port
 from voice.bench.utterances import default_utterances
-from parley.cli.main import main
+from voice.client.peer import ClientPeer
 from voice.engines.base import AgentAudio, Engine, EngineEvent, EngineSession, Stage, UserTurn
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # Silero VAD in the server, real time

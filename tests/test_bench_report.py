@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from voice.client.peer import Event
 from voice.bench.events import server_total_ms, turn_stages, turn_texts
 from voice.bench.plot import breakdown, plot_reports
 from voice.bench.report import LatencyReport, TurnResult
+from voice.client.peer import Event
 
 EVENTS = [  # as sent by voice/server/session.py (schema in voice/server/events.py), client arrival times
     Event(1.0, {"type": "user_transcript", "turn": 1, "text": "hello", "t": 10}),

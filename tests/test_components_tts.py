@@ -9,8 +9,8 @@ import pytest
 
 from components_util import asr, wer
 from parley.audio_constants import SPEECH_SR
-from voice.audio import resample
 from parley.errors import ParleyError
+from voice.audio import resample
 from voice.components.tts import list_voices, load_voice, split_clauses
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it goes home to sleep."

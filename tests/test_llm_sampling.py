@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.text_generator import TextGenerator
 from model.llama import Llama, LlamaConfig
+from model.text_generator import TextGenerator
 from model.sampling import (SamplingParams, apply_repetition_penalty, filter_top_k_top_p, sample_next,
                             softmax)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from model.gguf import _unpermute, bundled_gguf_path
-from model.text_generator import TextGenerator
 from model.sampling import SamplingParams
+from model.text_generator import TextGenerator
 from voice.components.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ pytest.importorskip("model.llama")  # the backbone (LLM helper's module)
 
 from model.depth import DepthConfig
 from model.generator import SpeechGenerator
-from model.sampling import SpeechSamplingParams
 from model.layout import StreamLayout
 from model.llama import LlamaConfig
+from model.sampling import SpeechSamplingParams
 from model.speech import SpeechConfig, SpeechModel
 
 LAYOUT = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 1, 1))

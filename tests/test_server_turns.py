@@ -231,7 +231,7 @@ def test_vad_batcher_matches_separate_streams(vad) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from voice.samples import SHORT_PROMPTS
-    from voice.server.session import VadBatcher
+    from voice.server.inputs import VadBatcher
 
     xs = [_pad(x, tail=0.2) for x in _prompts(SHORT_PROMPTS[:3])]
     n = min(len(x) for x in xs) // 512

@@ -19,12 +19,12 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from voice.client.peer import ClientPeer
+from parley.errors import ParleyError
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
-from parley.errors import ParleyError
+from voice.client.peer import ClientPeer
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from voice.bench import events as ev
-from voice.client import signal as sig
-from voice.client.peer import ClientPeer
 from voice.bench.report import LatencyReport, TurnResult, host_info
 from voice.bench.utterances import Utterance
+from voice.client import signal as sig
+from voice.client.peer import ClientPeer
 
 POLL_S = 0.01  # how often received audio is re-examined
 

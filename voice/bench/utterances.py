@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from parley.audio_constants import WEBRTC_SR
-from voice.client.signal import SpeechBounds, speech_bounds
 from parley.errors import ParleyError
+from voice.client.signal import SpeechBounds, speech_bounds
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from parley.audio_constants import WEBRTC_SR
+from parley.errors import ParleyError
+from voice.client import signal as sig
 from voice.client.player import UtterancePlayer
 from voice.client.recorder import Recorder
-from voice.client import signal as sig
 from voice.ice import loopback_candidates
-from parley.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ class Server:
             vad = SileroVAD.load()
         self.vad = vad
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="parley-vad")
-        from voice.server.session import VadBatcher  # noqa: PLC0415
+        from voice.server.inputs import VadBatcher  # noqa: PLC0415
 
         self.vad_batcher = VadBatcher(vad, self.vad_pool)
         self.sessions: dict[str, object] = {}
@@ -164,7 +164,8 @@ class Server:
     async def _answer(self, sdp: str) -> web.Response:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
-        from voice.server.session import Session, shorten_jitter_buffer  # noqa: PLC0415
+        from voice.server.inputs import shorten_jitter_buffer  # noqa: PLC0415
+        from voice.server.session import Session  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn,
