@@ -149,14 +149,14 @@ class RealStages:
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
         from voice.audio import resample
 
-        if voice.components.tts == "piper:joe":
+        if voice.tts == "piper:joe":
             x, sr = self.piper.synthesize(text, voice.speed), self.piper.sample_rate
         else:
-            if voice.components.tts not in self._voices:
+            if voice.tts not in self._voices:
                 from voice.components.tts import load_voice
 
-                self._voices[voice.components.tts] = load_voice(voice.components.tts)
-            v = self._voices[voice.components.tts]
+                self._voices[voice.tts] = load_voice(voice.tts)
+            v = self._voices[voice.tts]
             x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
         x = resample(np.asarray(x, np.float32), sr, SPEECH_SR) if sr != SPEECH_SR else np.asarray(x, np.float32)
         return pitch_shift(x, voice.semitones)
