@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 
 def _norm_text(s: str) -> str:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from parley.cache import file_sha256
-from parley.errors import ParleyError
-from parley.paths import WEIGHTS_DIR
+from common.cache import file_sha256
+from common.errors import ParleyError
+from common.paths import WEIGHTS_DIR
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "codec"
 FORMAT = "parley-codec-v1"

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from codec.quantization import QuantizedResult, ResidualVectorQuantizer
 from codec.seanet import SEANetDecoder, SEANetEncoder
 from codec.streaming import State, StreamingModule
-from parley.audio_constants import CODEC_FRAME_RATE as FRAME_RATE  # noqa: F401 - codec API
-from parley.audio_constants import CODEC_HOP as HOP  # noqa: F401 - codec API
-from parley.audio_constants import SPEECH_SR as SAMPLE_RATE
+from common.audio_constants import CODEC_FRAME_RATE as FRAME_RATE  # noqa: F401 - codec API
+from common.audio_constants import CODEC_HOP as HOP  # noqa: F401 - codec API
+from common.audio_constants import SPEECH_SR as SAMPLE_RATE
 
 
 def _cpu_conv_flags(x: torch.Tensor) -> contextlib.AbstractContextManager:

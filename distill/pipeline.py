@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.audio_constants import SPEECH_SR
 from distill import augment
 from distill.plan import PLAN_VERSION, REAL_VOICE, TracePlan
 from distill.stages import SYSTEM_PROMPT, Stages
 from distill.voices import UserVoice
-from parley.audio_constants import SPEECH_SR
 
 FORMAT = "parley-trace-v1"
 _CLAUSE = re.compile(r"(?<=[.!?,;:])\s+")

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from common.paths import ASTERISK_EN_PROMPTS
 from distill.augment import AugmentParams, sample_params
 from distill.prompts import PromptBank
 from distill.voices import EVAL_VOICES, UserVoice, sample_train_voice
-from parley.paths import ASTERISK_EN_PROMPTS
 
 # Bump when a change alters what a given (seed, index) produces: stored in every record and run.
 PLAN_VERSION = 2

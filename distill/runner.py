@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import ParleyError
+from common.paths import REPO_ROOT
 from distill.stages import StagesSpec
-from parley.errors import ParleyError
-from parley.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

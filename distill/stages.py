@@ -20,9 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
+from common.audio_constants import SPEECH_SR
+from common.errors import ParleyError
 from distill.voices import UserVoice, pitch_shift, word_timings
-from parley.audio_constants import SPEECH_SR
-from parley.errors import ParleyError
 
 SYSTEM_PROMPT = (
     "You are Parley, a friendly voice assistant talking with a person. Reply in one or two short "

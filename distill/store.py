@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

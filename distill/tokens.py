@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 FORMAT = "parley-tokens-v1"
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.train import TrainConfig, setup_distributed, train
     from model.presets import full_speech_config, tiny_speech_config
     from model.speech_ckpt import build_model, save_trained
-    from parley.errors import ParleyError
+    from common.errors import ParleyError
 
     rank, world, device = setup_distributed()
     torch.manual_seed(args.seed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR
+from common.audio_constants import SPEECH_SR
 
 _ESPEAK_ACCENTS = ("en-us", "en-gb", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",

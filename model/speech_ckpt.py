@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from common.cache import file_sha256
+from common.errors import ParleyError
+from common.paths import WEIGHTS_DIR
 from model.speech import SpeechConfig, SpeechModel
-from parley.cache import file_sha256
-from parley.errors import ParleyError
-from parley.paths import WEIGHTS_DIR
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
 DEFAULT_DIR = WEIGHTS_DIR / "s2s"

@@ -1,5 +1,4 @@
-"""Parley's front door: the `parley` command (`parley.cli`) and the project-wide leaf modules.
+"""Parley's front door: the `parley` command (`parley.cli`, also `python -m parley`).
 
-The leaf modules (`errors`, `cache`, `audio_constants`, `paths`) import nothing of the project,
-so every package may use them; `parley.cli` sits above all four packages.
+It sits above every other package; the leaf modules that all packages share live in `common/`.
 """

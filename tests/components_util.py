@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from parley.audio_constants import SPEECH_SR
+from common.audio_constants import SPEECH_SR
 from voice.audio import load_audio
 from voice.samples import have_prompts, prompt_wav
 

@@ -6,7 +6,7 @@
     model, codec               the base: they use each other only through leaf modules
 
 A *leaf* module imports nothing of the project; any package may use any leaf module (e.g.
-`parley.errors`, `parley.cache`, `parley.audio_constants`, `model.layout`). Every import counts:
+`common.errors`, `common.cache`, `common.audio_constants`, `model.layout`). Every import counts:
 module level, inside functions, `importlib.import_module("...")` and `__import__("...")`.
 """
 
@@ -17,8 +17,8 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("parley", "voice", "codec", "model", "distill")
-RANK = {"codec": 0, "model": 0, "voice": 1, "distill": 2, "parley.cli": 3}
+PACKAGES = ("parley", "common", "voice", "codec", "model", "distill")
+RANK = {"common": 0, "codec": 1, "model": 1, "voice": 2, "distill": 3, "parley": 4}
 
 
 def _module_name(path: Path) -> str:
@@ -67,8 +67,7 @@ def _is_leaf(module: str) -> bool:
 
 
 def _layer(module: str) -> str:
-    top = module.startswith("parley.cli") or module == "parley.__main__"
-    return "parley.cli" if top else module.split(".")[0]
+    return module.split(".")[0]
 
 
 def test_packages_import_only_downwards() -> None:
@@ -83,11 +82,10 @@ def test_packages_import_only_downwards() -> None:
     assert not bad, "imports against the package direction:\n" + "\n".join(bad)
 
 
-def test_parley_outside_cli_holds_only_leaf_modules() -> None:
-    """`parley` is the top (its cli) and the shared leaves; nothing in between."""
-    mixed = [m for m in _modules() if m.split(".")[0] == "parley" and _layer(m) != "parley.cli"
-             and not _is_leaf(m)]
-    assert not mixed, f"parley modules outside parley.cli must be leaf modules: {mixed}"
+def test_common_holds_only_leaf_modules() -> None:
+    """`common` is the ground floor: what every package may use, so it may use nothing."""
+    tied = {m: [d for d, _ in _imports(m)] for m in _modules() if _layer(m) == "common" and not _is_leaf(m)}
+    assert not tied, f"common/ modules must import nothing of the project: {tied}"
 
 
 def test_scan_sees_function_level_and_dynamic_imports() -> None:

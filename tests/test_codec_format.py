@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from codec.io import read_pcodes, write_pcodes
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from components_util import asr, fw_transcribe, needs_prompts, speech, wer
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 pytestmark = [pytest.mark.slow, needs_prompts]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 from voice.audio import load_audio, resample, save_wav
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from components_util import asr, wer
-from parley.audio_constants import SPEECH_SR
-from parley.errors import ParleyError
+from common.audio_constants import SPEECH_SR
+from common.errors import ParleyError
 from voice.audio import resample
 from voice.components.tts import list_voices, load_voice, split_clauses
 

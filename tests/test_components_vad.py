@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from components_util import needs_prompts, speech
-from parley.audio_constants import VAD_CHUNK
-from parley.errors import ParleyError
+from common.audio_constants import VAD_CHUNK
+from common.errors import ParleyError
 from voice.components.vad import SileroVAD
 
 

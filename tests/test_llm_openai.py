@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 from voice.components.llm import OpenAIChatLLM, load_llm
 
 PIECES = ["The capital", " of France", " is Paris", ". ✓"]

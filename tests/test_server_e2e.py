@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parley.audio_constants import WEBRTC_SR
+from common.audio_constants import WEBRTC_SR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

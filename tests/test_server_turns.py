@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from parley.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
+from common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
 from voice.server.tracks import AgentTrack
 from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, TurnPhase
 

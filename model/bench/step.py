@@ -68,7 +68,7 @@ def run_bench(bench: StepBenchConfig) -> int:
     if bench.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     if bench.device == "cuda" and not torch.cuda.is_available():
-        from parley.errors import ParleyError
+        from common.errors import ParleyError
 
         raise ParleyError("--device cuda: no CUDA device here")
     from model.presets import full_speech_config, tiny_speech_config

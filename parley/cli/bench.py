@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 
 def _split(value: str | list[str] | None) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from parley.errors import ParleyError
+from common.errors import ParleyError
 
 DEFAULT_DATA = "data/codec"
 

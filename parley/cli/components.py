@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parley.audio_constants import SPEECH_SR
+from common.audio_constants import SPEECH_SR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _say(args: argparse.Namespace) -> int:
-    from parley.errors import ParleyError
+    from common.errors import ParleyError
 
     if args.list_voices:
         from voice.components.tts import list_voices

@@ -15,8 +15,8 @@ import logging
 import sys
 from types import ModuleType
 
+from common.errors import ParleyError
 from parley.cli import bench, codec, components, distill, server
-from parley.errors import ParleyError
 
 COMMANDS: tuple[ModuleType, ...] = (
     components,  # say, transcribe; bench components

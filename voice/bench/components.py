@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR, VAD_CHUNK
+from common.audio_constants import SPEECH_SR, VAD_CHUNK
 
 TTS_TEXT = (
     "Sure, I can help with that. The train to Boston leaves at nine fifteen from platform two, "

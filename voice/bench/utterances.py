@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.audio_constants import WEBRTC_SR
-from parley.errors import ParleyError
+from common.audio_constants import WEBRTC_SR
+from common.errors import ParleyError
 from voice.client.signal import SpeechBounds, speech_bounds
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.audio_constants import WEBRTC_SR
-from parley.errors import ParleyError
+from common.audio_constants import WEBRTC_SR
+from common.errors import ParleyError
 
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end
 NO_TURN_S = 4.0  # no turn_end this long after the question ended: the server heard nothing

@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR
-from parley.errors import ParleyError
+from common.audio_constants import SPEECH_SR
+from common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _load_safetensors(path: Path):
 
 
 def _load_ct2(model_bin: Path):
-    from parley.cache import cache_dir
+    from common.cache import cache_dir
     from voice.components.whisper_convert import convert_cached
 
     return _load_safetensors(convert_cached(model_bin, cache_dir()))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR
+from common.audio_constants import SPEECH_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,

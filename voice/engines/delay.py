@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR, WEBRTC_SR
+from common.audio_constants import SPEECH_SR, WEBRTC_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from parley.paths import DEMOS_DIR
+from common.paths import DEMOS_DIR
 from voice.engines.base import Engine
 from voice.ice import loopback_candidates
 from voice.server.turns import TurnConfig

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from parley.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
+from common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
