@@ -70,12 +70,11 @@ def test_reply_cleanup_heard_part_and_word_timings() -> None:
 
 
 def test_cli_registers_all_distill_subcommands() -> None:
-    from distill import eval_cli, train_cli
     from parley.cli.main import build_parser
 
     p = build_parser()
     for argv in (["distill", "generate", "--out", "x", "--n", "1"], ["distill", "stats", "x"],
                  ["distill", "tokenize", "x"], ["bench", "distill"]):
         assert callable(p.parse_args(argv).func)
-    for name, mod in (("train", train_cli), ("eval", eval_cli)):
-        assert p.parse_args(["distill", name, "--data", "x"]).func is mod.run
+    for name in ("train", "eval"):
+        assert callable(p.parse_args(["distill", name, "--data", "x"]).func)
