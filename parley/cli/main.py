@@ -1,11 +1,10 @@
-"""The `parley` command line: one console script; every subcommand is registered here.
+"""The `parley` command line: one console script, subcommands registered by each command module.
 
 Each module in `COMMANDS` defines `register(sub)` (top-level subcommands) and/or
-`register_bench(bench_sub)` (areas of the one `parley bench <area>` tree). Registration only
-builds argparse parsers; handlers import heavy modules (torch, models) lazily, so `parley --help`
-is instant. The modules are imported directly: a broken one fails `parley` loudly at start-up
-instead of silently losing its subcommand. A handler is stored as `func` on its parser and
-receives the parsed `argparse.Namespace`; it turns it into typed configs before calling a package.
+`register_bench(bench_sub)` (subcommands of `parley bench`). Registration only builds argparse
+parsers; handlers import heavy modules (torch, models) lazily, so `parley --help` is instant.
+A handler is stored as `func` on its parser and receives the parsed `argparse.Namespace`.
+The modules are imported directly: a broken one stops `parley` with its error (never dropped).
 """
 
 from __future__ import annotations
@@ -16,12 +15,13 @@ import sys
 from types import ModuleType
 
 from common.errors import ParleyError
-from parley.cli import bench, codec, components, distill, server
+from parley.cli import bench as bench_areas
+from parley.cli import codec, components, distill, server
 
 COMMANDS: tuple[ModuleType, ...] = (
     components,  # say, transcribe; bench components
     server,  # serve, talk
-    bench,  # bench latency, concurrency, model, llm
+    bench_areas,  # bench latency, concurrency, model, llm
     codec,  # codec prepare-data/train/eval/encode/decode; bench codec
     distill,  # distill generate/stats/tokenize/train/eval; bench distill
 )
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    bench_parser = sub.add_parser("bench", help="every benchmark: parley bench AREA (see parley bench -h)")
-    bench_sub = bench_parser.add_subparsers(dest="bench_command", metavar="AREA")
-    bench_parser.set_defaults(func=lambda args: bench_parser.print_help() or 2)
+    bench = sub.add_parser("bench", help="every benchmark: parley bench AREA (see parley bench -h)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="AREA")
+    bench.set_defaults(func=lambda args: bench.print_help() or 2)
     for mod in COMMANDS:
         if hasattr(mod, "register"):
             mod.register(sub)
