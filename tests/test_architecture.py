@@ -108,3 +108,11 @@ def test_no_file_over_400_lines() -> None:
     files += [ROOT / "README.md", ROOT / "pyproject.toml"]
     long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 400}
     assert not long, f"split these files (400 lines at most): {long}"
+
+
+def test_top_readme_is_a_front_door() -> None:
+    """The top README stays short (what Parley is, the two commands, status, links); details live
+    in the folder READMEs, one per package."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+    missing = [pkg for pkg in PACKAGES if not (ROOT / pkg / "README.md").is_file()]
+    assert not missing, f"packages without a README.md: {missing}"
