@@ -1,13 +1,14 @@
 """The import direction between Parley's packages (an AST scan; nothing is imported).
 
-    parley.cli                 the `parley` command (and `python -m parley`): may use everything
-    distill                    builds on voice, model, codec
-    voice                      builds on model, codec
-    model, codec               the base: they use each other only through leaf modules
+    parley          the `parley` command (and `python -m parley`): may use everything
+    distill         builds on voice, model, codec
+    voice           builds on model, codec
+    model, codec    use each other only through leaf modules
+    common          leaf modules only: errors, cache, audio constants, paths
 
-A *leaf* module imports nothing of the project; any package may use any leaf module (e.g.
-`common.errors`, `common.cache`, `common.audio_constants`, `model.layout`). Every import counts:
-module level, inside functions, `importlib.import_module("...")` and `__import__("...")`.
+A *leaf* module imports nothing of the project; any package may use any leaf module (all of
+`common/`, also e.g. `model.layout`). Every import counts: module level, inside functions,
+`importlib.import_module("...")` and `__import__("...")`.
 """
 
 from __future__ import annotations
