@@ -122,7 +122,8 @@ class FakeStages:
 
 
 class RealStages:
-    """Whisper (voice.components.asr), the LLM (voice.components.llm), piper joe (deterministic) and voice.components.tts users."""
+    """Whisper (voice.components.asr), the LLM (voice.components.llm), piper joe (deterministic) and
+    espeak-ng / flite users (voice.components.tts)."""
 
     def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
         import torch

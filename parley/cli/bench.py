@@ -1,12 +1,19 @@
-"""`parley bench latency|concurrency` (client-side, over WebRTC), `parley bench model|llm` (speed).
+"""`parley bench AREA`: every benchmark of the project, one tree.
 
-Registration is cheap; aiortc, numpy and matplotlib are imported inside the handlers.
+    components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
+    model, llm   direct speech model step time; LLM precision     (model/bench/)
+    latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
+    codec        codec speed and latency                          (codec/bench.py)
+    distill      trace generation throughput                      (distill/bench.py)
+
+Registration is cheap; aiortc, numpy, torch and matplotlib are imported inside the handlers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from common.errors import ParleyError
 
@@ -36,7 +43,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    register_model_bench(bench_sub)
+    """Every area of `parley bench`, in the order `parley bench --help` lists them."""
+    _register_components(bench_sub)
+    _register_model(bench_sub)
+    _register_webrtc(bench_sub)
+    _register_codec(bench_sub)
+    _register_distill(bench_sub)
+
+
+def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser(
         "latency",
         help="voice-to-voice and barge-in stop latency measured at a WebRTC client",
@@ -222,7 +237,7 @@ def concurrency_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_model_bench(bench_sub: argparse._SubParsersAction) -> None:
+def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("model", help="direct speech model: per-frame step time vs batch size")
     p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"], help="default: all available")
     p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
@@ -260,3 +275,58 @@ def llm_cmd(args: argparse.Namespace) -> int:
     from model.bench.llm import run_bench
 
     return run_bench(threads=args.threads, tokens=args.tokens)
+
+
+def _register_components(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
+    p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
+    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.components.llm.load_llm")
+    p.add_argument("--json", help="also write the rows as JSON to this path")
+    p.set_defaults(func=components_cmd)
+
+
+def components_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.components import run_bench
+
+    return run_bench(
+        skip={s.strip() for s in args.skip.split(",") if s.strip()},
+        baseline=not args.no_baseline,
+        llm_spec=args.llm,
+        json_path=args.json,
+    )
+
+
+def _register_codec(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("codec", help="codec: streaming RTF on one CPU core, GPU batched throughput, latency")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
+    p.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
+    p.add_argument("--batch", type=int, default=64, help="GPU batch size")
+    p.set_defaults(func=codec_cmd)
+
+
+def codec_cmd(args: argparse.Namespace) -> int:
+    from codec.bench import run_bench
+
+    run_bench(args.weights, seconds=args.seconds, device=args.device, batch=args.batch)
+    return 0
+
+
+def _register_distill(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("distill", help="distill: traces per minute for 1 and 2 workers, time per stage")
+    p.add_argument("--n", type=int, default=8, help="traces per configuration")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--stages", default="real")
+    p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.set_defaults(func=distill_cmd)
+
+
+def distill_cmd(args: argparse.Namespace) -> int:
+    from distill.bench import run_bench
+    from distill.stages import StagesSpec
+
+    print(run_bench(n=args.n, workers=args.workers, stages=StagesSpec.parse(args.stages), keep=args.keep,
+                    threads=args.threads))
+    return 0

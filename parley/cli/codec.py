@@ -1,4 +1,4 @@
-"""`parley codec ...` subcommands: prepare-data, train, eval, encode, decode; `parley bench codec`.
+"""`parley codec ...` subcommands: prepare-data, train, eval, plot-log, encode, decode.
 
 Also runnable without the console script (e.g. on a GPU machine): `python -m parley codec train ...`.
 """
@@ -67,15 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     de.set_defaults(func=_decode)
 
 
-def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    b = bench_sub.add_parser("codec", help="codec: streaming RTF on one CPU core, GPU batched throughput, latency")
-    b.add_argument("--weights", default=None)
-    b.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
-    b.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
-    b.add_argument("--batch", type=int, default=64, help="GPU batch size")
-    b.set_defaults(func=_bench)
-
-
 def _prepare(args: argparse.Namespace) -> int:
     import json
 
@@ -112,13 +103,6 @@ def _eval(args: argparse.Namespace) -> int:
         asr = WhisperASR.load("tiny.en").transcribe_batch
     run_eval(args.weights, args.data, limit=args.limit, n_qs=args.n_q, asr=asr,
              json_out=args.json, demos=args.demos)
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from codec.bench import run_bench
-
-    run_bench(args.weights, seconds=args.seconds, device=args.device, batch=args.batch)
     return 0
 
 

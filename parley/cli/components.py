@@ -1,4 +1,4 @@
-"""`parley say`, `parley transcribe` and `parley bench components` (argparse only; lazy imports)."""
+"""`parley say` and `parley transcribe` (argparse only; lazy imports)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="tiny.en", help="tiny.en | CT2 dir | .pt | .safetensors | openai:NAME")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.set_defaults(func=_transcribe)
-
-
-def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
-    p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
-    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.components.llm.load_llm")
-    p.add_argument("--json", help="also write the rows as JSON to this path")
-    p.set_defaults(func=_bench)
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -71,14 +62,3 @@ def _transcribe(args: argparse.Namespace) -> int:
         for f, t in zip(args.files, texts):
             print(f"{f}\t{t}")
     return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from voice.bench.components import run_bench
-
-    return run_bench(
-        skip={s.strip() for s in args.skip.split(",") if s.strip()},
-        baseline=not args.no_baseline,
-        llm_spec=args.llm,
-        json_path=args.json,
-    )

@@ -1,4 +1,4 @@
-"""`parley distill ...`: generate / stats / tokenize / bench (this module) and train / eval
+"""`parley distill ...`: generate / stats / tokenize (this module) and train / eval
 (registered from parley/cli/distill_train.py). Registration is cheap."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from parley.cli import distill_train
-
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -36,14 +35,6 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
                               include_open=args.include_open, device=args.device)))
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from distill.bench import run_bench
-    from distill.stages import StagesSpec
-
-    print(run_bench(n=args.n, workers=args.workers, stages=StagesSpec.parse(args.stages), keep=args.keep, threads=args.threads))
     return 0
 
 
@@ -82,13 +73,3 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
-
-
-def register_bench(bench_sub) -> None:
-    p = bench_sub.add_parser("distill", help="distill: traces per minute for 1 and 2 workers, time per stage")
-    p.add_argument("--n", type=int, default=8, help="traces per configuration")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--stages", default="real")
-    p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker")
-    p.set_defaults(func=_bench)

@@ -1,8 +1,8 @@
 """The `parley` command line: one console script, subcommands registered by each command module.
 
 Each module in `COMMANDS` defines `register(sub)` (top-level subcommands) and/or
-`register_bench(bench_sub)` (subcommands of `parley bench`). Registration only builds argparse
-parsers; handlers import heavy modules (torch, models) lazily, so `parley --help` is instant.
+`register_bench(bench_sub)` (the areas of `parley bench`: bench.py). Registration only builds
+argparse parsers; handlers import heavy modules (torch, models) lazily, so `parley --help` is instant.
 A handler is stored as `func` on its parser and receives the parsed `argparse.Namespace`.
 The modules are imported directly: a broken one stops `parley` with its error (never dropped).
 """
@@ -19,11 +19,11 @@ from parley.cli import bench as bench_areas
 from parley.cli import codec, components, distill, server
 
 COMMANDS: tuple[ModuleType, ...] = (
-    components,  # say, transcribe; bench components
+    components,  # say, transcribe
     server,  # serve, talk
-    bench_areas,  # bench latency, concurrency, model, llm
-    codec,  # codec prepare-data/train/eval/encode/decode; bench codec
-    distill,  # distill generate/stats/tokenize/train/eval; bench distill
+    bench_areas,  # bench components, model, llm, latency, concurrency, codec, distill
+    codec,  # codec prepare-data/train/eval/plot-log/encode/decode
+    distill,  # distill generate/stats/tokenize/train/eval
 )
 
 
