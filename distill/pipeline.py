@@ -61,7 +61,8 @@ def _user_speech(stages: Stages, voice: UserVoice | None, pt, rng: np.random.Gen
 
         x, _ = load_audio(prompt_wav(pt.recording), SPEECH_SR)
         p = pt.augment
-        clean = np.concatenate([np.zeros(int(p.lead_s * SPEECH_SR), np.float32), x, np.zeros(int(p.tail_s * SPEECH_SR), np.float32)])
+        lead, tail = (np.zeros(int(s * SPEECH_SR), np.float32) for s in (p.lead_s, p.tail_s))
+        clean = np.concatenate([lead, x, tail])
         return clean, clean, []
     if pt.kind == "silence":
         x = augment.silence_clip(pt.silence_s, pt.augment, rng)

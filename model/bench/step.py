@@ -81,7 +81,10 @@ def run_bench(bench: StepBenchConfig) -> int:
     if torch.cuda.is_available():
         hw["cuda"] = torch.cuda.get_device_name()
     for dev, head in [(d, h) for d in devices for h in heads]:
-        cfg = tiny_speech_config(audio_head=head) if bench.tiny else full_speech_config(gguf=bench.gguf, audio_head=head)
+        if bench.tiny:
+            cfg = tiny_speech_config(audio_head=head)
+        else:
+            cfg = full_speech_config(gguf=bench.gguf, audio_head=head)
         dtype = torch.bfloat16 if dev.type == "cuda" else getattr(torch, bench.cpu_dtype)
         torch.manual_seed(0)
         model = SpeechModel(cfg)

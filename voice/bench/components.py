@@ -208,7 +208,8 @@ def bench_llm(rows: list[Row], spec: str) -> None:
     try:
         from voice.components.llm import load_llm
     except ImportError as e:
-        rows.append(Row("LLM", spec, None, "time to first token s", None, note=f"voice.components.llm not available ({e})"))
+        note = f"voice.components.llm not available ({e})"
+        rows.append(Row("LLM", spec, None, "time to first token s", None, note=note))
         return
     t0 = time.perf_counter()
     llm = load_llm(spec)

@@ -280,4 +280,5 @@ def load_llm(
         prefill = copy.deepcopy(llama).to(getattr(torch, prefill_dtype))
     llama = llama.to(getattr(torch, dtype))
     name = "smollm2" if spec == "smollm2" else os.path.basename(spec)
-    return LocalChatLLM(TextGenerator(llama, tok, prefill_model=prefill), name=name, repetition_penalty=repetition_penalty)
+    generator = TextGenerator(llama, tok, prefill_model=prefill)
+    return LocalChatLLM(generator, name=name, repetition_penalty=repetition_penalty)
