@@ -12,7 +12,6 @@ Registration is cheap; aiortc, numpy, torch and matplotlib are imported inside t
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from common.errors import ParleyError
@@ -97,17 +96,22 @@ def _quiet_logs(args: argparse.Namespace) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _targets(args: argparse.Namespace, default_engine: str = "cascade") -> list[tuple[str | None, str | None]]:
-    """(url or None for a local server, engine) pairs to measure."""
-    urls = [u for u in _split(args.url)]
+def _targets(args: argparse.Namespace, default_engine: str = "cascade") -> list:
+    """The `Target`s to measure: URLs (each with its engine, if given) or local servers per engine."""
+    from voice.bench.runs import Target  # noqa: PLC0415
+    from voice.client.peer import check_url  # noqa: PLC0415
+
+    urls = _split(args.url)
     engines = _split(args.engine)
     if not urls:
-        return [(None, e) for e in (engines or [default_engine])]
-    if len(urls) == 1:
-        return [(urls[0], e) for e in (engines or [None])]
-    if engines and len(engines) != len(urls):
+        return [Target(None, e) for e in (engines or [default_engine])]
+    if len(urls) > 1 and engines and len(engines) != len(urls):
         raise ParleyError("give one --engine per --url, or none")
-    return list(zip(urls, engines or [None] * len(urls)))
+    pairs = [(urls[0], e) for e in (engines or [None])] if len(urls) == 1 else \
+        list(zip(urls, engines or [None] * len(urls)))
+    for url, _ in pairs:
+        check_url(url)
+    return [Target(url, e) for url, e in pairs]
 
 
 def _utterances(args: argparse.Namespace):  # noqa: ANN202
@@ -116,125 +120,30 @@ def _utterances(args: argparse.Namespace):  # noqa: ANN202
     return load_utterances(args.audio) if args.audio else default_utterances()
 
 
-def _prepare(args: argparse.Namespace):  # noqa: ANN202
-    """Common start of the bench commands: quiet logs, reachable targets, the utterances to play."""
-    from voice.client.peer import check_url  # noqa: PLC0415
-
-    _quiet_logs(args)
-    targets = _targets(args)
-    for url, _ in targets:
-        if url:
-            check_url(url)
-    return targets, _utterances(args)
-
-
 def latency_cmd(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
-    from voice.bench.latency import LatencyConfig, measure_latency, print_progress  # noqa: PLC0415
-    from voice.bench.local import LocalServer  # noqa: PLC0415
-    from voice.bench.report import write_json  # noqa: PLC0415
-    from voice.bench.stats import ratio  # noqa: PLC0415
+    from voice.bench.latency import LatencyConfig  # noqa: PLC0415
+    from voice.bench.runs import run_latency  # noqa: PLC0415
 
     if args.turns < 1:
         raise ParleyError("--turns must be at least 1")
-    targets, utts = _prepare(args)
-    cfg = LatencyConfig(
-        turns=args.turns,
-        pause_s=args.pause,
-        barge_in_every=args.barge_in_every,
-        barge_after_s=args.barge_after,
-        reply_timeout_s=args.reply_timeout,
-        seed=args.seed,
-    )
-    reports, failed = [], []
-    for url, engine in targets:
-        label = engine or url
-        print(f"bench latency: {label}: {cfg.turns} turns, {len(utts)} utterance(s)", file=sys.stderr)
-        try:
-            if url is None:
-                with LocalServer(engine, args.server_arg) as local_url:
-                    print(f"  local server {local_url} (engine {engine})", file=sys.stderr)
-                    rep = asyncio.run(measure_latency(local_url, utts, cfg, engine, print_progress("  ", cfg.turns)))
-            else:
-                rep = asyncio.run(measure_latency(url, utts, cfg, engine, print_progress("  ", cfg.turns)))
-        except ParleyError as e:
-            if len(targets) == 1:
-                raise
-            # comparing engines: one that cannot run must not lose the others' measurements
-            print(f"parley: error: {label}: {e}", file=sys.stderr)
-            failed.append(f"{label}: {e}")
-            continue
-        reports.append(rep)
-        print(rep.table())
-        for note in rep.notes:
-            print(f"note: {note}")
-        print()
-
-    if not reports:
-        raise ParleyError("no engine could be measured: " + "; ".join(failed))
-    data: dict = reports[0].to_dict() if len(reports) == 1 else {"reports": [r.to_dict() for r in reports]}
-    if failed:
-        data["failed"] = failed
-    if len(reports) > 1:
-        a, b = reports[0], reports[1]
-        comp = {}
-        for name, fa, fb in (("voice_to_voice", a.v2v(), b.v2v()), ("barge_in_stop", a.stop(), b.stop())):
-            for key in ("p50", "p90"):
-                r = ratio(fa, fb, key)
-                comp[f"{name}_{key}_ratio"] = r
-                if r is not None:
-                    print(f"{name.replace('_', ' ')} {key}: {a.engine} / {b.engine} = {r:.2f}x")
-        data["comparison"] = {"a": a.engine, "b": b.engine, **comp}
-    if args.out:
-        write_json(args.out, data)
-        print(f"report: {args.out}", file=sys.stderr)
-    if args.plot:
-        from voice.bench.plot import plot_reports  # noqa: PLC0415
-
-        plot_reports(reports, args.plot)
-        print(f"plot: {args.plot}", file=sys.stderr)
-    return 0 if not failed and all(r.counts()["answered"] for r in reports) else 1
+    _quiet_logs(args)
+    targets = _targets(args)
+    cfg = LatencyConfig(turns=args.turns, pause_s=args.pause, barge_in_every=args.barge_in_every,
+                        barge_after_s=args.barge_after, reply_timeout_s=args.reply_timeout, seed=args.seed)
+    return run_latency(targets, _utterances(args), cfg, args.server_arg, out=args.out, plot=args.plot)
 
 
 def concurrency_cmd(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
-    from voice.bench.concurrency import ConcurrencyConfig, measure_concurrency  # noqa: PLC0415
-    from voice.bench.local import LocalServer  # noqa: PLC0415
-    from voice.bench.report import write_json  # noqa: PLC0415
+    from voice.bench.concurrency import ConcurrencyConfig  # noqa: PLC0415
+    from voice.bench.runs import run_concurrency  # noqa: PLC0415
 
     if args.max < 1:
         raise ParleyError("--max must be at least 1")
-    targets, utts = _prepare(args)
-    cfg = ConcurrencyConfig(
-        max_sessions=args.max,
-        turns=args.turns,
-        p90_limit_ms=args.p90_limit_ms,
-        underrun_limit=args.underrun_limit,
-        seed=args.seed,
-    )
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    reports = []
-    for url, engine in targets:
-        if url is None:
-            extra = list(args.server_arg)
-            if not any(a.startswith("--max-sessions") for a in extra):
-                extra += ["--max-sessions", str(max(args.max, 1))]
-            with LocalServer(engine, extra) as local_url:
-                rep = asyncio.run(measure_concurrency(local_url, utts, cfg, engine, log))
-        else:
-            rep = asyncio.run(measure_concurrency(url, utts, cfg, engine, log))
-        reports.append(rep)
-        print(rep.table())
-        for note in rep.notes:
-            print(f"note: {note}")
-        print()
-    if args.out:
-        data = reports[0].to_dict() if len(reports) == 1 else {"reports": [r.to_dict() for r in reports]}
-        write_json(args.out, data)
-        print(f"report: {args.out}", file=sys.stderr)
-    return 0
+    _quiet_logs(args)
+    targets = _targets(args)
+    cfg = ConcurrencyConfig(max_sessions=args.max, turns=args.turns, p90_limit_ms=args.p90_limit_ms,
+                            underrun_limit=args.underrun_limit, seed=args.seed)
+    return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out)
 
 
 def _register_model(bench_sub: argparse._SubParsersAction) -> None:

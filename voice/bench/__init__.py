@@ -8,4 +8,5 @@ latency     conversation turns: voice-to-voice and barge-in stop latency
 concurrency ramp of simultaneous sessions until real time breaks
 report, stats, plot, events   JSON report, percentiles and tables, PNG, server stage breakdown
 local       starting a local `parley serve` when no URL is given
+runs        one run over several targets (URLs or local servers): tables, comparison, report
 """
