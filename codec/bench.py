@@ -1,4 +1,4 @@
-"""`parley codec bench`: speed and latency.
+"""`parley bench codec`: speed and latency.
 
 CPU (one thread): streaming encode + decode, one 80 ms frame at a time (what the direct engine does),
 real-time factor = compute time / audio time, with per-frame p50 / p99; the full (offline) pass of

@@ -29,7 +29,8 @@ from typing import Iterator
 
 import numpy as np
 
-SR = 16000
+from common.audio_constants import SPEECH_SR as SR
+
 log = logging.getLogger(__name__)
 
 ASTERISK_ROOT = "/usr/share/asterisk/sounds"

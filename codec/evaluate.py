@@ -12,10 +12,11 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from voice.errors import ParleyError
+from common.errors import ParleyError
 
 
 def _norm_text(s: str) -> str:
@@ -51,7 +52,9 @@ def _load_rows(data: Path, limit: int) -> list[dict]:
 
 
 def run_eval(weights: str | None, data: str, limit: int = 0, n_qs: list[int] | None = None,
-             asr: bool = True, json_out: str | None = None, demos: str | None = None) -> dict:
+             asr: Callable[[list[np.ndarray]], list[str]] | None = None, json_out: str | None = None,
+             demos: str | None = None) -> dict:
+    """Scores the codec on the held-out set; `asr` (batch of 16 kHz audio -> texts) adds WER."""
     import torch
     from pesq import pesq
     from pystoi import stoi
@@ -79,11 +82,8 @@ def run_eval(weights: str | None, data: str, limit: int = 0, n_qs: list[int] | N
     hyp_orig: list[str] = []
     hyp_rec: list[str] = []
     if asr:
-        from voice.asr import WhisperASR
-
-        whisper = WhisperASR.load("tiny.en")
-        hyp_orig = whisper.transcribe_batch([r["x"] for r in rows])
-        hyp_rec = whisper.transcribe_batch(recon[max(n_qs)])
+        hyp_orig = asr([r["x"] for r in rows])
+        hyp_rec = asr(recon[max(n_qs)])
     for nq in n_qs:
         for src in [*sources, "all"]:
             idx = [i for i, r in enumerate(rows) if src in ("all", r["source"])]

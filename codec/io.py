@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voice.cache import file_sha256
-from voice.errors import ParleyError
+from common.cache import file_sha256
+from common.errors import ParleyError
+from common.paths import WEIGHTS_DIR
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "codec"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "codec"
 FORMAT = "parley-codec-v1"
 MAX_SHARD_BYTES = 15 * 1024 * 1024
 _DROP = ("embed_avg",)  # training-only buffers rebuilt on load

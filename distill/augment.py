@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SR = 16000  # user audio is kept at the ASR / codec rate
+from common.audio_constants import SPEECH_SR
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,14 @@ def join_with_pauses(clips: list[np.ndarray], rng: np.random.Generator) -> tuple
         if i:
             p = float(rng.uniform(0.15, 0.7))
             pauses.append(round(p, 3))
-            out.append(np.zeros(int(p * SR), np.float32))
+            out.append(np.zeros(int(p * SPEECH_SR), np.float32))
         out.append(c.astype(np.float32))
     return (np.concatenate(out) if out else np.zeros(0, np.float32)), pauses
 
 
 def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "hum":
-        t = np.arange(n) / SR
+        t = np.arange(n) / SPEECH_SR
         f0 = float(rng.choice([50.0, 60.0]))
         x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k for k in (1, 2, 3, 5))
         return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
@@ -62,7 +62,7 @@ def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "white":
         return w.astype(np.float32)
     spec = np.fft.rfft(w)
-    f = np.fft.rfftfreq(n, 1 / SR)
+    f = np.fft.rfftfreq(n, 1 / SPEECH_SR)
     f[0] = f[1] if n > 1 else 1.0
     if kind == "pink":
         spec /= np.sqrt(f)
@@ -78,8 +78,8 @@ def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_rir(rt60: float, rng: np.random.Generator) -> np.ndarray:
-    n = int(rt60 * SR)
-    t = np.arange(n) / SR
+    n = int(rt60 * SPEECH_SR)
+    t = np.arange(n) / SPEECH_SR
     decay = np.exp(-6.9 * t / rt60)  # -60 dB at rt60
     rir = rng.standard_normal(n) * decay * 0.3
     rir[0] = 1.0  # direct path
@@ -92,8 +92,8 @@ def _rms(x: np.ndarray) -> float:
 
 def apply(clean: np.ndarray, p: AugmentParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """-> (clean padded with lead/tail silence, augmented version of it); both float32, same length."""
-    clean = np.concatenate([np.zeros(int(p.lead_s * SR), np.float32), clean.astype(np.float32),
-                            np.zeros(int(p.tail_s * SR), np.float32)])
+    clean = np.concatenate([np.zeros(int(p.lead_s * SPEECH_SR), np.float32), clean.astype(np.float32),
+                            np.zeros(int(p.tail_s * SPEECH_SR), np.float32)])
     x = clean
     if p.rt60_s > 0:
         x = np.convolve(x, synthetic_rir(p.rt60_s, rng))[: len(clean)].astype(np.float32)
@@ -110,7 +110,7 @@ def apply(clean: np.ndarray, p: AugmentParams, rng: np.random.Generator) -> tupl
 
 def silence_clip(seconds: float, p: AugmentParams, rng: np.random.Generator) -> np.ndarray:
     """Room tone only (a 'silence' case): the noise of `p` at a quiet level, no speech."""
-    n = int(seconds * SR)
+    n = int(seconds * SPEECH_SR)
     kind = p.noise if p.noise != "none" else "pink"
     nz = colored_noise(kind, n, rng)
     return (nz / _rms(nz) * 10 ** ((-50 + rng.uniform(0, 15)) / 20)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""`parley distill bench`: traces per minute for 1 and 2 workers here, and the time per stage.
+"""`parley bench distill`: traces per minute for 1 and 2 workers here, and the time per stage.
 
 Each configuration generates the same N traces (same seed) into a fresh folder. ``steady``
 traces/min leaves out the start-up (model loading in every worker): it counts the traces after
@@ -13,8 +13,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from distill.stages import StagesSpec
 
 STAGES = ("user_speech", "asr", "llm", "agent_tts")
 
@@ -29,7 +33,7 @@ def _cpu() -> str:
     return platform.processor() or "?"
 
 
-def run_bench(n: int = 8, workers: list[int] | tuple[int, ...] = (1, 2), stages: str = "real",
+def run_bench(n: int = 8, workers: list[int] | tuple[int, ...] = (1, 2), stages: StagesSpec | str = "real",
               keep: Path | None = None, seed: int = 1234, threads: int = 1) -> str:
     from distill.runner import GenConfig, generate
 

@@ -72,7 +72,8 @@ def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames:
     """Run every turn through the streaming generator (batched); returns the agent's codes."""
     import torch
 
-    from model.generator import SamplingConfig, SpeechGenerator
+    from model.generator import SpeechGenerator
+    from model.sampling import SpeechSamplingParams
 
     torch.manual_seed(seed)
     layout = model.cfg.layout
@@ -81,8 +82,8 @@ def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames:
         chunk = turns[b0 : b0 + batch]
         n_frames = [t.user.shape[1] + t.agent.shape[1] + extra_frames for t in chunk]
         T = max(n_frames)
-        gen = SpeechGenerator(model, max_batch=len(chunk), max_frames=T + 1, sampling=sampling or SamplingConfig(),
-                              device=device)
+        gen = SpeechGenerator(model, max_batch=len(chunk), max_frames=T + 1,
+                              sampling=sampling or SpeechSamplingParams(), device=device)
         slots = [gen.join() for _ in chunk]
         text = np.full((len(chunk), T), layout.text_pad)
         audio = np.zeros((len(chunk), layout.n_q, T), dtype=np.int64)

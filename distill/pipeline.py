@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.audio_constants import SPEECH_SR
 from distill import augment
-from distill.augment import SR
 from distill.plan import PLAN_VERSION, REAL_VOICE, TracePlan
 from distill.stages import SYSTEM_PROMPT, Stages
 from distill.voices import UserVoice
@@ -59,9 +59,10 @@ def _user_speech(stages: Stages, voice: UserVoice | None, pt, rng: np.random.Gen
         from voice.audio import load_audio
         from voice.samples import prompt_wav
 
-        x, _ = load_audio(prompt_wav(pt.recording), SR)
+        x, _ = load_audio(prompt_wav(pt.recording), SPEECH_SR)
         p = pt.augment
-        clean = np.concatenate([np.zeros(int(p.lead_s * SR), np.float32), x, np.zeros(int(p.tail_s * SR), np.float32)])
+        lead, tail = (np.zeros(int(s * SPEECH_SR), np.float32) for s in (p.lead_s, p.tail_s))
+        clean = np.concatenate([lead, x, tail])
         return clean, clean, []
     if pt.kind == "silence":
         x = augment.silence_clip(pt.silence_s, pt.augment, rng)
@@ -102,12 +103,12 @@ def generate_trace(plan: TracePlan, stages: Stages) -> TraceResult:
             "augment": pt.augment.to_dict(), "pauses_s": pauses, "audio_seed": pt.audio_seed,
             "llm_seed": pt.llm_seed, "asr_text": text1, "reply_raw": reply_raw, "reply_text": reply,
             "teacher": teacher,  # the LLM's token ids of reply_raw and their log-probs (local LLM)
-            "user_audio": f"t{j}.user", "user_clean_audio": f"t{j}.user_clean", "user_sr": SR,
-            "user_dur_s": round(len(aug) / SR, 3),
+            "user_audio": f"t{j}.user", "user_clean_audio": f"t{j}.user_clean", "user_sr": SPEECH_SR,
+            "user_dur_s": round(len(aug) / SPEECH_SR, 3),
             "overlap_prev_at_s": round(pt.overlap_prev_at * prev_reply_s, 3) if pt.overlap_prev_at is not None else None,
         }
-        audio[f"t{j}.user"] = (aug, SR)
-        audio[f"t{j}.user_clean"] = (clean, SR)
+        audio[f"t{j}.user"] = (aug, SPEECH_SR)
+        audio[f"t{j}.user_clean"] = (clean, SPEECH_SR)
         if reply:
             t0 = time.perf_counter()
             x, sr, words, how = stages.agent_tts(reply)

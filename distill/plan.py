@@ -19,10 +19,10 @@ Cases: ``single`` (one exchange), ``dialogue`` (2-3 exchanges with history), ``i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from common.paths import ASTERISK_EN_PROMPTS
 from distill.augment import AugmentParams, sample_params
 from distill.prompts import PromptBank
 from distill.voices import EVAL_VOICES, UserVoice, sample_train_voice
@@ -31,7 +31,6 @@ from distill.voices import EVAL_VOICES, UserVoice, sample_train_voice
 PLAN_VERSION = 2
 CASES = ("single", "dialogue", "interruption", "backchannel", "silence")
 CASE_P = (0.45, 0.22, 0.15, 0.10, 0.08)
-REAL_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 REAL_VOICE = "real:asterisk-en_US_f_Allison"
 
 
@@ -43,7 +42,7 @@ class PlannedTurn:
     augment: AugmentParams
     audio_seed: int  # pauses / noise / reverb draws
     llm_seed: int
-    recording: str = ""  # real speaker: prompt name under REAL_DIR
+    recording: str = ""  # real speaker: prompt name under ASTERISK_EN_PROMPTS
     silence_s: float = 0.0
     cut_reply_at: float | None = None  # the next user turn starts at this fraction of this reply
     overlap_prev_at: float | None = None  # this turn starts at this fraction of the previous reply
@@ -67,7 +66,7 @@ def _seed32(*xs: int) -> int:
 
 
 def real_prompts() -> list[str]:
-    return sorted(p.stem for p in REAL_DIR.glob("*.g722")) if REAL_DIR.is_dir() else []
+    return sorted(p.stem for p in ASTERISK_EN_PROMPTS.glob("*.g722")) if ASTERISK_EN_PROMPTS.is_dir() else []
 
 
 _BANK: PromptBank | None = None

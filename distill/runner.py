@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from voice.errors import ParleyError
+from common.errors import ParleyError
+from common.paths import REPO_ROOT
+from distill.stages import StagesSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,15 @@ class GenConfig:
     seed: int = 0
     eval_frac: float = 0.05  # share of eval traces (held-out prompts and voices)
     real_frac: float = 0.35  # share of eval traces spoken by the real recorded speaker
-    stages: str = "real"  # real | fake | fake:SECONDS
+    stages: StagesSpec = StagesSpec()  # a "real" | "fake" | "fake:SECONDS" string is parsed
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stages, str):
+            object.__setattr__(self, "stages", StagesSpec.parse(self.stages))
 
     def manifest_view(self) -> dict:
-        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac, "stages": self.stages}
+        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
+                "stages": str(self.stages)}
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -102,8 +109,7 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
     except ImportError:
         raise ParleyError("--ray needs the ray package (pip install ray)") from None
     if not ray.is_initialized():
-        root = Path(__file__).resolve().parent.parent
-        env = {"env_vars": {"PYTHONPATH": str(root)}}  # workers import distill from this checkout
+        env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}  # workers import distill from this checkout
         if address == "local":
             ray.init(num_cpus=max(workers, 1), include_dashboard=False, runtime_env=env,
                      log_to_driver=False, configure_logging=False)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ParleyError
 from distill.tokens import iter_token_turns, load_manifest
 from distill.train import Turn
 from model.layout import StreamLayout
-from voice.errors import ParleyError
 
 
 def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:

@@ -1,22 +1,27 @@
 """The cascade stages a trace runs through, behind one small interface (real or fake).
 
-    stages = load_stages("real")      # Whisper tiny.en + SmolLM2 + piper joe + espeak/flite users
-    stages = load_stages("fake")      # instant deterministic stand-ins (storage/runner tests)
-    stages = load_stages("fake:0.2")  # the same, sleeping 0.2 s per trace stage (kill tests)
+    stages = load_stages(StagesSpec())                      # Whisper tiny.en + SmolLM2 + piper joe
+    stages = load_stages(StagesSpec(StageKind.FAKE))        # instant deterministic stand-ins (tests)
+    stages = load_stages(StagesSpec(StageKind.FAKE, 0.2))   # the same, sleeping 0.2 s per stage
+
+`StagesSpec.parse("real" | "fake" | "fake:SECONDS")` reads the `--stages` option.
 
 A worker process loads its stages once (models stay in memory) and reuses them for every trace.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from distill.augment import SR
+from common.audio_constants import SPEECH_SR
+from common.errors import ParleyError
 from distill.voices import UserVoice, pitch_shift, word_timings
 
 SYSTEM_PROMPT = (
@@ -29,10 +34,38 @@ LLM_MAX_SENTENCES = 2  # generation stops after the 2nd sentence (clean_reply ke
 _SENT_END = re.compile(r"[.!?](?:\s|$)")
 
 
+class StageKind(str, enum.Enum):
+    REAL = "real"  # the models
+    FAKE = "fake"  # deterministic stand-ins
+
+
+@dataclass(frozen=True)
+class StagesSpec:
+    """Which stages a worker loads; `str()` gives the `--stages` text kept in the manifest."""
+
+    kind: StageKind = StageKind.REAL
+    sleep_s: float = 0.0  # fake stages only: sleep this long per trace stage (kill tests)
+
+    @classmethod
+    def parse(cls, text: str) -> "StagesSpec":
+        """"real" | "fake" | "fake:SECONDS" -> StagesSpec; ParleyError otherwise."""
+        kind, _, seconds = text.partition(":")
+        try:
+            spec = cls(StageKind(kind), float(seconds) if seconds else 0.0)
+        except ValueError:
+            raise ParleyError(f"unknown stages {text!r} (real, fake or fake:SECONDS)") from None
+        if spec.kind is StageKind.REAL and seconds:
+            raise ParleyError(f"unknown stages {text!r} (real, fake or fake:SECONDS)")
+        return spec
+
+    def __str__(self) -> str:
+        return f"fake:{self.sleep_s:g}" if self.kind is StageKind.FAKE and self.sleep_s else self.kind.value
+
+
 class Stages(Protocol):
     models: dict[str, str]  # stage -> model name / version (stored in every trace)
 
-    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray: ...  # float32 at SR (16 kHz)
+    def user_tts(self, voice: UserVoice, text: str) -> np.ndarray: ...  # float32 at SPEECH_SR (16 kHz)
 
     def asr(self, audio_16k: np.ndarray) -> str: ...
 
@@ -70,7 +103,7 @@ class FakeStages:
 
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
         time.sleep(self.delay)
-        return pitch_shift(self._tones(text, SR)[0], voice.semitones)
+        return pitch_shift(self._tones(text, SPEECH_SR)[0], voice.semitones)
 
     def asr(self, audio_16k: np.ndarray) -> str:
         time.sleep(self.delay)
@@ -89,14 +122,15 @@ class FakeStages:
 
 
 class RealStages:
-    """Whisper (voice.asr), the LLM (voice.llm), piper joe (deterministic) and voice.tts users."""
+    """Whisper (voice.components.asr), the LLM (voice.components.llm), piper joe (deterministic) and
+    espeak-ng / flite users (voice.components.tts)."""
 
     def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
         import torch
 
         from distill.voices import DeterministicPiper
-        from voice.asr import WhisperASR
-        from voice.llm import load_llm
+        from voice.components.asr import WhisperASR
+        from voice.components.llm import load_llm
 
         torch.set_num_threads(threads)
         self.piper = DeterministicPiper(threads=threads)
@@ -104,9 +138,9 @@ class RealStages:
         self.chat = load_llm(llm)
         self._voices: dict = {}
         self.models = {
-            "user_tts": "espeak-ng / flite (voice.tts), piper joe-medium (noise 0)",
-            "asr": f"whisper {asr} (voice.asr)",
-            "llm": f"{llm} (voice.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
+            "user_tts": "espeak-ng / flite (voice.components.tts), piper joe-medium (noise 0)",
+            "asr": f"whisper {asr} (voice.components.asr)",
+            "llm": f"{llm} (voice.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
                    f"stop after {LLM_MAX_SENTENCES} sentences",
             "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
             "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
@@ -120,12 +154,12 @@ class RealStages:
             x, sr = self.piper.synthesize(text, voice.speed), self.piper.sample_rate
         else:
             if voice.tts not in self._voices:
-                from voice.tts import load_voice
+                from voice.components.tts import load_voice
 
                 self._voices[voice.tts] = load_voice(voice.tts)
             v = self._voices[voice.tts]
             x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
-        x = resample(np.asarray(x, np.float32), sr, SR) if sr != SR else np.asarray(x, np.float32)
+        x = resample(np.asarray(x, np.float32), sr, SPEECH_SR) if sr != SPEECH_SR else np.asarray(x, np.float32)
         return pitch_shift(x, voice.semitones)
 
     def asr(self, audio_16k: np.ndarray) -> str:
@@ -153,11 +187,7 @@ class RealStages:
         return x, self.piper.sample_rate, words, how
 
 
-def load_stages(spec: str, threads: int = 1) -> Stages:
-    if spec == "real":
+def load_stages(spec: StagesSpec, threads: int = 1) -> Stages:
+    if spec.kind is StageKind.REAL:
         return RealStages(threads=threads)
-    if spec.startswith("fake"):
-        return FakeStages(float(spec.split(":", 1)[1]) if ":" in spec else 0.0)
-    from voice.errors import ParleyError
-
-    raise ParleyError(f"unknown stages {spec!r} (real, fake or fake:SECONDS)")
+    return FakeStages(spec.sleep_s)

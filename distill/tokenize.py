@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ParleyError
 from distill import store
 from distill.tokens import FORMAT
-from voice.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.errors import ParleyError
+from common.errors import ParleyError
 
 FORMAT = "parley-tokens-v1"
 

@@ -1,7 +1,7 @@
 """Synthetic user voices (train / held-out eval) and the deterministic piper voice.
 
 A user voice spec is "<tts>@<speed>~<semitones>", e.g. "espeak:en-us+m3@1.1~0" or "piper:joe@0.85~-2":
-the TTS voice name (voice.tts names, or "piper:joe" for the deterministic piper below), the
+the TTS voice name (voice.components.tts names, or "piper:joe" for the deterministic piper below), the
 speaking rate, and a pitch shift in semitones (resampling, so formants move with it: a
 different-sounding speaker). Held-out voices never appear in training traces; eval traces use
 only them (plus the real recorded speaker, see distill/plan.py).
@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from common.audio_constants import SPEECH_SR
 
 _ESPEAK_ACCENTS = ("en-us", "en-gb", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
@@ -89,7 +91,7 @@ def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
     import soxr
 
     ratio = 2.0 ** (semitones / 12.0)
-    return soxr.resample(x, 16000 * ratio, 16000).astype(np.float32)
+    return soxr.resample(x, SPEECH_SR * ratio, SPEECH_SR).astype(np.float32)
 
 
 class DeterministicPiper:

@@ -20,15 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.sampling import SpeechSamplingParams, sample_batch
 from model.speech import SpeechModel
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    text_temperature: float = 0.7  # 0 = greedy
-    text_top_k: int = 25
-    audio_temperature: float = 0.8
-    audio_top_k: int = 250
 
 
 @dataclass
@@ -40,25 +33,13 @@ class FrameOut:
     position: int  # frame index within the session's context
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """logits (B, V) -> ids (B,). Gumbel-max over the top-k: CUDA-graph safe (no multinomial)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    u = torch.rand_like(logits).clamp_(1e-10, 1.0)
-    return (logits - torch.log(-torch.log(u))).argmax(-1)
-
-
 class SpeechGenerator:
     def __init__(
         self,
         model: SpeechModel,
         max_batch: int = 1,
         max_frames: int = 1024,
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SpeechSamplingParams = SpeechSamplingParams(),
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         cuda_graph: bool | None = None,
@@ -118,11 +99,11 @@ class SpeechGenerator:
         h = m.backbone(embeds=x.to(self.dtype), positions=self.pos, use_cache=True, return_hidden=True)[:, 0]
         tl = m.text_logits(h)
         tl[:, L.text_bos] = float("-inf")
-        text = _sample(tl, sc.text_temperature, sc.text_top_k)  # (B,)
+        text = sample_batch(tl, sc.text_temperature, sc.text_top_k)  # (B,)
         temb = m.embed_text(text)
         codes = torch.full_like(self.agent_prev, L.audio_init)
         for k in range(L.n_q):
-            ck = _sample(m.depth.logits_at(h, temb, codes, k), sc.audio_temperature, sc.audio_top_k)
+            ck = sample_batch(m.depth.logits_at(h, temb, codes, k), sc.audio_temperature, sc.audio_top_k)
             codes[:, k] = torch.where(self.pos < self.delays[k], L.audio_init, ck)
         adv = self.advance
         self.text_out.copy_(text)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from common.cache import cache_dir, file_sha256
+from common.errors import ParleyError
 from model.llama import Llama, LlamaConfig
 from model.tokenizer import CHATML_TEMPLATE, Tokenizer, TokenizerSpec
-from voice.cache import cache_dir, file_sha256
-from voice.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

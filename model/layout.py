@@ -37,9 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME_RATE = 12.5  # Hz, codec frames per second (one temporal step)
-FRAME_MS = 1000.0 / FRAME_RATE  # 80 ms per step
-
 
 @dataclass(frozen=True)
 class StreamLayout:

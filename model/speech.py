@@ -20,6 +20,7 @@ Trained parts: ``trainable_state_dict()`` (everything but the frozen backbone we
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -29,10 +30,17 @@ from torch import nn
 
 from model.depth import DepthConfig, DepthTransformer, ParallelHeads
 from model.layout import StreamLayout, validate_layout
-from model.lora import apply_lora
 from model.llama import Llama, LlamaConfig
+from model.lora import apply_lora
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+class AudioHead(str, enum.Enum):
+    """How the model writes the K codebooks of an agent frame."""
+
+    DEPTH = "depth"  # a depth transformer, one codebook after the other (Moshi)
+    DELAY = "delay"  # parallel heads over a stair delay pattern (0, 1, ..., K-1)
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,10 @@ class SpeechConfig:
     lora_rank: int = 8  # 0: no adapters (backbone fully frozen)
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    audio_head: str = "depth"  # "depth": depth transformer; "delay": parallel heads + stair delays
+    audio_head: AudioHead = AudioHead.DEPTH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "audio_head", AudioHead(self.audio_head))  # JSON gives a str
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -104,14 +115,12 @@ class SpeechModel(nn.Module):
         self.text_special = nn.Parameter(torch.randn(2, d) * 0.02)  # PAD, BOS input embeddings
         self.text_special_head = nn.Linear(d, 1, bias=False)  # PAD logit (BOS is never written)
         nn.init.zeros_(self.text_special_head.weight)
-        if cfg.audio_head == "depth":
+        if cfg.audio_head is AudioHead.DEPTH:
             self.depth = DepthTransformer(cfg.depth, d, d, L.n_q, L.card)
-        elif cfg.audio_head == "delay":
+        else:
             if list(L.delays) != list(range(L.n_q)):
                 raise ValueError(f"audio_head='delay' needs delays (0, 1, ..., K-1), got {L.delays}")
             self.depth = ParallelHeads(cfg.depth, d, d, L.n_q, L.card)
-        else:
-            raise ValueError(f"audio_head must be 'depth' or 'delay', got {cfg.audio_head!r}")
 
     # --- pieces -------------------------------------------------------------------------
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from common.cache import file_sha256
+from common.errors import ParleyError
+from common.paths import WEIGHTS_DIR
 from model.speech import SpeechConfig, SpeechModel
-from voice.cache import file_sha256
-from voice.errors import ParleyError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights" / "s2s"
+DEFAULT_DIR = WEIGHTS_DIR / "s2s"
 
 
 def quantize_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

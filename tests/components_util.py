@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from voice.audio import ASR_SR, load_audio
+from common.audio_constants import SPEECH_SR
+from voice.audio import load_audio
 from voice.samples import have_prompts, prompt_wav
 
 needs_prompts = pytest.mark.skipif(
@@ -19,12 +20,12 @@ needs_prompts = pytest.mark.skipif(
 
 def speech(name: str) -> np.ndarray:
     """A real recorded prompt (asterisk-core-sounds-en) as 16 kHz float32."""
-    return load_audio(prompt_wav(name), ASR_SR)[0]
+    return load_audio(prompt_wav(name), SPEECH_SR)[0]
 
 
 @functools.lru_cache(maxsize=1)
 def asr():
-    from voice.asr import WhisperASR
+    from voice.components.asr import WhisperASR
 
     return WhisperASR.load("tiny.en")
 
@@ -32,7 +33,7 @@ def asr():
 @functools.lru_cache(maxsize=1)
 def faster_whisper():
     fw = pytest.importorskip("faster_whisper")
-    from voice.asr import bundled_ct2_dir
+    from voice.components.asr import bundled_ct2_dir
 
     return fw.WhisperModel(str(bundled_ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2)
 
@@ -55,4 +56,4 @@ def wer(ref: str, hyp: str) -> float:
 
 def parley(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess (as a user would)."""
-    return subprocess.run([sys.executable, "-m", "voice.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "parley", *args], capture_output=True, text=True, timeout=300)

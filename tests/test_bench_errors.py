@@ -8,8 +8,8 @@ import threading
 import pytest
 from aiohttp import web
 
+from parley.cli.main import main
 from voice.bench.local import free_port
-from voice.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from voice.bench.client import BenchSession
+from parley.cli.main import main
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.local import free_port
 from voice.bench.utterances import default_utterances
-from voice.cli import main
+from voice.client.peer import ClientPeer
 from voice.engines.base import AgentAudio, Engine, EngineEvent, EngineSession, Stage, UserTurn
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # Silero VAD in the server, real time
@@ -45,7 +45,7 @@ class ClientTimedEngine(Engine):
     name = "client-timed"
 
     def __init__(self) -> None:
-        self.client: BenchSession | None = None
+        self.client: ClientPeer | None = None
         self.late: list[float] = []  # turns the engine could not answer in time (s late)
         self.answered_at: list[float] = []  # when each reply was handed to the server
 
@@ -72,7 +72,7 @@ class _Session(EngineSession):
 class FrameLog:
     """Wraps the server output track's `on_sent`: when each frame left and whether it was loud."""
 
-    def __init__(self, out) -> None:  # noqa: ANN001 - voice.tracks.AgentTrack
+    def __init__(self, out) -> None:  # noqa: ANN001 - voice.server.tracks.AgentTrack
         self.frames: list[tuple[float, int | None]] = []  # (handoff time, first loud sample or None)
         inner = out.on_sent
 
@@ -100,14 +100,14 @@ class FrameLog:
 async def _in_process() -> dict:
     from aiohttp import web
 
-    from voice.server import Server, ServerConfig
+    from voice.server.app import Server, ServerConfig
 
     engine = ClientTimedEngine()
     server = Server(engine, ServerConfig(port=free_port()))
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", server.cfg.port).start()
-    sess = BenchSession(f"http://127.0.0.1:{server.cfg.port}")
+    sess = ClientPeer(f"http://127.0.0.1:{server.cfg.port}")
     engine.client = sess
     try:
         await sess.connect()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from voice.bench.client import Event
 from voice.bench.events import server_total_ms, turn_stages, turn_texts
 from voice.bench.plot import breakdown, plot_reports
 from voice.bench.report import LatencyReport, TurnResult
+from voice.client.peer import Event
 
-EVENTS = [  # as sent by voice/session.py (schema in voice/events.py), client arrival times
+EVENTS = [  # as sent by voice/server/session.py (schema in voice/server/events.py), client arrival times
     Event(1.0, {"type": "user_transcript", "turn": 1, "text": "hello", "t": 10}),
     Event(1.5, {"type": "latency", "turn": 1, "total_ms": 900.0,
                 "stages": {"vad_endpoint_ms": 560.0, "asr_ms": 200.0, "llm_first_token_ms": 90.0,

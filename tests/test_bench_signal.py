@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voice.bench import signal as sig
 from voice.bench.stats import summarize, ratio
 from voice.bench.utterances import default_utterances
+from voice.client import signal as sig
 
 SR = 48000
 

@@ -23,10 +23,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
-from voice.bench import signal as sig
-from voice.bench.client import BenchSession
-from voice.bench.player import FRAME, SR
-from voice.bench.recorder import Recorder
+from common.audio_constants import WEBRTC_FRAME, WEBRTC_SR
+from voice.client import signal as sig
+from voice.client.peer import ClientPeer
+from voice.client.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,23 +44,23 @@ class ScheduledOutput(MediaStreamTrack):
         self._t0: float | None = None
 
     def say(self, audio: np.ndarray, mark_start: str, mark_end: str) -> None:
-        n = -(-len(audio) // FRAME) * FRAME
+        n = -(-len(audio) // WEBRTC_FRAME) * WEBRTC_FRAME
         x = np.zeros(n, dtype=np.float32)
         x[: len(audio)] = audio
-        frames = list(x.reshape(-1, FRAME))
+        frames = list(x.reshape(-1, WEBRTC_FRAME))
         self.queue += [(f, mark_start if i == 0 else None) for i, f in enumerate(frames)]
-        self.queue.append((np.zeros(FRAME, dtype=np.float32), mark_end))
+        self.queue.append((np.zeros(WEBRTC_FRAME, dtype=np.float32), mark_end))
 
     async def recv(self) -> AudioFrame:
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
-        due = self._t0 + self._k * FRAME / SR
+        due = self._t0 + self._k * WEBRTC_FRAME / WEBRTC_SR
         if due > now:
             await asyncio.sleep(due - now)
-        x, mark = self.queue.pop(0) if self.queue else (np.zeros(FRAME, dtype=np.float32), None)
-        f = AudioFrame.from_ndarray((x * 32767).astype(np.int16).reshape(1, FRAME), format="s16", layout="mono")
-        f.sample_rate, f.pts, f.time_base = SR, self._k * FRAME, fractions.Fraction(1, SR)
+        x, mark = self.queue.pop(0) if self.queue else (np.zeros(WEBRTC_FRAME, dtype=np.float32), None)
+        f = AudioFrame.from_ndarray((x * 32767).astype(np.int16).reshape(1, WEBRTC_FRAME), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = WEBRTC_SR, self._k * WEBRTC_FRAME, fractions.Fraction(1, WEBRTC_SR)
         self._k += 1
         if mark:
             self.marks[mark] = time.monotonic()
@@ -91,9 +91,9 @@ class MiniAgent:
 
 
 def burst(seconds: float, lead: float = 0.2, tail: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
+    t = np.arange(int(seconds * WEBRTC_SR)) / WEBRTC_SR
     x = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    return np.concatenate([np.zeros(int(lead * SR), np.float32), x, np.zeros(int(tail * SR), np.float32)])
+    return np.concatenate([np.zeros(int(lead * WEBRTC_SR), np.float32), x, np.zeros(int(tail * WEBRTC_SR), np.float32)])
 
 
 async def _scenario() -> dict[str, list[float]]:
@@ -105,14 +105,14 @@ async def _scenario() -> dict[str, list[float]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
-    sess = BenchSession(f"http://127.0.0.1:{port}")
+    sess = ClientPeer(f"http://127.0.0.1:{port}")
     out: dict[str, list[float]] = {"uplink": [], "onset": [], "offset": []}
     try:
         await sess.connect()
         for k in range(3):
             # uplink: the user's utterance, its end timed by the client and by the agent
             u = burst(0.6 + 0.013 * k)  # shifts the end inside the 20 ms frame
-            b = sig.speech_bounds(u, SR)
+            b = sig.speech_bounds(u, WEBRTC_SR)
             pb = sess.player.play(u)
             s0 = await pb.started
             await pb.finished
@@ -120,8 +120,8 @@ async def _scenario() -> dict[str, list[float]]:
             await asyncio.sleep(0.3)
             rec = agent.rec
             x = rec.audio
-            db = sig.hop_levels_db(x, SR)
-            last_loud = int(np.flatnonzero(db > -40)[-1] + 1) * sig.hop_size(SR)
+            db = sig.hop_levels_db(x, WEBRTC_SR)
+            last_loud = int(np.flatnonzero(db > -40)[-1] + 1) * sig.hop_size(WEBRTC_SR)
             out["uplink"].append(rec.sample_time(last_loud) - t_end)
             # downlink: the agent says something; start and end handed to aiortc at known times
             agent.out.say(burst(0.5, lead=0.0, tail=0.0), f"s{k}", f"e{k}")

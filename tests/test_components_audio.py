@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.errors import ParleyError
 from voice.audio import load_audio, resample, save_wav
-from voice.errors import ParleyError
 
 
 def tone(f: float, sr: int, seconds: float = 1.0) -> np.ndarray:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from components_util import asr, wer
-from voice.audio import ASR_SR, resample
-from voice.errors import ParleyError
-from voice.tts import list_voices, load_voice, split_clauses
+from common.audio_constants import SPEECH_SR
+from common.errors import ParleyError
+from voice.audio import resample
+from voice.components.tts import list_voices, load_voice, split_clauses
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it goes home to sleep."
 
@@ -21,7 +22,7 @@ def joe():
 
 
 def to_text(x: np.ndarray, sr: int) -> str:
-    return asr().transcribe(resample(x, sr, ASR_SR))
+    return asr().transcribe(resample(x, sr, SPEECH_SR))
 
 
 def test_split_clauses() -> None:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from components_util import needs_prompts, speech
-from voice.errors import ParleyError
-from voice.vad import CHUNK, SileroVAD
+from common.audio_constants import VAD_CHUNK
+from common.errors import ParleyError
+from voice.components.vad import SileroVAD
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def vad() -> SileroVAD:
 
 
 def chunks(x: np.ndarray) -> np.ndarray:
-    return x[: len(x) // CHUNK * CHUNK].reshape(-1, CHUNK)
+    return x[: len(x) // VAD_CHUNK * VAD_CHUNK].reshape(-1, VAD_CHUNK)
 
 
 @needs_prompts
@@ -37,7 +38,7 @@ def test_speech_onset_inside_silence(vad: SileroVAD) -> None:
     x = speech("vm-sorry")
     pad = np.zeros(16000 * 2, np.float32)
     p = vad.probs(np.concatenate([pad, x, pad]))
-    t = np.arange(len(p)) * CHUNK / 16000
+    t = np.arange(len(p)) * VAD_CHUNK / 16000
     assert p[t < 1.8].max() < 0.3
     assert p[(t > 2.0) & (t < 2.0 + len(x) / 16000)].max() > 0.9
     assert p[t > 2.0 + len(x) / 16000 + 1.0].max() < 0.3

@@ -37,7 +37,7 @@ def _content(d: Path) -> dict[int, tuple]:
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "voice.cli", "distill", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "parley", "distill", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -181,7 +181,7 @@ def test_bad_output_dir_and_settings_give_clear_errors(tmp_path: Path) -> None:
         assert p.returncode == 2 and "cannot write" in err
     d = tmp_path / "t"
     generate(d, 2, FAKE, progress=False)
-    from voice.errors import ParleyError
+    from common.errors import ParleyError
 
     with pytest.raises(ParleyError, match="seed"):
         generate(d, 3, GenConfig(seed=8, stages="fake"), progress=False)

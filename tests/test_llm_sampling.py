@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.engine import Engine
 from model.llama import Llama, LlamaConfig
+from model.text_generator import TextGenerator
 from model.sampling import (SamplingParams, apply_repetition_penalty, filter_top_k_top_p, sample_next,
                             softmax)
 
@@ -53,7 +53,7 @@ def test_engine_greedy_matches_argmax_of_full_forward() -> None:
     model = Llama(cfg).eval()
     prompt = [3, 1, 4, 1, 5]
     greedy = SamplingParams(temperature=0, repetition_penalty=1.0)
-    steps = list(Engine(model).generate(prompt, max_new_tokens=10, params=greedy, logprobs=True))
+    steps = list(TextGenerator(model).generate(prompt, max_new_tokens=10, params=greedy, logprobs=True))
     assert len(steps) == 10
     seq = list(prompt)
     with torch.no_grad():
@@ -63,9 +63,9 @@ def test_engine_greedy_matches_argmax_of_full_forward() -> None:
             assert abs(s.logprob - float(logits.log_softmax(-1).max())) < 1e-4
             seq.append(s.token)
     toks = [s.token for s in steps]
-    stopped = list(Engine(model).generate(prompt, 10, greedy, stop_ids=[toks[3]]))
+    stopped = list(TextGenerator(model).generate(prompt, 10, greedy, stop_ids=[toks[3]]))
     assert [s.token for s in stopped] == toks[:toks.index(toks[3])]  # stop id ends it, not yielded
-    assert len(list(Engine(model).generate(prompt * 7, 100, greedy))) == 40 - 35  # context limit
+    assert len(list(TextGenerator(model).generate(prompt * 7, 100, greedy))) == 40 - 35  # context limit
 
 
 @pytest.mark.gpu
@@ -74,6 +74,6 @@ def test_engine_on_cuda_matches_cpu() -> None:
     cfg = LlamaConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=64)
     model = Llama(cfg).eval()
     greedy = SamplingParams(temperature=0, repetition_penalty=1.0)
-    cpu = [s.token for s in Engine(model).generate([3, 1, 4, 1, 5], 20, greedy)]
-    gpu = [s.token for s in Engine(model.cuda()).generate([3, 1, 4, 1, 5], 20, greedy)]
+    cpu = [s.token for s in TextGenerator(model).generate([3, 1, 4, 1, 5], 20, greedy)]
+    gpu = [s.token for s in TextGenerator(model.cuda()).generate([3, 1, 4, 1, 5], 20, greedy)]
     assert gpu == cpu

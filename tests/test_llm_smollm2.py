@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from model.gguf import _unpermute, bundled_gguf_path
-from model.engine import Engine
 from model.sampling import SamplingParams
-from voice.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
+from model.text_generator import TextGenerator
+from voice.components.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
 
 pytestmark = pytest.mark.slow
 
@@ -144,17 +144,17 @@ def test_engine_prefill_equals_full_forward(loaded) -> None:
         b = model(torch.tensor([ids[10:]]), positions=torch.tensor([10]), cache=cache)[0, -1].float()
     assert int(full.argmax()) == int(b.argmax())
     assert (full - b).abs().max() < 0.1 * full.abs().max()
-    assert Engine(model, tok).model is model and SamplingParams().repetition_penalty > 1
+    assert TextGenerator(model, tok).model is model and SamplingParams().repetition_penalty > 1
 
 
 def test_long_conversations_drop_the_oldest_turns(llm: LocalChatLLM) -> None:
     from model.llama import Llama, LlamaConfig
-    from voice.errors import ParleyError
+    from common.errors import ParleyError
 
     torch.manual_seed(0)
     small = Llama(LlamaConfig(vocab_size=49152, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=32,
                               max_seq_len=96)).eval()
-    short = LocalChatLLM(Engine(small, llm.tokenizer))
+    short = LocalChatLLM(TextGenerator(small, llm.tokenizer))
     msgs = [{"role": "system", "content": "Be brief."}]
     for i in range(10):
         msgs += [{"role": "user", "content": f"Question number {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.errors import ParleyError
 from distill.s2s_data import layout_for, load_turns, word_tokens
 from distill.train import make_example
-from voice.errors import ParleyError
 
 
 def _write_tokens(d: Path, codec_id: str = "c1") -> None:

@@ -10,14 +10,15 @@ import torch
 pytest.importorskip("model.llama")  # the backbone (LLM helper's module)
 
 from model.depth import DepthConfig
-from model.generator import SamplingConfig, SpeechGenerator
+from model.generator import SpeechGenerator
 from model.layout import StreamLayout
 from model.llama import LlamaConfig
+from model.sampling import SpeechSamplingParams
 from model.speech import SpeechConfig, SpeechModel
 
 LAYOUT = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 1, 1))
 STAIR = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 2, 3))
-GREEDY = SamplingConfig(0.0, 0, 0.0, 0)
+GREEDY = SpeechSamplingParams(0.0, 0, 0.0, 0)
 
 
 def tiny_config(layout: StreamLayout = LAYOUT, audio_head: str = "depth") -> SpeechConfig:
@@ -172,7 +173,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     user = user_stream(5, 8)
     assert all((a == b).all() for a, b in zip(run_alone(m, user), run_alone(m2, user)))
     files[0].write_bytes(files[0].read_bytes()[:-10] + b"0123456789")
-    from voice.errors import ParleyError
+    from common.errors import ParleyError
 
     with pytest.raises(ParleyError):
         read_trained(tmp_path)

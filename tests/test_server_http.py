@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from voice.engines.delay import DelayConfig, DelayEngine
-from voice.server import Server, ServerConfig
+from voice.server.app import Server, ServerConfig
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -26,8 +26,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from voice.engines.delay import DelayConfig, DelayEngine
-from voice.server import Server, ServerConfig
-from voice.turns import TurnConfig
+from voice.server.app import Server, ServerConfig
+from voice.server.turns import TurnConfig
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 SR, FRAME = 48000, 960
@@ -171,7 +171,7 @@ def prompt48(name: str, rms: float = 0.08) -> np.ndarray:
 def agent_speech(tmp_path_factory) -> str:
     """The agent's reply for the echo tests: real speech (piper joe), ~5 s, at 0.08 RMS."""
     from voice.audio import save_wav
-    from voice.tts import load_voice
+    from voice.components.tts import load_voice
 
     v = load_voice("joe")
     x = v.synthesize("Sure. The weather today is sunny and warm, with a light breeze from the west "
@@ -237,7 +237,7 @@ def test_barge_in_stops_the_agent_and_keeps_only_played_words() -> None:
             c.mic.say(np.concatenate([q1, np.zeros(SR, np.float32)]))
             await c.wait(lambda: c.of("latency"), 20)
             await asyncio.sleep(1.5)  # the agent has been talking for ~1.5 s
-            from voice.bench.signal import speech_bounds
+            from voice.client.signal import speech_bounds
 
             t_say = time.monotonic()
             t_speech = t_say + 0.02 + speech_bounds(q2, SR).start / SR  # starts at the next frame

@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from voice.tracks import FRAME, AgentTrack
-from voice.turns import CHUNK_S, EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, VadState
+from common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
+from voice.server.tracks import AgentTrack
+from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, TurnPhase
 
 LOUD = -20.0  # dB level of a speech chunk
 QUIET = -90.0
@@ -22,7 +23,7 @@ def run(det: TurnDetector, probs, levels=None, t0: float = 0.0):
     levels = [LOUD if p >= 0.35 else QUIET for p in probs] if levels is None else levels
     out = []
     for i, (p, db) in enumerate(zip(probs, levels)):
-        for e in det.push(p, db, t0 + (i + 1) * CHUNK_S):
+        for e in det.push(p, db, t0 + (i + 1) * VAD_CHUNK_S):
             out.append((i, e))
     return out
 
@@ -41,10 +42,10 @@ def test_turn_start_and_end_timing() -> None:
     assert starts[0][0] == 5 + cfg.chunks(cfg.start_ms) - 1  # confirmed after start_ms of speech
     i_end, end = ends[0]
     assert i_end == 45 + cfg.chunks(cfg.stop_ms) - 1  # stop_ms of silence
-    assert end.t_speech_end == pytest.approx(45 * CHUNK_S)  # end of the last speech chunk
-    assert end.speech_s == pytest.approx(40 * CHUNK_S)
+    assert end.t_speech_end == pytest.approx(45 * VAD_CHUNK_S)  # end of the last speech chunk
+    assert end.speech_s == pytest.approx(40 * VAD_CHUNK_S)
     states = [e.state for _, e in evs if hasattr(e, "state")]
-    assert states == [VadState.STARTING, VadState.SPEAKING, VadState.STOPPING, VadState.QUIET]
+    assert states == [TurnPhase.STARTING, TurnPhase.SPEAKING, TurnPhase.STOPPING, TurnPhase.QUIET]
 
 
 def test_short_sounds_are_not_turns() -> None:
@@ -55,7 +56,7 @@ def test_short_sounds_are_not_turns() -> None:
         evs = run(det, [0.0] * 3 + [0.95] * k + [0.0] * 30)
         assert not of(evs, TurnStart), k
         assert len(of(evs, TurnCancel)) == 1
-        assert det.state is VadState.QUIET
+        assert det.state is TurnPhase.QUIET
 
 
 def test_lingering_probability_after_a_sound_does_not_count() -> None:
@@ -85,7 +86,7 @@ def test_max_turn_length_cuts_a_turn() -> None:
 def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
     cfg = TurnConfig()
     g = EchoGuard(cfg)
-    frame = (0.3 * np.sin(np.arange(FRAME) / 5.0)).astype(np.float32)  # ~ -13.5 dB
+    frame = (0.3 * np.sin(np.arange(WEBRTC_FRAME) / 5.0)).astype(np.float32)  # ~ -13.5 dB
     out_db = 10 * np.log10(np.mean(frame**2))
     for k in range(50):
         g.note_output(k * 0.02, frame)
@@ -95,15 +96,15 @@ def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
     assert g.is_user(t, out_db)  # a user as loud as the agent
     assert g.is_user(t + 1.0, out_db - 30.0)  # the agent stopped long ago: anything goes
     det = TurnDetector(cfg, g)
-    evs = [e for i in range(12) for e in det.push(0.95, out_db - 10.0, t + i * CHUNK_S)]
+    evs = [e for i in range(12) for e in det.push(0.95, out_db - 10.0, t + i * VAD_CHUNK_S)]
     assert not any(isinstance(e, TurnStart) for e in evs)
     assert TurnDetector(TurnConfig(echo_guard=False), EchoGuard(TurnConfig(echo_guard=False))).guard.is_user(
         t, out_db - 10.0)
 
 
 def test_played_text_truncates_at_words() -> None:
-    from voice.session import played_text
-    from voice.tracks import Segment
+    from voice.server.session import played_text
+    from voice.server.tracks import Segment
 
     a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
     b = Segment(1, "It is a lovely city to visit.", np.zeros(1000, np.float32), sent=500)
@@ -115,24 +116,24 @@ def test_played_text_truncates_at_words() -> None:
 def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
     async def main() -> None:
         tr = AgentTrack()
-        tone = np.full(FRAME * 50, 0.5, np.float32)
+        tone = np.full(WEBRTC_FRAME * 50, 0.5, np.float32)
         seg = tr.enqueue(1, tone, "a b c d")
         t0 = time.monotonic()
         frames = [await tr.recv() for _ in range(10)]
         dt = time.monotonic() - t0
         assert 0.15 <= dt <= 0.35, dt  # 10 frames of 20 ms, real time (the first is immediate)
         assert all(np.abs(f.to_ndarray()).max() > 10000 for f in frames)
-        assert seg.sent == 10 * FRAME and tr.busy
+        assert seg.sent == 10 * WEBRTC_FRAME and tr.busy
         tr.pause()  # held: silent frames, nothing consumed
         held = [await tr.recv() for _ in range(3)]
-        assert all(np.abs(f.to_ndarray()).max() == 0 for f in held) and seg.sent == 10 * FRAME
+        assert all(np.abs(f.to_ndarray()).max() == 0 for f in held) and seg.sent == 10 * WEBRTC_FRAME
         tr.resume()
-        assert np.abs((await tr.recv()).to_ndarray()).max() > 10000 and seg.sent == 11 * FRAME
+        assert np.abs((await tr.recv()).to_ndarray()).max() > 10000 and seg.sent == 11 * WEBRTC_FRAME
         tr.flush()
         nxt = await tr.recv()
         assert np.abs(nxt.to_ndarray()).max() == 0  # within one frame of the flush
         assert tr.idle.is_set() and not tr.busy
-        assert frames[3].pts == 3 * FRAME and nxt.pts == 14 * FRAME and frames[3].sample_rate == 48000
+        assert frames[3].pts == 3 * WEBRTC_FRAME and nxt.pts == 14 * WEBRTC_FRAME and frames[3].sample_rate == 48000
         tr.stop()
 
     asyncio.run(main())
@@ -141,7 +142,7 @@ def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
 # ------------------------------------------------------------------ real speech (Silero)
 @pytest.fixture(scope="module")
 def vad():
-    from voice.vad import SileroVAD
+    from voice.components.vad import SileroVAD
 
     return SileroVAD.load()
 
@@ -154,7 +155,7 @@ def _turns(vad, x16: np.ndarray, cfg: TurnConfig = TurnConfig()) -> tuple[int, i
     for i in range(n):
         c = x16[i * 512 : (i + 1) * 512]
         db = 10 * np.log10(np.mean(c.astype(np.float64) ** 2) + 1e-12)
-        for e in det.push(st.push(c), db, (i + 1) * CHUNK_S):
+        for e in det.push(st.push(c), db, (i + 1) * VAD_CHUNK_S):
             starts += isinstance(e, TurnStart)
             ends += isinstance(e, TurnEnd)
     return starts, ends
@@ -230,7 +231,7 @@ def test_vad_batcher_matches_separate_streams(vad) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from voice.samples import SHORT_PROMPTS
-    from voice.session import VadBatcher
+    from voice.server.inputs import VadBatcher
 
     xs = [_pad(x, tail=0.2) for x in _prompts(SHORT_PROMPTS[:3])]
     n = min(len(x) for x in xs) // 512

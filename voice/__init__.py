@@ -1,0 +1,1 @@
+"""The real-time voice agent: components/, server/, engines/, client/, bench/ (see README.md)."""

@@ -1,10 +1,7 @@
-"""Audio constants and small I/O helpers (soundfile + soxr; no torchaudio, no ffmpeg).
+"""Small audio I/O helpers (soundfile + soxr; no torchaudio, no ffmpeg).
 
-All audio inside Parley is float32 mono in [-1, 1]. Models run at fixed rates:
-
-    VAD / ASR   16 kHz  (Silero, Whisper)
-    WebRTC      48 kHz  (Opus in the browser), 20 ms frames
-    TTS         voice-specific (piper joe: 22.05 kHz), resampled where needed
+All audio inside Parley is float32 mono in [-1, 1]; the rates and frame sizes are in
+`common.audio_constants`.
 """
 
 from __future__ import annotations
@@ -13,15 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.errors import ParleyError
-
-VAD_SR = 16000  # Silero VAD and Whisper input rate
-ASR_SR = VAD_SR
-VAD_CHUNK = 512  # samples per VAD step at 16 kHz
-VAD_CHUNK_MS = VAD_CHUNK * 1000 // VAD_SR  # 32 ms
-WEBRTC_SR = 48000  # Opus / WebRTC rate
-WEBRTC_FRAME = 960  # samples per WebRTC frame at 48 kHz
-WEBRTC_FRAME_MS = WEBRTC_FRAME * 1000 // WEBRTC_SR  # 20 ms
+from common.errors import ParleyError
 
 
 def to_mono_float32(x: np.ndarray) -> np.ndarray:

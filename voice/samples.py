@@ -11,10 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from voice.cache import cache_dir
-from voice.errors import ParleyError
+from common.audio_constants import SPEECH_SR
+from common.cache import cache_dir
+from common.errors import ParleyError
+from common.paths import ASTERISK_EN_PROMPTS
 
-PROMPT_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 # Prompts used by tests and `parley bench components`: 3-5 s turns plus two long ones.
 SHORT_PROMPTS = (
     "conf-onlyperson", "vm-sorry", "auth-incorrect", "privacy-unident", "demo-nomatch",
@@ -24,12 +25,12 @@ LONG_PROMPTS = ("vm-options", "demo-echotest")  # 16 s, 22 s
 
 
 def have_prompts() -> bool:
-    return PROMPT_DIR.is_dir() and shutil.which("ffmpeg") is not None
+    return ASTERISK_EN_PROMPTS.is_dir() and shutil.which("ffmpeg") is not None
 
 
 def prompt_wav(name: str) -> Path:
-    """Decode `<PROMPT_DIR>/<name>.g722` to a cached 16 kHz mono WAV; returns its path."""
-    src = PROMPT_DIR / f"{name}.g722"
+    """Decode `<ASTERISK_EN_PROMPTS>/<name>.g722` to a cached 16 kHz mono WAV; returns its path."""
+    src = ASTERISK_EN_PROMPTS / f"{name}.g722"
     if not src.exists():
         raise ParleyError(f"speech prompt not found: {src} (apt-get install asterisk-core-sounds-en-g722)")
     if shutil.which("ffmpeg") is None:
@@ -40,7 +41,7 @@ def prompt_wav(name: str) -> Path:
     if not dst.exists():
         tmp = dst.with_suffix(f".{os.getpid()}.tmp.wav")
         cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722",
-               "-i", str(src), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(tmp)]
+               "-i", str(src), "-ac", "1", "-ar", str(SPEECH_SR), "-c:a", "pcm_s16le", str(tmp)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise ParleyError(f"ffmpeg failed to decode {src}: {r.stderr.strip()[:200]}")

@@ -19,12 +19,12 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from voice.bench.client import BenchSession
+from common.errors import ParleyError
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
-from voice.errors import ParleyError
+from voice.client.peer import ClientPeer
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ def ramp(max_sessions: int) -> list[int]:
 
 async def _one(
     url: str, engine: str | None, utts: list[Utterance], cfg: LatencyConfig, delay: float, k: int
-) -> tuple[BenchSession | None, list, str]:
+) -> tuple[ClientPeer | None, list, str]:
     await asyncio.sleep(delay)
-    sess = BenchSession(url, engine=engine)
+    sess = ClientPeer(url, engine=engine)
     try:
         await sess.connect()
     except ParleyError as e:

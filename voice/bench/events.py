@@ -1,4 +1,4 @@
-"""Reading the server's data-channel events (schema: `voice/events.py`): stages and texts.
+"""Reading the server's data-channel events (schema: `voice/server/events.py`): stages and texts.
 
 Latency figures arrive as {"type": "latency", "total_ms": ..., "stages": {"vad_endpoint_ms":
 ..., "asr_ms": ..., ...}}; stage names are kept as the server sends them, without "_ms".

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from voice.bench import events as ev
-from voice.bench import signal as sig
-from voice.bench.client import BenchSession
 from voice.bench.report import LatencyReport, TurnResult, host_info
 from voice.bench.utterances import Utterance
+from voice.client import signal as sig
+from voice.client.peer import ClientPeer
 
 POLL_S = 0.01  # how often received audio is re-examined
 
@@ -75,7 +75,7 @@ def print_progress(prefix: str = "", total: int | None = None, stream=sys.stderr
     return show
 
 
-def _replies_pending(sess: BenchSession) -> bool:
+def _replies_pending(sess: ClientPeer) -> bool:
     """The server said a turn ended and has not yet said that its reply is over.
 
     A Parley server sends "turn_end" for every user turn and "agent_done" when the reply to
@@ -87,7 +87,7 @@ def _replies_pending(sess: BenchSession) -> bool:
     return done < ends
 
 
-async def _wait_quiet(sess: BenchSession, cfg: LatencyConfig, since: float) -> None:
+async def _wait_quiet(sess: ClientPeer, cfg: LatencyConfig, since: float) -> None:
     """Until the reply is over and the agent has been silent for `quiet_s` (or `max_reply_s`)."""
     deadline = since + cfg.max_reply_s
     while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ async def _wait_quiet(sess: BenchSession, cfg: LatencyConfig, since: float) -> N
         await asyncio.sleep(0.05)
 
 
-async def _wait_received(sess: BenchSession, t: float, timeout: float = 2.0) -> None:
+async def _wait_received(sess: ClientPeer, t: float, timeout: float = 2.0) -> None:
     """Until audio playing at time t has been received."""
     deadline = time.monotonic() + timeout
     while sess.now_playing() < t and time.monotonic() < deadline:
@@ -112,7 +112,7 @@ async def _sleep_until(t: float) -> None:
 
 
 async def run_turns(
-    sess: BenchSession,
+    sess: ClientPeer,
     utts: list[Utterance],
     cfg: LatencyConfig,
     progress: Progress | None = None,
@@ -191,7 +191,7 @@ async def run_turns(
 
 
 def _attach_events(
-    sess: BenchSession, results: list[TurnResult], starts: list[float], cfg: LatencyConfig
+    sess: ClientPeer, results: list[TurnResult], starts: list[float], cfg: LatencyConfig
 ) -> None:
     for k, tr in enumerate(results):
         t_from = starts[k]
@@ -216,7 +216,7 @@ async def measure_latency(
 ) -> LatencyReport:
     """Connect one session to `url`, run the turns, return the report."""
     host_before = host_info()
-    sess = BenchSession(url, engine=engine)
+    sess = ClientPeer(url, engine=engine)
     await sess.connect()
     try:
         turns = await run_turns(sess, utts, cfg, progress)

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from voice.errors import ParleyError
+from common.errors import ParleyError
 
 START_TIMEOUT_S = 300.0  # model loading on a busy 2-core CPU can take a while
 
@@ -40,7 +40,7 @@ class LocalServer:
         self.log_path = Path(tempfile.mkstemp(prefix="parley-bench-server-", suffix=".log")[1])
 
     def start(self, timeout: float = START_TIMEOUT_S) -> str:
-        cmd = [sys.executable, "-m", "voice.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "parley", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.engine:
             cmd += ["--engine", self.engine]
         cmd += self.extra_args

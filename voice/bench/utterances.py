@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.bench.player import SR
-from voice.bench.signal import SpeechBounds, speech_bounds
-from voice.errors import ParleyError
+from common.audio_constants import WEBRTC_SR
+from common.errors import ParleyError
+from voice.client.signal import SpeechBounds, speech_bounds
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -39,7 +39,7 @@ class Utterance:
 
     @property
     def speech_s(self) -> float:
-        return (self.bounds.end - self.bounds.start) / SR
+        return (self.bounds.end - self.bounds.start) / WEBRTC_SR
 
 
 def _read(path: Path) -> np.ndarray:
@@ -51,8 +51,8 @@ def _read(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - soundfile raises several kinds
         raise ParleyError(f"cannot read audio file {path}: {e}") from None
     x = x.mean(axis=1)
-    if sr != SR:
-        x = soxr.resample(x, sr, SR).astype(np.float32)
+    if sr != WEBRTC_SR:
+        x = soxr.resample(x, sr, WEBRTC_SR).astype(np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -60,7 +60,7 @@ def load_utterance(path: str | Path) -> Utterance:
     path = Path(path)
     x = _read(path)
     try:
-        b = speech_bounds(x, SR)
+        b = speech_bounds(x, WEBRTC_SR)
     except ValueError:
         raise ParleyError(f"no speech found in {path} (silent or too short)") from None
     return Utterance(name=path.name, audio=x, bounds=b)

@@ -1,42 +1,43 @@
 """Speech engines behind one interface (`voice.engines.base`).
 
-`create_engine(name, args)` imports `voice.engines.<name>` and calls its `create(args)` with
-the parsed `parley serve` arguments; a new engine is a module with `create(args) -> Engine`.
+    cascade  Whisper -> chat LLM -> TTS, streamed clause by clause (`CascadeConfig`)
+    delay    a deterministic test engine: a known sound after a known delay (`DelayConfig`)
+    direct   codec -> direct speech model -> codec (`DirectConfig`)
+
+`create_engine(config)` builds (and warms up) the engine its typed config describes; the
+`parley serve` command builds that config from its arguments (parley/cli/server.py).
 """
 
 from __future__ import annotations
 
-import importlib
+import enum
+from typing import TYPE_CHECKING, Union
 
-from voice.errors import ParleyError
+if TYPE_CHECKING:
+    from voice.engines.base import Engine
+    from voice.engines.cascade import CascadeConfig
+    from voice.engines.delay import DelayConfig
+    from voice.engines.direct import DirectConfig
 
-ENGINES = ("cascade", "delay", "direct")
-
-
-def create_engine(name: str, args) -> "Engine":  # noqa: ANN001, F821
-    if name not in ENGINES:
-        raise ParleyError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
-    try:
-        mod = importlib.import_module(f"voice.engines.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"voice.engines.{name}":
-            raise ParleyError(f"the {name!r} engine is not available in this build") from None
-        raise
-    create = getattr(mod, "create", None)
-    if create is None and name == "direct":
-        create = _create_direct
-    if create is None:
-        raise ParleyError(f"voice.engines.{name} has no create(args) function")
-    return create(args)
+    EngineConfig = Union[CascadeConfig, DelayConfig, DirectConfig]
 
 
-def _create_direct(args) -> "Engine":  # noqa: ANN001, F821
-    """Builds the direct engine from `parley serve` options when its module has no create()."""
-    from voice.engines.direct import DirectConfig, DirectEngine  # noqa: PLC0415
+class EngineKind(str, enum.Enum):
+    """The engines `parley serve --engine` knows."""
 
-    device = getattr(args, "device", None)
-    return DirectEngine(DirectConfig(
-        weights=getattr(args, "weights", None),
-        device=None if device in (None, "auto") else device,
-        max_sessions=int(getattr(args, "max_sessions", 4)),
-    ))
+    CASCADE = "cascade"
+    DELAY = "delay"
+    DIRECT = "direct"
+
+
+def create_engine(config: EngineConfig) -> Engine:
+    """The engine for `config` (a CascadeConfig, DelayConfig or DirectConfig), ready to serve."""
+    from voice.engines import cascade, delay, direct  # noqa: PLC0415 - the engines load models lazily
+
+    if isinstance(config, cascade.CascadeConfig):
+        return cascade.create(config)
+    if isinstance(config, delay.DelayConfig):
+        return delay.create(config)
+    if isinstance(config, direct.DirectConfig):
+        return direct.create(config)
+    raise TypeError(f"not an engine config: {config!r}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.audio_constants import SPEECH_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,
@@ -56,7 +57,7 @@ class CascadeConfig:
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
     device: str = "cpu"
-    system: str | None = None  # system prompt (default: voice.llm.SPOKEN_SYSTEM_PROMPT)
+    system: str | None = None  # system prompt (default: voice.components.llm.SPOKEN_SYSTEM_PROMPT)
     max_new_tokens: int = 60  # a spoken reply is short
     temperature: float = 0.6
     top_p: float = 0.9
@@ -94,7 +95,7 @@ def take_clauses(buf: str, final: bool = False, max_words: int | None = None) ->
     ready, rest = buf[:cut], buf[cut:]
     if not ready.strip():
         return [], buf
-    from voice.tts import split_clauses  # noqa: PLC0415
+    from voice.components.tts import split_clauses  # noqa: PLC0415
 
     clauses = split_clauses(ready) if re.search(r"\w", ready) else []
     return clauses, rest
@@ -104,21 +105,21 @@ class CascadeEngine(Engine):
     name = "cascade"
 
     def __init__(self, cfg: CascadeConfig = CascadeConfig(), asr=None, llm=None, tts=None) -> None:  # noqa: ANN001
-        from voice.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
+        from voice.components.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
 
         self.cfg = cfg
         self.system = cfg.system or SPOKEN_SYSTEM_PROMPT
         t0 = time.perf_counter()
         if asr is None:
-            from voice.asr import WhisperASR  # noqa: PLC0415
+            from voice.components.asr import WhisperASR  # noqa: PLC0415
 
             asr = WhisperASR.load(cfg.asr, device=cfg.device)
         if llm is None:
-            from voice.llm import load_llm  # noqa: PLC0415
+            from voice.components.llm import load_llm  # noqa: PLC0415
 
             llm = load_llm(cfg.llm, model=cfg.llm_model, device=cfg.device)
         if tts is None:
-            from voice.tts import load_voice  # noqa: PLC0415
+            from voice.components.tts import load_voice  # noqa: PLC0415
 
             tts = load_voice(cfg.voice)
         self.asr, self.llm, self.tts = asr, llm, tts
@@ -129,7 +130,7 @@ class CascadeEngine(Engine):
 
     def warm_up(self) -> None:
         """First calls are slow (allocations, kernels): make them before the first user does."""
-        noise = (0.01 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+        noise = (0.01 * np.random.default_rng(0).standard_normal(SPEECH_SR)).astype(np.float32)
         self.transcribe(noise)
         for _ in self.llm.stream_chat([{"role": "user", "content": "Hi"}], max_new_tokens=2):
             pass
@@ -261,13 +262,8 @@ class CascadeSession(EngineSession):
             llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-def create(args) -> CascadeEngine:  # noqa: ANN001 - argparse.Namespace from `parley serve`
-    cfg = CascadeConfig(
-        asr=getattr(args, "asr", "tiny.en"), llm=getattr(args, "llm", "smollm2"),
-        llm_model=getattr(args, "llm_model", None), voice=getattr(args, "voice", "joe"),
-        device=getattr(args, "device", "cpu") or "cpu", system=getattr(args, "system", None),
-        max_new_tokens=int(getattr(args, "max_new_tokens", 60)),
-    )
+def create(cfg: CascadeConfig) -> CascadeEngine:
+    """Loads the three models and warms them up."""
     engine = CascadeEngine(cfg)
     engine.warm_up()
     log.info("cascade engine ready in %.1f s", engine.load_s)

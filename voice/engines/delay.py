@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.audio_constants import SPEECH_SR, WEBRTC_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,
@@ -31,7 +32,6 @@ from voice.engines.base import (
     UserTurn,
 )
 
-SR = 48000
 WORDS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen twenty").split()
 
@@ -48,10 +48,10 @@ class DelayConfig:
 
 def tone(cfg: DelayConfig) -> np.ndarray:
     """The reply tone, (T,) float32 at 48 kHz, with 5 ms fades (no clicks)."""
-    n = int(round(cfg.reply_s * SR))
-    t = np.arange(n) / SR
+    n = int(round(cfg.reply_s * WEBRTC_SR))
+    t = np.arange(n) / WEBRTC_SR
     x = cfg.level * np.sin(2 * np.pi * cfg.tone_hz * t)
-    fade = min(n // 2, int(0.005 * SR))
+    fade = min(n // 2, int(0.005 * WEBRTC_SR))
     if fade:
         ramp = np.linspace(0.0, 1.0, fade)
         x[:fade] *= ramp
@@ -67,10 +67,10 @@ class DelayEngine(Engine):
         if cfg.reply_wav:
             from voice.audio import load_audio  # noqa: PLC0415
 
-            self.audio, self.sr = load_audio(Path(cfg.reply_wav), SR)
+            self.audio, self.sr = load_audio(Path(cfg.reply_wav), WEBRTC_SR)
             self.text = Path(cfg.reply_wav).stem.replace("_", " ")
         else:
-            self.audio, self.sr = tone(cfg), SR
+            self.audio, self.sr = tone(cfg), WEBRTC_SR
             n_words = max(1, min(len(WORDS), int(round(cfg.reply_s * cfg.words_per_s))))
             self.text = " ".join(WORDS[:n_words])
         self.sessions_started = 0  # for tests
@@ -91,7 +91,7 @@ class DelaySession(EngineSession):
 
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         e = self.engine
-        user = f"({len(turn.audio) / 16000:.2f} s of speech)"
+        user = f"({len(turn.audio) / SPEECH_SR:.2f} s of speech)"
         self.history.append({"role": "user", "content": user})
         yield UserText(user)
         due = turn.t_decided + e.cfg.delay_ms / 1000.0
@@ -105,9 +105,5 @@ class DelaySession(EngineSession):
             self.history.append({"role": "assistant", "content": played_text})
 
 
-def create(args) -> DelayEngine:  # noqa: ANN001 - argparse.Namespace from `parley serve`
-    return DelayEngine(DelayConfig(
-        delay_ms=float(getattr(args, "delay_ms", 300.0)),
-        reply_s=float(getattr(args, "reply_s", 2.0)),
-        reply_wav=getattr(args, "reply_wav", None),
-    ))
+def create(cfg: DelayConfig) -> DelayEngine:
+    return DelayEngine(cfg)

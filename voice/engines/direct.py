@@ -232,3 +232,8 @@ class DirectSession(EngineSession):
         self.closed = True
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.e._leave(self.slot)
+
+
+def create(cfg: DirectConfig) -> DirectEngine:
+    """The direct engine; weights load in the constructor."""
+    return DirectEngine(cfg)

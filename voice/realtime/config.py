@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice.realtime.protocol import REALTIME_SR, Dialect, ProtocolError
-from voice.turns import TurnConfig
+from voice.server.turns import TurnConfig
 
 
 @dataclass

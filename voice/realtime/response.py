@@ -64,8 +64,8 @@ class Response:
         from the playout clock (whole pieces, the cut piece's words in proportion)."""
         if not self.audio_out:
             return self.generated.strip(), self.status == "cancelled"
-        from voice.session import played_text  # noqa: PLC0415 - the WebRTC sessions' rule
-        from voice.tracks import Segment  # noqa: PLC0415
+        from voice.server.session import played_text  # noqa: PLC0415 - the WebRTC sessions' rule
+        from voice.server.tracks import Segment  # noqa: PLC0415
 
         sent = played_samples(self.pieces, audio_end_ms=self.truncate_ms)
         segs = [Segment(self.turn, p.text, p.audio, n) for p, n in zip(self.pieces, sent)]

@@ -47,7 +47,7 @@ async def _refuse(ws: web.WebSocketResponse, err: ProtocolError) -> web.WebSocke
 
 async def realtime_handler(request: web.Request) -> web.StreamResponse:
     from voice.realtime.session import RealtimeSession  # noqa: PLC0415
-    from voice.server import SERVER_KEY  # noqa: PLC0415
+    from voice.server.app import SERVER_KEY  # noqa: PLC0415
 
     server = request.app[SERVER_KEY]
     ws = web.WebSocketResponse(max_msg_size=MAX_MSG)

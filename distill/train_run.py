@@ -1,0 +1,127 @@
+"""Training the direct speech model on tokenized traces (GPU; CPU for tests).
+
+    parley distill train --data DIR [--steps N --batch-size B --max-minutes M --run-dir runs/s2s
+                                     --export weights/s2s]
+    torchrun --nproc-per-node 8 -m parley distill train --data DIR ...   # multi-GPU (DDP)
+
+`run_training(TrainJob(...))` resumes from ``RUN_DIR/last.pt`` when it exists. ``tiny`` builds a
+tiny random model (no SmolLM2) and ``synthetic=N`` uses N random turns: the smoke test of the
+whole pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distill.train import TrainConfig, Turn
+    from model.layout import StreamLayout
+    from model.speech import AudioHead
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What `parley distill train` does (built from its arguments in parley/cli/distill.py)."""
+
+    train: TrainConfig  # steps, batch, schedule, checkpoints (distill.train)
+    data: tuple[Path, ...] = ()  # token folder(s) from `parley distill tokenize`
+    synthetic: int = 0  # N random turns instead of `data`
+    run_dir: Path = Path("runs/s2s")  # checkpoints and logs (resumed)
+    export: Path | None = None  # write the trained parts here at the end (weights/s2s)
+    gguf: str | None = None  # SmolLM2 GGUF (default: the bundled file)
+    tiny: bool = False  # tiny random model (tests, smoke runs)
+    lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
+    audio_head: AudioHead | str = "depth"
+    val_frac: float = 0.05
+    extra: dict = field(default_factory=dict)  # kept in the exported manifest
+
+
+def synthetic_turns(n: int, layout: StreamLayout, seed: int = 0) -> list[Turn]:
+    """Random turns with a learnable rule (agent codes follow the user's), for smoke tests."""
+    import numpy as np
+
+    from distill.train import Turn
+
+    rng = np.random.default_rng(seed)
+    turns = []
+    for i in range(n):
+        tu, ta = int(rng.integers(4, 12)), int(rng.integers(6, 16))
+        user = rng.integers(0, layout.card, (layout.n_q, tu))
+        agent = (np.resize(user, (layout.n_q, ta)) * 3 + 1) % layout.card
+        reply = list(rng.integers(0, layout.text_card, int(rng.integers(2, 6))))
+        turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}"))
+    return turns
+
+
+def run_training(job: TrainJob) -> int:
+    """Builds the model and the turns, trains (DDP under torchrun), exports on rank 0."""
+    import json
+    import random
+
+    import numpy as np
+    import torch
+
+    from distill.train import setup_distributed, train
+    from model.presets import full_speech_config, tiny_speech_config
+    from model.speech_ckpt import build_model, save_trained
+    from common.errors import ParleyError
+
+    tc = replace(job.train, warmup=min(job.train.warmup, max(1, job.train.steps // 10)))
+    rank, world, device = setup_distributed()
+    torch.manual_seed(tc.seed)
+    sizes = {}
+    if job.data and not job.synthetic:
+        from distill.tokens import load_manifest
+
+        man = load_manifest(job.data[0])
+        sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
+    if job.tiny:
+        text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
+        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, **sizes)
+        model = build_model(cfg, pretrained=False)
+    else:
+        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, **sizes)
+        model = build_model(cfg, gguf_path=job.gguf)
+    layout = cfg.layout
+    if job.synthetic:
+        turns = synthetic_turns(job.synthetic, layout, tc.seed)
+        silence = np.zeros(layout.n_q, dtype=np.int64)
+        data_desc = f"{job.synthetic} synthetic turns"
+    else:
+        if not job.data:
+            raise ParleyError("give --data DIR (token shards from `parley distill tokenize`) or --synthetic N")
+        from distill.s2s_data import load_turns
+
+        turns, silence, data_desc = load_turns(list(job.data), layout, gguf=job.gguf)
+    if len(turns) < 2:
+        raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
+    order = list(range(len(turns)))
+    random.Random(1234).shuffle(order)
+    n_val = max(1, int(len(turns) * job.val_frac))
+    val = [turns[i] for i in order[:n_val]]
+    tr = [turns[i] for i in order[n_val:]]
+    if rank == 0:
+        n_tr = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("training on %s (%d train / %d val turns), %d trained params, %d process(es) on %s",
+                 data_desc, len(tr), len(val), n_tr, world, device)
+    metrics = train(model, tr, val, silence, tc, job.run_dir, device=device, rank=rank, world=world)
+    if rank == 0:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+        if job.export:
+            plain = (int, float, str, bool)
+            settings = {k: v for k, v in {**asdict(tc), **asdict(job)}.items() if isinstance(v, plain)}
+            save_trained(model, job.export, {
+                "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
+                "steps": int(metrics.get("step", 0)), "final_metrics": metrics,
+                "train_config": {**settings, "audio_head": str(cfg.audio_head.value), **job.extra},
+            })
+            log.info("trained parts written to %s", job.export)
+    if world > 1:  # all ranks leave together: gloo aborts a process that exits while a peer still talks
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,241 @@
+"""`parley bench AREA`: every benchmark of the project, one tree.
+
+    components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
+    model, llm   direct speech model step time; LLM precision     (model/bench/)
+    latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
+    codec        codec speed and latency                          (codec/bench.py)
+    distill      trace generation throughput                      (distill/bench.py)
+
+Registration is cheap; aiortc, numpy, torch and matplotlib are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.errors import ParleyError
+
+
+def _split(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [p.strip() for v in items for p in v.split(",") if p.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        action="append",
+        help="server URL (http://HOST:PORT); repeat or comma-separate to compare servers; "
+        "omitted: start a local `parley serve` per engine",
+    )
+    p.add_argument("--audio", help="user utterances: a WAV file or a folder of WAVs "
+                   "(default: a few questions synthesized with flite)")
+    p.add_argument("--engine", help="engine(s), comma-separated (e.g. cascade,direct); "
+                   "with --url it is requested in the offer")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the local `parley serve` (repeatable)")
+    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    """Every area of `parley bench`, in the order `parley bench --help` lists them."""
+    _register_components(bench_sub)
+    _register_model(bench_sub)
+    _register_webrtc(bench_sub)
+    _register_codec(bench_sub)
+    _register_distill(bench_sub)
+
+
+def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser(
+        "latency",
+        help="voice-to-voice and barge-in stop latency measured at a WebRTC client",
+        description="Plays utterances in real time over WebRTC like a user, records the agent, "
+        "and measures voice-to-voice latency (first agent audio - end of user speech) and "
+        "barge-in stop latency (agent silent - start of interrupting speech).",
+    )
+    _common(p)
+    p.add_argument("--turns", type=int, default=10, help="user turns per engine (default 10)")
+    p.add_argument("--plot", help="write a PNG plot (CDF + stage breakdown per turn)")
+    p.add_argument("--barge-in-every", type=int, default=3, metavar="K",
+                   help="every K-th turn interrupts the agent (0: never; default 3)")
+    p.add_argument("--barge-after", type=float, default=0.8, metavar="S",
+                   help="interrupt S seconds after the reply became audible (default 0.8)")
+    p.add_argument("--pause", type=float, default=0.8, metavar="S",
+                   help="silence before each question (plus up to 0.6 s random; default 0.8)")
+    p.add_argument("--reply-timeout", type=float, default=20.0, metavar="S")
+    p.set_defaults(func=latency_cmd)
+
+    c = bench_sub.add_parser(
+        "concurrency",
+        help="ramp simultaneous WebRTC sessions until real time breaks",
+        description="Runs 1, 2, 4, ... --max simultaneous sessions; a step is held when there "
+        "are no output underruns (over 1%% of frames) and voice-to-voice p90 stays under the "
+        "limit. Reports the largest number of sessions held.",
+    )
+    _common(c)
+    c.add_argument("--max", type=int, default=8, help="largest number of sessions to try")
+    c.add_argument("--turns", type=int, default=2, help="turns per session per step (default 2)")
+    c.add_argument("--p90-limit-ms", type=float, default=None,
+                   help="p90 voice-to-voice limit (default: 2x the single-session p90)")
+    c.add_argument("--underrun-limit", type=float, default=0.01,
+                   help="largest fraction of frames with underrun (default 0.01)")
+    c.set_defaults(func=concurrency_cmd)
+
+
+def _quiet_logs(args: argparse.Namespace) -> None:
+    """aioice/aiortc log every ICE check at INFO: keep the progress display readable."""
+    import logging  # noqa: PLC0415
+
+    if not getattr(args, "verbose", False):
+        for name in ("aioice", "aiortc", "matplotlib"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _targets(args: argparse.Namespace, default_engine: str = "cascade") -> list:
+    """The `Target`s to measure: URLs (each with its engine, if given) or local servers per engine."""
+    from voice.bench.runs import Target  # noqa: PLC0415
+    from voice.client.peer import check_url  # noqa: PLC0415
+
+    urls = _split(args.url)
+    engines = _split(args.engine)
+    if not urls:
+        return [Target(None, e) for e in (engines or [default_engine])]
+    if len(urls) > 1 and engines and len(engines) != len(urls):
+        raise ParleyError("give one --engine per --url, or none")
+    pairs = [(urls[0], e) for e in (engines or [None])] if len(urls) == 1 else \
+        list(zip(urls, engines or [None] * len(urls)))
+    for url, _ in pairs:
+        check_url(url)
+    return [Target(url, e) for url, e in pairs]
+
+
+def _utterances(args: argparse.Namespace):  # noqa: ANN202
+    from voice.bench.utterances import default_utterances, load_utterances  # noqa: PLC0415
+
+    return load_utterances(args.audio) if args.audio else default_utterances()
+
+
+def latency_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.latency import LatencyConfig  # noqa: PLC0415
+    from voice.bench.runs import run_latency  # noqa: PLC0415
+
+    if args.turns < 1:
+        raise ParleyError("--turns must be at least 1")
+    _quiet_logs(args)
+    targets = _targets(args)
+    cfg = LatencyConfig(turns=args.turns, pause_s=args.pause, barge_in_every=args.barge_in_every,
+                        barge_after_s=args.barge_after, reply_timeout_s=args.reply_timeout, seed=args.seed)
+    return run_latency(targets, _utterances(args), cfg, args.server_arg, out=args.out, plot=args.plot)
+
+
+def concurrency_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.concurrency import ConcurrencyConfig  # noqa: PLC0415
+    from voice.bench.runs import run_concurrency  # noqa: PLC0415
+
+    if args.max < 1:
+        raise ParleyError("--max must be at least 1")
+    _quiet_logs(args)
+    targets = _targets(args)
+    cfg = ConcurrencyConfig(max_sessions=args.max, turns=args.turns, p90_limit_ms=args.p90_limit_ms,
+                            underrun_limit=args.underrun_limit, seed=args.seed)
+    return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out)
+
+
+def _register_model(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("model", help="direct speech model: per-frame step time vs batch size")
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"], help="default: all available")
+    p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
+    p.add_argument("--context", type=int, default=128, help="frames already in each session's context")
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default: 50 on CUDA, 5 on CPU)")
+    p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    p.add_argument("--audio-head", default="depth", help="depth, delay or depth,delay (compare both)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=model_cmd)
+    p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
+    p.set_defaults(func=llm_cmd)
+
+
+def model_cmd(args: argparse.Namespace) -> int:
+    from model.bench.step import StepBenchConfig, run_bench
+
+    heads = tuple(_split(args.audio_head))
+    if bad := [h for h in heads if h not in ("depth", "delay")]:
+        raise ParleyError(f"--audio-head: unknown head(s) {bad} (depth, delay)")
+    try:
+        batches = tuple(int(b) for b in _split(args.batch))
+    except ValueError:
+        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    return run_bench(StepBenchConfig(
+        device=args.device, batches=batches, context=args.context, steps=args.steps, cpu_dtype=args.cpu_dtype,
+        threads=args.threads, tiny=args.tiny, audio_heads=heads, gguf=args.gguf, json_path=args.json))
+
+
+def llm_cmd(args: argparse.Namespace) -> int:
+    from model.bench.llm import run_bench
+
+    return run_bench(threads=args.threads, tokens=args.tokens)
+
+
+def _register_components(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
+    p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
+    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.components.llm.load_llm")
+    p.add_argument("--json", help="also write the rows as JSON to this path")
+    p.set_defaults(func=components_cmd)
+
+
+def components_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.components import run_bench
+
+    return run_bench(
+        skip={s.strip() for s in args.skip.split(",") if s.strip()},
+        baseline=not args.no_baseline,
+        llm_spec=args.llm,
+        json_path=args.json,
+    )
+
+
+def _register_codec(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("codec", help="codec: streaming RTF on one CPU core, GPU batched throughput, latency")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
+    p.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
+    p.add_argument("--batch", type=int, default=64, help="GPU batch size")
+    p.set_defaults(func=codec_cmd)
+
+
+def codec_cmd(args: argparse.Namespace) -> int:
+    from codec.bench import run_bench
+
+    run_bench(args.weights, seconds=args.seconds, device=args.device, batch=args.batch)
+    return 0
+
+
+def _register_distill(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("distill", help="distill: traces per minute for 1 and 2 workers, time per stage")
+    p.add_argument("--n", type=int, default=8, help="traces per configuration")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--stages", default="real")
+    p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.set_defaults(func=distill_cmd)
+
+
+def distill_cmd(args: argparse.Namespace) -> int:
+    from distill.bench import run_bench
+    from distill.stages import StagesSpec
+
+    print(run_bench(n=args.n, workers=args.workers, stages=StagesSpec.parse(args.stages), keep=args.keep,
+                    threads=args.threads))
+    return 0

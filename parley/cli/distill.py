@@ -1,0 +1,75 @@
+"""`parley distill ...`: generate / stats / tokenize (this module) and train / eval
+(registered from parley/cli/distill_train.py). Registration is cheap."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from parley.cli import distill_train
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from distill.runner import GenConfig, generate
+    from distill.stages import StagesSpec
+
+    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac,
+                    stages=StagesSpec.parse(args.stages))
+    summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
+                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads)
+    print(json.dumps(summary))
+    return 1 if summary["failed"] else 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from distill.stats import compute_stats, format_stats
+
+    st = compute_stats(args.dir)
+    print(json.dumps(st, indent=1) if args.json else format_stats(st))
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from distill.tokenize import tokenize
+
+    print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
+                              include_open=args.include_open, device=args.device)))
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate cascade traces (ASR -> LLM -> TTS) into sharded storage")
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it exists)")
+    p.add_argument("--n", type=int, required=True, help="total number of traces (indices 0..N-1)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray actors)")
+    p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads per worker")
+    p.add_argument("--seed", type=int, default=0, help="traces are a function of (seed, index)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the workers on Ray: 'auto' (running cluster), an address, or 'local' (start one)")
+    p.add_argument("--eval-frac", type=float, default=0.05, help="share of held-out eval traces")
+    p.add_argument("--real-frac", type=float, default=0.35, help="share of eval traces by the real recorded speaker")
+    p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
+    p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_generate)
+
+
+def register(sub) -> None:
+    d = sub.add_parser("distill", help="distillation data (generate/stats/tokenize) and training")
+    dsub = d.add_subparsers(dest="distill_command", metavar="SUBCOMMAND")
+    d.set_defaults(func=lambda args: d.print_help() or 2)
+    _add_generate(dsub)
+    p = dsub.add_parser("stats", help="counts, hours, stage timings, voice and case mix of a trace folder")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_stats)
+    p = dsub.add_parser("tokenize", help="encode user/agent speech of traces into codec-token shards")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--codec", type=Path, default=Path("weights/codec"), help="codec weights folder")
+    p.add_argument("--out", type=Path, default=None, help="token folder (default DIR/tokens)")
+    p.add_argument("--with-clean", action="store_true", help="also encode the clean user speech")
+    p.add_argument("--include-open", action="store_true", help="also read shards still being written")
+    p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
+    p.set_defaults(func=_tokenize)
+    distill_train.register_train_eval(dsub)

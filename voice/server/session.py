@@ -1,0 +1,325 @@
+"""One WebRTC connection: input audio -> VAD turn taking -> engine -> output track + events.
+
+Per session: the peer connection, a `VADStream` (the Silero weights are shared), the
+`TurnDetector` with its `EchoGuard`, the `AgentTrack`, the engine's `EngineSession` (history)
+and three kinds of tasks: the input reader, the reply of the current turn, a connect timeout.
+Model work never runs on the event loop: VAD steps of all sessions are batched (`VadBatcher`)
+on a one-thread "fast lane" executor (so they never wait behind a long ASR/LLM job), engines
+use their own pools.
+
+Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent
+talks, the output track is held (silent frames, nothing consumed); if it was noise (a cough,
+TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
+(TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
+cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
+played. The input's jitter buffer is cut from aiortc's 4 frames of prefetch to
+`voice.server.inputs.INPUT_PREFETCH` (on a LAN / loopback there is no jitter to absorb; every frame saved is
+latency saved, for barge-in and end of turn alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
+from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
+from voice.tasks import cancel_and_wait, spawn
+from voice.server import events as ev
+from voice.server.inputs import VadBatcher, frame_to_mono
+from voice.server.tracks import AgentTrack, Segment
+from voice.server.turns import (
+    EchoGuard,
+    TurnCancel,
+    TurnConfig,
+    TurnDetector,
+    TurnEnd,
+    TurnStart,
+    VadChange,
+    TurnPhase,
+    level_db,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_EVENTS = 200  # events kept until the data channel opens
+TRAILING_S = 0.25  # audio kept after the end of speech in the turn given to the engine
+
+
+def played_text(segments: list[Segment]) -> str:
+    """The words the user actually heard: whole segments sent, plus the sent fraction of the
+    interrupted one (cut at a word boundary, proportionally to its samples)."""
+    parts: list[str] = []
+    for s in segments:
+        if s.done:
+            parts.append(s.text.strip())
+        elif s.sent > 0:
+            words = s.text.split()
+            k = int(len(words) * s.sent / max(1, len(s.audio)))
+            parts.append(" ".join(words[:k]))
+            break
+        else:
+            break
+    return " ".join(p for p in parts if p)
+
+
+class Session:
+    def __init__(
+        self,
+        pc,  # noqa: ANN001 - aiortc RTCPeerConnection
+        engine: Engine,
+        vad,  # noqa: ANN001 - voice.components.vad.SileroVAD (shared)
+        vad_batcher: VadBatcher,
+        cfg: TurnConfig = TurnConfig(),
+        on_closed: Callable[["Session"], None] | None = None,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
+        self.id = secrets.token_hex(4)
+        self.pc = pc
+        self.engine = engine
+        self.cfg = cfg
+        self.vad_stream = vad.stream()
+        self.vad_batcher = vad_batcher
+        self.engine_session = engine.session()
+        self.guard = EchoGuard(cfg)
+        self.out = AgentTrack(on_sent=self.guard.note_output)
+        self.detector = TurnDetector(cfg, self.guard)
+        self.on_closed = on_closed
+        self.connect_timeout_s = connect_timeout_s
+        self.t0 = time.monotonic()
+        self.turn = 0
+        self.closed = False
+        self._channel = None
+        self._pending: deque[str] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._tasks: set[asyncio.Task] = set()
+        self._reply: asyncio.Task | None = None
+        self._reply_turn = 0
+        self._segments: dict[int, list[Segment]] = {}
+        self._finished: set[int] = set()
+        keep = cfg.chunks(cfg.preroll_ms + cfg.start_ms + cfg.start_gap_ms) + 4
+        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=keep)  # QUIET/STARTING
+        self._turn_audio: list[tuple[float, np.ndarray]] = []  # SPEAKING/STOPPING
+        self._in_turn = False
+        self._held_at: float | None = None  # when the output was held for a possible barge-in
+        self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0}
+        self._wire()
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _spawn(self, coro, name: str) -> asyncio.Task:  # noqa: ANN001
+        return spawn(self._tasks, coro, f"parley-{self.id}-{name}")
+
+    def _wire(self) -> None:
+        pc = self.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:  # noqa: ANN001
+            if self._channel is None:
+                self._channel = channel
+                if channel.readyState == "open":
+                    self._flush_pending()
+                else:
+                    channel.on("open", self._flush_pending)
+
+        @pc.on("track")
+        def on_track(track) -> None:  # noqa: ANN001
+            if track.kind == "audio":
+                self._spawn(self._read_input(track), "input")
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    def start(self) -> None:
+        """Called once the answer is ready (on the event loop)."""
+        self.send(ev.READY, session=self.id, **self.engine.info())
+        self._spawn(self._connect_watchdog(), "watchdog")
+
+    async def _connect_watchdog(self) -> None:
+        await asyncio.sleep(self.connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            log.info("session %s: not connected after %.0f s, closing", self.id, self.connect_timeout_s)
+            self._spawn(self.close(), "close")
+
+    # -- events ------------------------------------------------------------------------------
+    def send(self, type_: str, **fields: object) -> None:
+        msg = json.dumps({"type": type_, **fields, "t": round(1000 * (time.monotonic() - self.t0), 1)})
+        ch = self._channel
+        if ch is not None and ch.readyState == "open":
+            try:
+                ch.send(msg)
+            except Exception:  # noqa: BLE001 - a closing channel must not break the session
+                log.debug("session %s: event dropped", self.id)
+        elif not self.closed:
+            self._pending.append(msg)
+
+    def _flush_pending(self) -> None:
+        while self._pending and self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(self._pending.popleft())
+
+    # -- input -------------------------------------------------------------------------------
+    async def _read_input(self, track) -> None:  # noqa: ANN001
+        import soxr  # noqa: PLC0415
+        from aiortc.mediastreams import MediaStreamError  # noqa: PLC0415
+
+        rs, sr_in = None, 0
+        buf = np.zeros(0, np.float32)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            t = time.monotonic()
+            if frame.sample_rate != sr_in:
+                sr_in = frame.sample_rate
+                rs = soxr.ResampleStream(sr_in, SPEECH_SR, 1, dtype="float32")
+            y = rs.resample_chunk(frame_to_mono(frame))
+            buf = np.concatenate([buf, y]) if len(buf) else y
+            while len(buf) >= VAD_CHUNK:
+                chunk, buf = buf[:VAD_CHUNK], buf[VAD_CHUNK:]
+                await self._on_chunk(np.ascontiguousarray(chunk), t)
+        log.debug("session %s: input track ended", self.id)
+
+    async def _on_chunk(self, chunk: np.ndarray, t: float) -> None:
+        prob = await self.vad_batcher.push(self.vad_stream, chunk)
+        self.stats["chunks"] += 1
+        self.engine_session.feed(chunk, t)
+        if self._in_turn:
+            self._turn_audio.append((t, chunk))
+        else:
+            self._recent.append((t, chunk))
+        for e in self.detector.push(prob, level_db(chunk), t):
+            self._on_turn_event(e)
+
+    def _on_turn_event(self, e) -> None:  # noqa: ANN001
+        if isinstance(e, VadChange):
+            if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
+                self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
+                self._held_at = e.t
+            self.send(ev.VAD, state=e.state.value)
+        elif isinstance(e, TurnStart):
+            self._on_turn_start(e)
+        elif isinstance(e, TurnEnd):
+            self._on_turn_end(e)
+        elif isinstance(e, TurnCancel):
+            if self.out.paused:  # it was noise: the agent goes on where it stopped
+                self.out.resume()
+                self._held_at = None
+
+    def _on_turn_start(self, e: TurnStart) -> None:
+        barge_in = self.replying
+        if barge_in:
+            self._interrupt(e.t)
+        elif self.out.paused:
+            self.out.resume()
+        self.turn += 1
+        self.stats["turns"] += 1
+        lo = e.t_speech_start - self.cfg.preroll_ms / 1000.0
+        self._turn_audio = [(t, c) for t, c in self._recent if t > lo]
+        self._recent.clear()
+        self._in_turn = True
+        self.send(ev.TURN_START, turn=self.turn, barge_in=barge_in)
+
+    def _on_turn_end(self, e: TurnEnd) -> None:
+        self._in_turn = False
+        hi = e.t_speech_end + TRAILING_S + VAD_CHUNK_S
+        chunks = [c for t, c in self._turn_audio if t <= hi]
+        self._turn_audio = []
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        self.send(ev.TURN_END, turn=self.turn, speech_ms=round(1000 * e.speech_s))
+        ut = UserTurn(self.turn, audio, e.t_speech_end, e.t)
+        self._reply_turn = self.turn
+        self._reply = self._spawn(self._run_reply(ut), f"reply{self.turn}")
+
+    # -- replies -----------------------------------------------------------------------------
+    @property
+    def replying(self) -> bool:
+        return (self._reply is not None and not self._reply.done()) or self.out.busy
+
+    async def _run_reply(self, ut: UserTurn) -> None:
+        segs = self._segments.setdefault(ut.turn, [])
+        stages = {"vad_endpoint_ms": round(1000 * (ut.t_decided - ut.t_speech_end), 1)}
+        first = True
+        agen = self.engine_session.respond(ut)
+        try:
+            async for item in agen:
+                if isinstance(item, AgentAudio):
+                    x = item.audio
+                    if item.sample_rate != WEBRTC_SR:
+                        from voice.audio import resample  # noqa: PLC0415
+
+                        x = resample(x, item.sample_rate, WEBRTC_SR)
+                    segs.append(self.out.enqueue(ut.turn, x, item.text))
+                    if first:
+                        first = False
+                        total = 1000 * (time.monotonic() - ut.t_speech_end)
+                        self.send(ev.LATENCY, turn=ut.turn, total_ms=round(total, 1), stages=stages)
+                elif isinstance(item, AgentText):
+                    self.send(ev.AGENT_TEXT, turn=ut.turn, text=item.text)
+                elif isinstance(item, UserText):
+                    self.send(ev.USER_TRANSCRIPT, turn=ut.turn, text=item.text)
+                elif isinstance(item, Stage):
+                    stages[f"{item.name}_ms"] = round(item.ms, 1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one failed turn must not end the session
+            log.exception("session %s: engine failed on turn %d", self.id, ut.turn)
+            self.send(ev.ERROR, turn=ut.turn, message=f"engine failed: {e}")
+        finally:
+            await agen.aclose()
+        while any(not s.done for s in segs):
+            await self.out.idle.wait()
+            await asyncio.sleep(0)
+        self._finish(ut.turn, interrupted=False)
+
+    def _finish(self, turn: int, interrupted: bool) -> None:
+        if turn in self._finished:
+            return
+        self._finished.add(turn)
+        segs = self._segments.pop(turn, [])
+        text = played_text(segs)
+        played_ms = round(1000 * sum(s.sent for s in segs) / WEBRTC_SR)
+        self.engine_session.commit(turn, text, interrupted)
+        self.send(ev.AGENT_DONE, turn=turn, text=text, interrupted=interrupted, played_ms=played_ms)
+
+    def _interrupt(self, t_decided: float) -> None:
+        """Barge-in: silence the output now, cancel the reply, keep what was played."""
+        self.out.flush()
+        self.out.resume()
+        stop_ms = 1000 * (time.monotonic() - t_decided)
+        held_ms = None if self._held_at is None else round(1000 * (t_decided - self._held_at), 1)
+        self._held_at = None
+        turn = self._reply_turn
+        if self._reply is not None and not self._reply.done():
+            self._reply.cancel()
+        segs = self._segments.get(turn, [])
+        played_ms = round(1000 * sum(s.sent for s in segs) / WEBRTC_SR)
+        self.stats["barge_ins"] += 1
+        self.send(ev.BARGE_IN, turn=turn, played_ms=played_ms, stop_ms=round(stop_ms, 2), held_ms=held_ms)
+        self._finish(turn, interrupted=True)
+
+    # -- teardown ----------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await cancel_and_wait(list(self._tasks))
+        self.out.stop()
+        try:
+            await self.engine_session.close()
+        except Exception:  # noqa: BLE001
+            log.exception("session %s: engine session close failed", self.id)
+        await self.pc.close()
+        self._pending.clear()
+        self._segments.clear()
+        self._channel = None
+        if self.on_closed is not None:
+            self.on_closed(self)
+        log.info("session %s closed", self.id)

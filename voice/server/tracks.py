@@ -1,0 +1,143 @@
+"""The agent's output track: 20 ms frames of 48 kHz mono audio, in real time, from a queue.
+
+The server's `Session` queues agent speech as `Segment`s (one per clause / piece, tagged with
+the turn and the words it speaks). `recv()` (pulled by aiortc's RTP sender) paces itself on
+the monotonic clock, takes the next 960 samples from the queue (zeros when idle, so the
+connection always carries audio) and advances each segment's `sent` counter, which is how the
+server knows what the user actually heard. `flush()` empties the queue synchronously: the
+frame returned by the next `recv()` is silent, so barge-in stops the agent within one frame.
+`pause()` / `resume()` hold the queue (silent frames, nothing consumed) while the VAD decides
+whether a sound during the agent's speech is an interruption.
+Samples are taken from the queue only when a frame is returned (after the pacing sleep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+
+
+RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)
+_TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
+
+
+@dataclass(eq=False)
+class Segment:
+    """A piece of agent audio in the queue."""
+
+    turn: int
+    text: str  # words spoken by this piece
+    audio: np.ndarray = field(repr=False)  # (T,) float32 at 48 kHz
+    sent: int = 0  # samples already handed to aiortc
+
+    @property
+    def done(self) -> bool:
+        return self.sent >= len(self.audio)
+
+
+def to_frame(x: np.ndarray, k: int) -> AudioFrame:
+    """(960,) float32 -> AudioFrame s16 mono 48 kHz with pts k*960."""
+    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).reshape(1, -1)
+    f = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    f.sample_rate = WEBRTC_SR
+    f.pts = k * WEBRTC_FRAME
+    f.time_base = _TIME_BASE
+    return f
+
+
+class AgentTrack(MediaStreamTrack):
+    """Real-time 48 kHz mono track fed from a queue of `Segment`s."""
+
+    kind = "audio"
+
+    def __init__(self, on_sent: Callable[[float, np.ndarray], None] | None = None) -> None:
+        super().__init__()
+        self._queue: deque[Segment] = deque()
+        self._k = 0  # frames returned
+        self._t0: float | None = None
+        self.on_sent = on_sent  # called with (monotonic time, (960,) frame) for each frame
+        self.idle = asyncio.Event()  # set while nothing is queued
+        self.idle.set()
+        self.paused = False  # hold: silent frames, the queue is kept (possible barge-in)
+        self.underruns = 0  # frames returned more than one frame late
+
+    # -- control (event loop thread) ---------------------------------------------------------
+    def enqueue(self, turn: int, audio: np.ndarray, text: str = "") -> Segment:
+        seg = Segment(turn, text, np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
+        if len(seg.audio):
+            self._queue.append(seg)
+            self.idle.clear()
+        return seg
+
+    def flush(self) -> list[Segment]:
+        """Drop everything queued (the next frame is silent); returns the dropped segments."""
+        dropped = list(self._queue)
+        self._queue.clear()
+        self.idle.set()
+        return dropped
+
+    def pause(self) -> None:
+        """Hold the queue: the next frame is silent, nothing is consumed until `resume()`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def queued_turns(self) -> set[int]:
+        return {s.turn for s in self._queue}
+
+    # -- aiortc ------------------------------------------------------------------------------
+    def _take(self) -> np.ndarray:
+        out = np.zeros(WEBRTC_FRAME, dtype=np.float32)
+        i = 0
+        while i < WEBRTC_FRAME and self._queue:
+            seg = self._queue[0]
+            n = min(WEBRTC_FRAME - i, len(seg.audio) - seg.sent)
+            out[i : i + n] = seg.audio[seg.sent : seg.sent + n]
+            seg.sent += n
+            i += n
+            if seg.done:
+                self._queue.popleft()
+        if not self._queue:
+            self.idle.set()
+        return out
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        due = self._t0 + self._k * WEBRTC_FRAME_S
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > RESYNC_S:  # the loop stalled: continue from now instead of bursting
+            self._t0 = now - self._k * WEBRTC_FRAME_S
+        elif now - due > WEBRTC_FRAME_S:
+            self.underruns += 1
+        if self.readyState != "live":
+            raise MediaStreamError
+        x = np.zeros(WEBRTC_FRAME, np.float32) if self.paused else self._take()
+        frame = to_frame(x, self._k)
+        self._k += 1
+        if self.on_sent is not None:
+            self.on_sent(time.monotonic(), x)
+        return frame
+
+    def stop(self) -> None:
+        self.flush()
+        super().stop()

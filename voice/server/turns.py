@@ -1,0 +1,278 @@
+"""Turn taking: a VAD hysteresis state machine with an echo guard.
+
+Input: one Silero speech probability per 32 ms chunk of user audio (16 kHz, 512 samples),
+the chunk's level and its arrival time. States (as pipecat / LiveKit):
+
+    QUIET --p>=start--> STARTING --speech for start_ms--> SPEAKING --p<stop--> STOPPING
+      ^                    | (more than start_gap_ms below `stop`)  ^   p>=start  |
+      +--------------------+                                        +-------------+
+      ^                                        silence for stop_ms                |
+      +---------------------------------------------------------------------------+
+
+* a turn starts (TurnStart, the barge-in trigger) when STARTING has seen `start_ms` of speech:
+  coughs, clicks and other sounds shorter than that never become a turn. Silero's probability
+  stays high for ~2 chunks after a sound stops, so in STARTING a chunk also needs a level
+  within `start_drop_db` of the loudest chunk so far (the sound is still going on);
+* a turn ends (TurnEnd) after `stop_ms` of silence. The end of speech is the end of the last
+  chunk that was speech and still loud (within `end_drop_db` of the turn's peak), so the
+  reported VAD endpoint delay includes Silero's lag and is `stop_ms` + ~30-90 ms.
+
+Echo guard: with loudspeakers the agent's own voice comes back through the microphone, and
+Silero rightly calls it speech. `EchoGuard` remembers the level of every frame the agent sent
+and predicts the loudest echo the microphone can hold now: the loudest agent frame sent in the
+last `echo_window_ms` (any echo delay up to that) times the echo path gain (worst case
+`echo_gain_db`, then learned from what the microphone hears while the agent talks).
+While the agent talks (or just did), a chunk counts as user speech only if it is speech AND
+`echo_margin_db` louder than that prediction. The user's voice on top of the echo passes,
+the echo alone does not. Browsers' echo cancellation (requested by the demo page) removes most
+echo before it reaches us; the guard is for what is left.
+
+Defaults were tuned on real speech (150 asterisk prompts, one US female voice; 2026-11-23):
+inner pauses (hysteresis 0.5/0.35) were p95 288 ms, max 352 ms, so stop_ms 544 keeps every
+prompt in one turn; the end of speech by energy precedes Silero's end by p50 58 ms (p90 87).
+Bursts of real speech cut to 100/150/190 ms reach at most 4/6/7 speech chunks with the level
+rule (8 without it), so start_ms 256 (8 chunks) rejects every burst under 200 ms (7 chunks
+let a 180 ms burst through in tests/test_server_turns.py); whole prompts are confirmed
+~270 ms after their energy onset, which is also the barge-in decision time.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.audio_constants import VAD_CHUNK_MS, VAD_CHUNK_S
+
+
+ECHO_HISTORY_CHUNKS = 94  # echo gain learned over the last ~3 s of agent speech
+ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst case
+ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
+ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
+ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
+
+
+class TurnPhase(str, enum.Enum):
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    start_threshold: float = 0.5  # speech probability that starts / resumes speech
+    stop_threshold: float = 0.35  # below this a chunk is silence (hysteresis)
+    start_ms: float = 256.0  # speech needed (in STARTING) to confirm a turn; shorter = noise
+    start_gap_ms: float = 64.0  # silence tolerated inside STARTING before giving up
+    start_drop_db: float = 25.0  # in STARTING a chunk this far below the loudest one is not
+    #                              speech (Silero's probability lingers ~60 ms after a sound)
+    stop_ms: float = 544.0  # silence that ends a turn
+    end_drop_db: float = 30.0  # the end of speech is the last chunk within this of the peak
+    preroll_ms: float = 320.0  # audio kept before the first speech chunk (soft onsets)
+    max_turn_s: float = 30.0  # a turn is cut here even without a pause
+    hold_on_start: bool = True  # the agent holds its audio while a sound during its speech is
+    #                              being confirmed (STARTING); resumes if it was noise
+    echo_guard: bool = True
+    echo_gain_db: float = -10.0  # loudest echo expected, relative to the agent's output
+    echo_margin_db: float = 4.0  # user speech must exceed the predicted echo by this much
+    echo_window_ms: float = 600.0  # echo delays considered (output sent -> input arrived)
+
+    def chunks(self, ms: float) -> int:
+        return max(1, math.ceil(ms / VAD_CHUNK_MS - 1e-9))
+
+
+def level_db(x: np.ndarray) -> float:
+    """Mean-square level of a chunk in dBFS (full-scale sine = -3 dB); -120 for silence."""
+    ms = float(np.mean(np.square(x, dtype=np.float64))) if len(x) else 0.0
+    return 10.0 * math.log10(ms + 1e-12)
+
+
+class EchoGuard:
+    """Remembers the agent's recent output levels; predicts the loudest possible echo.
+
+    The echo path gain starts at the worst case `echo_gain_db` and adapts: while the agent
+    talks, the input level relative to the loudest recent output is recorded, and once
+    `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never above the worst
+    case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo arrives late, so a
+    high percentile, not the median). Only chunks heard while the VAD is QUIET teach it (not
+    a user starting to talk). With headphones or
+    browser echo cancellation the learned gain is low and a soft-spoken user can still
+    interrupt; with a loud speaker it stays near the worst case.
+    """
+
+    def __init__(self, cfg: TurnConfig) -> None:
+        self.cfg = cfg
+        self._sent: deque[tuple[float, float]] = deque()  # (monotonic time, level dB)
+        self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_CHUNKS)  # input - output dB
+
+    def observe(self, t: float, chunk_db: float) -> None:
+        """An input chunk heard while (maybe) the agent talked: learn the echo path gain."""
+        ref = self._ref_db(t)
+        if ref is not None and ref > ECHO_MIN_REF_DB:
+            self._ratios.append(max(chunk_db - ref, ECHO_MIN_GAIN_DB - 20.0))
+
+    def gain_db(self) -> float:
+        if len(self._ratios) < ECHO_LEARN_CHUNKS:
+            return self.cfg.echo_gain_db
+        learned = float(np.percentile(np.fromiter(self._ratios, float), ECHO_PERCENTILE))
+        return min(self.cfg.echo_gain_db, max(ECHO_MIN_GAIN_DB, learned))
+
+    def note_output(self, t: float, frame: np.ndarray) -> None:
+        """An output frame was handed to the transport at time t."""
+        db = level_db(frame)
+        if db > -90.0:
+            self._sent.append((t, db))
+        self._trim(t)
+
+    def _trim(self, t: float) -> None:
+        horizon = t - self.cfg.echo_window_ms / 1000.0 - 0.1
+        while self._sent and self._sent[0][0] < horizon:
+            self._sent.popleft()
+
+    def _ref_db(self, t: float) -> float | None:
+        lo = t - self.cfg.echo_window_ms / 1000.0
+        levels = [db for ts, db in self._sent if lo <= ts <= t]
+        return max(levels) if levels else None
+
+    def predicted_echo_db(self, t: float) -> float | None:
+        """Loudest echo the input chunk arriving at t may contain; None when the agent was quiet."""
+        ref = self._ref_db(t)
+        return None if ref is None else ref + self.gain_db()
+
+    def is_user(self, t: float, chunk_db: float) -> bool:
+        """True when a speech chunk cannot be explained by echo alone."""
+        if not self.cfg.echo_guard:
+            return True
+        echo = self.predicted_echo_db(t)
+        return echo is None or chunk_db >= echo + self.cfg.echo_margin_db
+
+
+@dataclass(frozen=True)
+class VadChange:
+    state: TurnPhase
+    t: float
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    t: float  # decision time
+    t_speech_start: float  # arrival time of the first speech chunk's start
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    t: float  # decision time
+    t_speech_end: float  # arrival time of the end of the last speech chunk
+    speech_s: float  # speech start -> speech end
+
+
+@dataclass(frozen=True)
+class TurnCancel:
+    t: float  # STARTING fell back to QUIET: it was noise (no TurnStart was sent)
+
+
+TurnEvent = VadChange | TurnStart | TurnEnd | TurnCancel
+
+
+class TurnDetector:
+    """Per-session hysteresis state machine: `push(prob, chunk_db, t) -> [events]`."""
+
+    def __init__(self, cfg: TurnConfig = TurnConfig(), guard: EchoGuard | None = None) -> None:
+        self.cfg = cfg
+        self.guard = guard
+        self.state = TurnPhase.QUIET
+        self._n_start = cfg.chunks(cfg.start_ms)
+        self._n_gap = cfg.chunks(cfg.start_gap_ms)
+        self._n_stop = cfg.chunks(cfg.stop_ms)
+        self._n_max = cfg.chunks(cfg.max_turn_s * 1000.0)
+        self._speech = 0  # speech chunks in STARTING
+        self._peak_db = -120.0  # loudest chunk since STARTING began (this turn)
+        self._silence = 0  # consecutive silent chunks (STARTING / STOPPING)
+        self._chunks = 0  # chunks since the turn started
+        self.t_speech_start = 0.0
+        self.t_speech_end = 0.0
+
+    def reset(self) -> None:
+        self.__init__(self.cfg, self.guard)  # type: ignore[misc]
+
+    def _set(self, state: TurnPhase, t: float, out: list) -> None:
+        if state is not self.state:
+            self.state = state
+            out.append(VadChange(state, t))
+
+    def push(self, prob: float, chunk_db: float, t: float) -> list[TurnEvent]:
+        """One 32 ms chunk whose last sample arrived at time t."""
+        cfg = self.cfg
+        out: list[TurnEvent] = []
+        guarded = self.guard is not None and self.state in (TurnPhase.QUIET, TurnPhase.STARTING)
+        if guarded and self.state is TurnPhase.QUIET:
+            self.guard.observe(t, chunk_db)
+        user = (not guarded) or self.guard.is_user(t, chunk_db)
+        s = self.state
+        if s is TurnPhase.QUIET:
+            self._peak_db = chunk_db
+        else:
+            self._peak_db = max(self._peak_db, chunk_db)
+        if s in (TurnPhase.QUIET, TurnPhase.STARTING):
+            user = user and chunk_db >= self._peak_db - cfg.start_drop_db
+        loud = chunk_db >= self._peak_db - cfg.end_drop_db
+        speech = prob >= cfg.start_threshold and user
+        silence = prob < cfg.stop_threshold or not user
+        if s is TurnPhase.QUIET:
+            if speech:
+                self._speech, self._silence = 1, 0
+                self.t_speech_start = t - VAD_CHUNK_S
+                self._set(TurnPhase.STARTING, t, out)
+                if self._speech >= self._n_start:
+                    self._confirm(t, out)
+        elif s is TurnPhase.STARTING:
+            if speech:
+                self._speech += 1
+                self._silence = 0
+                if self._speech >= self._n_start:
+                    self._confirm(t, out)
+            elif silence:
+                self._silence += 1
+                if self._silence > self._n_gap:
+                    self._set(TurnPhase.QUIET, t, out)
+                    out.append(TurnCancel(t))
+        elif s is TurnPhase.SPEAKING:
+            self._chunks += 1
+            if silence:
+                self._silence = 1
+                self._set(TurnPhase.STOPPING, t, out)
+            elif loud:
+                self.t_speech_end = t
+        elif s is TurnPhase.STOPPING:
+            self._chunks += 1
+            if prob >= cfg.start_threshold:
+                self._silence = 0
+                if loud:
+                    self.t_speech_end = t
+                self._set(TurnPhase.SPEAKING, t, out)
+            else:
+                self._silence += 1
+                if self._silence >= self._n_stop:
+                    self._end(t, out)
+        if self.state in (TurnPhase.SPEAKING, TurnPhase.STOPPING) and self._chunks >= self._n_max:
+            if self.state is TurnPhase.SPEAKING:
+                self.t_speech_end = t
+            self._end(t, out)
+        return out
+
+    def _confirm(self, t: float, out: list) -> None:
+        self._silence = 0
+        self._chunks = 0
+        self.t_speech_end = t
+        self._set(TurnPhase.SPEAKING, t, out)
+        out.append(TurnStart(t, self.t_speech_start))
+
+    def _end(self, t: float, out: list) -> None:
+        self._set(TurnPhase.QUIET, t, out)
+        out.append(TurnEnd(t, self.t_speech_end, max(0.0, self.t_speech_end - self.t_speech_start)))
+        self._chunks = 0
+        self._silence = 0
