@@ -14,7 +14,7 @@ import numpy as np
 from aiohttp import web
 
 from voice.engines.base import Engine
-from voice.server import Server, ServerConfig
+from voice.server.app import Server, ServerConfig
 
 SR = 24000
 

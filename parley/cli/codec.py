@@ -135,7 +135,7 @@ def _export_teacher(args: argparse.Namespace) -> int:
     from whisper.audio import mel_filters
 
     from codec.semantic import save_teacher, teacher_from_whisper
-    from voice.asr import WhisperASR
+    from voice.components.asr import WhisperASR
 
     asr = WhisperASR.load("tiny.en")
     teacher = teacher_from_whisper(asr.model, mel_filters("cpu", asr.model.dims.n_mels))
