@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR as SR
+from model.common.audio_constants import SPEECH_SR as SR
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 
 def _norm_text(s: str) -> str:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cache import file_sha256
-from common.errors import ParleyError
-from common.paths import WEIGHTS_DIR
+from model.common.cache import file_sha256
+from model.common.errors import ParleyError
+from model.common.paths import WEIGHTS_DIR
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "codec"
 FORMAT = "parley-codec-v1"

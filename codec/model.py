@@ -24,9 +24,9 @@ from torch import nn
 from codec.quantization import QuantizedResult, ResidualVectorQuantizer
 from codec.seanet import SEANetDecoder, SEANetEncoder
 from codec.streaming import State, StreamingModule
-from common.audio_constants import CODEC_FRAME_RATE as FRAME_RATE  # noqa: F401 - codec API
-from common.audio_constants import CODEC_HOP as HOP  # noqa: F401 - codec API
-from common.audio_constants import SPEECH_SR as SAMPLE_RATE
+from model.common.audio_constants import CODEC_FRAME_RATE as FRAME_RATE  # noqa: F401 - codec API
+from model.common.audio_constants import CODEC_HOP as HOP  # noqa: F401 - codec API
+from model.common.audio_constants import SPEECH_SR as SAMPLE_RATE
 
 
 def _cpu_conv_flags(x: torch.Tensor) -> contextlib.AbstractContextManager:

@@ -51,8 +51,10 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
 
 
-def run_sweep(names: list[str], out: str | Path, train_args: list[str], poll_s: float = 60.0) -> int:
-    """Start one `codec.cli train` process per variant, wait for all, print the comparison."""
+def run_sweep(names: list[str], out: str | Path, train_cmd: list[str], train_args: list[str],
+              poll_s: float = 60.0) -> int:
+    """Start one training process per variant (`train_cmd --variant NAME --out DIR *train_args`,
+    e.g. `python -m voice codec train`), wait for all, print the comparison."""
     for n in names:
         get_variant(n)  # unknown names fail before anything starts
     out = Path(out)
@@ -60,7 +62,7 @@ def run_sweep(names: list[str], out: str | Path, train_args: list[str], poll_s: 
     for n in names:
         d = out / n
         d.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "codec.cli", "train", "--variant", n, "--out", str(d), *train_args]
+        cmd = [*train_cmd, "--variant", n, "--out", str(d), *train_args]
         log = open(d / "train.log", "a")
         procs[n] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         print(f"started {n}: pid {procs[n].pid}", flush=True)

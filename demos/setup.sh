@@ -32,7 +32,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
 else
   say "installing Python packages (first run takes a few minutes)"
   # pip() filters this machine's harmless "Location ... is ignored" index warnings, keeps errors
-  pip() { "$PY" -m pip "$@" 2> >(grep -vE "is ignored|BuildBackendWarning|^ +(!!|\*+|$)" >&2); }
+  pip() { "$PY" -m pip "$@" 2> >(grep -vE "is ignored|BuildBackendWarning|Please be careful with folders|name as your package as they may|with strategy, WheelFile|^ +(!!|\*+|$)" >&2); }
   pip install -q --upgrade pip
   # torch first and pinned: 2.13.0 resolves to the local CPU wheel here, the CUDA build elsewhere.
   pip install -q "torch==2.13.0"

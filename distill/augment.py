@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
+from model.common.audio_constants import SPEECH_SR
 
 
 @dataclass(frozen=True)

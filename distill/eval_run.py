@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What `parley distill eval` does (built from its arguments in parley/cli/distill.py)."""
+    """What `parley distill eval` does (built from its arguments in voice/cli/distill.py)."""
 
     data: tuple[Path, ...]  # token folder(s) from `parley distill tokenize`
     weights: Path | None = None  # speech-model weights (default weights/s2s)
@@ -87,7 +87,7 @@ def run_evaluation(job: EvalJob) -> int:
     from codec.io import load_codec
     from distill.s2s_data import layout_for
     from model.gguf import load_tokenizer
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     codec = load_codec(job.codec)
     asr = WhisperASR.load(job.asr)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
+from model.common.audio_constants import SPEECH_SR
 from distill import augment
 from distill.plan import PLAN_VERSION, REAL_VOICE, TracePlan
 from distill.stages import SYSTEM_PROMPT, Stages
@@ -56,8 +56,8 @@ def _ms(t0: float) -> float:
 def _user_speech(stages: Stages, voice: UserVoice | None, pt, rng: np.random.Generator):
     """-> (clean 16 kHz, augmented 16 kHz, pauses)."""
     if pt.recording:  # the real speaker: as recorded (plus lead/tail silence), no augmentation
-        from voice.audio import load_audio
-        from voice.samples import prompt_wav
+        from model.audio import load_audio
+        from model.samples import prompt_wav
 
         x, _ = load_audio(prompt_wav(pt.recording), SPEECH_SR)
         p = pt.augment

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from common.paths import ASTERISK_EN_PROMPTS
+from model.common.paths import ASTERISK_EN_PROMPTS
 from distill.augment import AugmentParams, sample_params
 from distill.prompts import PromptBank
 from distill.voices import EVAL_VOICES, UserVoice, sample_train_voice

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ParleyError
-from common.paths import REPO_ROOT
+from model.common.errors import ParleyError
+from model.common.paths import REPO_ROOT
 from distill.stages import StagesSpec
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 from distill.tokens import iter_token_turns, load_manifest
 from distill.train import Turn
 from model.layout import StreamLayout

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
-from common.errors import ParleyError
+from model.common.audio_constants import SPEECH_SR
+from model.common.errors import ParleyError
 from distill.voices import UserVoice, pitch_shift, word_timings
 
 SYSTEM_PROMPT = (
@@ -122,15 +122,15 @@ class FakeStages:
 
 
 class RealStages:
-    """Whisper (voice.components.asr), the LLM (voice.components.llm), piper joe (deterministic) and
-    espeak-ng / flite users (voice.components.tts)."""
+    """Whisper (model.components.asr), the LLM (model.components.llm), piper joe (deterministic) and
+    espeak-ng / flite users (model.components.tts)."""
 
     def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
         import torch
 
         from distill.voices import DeterministicPiper
-        from voice.components.asr import WhisperASR
-        from voice.components.llm import load_llm
+        from model.components.asr import WhisperASR
+        from model.components.llm import load_llm
 
         torch.set_num_threads(threads)
         self.piper = DeterministicPiper(threads=threads)
@@ -138,9 +138,9 @@ class RealStages:
         self.chat = load_llm(llm)
         self._voices: dict = {}
         self.models = {
-            "user_tts": "espeak-ng / flite (voice.components.tts), piper joe-medium (noise 0)",
-            "asr": f"whisper {asr} (voice.components.asr)",
-            "llm": f"{llm} (voice.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
+            "user_tts": "espeak-ng / flite (model.components.tts), piper joe-medium (noise 0)",
+            "asr": f"whisper {asr} (model.components.asr)",
+            "llm": f"{llm} (model.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
                    f"stop after {LLM_MAX_SENTENCES} sentences",
             "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
             "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
@@ -148,13 +148,13 @@ class RealStages:
         }
 
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
-        from voice.audio import resample
+        from model.audio import resample
 
         if voice.tts == "piper:joe":
             x, sr = self.piper.synthesize(text, voice.speed), self.piper.sample_rate
         else:
             if voice.tts not in self._voices:
-                from voice.components.tts import load_voice
+                from model.components.tts import load_voice
 
                 self._voices[voice.tts] = load_voice(voice.tts)
             v = self._voices[voice.tts]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 STAGES = ("user_speech", "asr", "llm", "agent_tts")
 

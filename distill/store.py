@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 from distill import store
 from distill.tokens import FORMAT
 
@@ -34,7 +34,7 @@ def _codec_id(path: Path) -> str:
 def _encode(codec, x: np.ndarray, sr: int):
     import torch
 
-    from voice.audio import resample
+    from model.audio import resample
 
     if len(x) == 0:
         return np.zeros((codec.cfg.n_q, 0), np.uint16)

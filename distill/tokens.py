@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 FORMAT = "parley-tokens-v1"
 

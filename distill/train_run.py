@@ -2,7 +2,7 @@
 
     parley distill train --data DIR [--steps N --batch-size B --max-minutes M --run-dir runs/s2s
                                      --export weights/s2s]
-    torchrun --nproc-per-node 8 -m parley distill train --data DIR ...   # multi-GPU (DDP)
+    torchrun --nproc-per-node 8 -m voice distill train --data DIR ...   # multi-GPU (DDP)
 
 `run_training(TrainJob(...))` resumes from ``RUN_DIR/last.pt`` when it exists. ``tiny`` builds a
 tiny random model (no SmolLM2) and ``synthetic=N`` uses N random turns: the smoke test of the
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainJob:
-    """What `parley distill train` does (built from its arguments in parley/cli/distill.py)."""
+    """What `parley distill train` does (built from its arguments in voice/cli/distill.py)."""
 
     train: TrainConfig  # steps, batch, schedule, checkpoints (distill.train)
     data: tuple[Path, ...] = ()  # token folder(s) from `parley distill tokenize`
@@ -69,7 +69,7 @@ def run_training(job: TrainJob) -> int:
     from distill.train import setup_distributed, train
     from model.presets import full_speech_config, tiny_speech_config
     from model.speech_ckpt import build_model, save_trained
-    from common.errors import ParleyError
+    from model.common.errors import ParleyError
 
     tc = replace(job.train, warmup=min(job.train.warmup, max(1, job.train.steps // 10)))
     rank, world, device = setup_distributed()

@@ -1,7 +1,7 @@
 """Synthetic user voices (train / held-out eval) and the deterministic piper voice.
 
 A user voice spec is "<tts>@<speed>~<semitones>", e.g. "espeak:en-us+m3@1.1~0" or "piper:joe@0.85~-2":
-the TTS voice name (voice.components.tts names, or "piper:joe" for the deterministic piper below), the
+the TTS voice name (model.components.tts names, or "piper:joe" for the deterministic piper below), the
 speaking rate, and a pitch shift in semitones (resampling, so formants move with it: a
 different-sounding speaker). Held-out voices never appear in training traces; eval traces use
 only them (plus the real recorded speaker, see distill/plan.py).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
+from model.common.audio_constants import SPEECH_SR
 
 _ESPEAK_ACCENTS = ("en-us", "en-gb", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",

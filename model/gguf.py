@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from common.cache import cache_dir, file_sha256
-from common.errors import ParleyError
+from model.common.cache import cache_dir, file_sha256
+from model.common.errors import ParleyError
 from model.llama import Llama, LlamaConfig
 from model.tokenizer import CHATML_TEMPLATE, Tokenizer, TokenizerSpec
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from common.cache import file_sha256
-from common.errors import ParleyError
-from common.paths import WEIGHTS_DIR
+from model.common.cache import file_sha256
+from model.common.errors import ParleyError
+from model.common.paths import WEIGHTS_DIR
 from model.speech import SpeechConfig, SpeechModel
 
 MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from common.audio_constants import SPEECH_SR
-from voice.audio import load_audio
-from voice.samples import have_prompts, prompt_wav
+from model.common.audio_constants import SPEECH_SR
+from model.audio import load_audio
+from model.samples import have_prompts, prompt_wav
 
 needs_prompts = pytest.mark.skipif(
     not have_prompts(), reason="needs asterisk-core-sounds-en-g722 + ffmpeg (demos/setup.sh installs them)"
@@ -25,7 +25,7 @@ def speech(name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def asr():
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     return WhisperASR.load("tiny.en")
 
@@ -33,7 +33,7 @@ def asr():
 @functools.lru_cache(maxsize=1)
 def faster_whisper():
     fw = pytest.importorskip("faster_whisper")
-    from voice.components.asr import bundled_ct2_dir
+    from model.components.asr import bundled_ct2_dir
 
     return fw.WhisperModel(str(bundled_ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2)
 

@@ -21,8 +21,8 @@ SR = 24000
 
 def prompt_pcm(name: str, lead_s: float = 0.3, tail_s: float = 1.2) -> bytes:
     """A real recorded prompt (asterisk, one US female voice) as PCM16 24 kHz with silence around it."""
-    from voice.audio import load_audio
-    from voice.samples import prompt_wav
+    from model.audio import load_audio
+    from model.samples import prompt_wav
 
     x, _ = load_audio(prompt_wav(name), SR)
     x = np.concatenate([np.zeros(int(lead_s * SR)), x, np.zeros(int(tail_s * SR))])

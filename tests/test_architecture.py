@@ -1,13 +1,14 @@
 """The import direction between Parley's packages (an AST scan; nothing is imported).
 
-    parley          the `parley` command (and `python -m parley`): may use everything
-    distill         builds on voice, model, codec
-    voice           builds on model, codec
-    model, codec    use each other only through leaf modules
-    common          leaf modules only: errors, cache, audio constants, paths
+    voice           the product on top: server, engines, client, Realtime API, benchmarks and
+                    the `parley` command (voice/cli, also `python -m voice`): may use everything
+    distill         traces, tokens, direct-model training: builds on model, codec
+    model, codec    models (speech model, Llama, the bundled VAD/ASR/TTS/LLM components) and the
+                    codec: they use each other only through leaf modules
+    model.common    the ground floor, leaf modules only: errors, cache, audio constants, paths
 
 A *leaf* module imports nothing of the project; any package may use any leaf module (all of
-`common/`, also e.g. `model.layout`). Every import counts: module level, inside functions,
+`model/common/`, also e.g. `model.layout`). Every import counts: module level, inside functions,
 `importlib.import_module("...")` and `__import__("...")`.
 """
 
@@ -18,8 +19,8 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("parley", "common", "voice", "codec", "model", "distill")
-RANK = {"common": 0, "codec": 1, "model": 1, "voice": 2, "distill": 3, "parley": 4}
+PACKAGES = ("voice", "codec", "model", "distill")  # the fixed top level: nothing else holds code
+RANK = {"codec": 0, "model": 0, "distill": 1, "voice": 2}
 
 
 def _module_name(path: Path) -> str:
@@ -84,20 +85,21 @@ def test_packages_import_only_downwards() -> None:
 
 
 def test_common_holds_only_leaf_modules() -> None:
-    """`common` is the ground floor: what every package may use, so it may use nothing."""
-    tied = {m: [d for d, _ in _imports(m)] for m in _modules() if _layer(m) == "common" and not _is_leaf(m)}
-    assert not tied, f"common/ modules must import nothing of the project: {tied}"
+    """`model.common` is the ground floor: what every package may use, so it may use nothing."""
+    tied = {m: [d for d, _ in _imports(m)] for m in _modules()
+            if m.startswith("model.common") and not _is_leaf(m)}
+    assert not tied, f"model/common/ modules must import nothing of the project: {tied}"
 
 
 def test_scan_sees_function_level_and_dynamic_imports() -> None:
     """The scan itself: a lazy import inside a function and importlib strings are edges."""
-    assert any(dep.startswith("voice.") for dep, _ in _imports("parley.cli.components"))  # all inside handlers
-    assert any(dep == "codec.train" for dep, _ in _imports("parley.cli.codec"))  # __import__("codec.train")
+    assert any(dep.startswith("model.") for dep, _ in _imports("voice.cli.components"))  # all inside handlers
+    assert any(dep == "codec.train" for dep, _ in _imports("voice.cli.codec"))  # __import__("codec.train")
 
 
 def test_voice_product_code_does_not_use_benchmarks() -> None:
     """The benchmarks reuse the product (client, server, engines, components), never the reverse."""
-    product = ("voice.client", "voice.server", "voice.engines", "voice.components")
+    product = ("voice.client", "voice.server", "voice.engines", "voice.realtime", "model.components")
     bad = [f"{m} -> {d}" for m in _modules() if m.startswith(product)
            for d, _ in _imports(m) if d.startswith("voice.bench")]
     assert not bad, bad
@@ -117,3 +119,16 @@ def test_top_readme_is_a_front_door() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
     missing = [pkg for pkg in PACKAGES if not (ROOT / pkg / "README.md").is_file()]
     assert not missing, f"packages without a README.md: {missing}"
+
+
+def test_fixed_top_level() -> None:
+    """The repository's top level is fixed: the four packages, tests, demos, weights, and the
+    project files; code never grows a fifth top-level package."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        return  # not a git checkout (e.g. an unpacked copy): nothing to check
+    top = {p.split("/")[0] for p in tracked}
+    allowed = {*PACKAGES, "tests", "demos", "weights", "pyproject.toml", "README.md", ".ci", ".gitignore"}
+    assert top <= allowed, f"unexpected top-level entries: {sorted(top - allowed)}"

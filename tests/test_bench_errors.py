@@ -8,7 +8,7 @@ import threading
 import pytest
 from aiohttp import web
 
-from parley.cli.main import main
+from voice.cli.main import main
 from voice.bench.local import free_port
 
 pytestmark = pytest.mark.timeout(60)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from parley.cli.main import main
+from voice.cli.main import main
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.local import free_port
 from voice.bench.utterances import default_utterances

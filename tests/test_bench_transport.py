@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
-from common.audio_constants import WEBRTC_FRAME, WEBRTC_SR
+from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_SR
 from voice.client import signal as sig
 from voice.client.peer import ClientPeer
 from voice.client.recorder import Recorder

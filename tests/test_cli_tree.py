@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from parley.cli.main import build_parser
+from voice.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill"}
@@ -28,7 +28,7 @@ def test_help_lists_every_command_and_bench_area() -> None:
 
 
 def test_a_broken_command_module_stops_parley_with_its_error() -> None:
-    code = ("import sys; sys.modules['parley.cli.codec'] = None\n"  # as if its import failed
-            "from parley.cli.main import main; main(['--help'])")
+    code = ("import sys; sys.modules['voice.cli.codec'] = None\n"  # as if its import failed
+            "from voice.cli.main import main; main(['--help'])")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "parley.cli.codec" in r.stderr
+    assert r.returncode != 0 and "voice.cli.codec" in r.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from codec.io import read_pcodes, write_pcodes
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,7 +47,7 @@ def test_missing_file(tmp_path) -> None:
 def test_cli_encode_decode(tmp_path, capsys) -> None:
     import soundfile as sf
 
-    from parley.cli.main import main
+    from voice.cli.main import main
 
     t = np.arange(int(1.3 * 16000)) / 16000
     x = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)

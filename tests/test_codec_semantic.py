@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from codec.semantic import FEATURE_HOP, load_teacher, pool_to_frames, save_teacher, semantic_loss
-from voice.samples import have_prompts, prompt_wav
+from model.samples import have_prompts, prompt_wav
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def teacher_file(tmp_path_factory):
     from whisper.audio import mel_filters
 
     from codec.semantic import teacher_from_whisper
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     asr = WhisperASR.load("tiny.en")
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
@@ -35,7 +35,7 @@ def teacher_file(tmp_path_factory):
 def test_teacher_matches_whisper_encoder(teacher_file, one_torch_thread) -> None:
     import soundfile as sf
 
-    from voice.components.asr import log_mel
+    from model.components.asr import log_mel
 
     path, asr = teacher_file
     teacher = load_teacher(path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from components_util import asr, fw_transcribe, needs_prompts, speech, wer
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 pytestmark = [pytest.mark.slow, needs_prompts]
 
@@ -18,8 +18,8 @@ def test_converted_state_dict_matches_whisper_module() -> None:
     import torch
     from whisper.model import ModelDimensions, Whisper
 
-    from voice.components.asr import bundled_ct2_dir
-    from voice.components.whisper_convert import ct2_to_whisper, read_ct2
+    from model.components.asr import bundled_ct2_dir
+    from model.components.whisper_convert import ct2_to_whisper, read_ct2
 
     ct2 = read_ct2(bundled_ct2_dir() / "model.bin")
     assert ct2.spec == "WhisperSpec"
@@ -40,7 +40,7 @@ def test_mel_matches_openai_whisper() -> None:
     import torch
     import whisper
 
-    from voice.components.asr import N_FRAMES, N_SAMPLES, log_mel
+    from model.components.asr import N_FRAMES, N_SAMPLES, log_mel
 
     x = speech("vm-sorry")
     want = whisper.log_mel_spectrogram(torch.from_numpy(x), padding=N_SAMPLES)[:, :N_FRAMES]
@@ -52,7 +52,7 @@ def test_encoder_matches_ctranslate2() -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")
     import torch
 
-    from voice.components.asr import bundled_ct2_dir, log_mel
+    from model.components.asr import bundled_ct2_dir, log_mel
 
     mel = log_mel([speech("vm-sorry")], 80, "cpu")  # (1, 80, 3000)
     ct2 = ctranslate2.models.Whisper(str(bundled_ct2_dir()), device="cpu", compute_type="float32")
@@ -82,7 +82,7 @@ def test_batch_equals_single_and_silence_is_empty() -> None:
 
 
 def test_long_audio_is_split_and_fully_transcribed() -> None:
-    from voice.components.asr import split_long
+    from model.components.asr import split_long
 
     x = np.concatenate([speech("demo-echotest"), speech("vm-options")])  # ~38 s > one window
     parts = split_long(x)
@@ -94,7 +94,7 @@ def test_long_audio_is_split_and_fully_transcribed() -> None:
 def test_official_pt_checkpoint_loads(tmp_path) -> None:
     import torch
 
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     m = asr().model
     pt = tmp_path / "tiny.en.pt"  # openai-whisper's checkpoint format: dims + model_state_dict
@@ -105,7 +105,7 @@ def test_official_pt_checkpoint_loads(tmp_path) -> None:
 
 
 def test_bad_models_and_input(tmp_path) -> None:
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     with pytest.raises(ParleyError, match="not found"):
         WhisperASR.load("no-such-model")
@@ -125,7 +125,7 @@ def test_bad_models_and_input(tmp_path) -> None:
 @pytest.mark.gpu
 def test_gpu_fp16_batched_matches_cpu() -> None:
     """Same converted weights on CUDA (fp16 activations, one batch) transcribe like the CPU."""
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     gpu = WhisperASR.load("tiny.en", device="cuda")
     assert gpu.fp16

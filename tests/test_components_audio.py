@@ -1,4 +1,4 @@
-"""voice.audio: loading, resampling, saving; clear errors for bad files."""
+"""model.audio: loading, resampling, saving; clear errors for bad files."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common.errors import ParleyError
-from voice.audio import load_audio, resample, save_wav
+from model.common.errors import ParleyError
+from model.audio import load_audio, resample, save_wav
 
 
 def tone(f: float, sr: int, seconds: float = 1.0) -> np.ndarray:

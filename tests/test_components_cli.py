@@ -34,7 +34,7 @@ def test_say_then_transcribe(tmp_path) -> None:
 @needs_prompts
 def test_transcribe_other_sample_rate(tmp_path) -> None:
     """A 44.1 kHz stereo file is resampled to 16 kHz, not rejected or misread."""
-    from voice.audio import resample
+    from model.audio import resample
 
     x = resample(speech("vm-sorry"), 16000, 44100)
     path = tmp_path / "sorry_44k.wav"

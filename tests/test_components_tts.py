@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from components_util import asr, wer
-from common.audio_constants import SPEECH_SR
-from common.errors import ParleyError
-from voice.audio import resample
-from voice.components.tts import list_voices, load_voice, split_clauses
+from model.common.audio_constants import SPEECH_SR
+from model.common.errors import ParleyError
+from model.audio import resample
+from model.components.tts import list_voices, load_voice, split_clauses
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it goes home to sleep."
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from components_util import needs_prompts, speech
-from common.audio_constants import VAD_CHUNK
-from common.errors import ParleyError
-from voice.components.vad import SileroVAD
+from model.common.audio_constants import VAD_CHUNK
+from model.common.errors import ParleyError
+from model.components.vad import SileroVAD
 
 
 @pytest.fixture(scope="module")

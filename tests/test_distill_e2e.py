@@ -23,7 +23,7 @@ SEED = 197
 def test_small_real_run_end_to_end(tmp_path) -> None:
     from distill.eval import wer  # the speech-model helper's normalizing WER
     from distill.stages import RealStages
-    from voice.audio import resample
+    from model.audio import resample
 
     assert make_plan(SEED, 0).case == "interruption" and make_plan(SEED, 1).case == "single"
     d = tmp_path / "t"

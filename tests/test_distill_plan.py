@@ -70,7 +70,7 @@ def test_reply_cleanup_heard_part_and_word_timings() -> None:
 
 
 def test_cli_registers_all_distill_subcommands() -> None:
-    from parley.cli.main import build_parser
+    from voice.cli.main import build_parser
 
     p = build_parser()
     for argv in (["distill", "generate", "--out", "x", "--n", "1"], ["distill", "stats", "x"],

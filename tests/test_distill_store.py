@@ -181,7 +181,7 @@ def test_bad_output_dir_and_settings_give_clear_errors(tmp_path: Path) -> None:
         assert p.returncode == 2 and "cannot write" in err
     d = tmp_path / "t"
     generate(d, 2, FAKE, progress=False)
-    from common.errors import ParleyError
+    from model.common.errors import ParleyError
 
     with pytest.raises(ParleyError, match="seed"):
         generate(d, 3, GenConfig(seed=8, stages="fake"), progress=False)

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from common.errors import ParleyError
-from voice.components.llm import OpenAIChatLLM, load_llm
+from model.common.errors import ParleyError
+from model.components.llm import OpenAIChatLLM, load_llm
 
 PIECES = ["The capital", " of France", " is Paris", ". ✓"]
 

@@ -12,7 +12,7 @@ import torch
 from model.gguf import _unpermute, bundled_gguf_path
 from model.sampling import SamplingParams
 from model.text_generator import TextGenerator
-from voice.components.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
+from model.components.llm import SPOKEN_SYSTEM_PROMPT, LocalChatLLM, load_llm
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def test_engine_prefill_equals_full_forward(loaded) -> None:
 
 def test_long_conversations_drop_the_oldest_turns(llm: LocalChatLLM) -> None:
     from model.llama import Llama, LlamaConfig
-    from common.errors import ParleyError
+    from model.common.errors import ParleyError
 
     torch.manual_seed(0)
     small = Llama(LlamaConfig(vocab_size=49152, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=32,

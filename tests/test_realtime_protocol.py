@@ -17,7 +17,7 @@ from voice.engines.delay import DelayConfig, DelayEngine
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, apply_update, render_session, shape_of
 from voice.realtime.playout import Playout, played_samples
-from voice.samples import have_prompts
+from model.samples import have_prompts
 from voice.server.turns import TurnConfig
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from realtime_util import prompt_pcm, serve
-from voice.samples import have_prompts
+from model.samples import have_prompts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.skipif(not have_prompts(), reason="asterisk prompts / ffmpeg not installed")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 from distill.s2s_data import layout_for, load_turns, word_tokens
 from distill.train import make_example
 

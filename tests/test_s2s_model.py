@@ -173,7 +173,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     user = user_stream(5, 8)
     assert all((a == b).all() for a, b in zip(run_alone(m, user), run_alone(m2, user)))
     files[0].write_bytes(files[0].read_bytes()[:-10] + b"0123456789")
-    from common.errors import ParleyError
+    from model.common.errors import ParleyError
 
     with pytest.raises(ParleyError):
         read_trained(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.audio_constants import WEBRTC_SR
+from model.common.audio_constants import WEBRTC_SR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,8 +32,8 @@ CHROMIUM_FLAGS = [
 def question_wav(tmp_path_factory) -> Path:
     """The question spoken by piper at 48 kHz, 2 s of silence before (the browser starts its fake
     microphone before the connection is up) and 2.5 s after."""
-    from voice.audio import resample, save_wav
-    from voice.components.tts import load_voice
+    from model.audio import resample, save_wav
+    from model.components.tts import load_voice
 
     v = load_voice("joe")
     x = resample(v.synthesize(QUESTION), v.sample_rate, WEBRTC_SR)
@@ -107,7 +107,7 @@ def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tm
     assert _has_question_words(said), r.stdout
     assert "agent said:" in r.stdout and "(no reply)" not in r.stdout
     assert "ms voice-to-voice" in r.stdout
-    from voice.audio import load_audio
+    from model.audio import load_audio
 
     x, sr = load_audio(out)
     assert sr == 48000 and len(x) > sr // 2 and np.sqrt(np.mean(x**2)) > 0.01
@@ -118,7 +118,7 @@ def test_parley_talk_errors_are_one_line(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
     wav = tmp_path / "q.wav"
-    from voice.audio import save_wav
+    from model.audio import save_wav
 
     save_wav(wav, 0.1 * np.sin(np.arange(48000) / 10.0), 48000)
     r = subprocess.run([sys.executable, "-m", "parley", "talk", str(wav), "--url", "http://127.0.0.1:9"],

@@ -158,8 +158,8 @@ async def start(engine: DelayEngine, turn: TurnConfig = TurnConfig()) -> tuple[w
 
 # --------------------------------------------------------------------------- real audio
 def prompt48(name: str, rms: float = 0.08) -> np.ndarray:
-    from voice.audio import load_audio
-    from voice.samples import have_prompts, prompt_wav
+    from model.audio import load_audio
+    from model.samples import have_prompts, prompt_wav
 
     if not have_prompts():
         pytest.skip("asterisk-core-sounds-en-g722 not installed")
@@ -170,8 +170,8 @@ def prompt48(name: str, rms: float = 0.08) -> np.ndarray:
 @pytest.fixture(scope="module")
 def agent_speech(tmp_path_factory) -> str:
     """The agent's reply for the echo tests: real speech (piper joe), ~5 s, at 0.08 RMS."""
-    from voice.audio import save_wav
-    from voice.components.tts import load_voice
+    from model.audio import save_wav
+    from model.components.tts import load_voice
 
     v = load_voice("joe")
     x = v.synthesize("Sure. The weather today is sunny and warm, with a light breeze from the west "
@@ -315,8 +315,8 @@ def test_without_the_guard_the_echo_interrupts(agent_speech: str) -> None:
 def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
     """A short burst of real speech (150 ms) while the agent talks: the agent may hold its audio
     while the VAD decides, then goes on; no barge-in, the whole reply is played and kept."""
-    from voice.audio import load_audio
-    from voice.samples import prompt_wav
+    from model.audio import load_audio
+    from model.samples import prompt_wav
 
     x, _ = load_audio(prompt_wav("auth-incorrect"), SR)
     x = x * 0.08 / np.sqrt(np.mean(x**2))

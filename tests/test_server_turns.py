@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
+from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
 from voice.server.tracks import AgentTrack
 from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, TurnPhase
 
@@ -142,7 +142,7 @@ def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
 # ------------------------------------------------------------------ real speech (Silero)
 @pytest.fixture(scope="module")
 def vad():
-    from voice.components.vad import SileroVAD
+    from model.components.vad import SileroVAD
 
     return SileroVAD.load()
 
@@ -162,8 +162,8 @@ def _turns(vad, x16: np.ndarray, cfg: TurnConfig = TurnConfig()) -> tuple[int, i
 
 
 def _prompts(names):
-    from voice.audio import load_audio
-    from voice.samples import have_prompts, prompt_wav
+    from model.audio import load_audio
+    from model.samples import have_prompts, prompt_wav
 
     if not have_prompts():
         pytest.skip("asterisk-core-sounds-en-g722 not installed")
@@ -177,7 +177,7 @@ def _pad(x: np.ndarray, lead: float = 0.5, tail: float = 1.5, noise: float = 1e-
 
 @pytest.mark.slow
 def test_real_prompts_are_one_turn_each(vad) -> None:
-    from voice.samples import SHORT_PROMPTS
+    from model.samples import SHORT_PROMPTS
 
     for name, x in zip(SHORT_PROMPTS, _prompts(SHORT_PROMPTS)):
         assert _turns(vad, _pad(x)) == (1, 1), name
@@ -204,7 +204,7 @@ def cough(ms: float, seed: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_short_bursts_of_real_speech_and_coughs_are_not_turns(vad) -> None:
-    from voice.samples import SHORT_PROMPTS
+    from model.samples import SHORT_PROMPTS
 
     rng = np.random.default_rng(0)
     tried = 0
@@ -230,7 +230,7 @@ def test_vad_batcher_matches_separate_streams(vad) -> None:
     """Sessions' chunks batched into one Silero call give each stream its own probabilities."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from voice.samples import SHORT_PROMPTS
+    from model.samples import SHORT_PROMPTS
     from voice.server.inputs import VadBatcher
 
     xs = [_pad(x, tail=0.2) for x in _prompts(SHORT_PROMPTS[:3])]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StepBenchConfig:
-    """What `parley bench model` measures (built from argparse in parley/cli/bench.py)."""
+    """What `parley bench model` measures (built from argparse in voice/cli/bench.py)."""
 
     device: str = "all"  # cpu, cuda or all (available ones)
     batches: tuple[int, ...] = (1, 8, 64)
@@ -68,7 +68,7 @@ def run_bench(bench: StepBenchConfig) -> int:
     if bench.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     if bench.device == "cuda" and not torch.cuda.is_available():
-        from common.errors import ParleyError
+        from model.common.errors import ParleyError
 
         raise ParleyError("--device cuda: no CUDA device here")
     from model.presets import full_speech_config, tiny_speech_config

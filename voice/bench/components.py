@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR, VAD_CHUNK
+from model.common.audio_constants import SPEECH_SR, VAD_CHUNK
 
 TTS_TEXT = (
     "Sure, I can help with that. The train to Boston leaves at nine fifteen from platform two, "
@@ -64,15 +64,15 @@ def print_table(rows: list[Row]) -> None:
 
 
 def _speech() -> tuple[list[np.ndarray], list[str]]:
-    from voice.audio import load_audio
-    from voice.samples import SHORT_PROMPTS, prompt_wav
+    from model.audio import load_audio
+    from model.samples import SHORT_PROMPTS, prompt_wav
 
     names = list(SHORT_PROMPTS)
     return [load_audio(prompt_wav(n), SPEECH_SR)[0] for n in names], names
 
 
 def bench_vad(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None:
-    from voice.components.vad import SileroVAD
+    from model.components.vad import SileroVAD
 
     t0 = time.perf_counter()
     vad = SileroVAD.load()
@@ -109,7 +109,7 @@ def _silero_package_ms(chunks: np.ndarray) -> float | None:
     try:
         from silero_vad.utils_vad import OnnxWrapper  # sets torch threads to 1 on import
 
-        from voice.components.vad import bundled_model_path
+        from model.components.vad import bundled_model_path
 
         m = OnnxWrapper(str(bundled_model_path()), force_onnx_cpu=True)
         tc = torch.from_numpy(chunks)
@@ -129,8 +129,8 @@ def _silero_package_ms(chunks: np.ndarray) -> float | None:
 def bench_asr(rows: list[Row], speech: list[np.ndarray], baseline: bool) -> None:
     import torch
 
-    from voice.components.asr import WhisperASR, bundled_ct2_dir
-    from voice.components.whisper_convert import convert_cached
+    from model.components.asr import WhisperASR, bundled_ct2_dir
+    from model.components.whisper_convert import convert_cached
 
     with tempfile.TemporaryDirectory() as tmp:  # cold conversion: read, map, hash, write safetensors
         t0 = time.perf_counter()
@@ -185,7 +185,7 @@ def _wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def bench_tts(rows: list[Row]) -> None:
-    from voice.components.tts import load_voice
+    from model.components.tts import load_voice
 
     for name in ("joe", "flite:slt", "espeak:en-us+m3"):
         t0 = time.perf_counter()
@@ -206,9 +206,9 @@ def bench_tts(rows: list[Row]) -> None:
 
 def bench_llm(rows: list[Row], spec: str) -> None:
     try:
-        from voice.components.llm import load_llm
+        from model.components.llm import load_llm
     except ImportError as e:
-        note = f"voice.components.llm not available ({e})"
+        note = f"model.components.llm not available ({e})"
         rows.append(Row("LLM", spec, None, "time to first token s", None, note=note))
         return
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 from voice.bench.latency import LatencyConfig, run_turns
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize

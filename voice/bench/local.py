@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 START_TIMEOUT_S = 300.0  # model loading on a busy 2-core CPU can take a while
 

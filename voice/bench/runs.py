@@ -11,7 +11,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 from voice.bench.concurrency import ConcurrencyConfig, measure_concurrency
 from voice.bench.latency import LatencyConfig, measure_latency, print_progress
 from voice.bench.local import LocalServer

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio_constants import WEBRTC_SR
-from common.errors import ParleyError
+from model.common.audio_constants import WEBRTC_SR
+from model.common.errors import ParleyError
 from voice.client.signal import SpeechBounds, speech_bounds
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from common.audio_constants import WEBRTC_SR
-from common.errors import ParleyError
+from model.common.audio_constants import WEBRTC_SR
+from model.common.errors import ParleyError
 from voice.client import signal as sig
 from voice.client.player import UtterancePlayer
 from voice.client.recorder import Recorder

@@ -25,7 +25,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
 
 RESYNC_S = 0.1  # a sender this late restarts its clock instead of sending a burst
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from common.audio_constants import WEBRTC_FRAME_S, WEBRTC_SR
+from model.common.audio_constants import WEBRTC_FRAME_S, WEBRTC_SR
 
 
 PREFETCH = 4  # aiortc audio JitterBuffer(capacity=16, prefetch=4)

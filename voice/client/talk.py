@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio_constants import WEBRTC_SR
-from common.errors import ParleyError
+from model.common.audio_constants import WEBRTC_SR
+from model.common.errors import ParleyError
 
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end
 NO_TURN_S = 4.0  # no turn_end this long after the question ended: the server heard nothing
@@ -126,7 +126,7 @@ class VoiceClient:
 
 
 async def talk_async(question: str | Path, url: str, timeout: float = 60.0) -> TalkResult:
-    from voice.audio import load_audio  # noqa: PLC0415
+    from model.audio import load_audio  # noqa: PLC0415
 
     x, _ = load_audio(question, WEBRTC_SR)
     async with VoiceClient(url) as c:
@@ -142,7 +142,7 @@ def talk(question: str | Path, url: str = "http://127.0.0.1:8080", out: str | Pa
         logging.getLogger(name).setLevel(logging.WARNING)
     result = asyncio.run(talk_async(question, url, timeout))
     if out is not None:
-        from voice.audio import save_wav  # noqa: PLC0415
+        from model.audio import save_wav  # noqa: PLC0415
 
         save_wav(out, result.reply, WEBRTC_SR)
     return result

@@ -5,7 +5,7 @@
     direct   codec -> direct speech model -> codec (`DirectConfig`)
 
 `create_engine(config)` builds (and warms up) the engine its typed config describes; the
-`parley serve` command builds that config from its arguments (parley/cli/server.py).
+`parley serve` command builds that config from its arguments (voice/cli/server.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
+from model.common.audio_constants import SPEECH_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,
@@ -57,7 +57,7 @@ class CascadeConfig:
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
     device: str = "cpu"
-    system: str | None = None  # system prompt (default: voice.components.llm.SPOKEN_SYSTEM_PROMPT)
+    system: str | None = None  # system prompt (default: model.components.llm.SPOKEN_SYSTEM_PROMPT)
     max_new_tokens: int = 60  # a spoken reply is short
     temperature: float = 0.6
     top_p: float = 0.9
@@ -95,7 +95,7 @@ def take_clauses(buf: str, final: bool = False, max_words: int | None = None) ->
     ready, rest = buf[:cut], buf[cut:]
     if not ready.strip():
         return [], buf
-    from voice.components.tts import split_clauses  # noqa: PLC0415
+    from model.components.tts import split_clauses  # noqa: PLC0415
 
     clauses = split_clauses(ready) if re.search(r"\w", ready) else []
     return clauses, rest
@@ -105,21 +105,21 @@ class CascadeEngine(Engine):
     name = "cascade"
 
     def __init__(self, cfg: CascadeConfig = CascadeConfig(), asr=None, llm=None, tts=None) -> None:  # noqa: ANN001
-        from voice.components.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
+        from model.components.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
 
         self.cfg = cfg
         self.system = cfg.system or SPOKEN_SYSTEM_PROMPT
         t0 = time.perf_counter()
         if asr is None:
-            from voice.components.asr import WhisperASR  # noqa: PLC0415
+            from model.components.asr import WhisperASR  # noqa: PLC0415
 
             asr = WhisperASR.load(cfg.asr, device=cfg.device)
         if llm is None:
-            from voice.components.llm import load_llm  # noqa: PLC0415
+            from model.components.llm import load_llm  # noqa: PLC0415
 
             llm = load_llm(cfg.llm, model=cfg.llm_model, device=cfg.device)
         if tts is None:
-            from voice.components.tts import load_voice  # noqa: PLC0415
+            from model.components.tts import load_voice  # noqa: PLC0415
 
             tts = load_voice(cfg.voice)
         self.asr, self.llm, self.tts = asr, llm, tts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR, WEBRTC_SR
+from model.common.audio_constants import SPEECH_SR, WEBRTC_SR
 from voice.engines.base import (
     AgentAudio,
     AgentText,
@@ -65,7 +65,7 @@ class DelayEngine(Engine):
     def __init__(self, cfg: DelayConfig = DelayConfig()) -> None:
         self.cfg = cfg
         if cfg.reply_wav:
-            from voice.audio import load_audio  # noqa: PLC0415
+            from model.audio import load_audio  # noqa: PLC0415
 
             self.audio, self.sr = load_audio(Path(cfg.reply_wav), WEBRTC_SR)
             self.text = Path(cfg.reply_wav).stem.replace("_", " ")

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR as VAD_SR, VAD_CHUNK
+from model.common.audio_constants import SPEECH_SR as VAD_SR, VAD_CHUNK
 from voice.realtime.protocol import REALTIME_SR
-from common.audio_constants import VAD_CHUNK_S as CHUNK_S
+from model.common.audio_constants import VAD_CHUNK_S as CHUNK_S
 
 
 class InputBuffer:

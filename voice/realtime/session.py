@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR as VAD_SR
-from voice.audio import resample
+from model.common.audio_constants import SPEECH_SR as VAD_SR
+from model.audio import resample
 from voice.engines.base import AgentAudio, AgentText, Engine, UserText, UserTurn
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, VadSettings, apply_update, render_session, shape_of
@@ -37,7 +37,7 @@ from voice.realtime.response import (
     user_item,
 )
 from voice.tasks import cancel_and_wait, spawn
-from common.audio_constants import VAD_CHUNK_S as CHUNK_S
+from model.common.audio_constants import VAD_CHUNK_S as CHUNK_S
 from voice.server.turns import EchoGuard, TurnConfig, TurnDetector, TurnEnd, TurnStart, level_db
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from common.paths import DEMOS_DIR
+from model.common.paths import DEMOS_DIR
 from voice.engines.base import Engine
 from voice.ice import loopback_candidates
 from voice.server.turns import TurnConfig
@@ -90,7 +90,7 @@ class Server:
         self.engine = engine
         self.cfg = cfg
         if vad is None:
-            from voice.components.vad import SileroVAD  # noqa: PLC0415
+            from model.components.vad import SileroVAD  # noqa: PLC0415
 
             vad = SileroVAD.load()
         self.vad = vad

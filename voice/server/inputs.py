@@ -39,7 +39,7 @@ class VadBatcher:
         self.batches = 0  # for tests and stats
         self.steps = 0
 
-    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - voice.components.vad.VADStream
+    async def push(self, stream, chunk: np.ndarray) -> float:  # noqa: ANN001 - model.components.vad.VADStream
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending.append((stream, chunk, fut))

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
+from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
@@ -75,7 +75,7 @@ class Session:
         self,
         pc,  # noqa: ANN001 - aiortc RTCPeerConnection
         engine: Engine,
-        vad,  # noqa: ANN001 - voice.components.vad.SileroVAD (shared)
+        vad,  # noqa: ANN001 - model.components.vad.SileroVAD (shared)
         vad_batcher: VadBatcher,
         cfg: TurnConfig = TurnConfig(),
         on_closed: Callable[["Session"], None] | None = None,
@@ -253,7 +253,7 @@ class Session:
                 if isinstance(item, AgentAudio):
                     x = item.audio
                     if item.sample_rate != WEBRTC_SR:
-                        from voice.audio import resample  # noqa: PLC0415
+                        from model.audio import resample  # noqa: PLC0415
 
                         x = resample(x, item.sample_rate, WEBRTC_SR)
                     segs.append(self.out.enqueue(ut.turn, x, item.text))

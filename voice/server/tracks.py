@@ -24,7 +24,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
 
 
 RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)

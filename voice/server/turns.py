@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio_constants import VAD_CHUNK_MS, VAD_CHUNK_S
+from model.common.audio_constants import VAD_CHUNK_MS, VAD_CHUNK_S
 
 
 ECHO_HISTORY_CHUNKS = 94  # echo gain learned over the last ~3 s of agent speech

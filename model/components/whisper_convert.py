@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import file_sha256
-from common.errors import ParleyError
+from model.common.cache import file_sha256
+from model.common.errors import ParleyError
 
 # CT2 DataType ids (ctranslate2/specs/model_spec.py `_dtype_to_type_id`).
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}

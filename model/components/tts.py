@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 MIN_CLAUSE_WORDS = 3  # shorter pieces ("Yes,", "Mr.") are merged with the next one
 CLAUSE_PAUSE_S = 0.06  # silence appended after a clause ending in , ; :
@@ -236,7 +236,7 @@ def _download_piper(voice: str) -> Path:
     """Fetch an upstream piper voice (e.g. en_US-lessac-medium) into the cache (internet only)."""
     from piper.download_voices import download_voice
 
-    from common.cache import cache_dir
+    from model.common.cache import cache_dir
 
     d = cache_dir() / "piper"
     d.mkdir(parents=True, exist_ok=True)

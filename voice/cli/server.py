@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.audio_constants import SPEECH_SR
+from model.common.audio_constants import SPEECH_SR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _say(args: argparse.Namespace) -> int:
-    from common.errors import ParleyError
+    from model.common.errors import ParleyError
 
     if args.list_voices:
-        from voice.components.tts import list_voices
+        from model.components.tts import list_voices
 
         print("\n".join(list_voices()))
         return 0
@@ -37,8 +37,8 @@ def _say(args: argparse.Namespace) -> int:
         raise ParleyError("say: give the TEXT to speak (or --list-voices)")
     if not args.output:
         raise ParleyError("say: give an output file with -o OUT.wav")
-    from voice.audio import save_wav
-    from voice.components.tts import load_voice
+    from model.audio import save_wav
+    from model.components.tts import load_voice
 
     voice = load_voice(args.voice)
     audio = voice.synthesize(args.text, speed=args.speed)
@@ -49,10 +49,10 @@ def _say(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from voice.audio import load_audio
+    from model.audio import load_audio
 
     audios = [load_audio(f, sample_rate=SPEECH_SR)[0] for f in args.files]  # check files before the model
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     asr = WhisperASR.load(args.model, device=args.device)
     texts = asr.transcribe_batch(audios)

@@ -11,10 +11,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from common.audio_constants import SPEECH_SR
-from common.cache import cache_dir
-from common.errors import ParleyError
-from common.paths import ASTERISK_EN_PROMPTS
+from model.common.audio_constants import SPEECH_SR
+from model.common.cache import cache_dir
+from model.common.errors import ParleyError
+from model.common.paths import ASTERISK_EN_PROMPTS
 
 # Prompts used by tests and `parley bench components`: 3-5 s turns plus two long ones.
 SHORT_PROMPTS = (

@@ -23,7 +23,7 @@ def register_train_eval(sub) -> None:
 def _add_train(sub) -> None:
     unset = argparse.SUPPRESS  # left out: the TrainConfig / TrainJob default
     p = sub.add_parser("train", help="train the direct speech model on token shards",
-                       description="torchrun --nproc-per-node N -m parley distill train ... runs it with DDP.")
+                       description="torchrun --nproc-per-node N -m voice distill train ... runs it with DDP.")
     p.add_argument("--data", type=Path, nargs="+", help="token folder(s) from `parley distill tokenize`")
     p.add_argument("--synthetic", type=int, default=0, help="use N random turns instead of --data")
     p.add_argument("--run-dir", type=Path, default=Path("runs/s2s"), help="checkpoints and logs (resumed)")

@@ -14,9 +14,9 @@ import logging
 import sys
 from types import ModuleType
 
-from common.errors import ParleyError
-from parley.cli import bench as bench_areas
-from parley.cli import codec, components, distill, server
+from model.common.errors import ParleyError
+from voice.cli import bench as bench_areas
+from voice.cli import codec, components, distill, server
 
 COMMANDS: tuple[ModuleType, ...] = (
     components,  # say, transcribe

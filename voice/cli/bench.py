@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 
 def _split(value: str | list[str] | None) -> list[str]:
@@ -190,7 +190,7 @@ def _register_components(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("components", help="load time / speed of VAD, ASR, TTS and LLM on this machine")
     p.add_argument("--skip", default="", help="comma-separated components to skip (vad,asr,tts,llm)")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
-    p.add_argument("--llm", default="smollm2", help="LLM spec for voice.components.llm.load_llm")
+    p.add_argument("--llm", default="smollm2", help="LLM spec for model.components.llm.load_llm")
     p.add_argument("--json", help="also write the rows as JSON to this path")
     p.set_defaults(func=components_cmd)
 

@@ -1,7 +1,7 @@
 """Small audio I/O helpers (soundfile + soxr; no torchaudio, no ffmpeg).
 
 All audio inside Parley is float32 mono in [-1, 1]; the rates and frame sizes are in
-`common.audio_constants`.
+`model.common.audio_constants`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 
 def to_mono_float32(x: np.ndarray) -> np.ndarray:

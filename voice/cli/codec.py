@@ -1,13 +1,14 @@
 """`parley codec ...` subcommands: prepare-data, train, eval, plot-log, encode, decode.
 
-Also runnable without the console script (e.g. on a GPU machine): `python -m parley codec train ...`.
+Also runnable without the console script (e.g. on a GPU machine): `python -m voice codec train ...`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 DEFAULT_DATA = "data/codec"
 DEFAULT_VARIANT = "25hz-sem"
@@ -128,14 +129,15 @@ def _sweep(args: argparse.Namespace) -> int:
     from codec.sweep import run_sweep
 
     extra = [a for a in args.train_args if a != "--"]
-    return run_sweep([v for v in args.variants.split(",") if v], args.out, extra)
+    train_cmd = [sys.executable, "-m", "voice", "codec", "train"]
+    return run_sweep([v for v in args.variants.split(",") if v], args.out, train_cmd, extra)
 
 
 def _export_teacher(args: argparse.Namespace) -> int:
     from whisper.audio import mel_filters
 
     from codec.semantic import save_teacher, teacher_from_whisper
-    from voice.components.asr import WhisperASR
+    from model.components.asr import WhisperASR
 
     asr = WhisperASR.load("tiny.en")
     teacher = teacher_from_whisper(asr.model, mel_filters("cpu", asr.model.dims.n_mels))
@@ -149,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     asr = None
     if not args.no_asr:
-        from voice.components.asr import WhisperASR
+        from model.components.asr import WhisperASR
 
         asr = WhisperASR.load("tiny.en").transcribe_batch
     run_eval(args.weights, args.data, limit=args.limit, n_qs=args.n_q, asr=asr,
@@ -161,7 +163,7 @@ def _encode(args: argparse.Namespace) -> int:
     import torch
 
     from codec.io import load_codec, write_pcodes
-    from voice.audio import load_audio
+    from model.audio import load_audio
 
     model = load_codec(args.weights)
     x, _ = load_audio(args.input, sample_rate=model.sample_rate)
@@ -177,7 +179,7 @@ def _decode(args: argparse.Namespace) -> int:
     import torch
 
     from codec.io import load_codec, read_pcodes
-    from voice.audio import save_wav
+    from model.audio import save_wav
 
     codes, hdr = read_pcodes(args.input)
     model = load_codec(args.weights)

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from common.audio_constants import SPEECH_SR, VAD_CHUNK
-from common.errors import ParleyError
+from model.common.audio_constants import SPEECH_SR, VAD_CHUNK
+from model.common.errors import ParleyError
 
 CONTEXT = 64  # samples of the previous chunk prepended to each step (16 kHz model)
 STATE_SHAPE = (2, 1, 128)  # LSTM (h, c) x batch x hidden
@@ -42,7 +42,7 @@ def _download(url: str) -> Path:
     import hashlib
     import urllib.request
 
-    from common.cache import cache_dir
+    from model.common.cache import cache_dir
 
     dst = cache_dir() / "vad" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.onnx"
     if not dst.exists():

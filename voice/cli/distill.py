@@ -1,5 +1,5 @@
 """`parley distill ...`: generate / stats / tokenize (this module) and train / eval
-(registered from parley/cli/distill_train.py). Registration is cheap."""
+(registered from voice/cli/distill_train.py). Registration is cheap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from parley.cli import distill_train
+from voice.cli import distill_train
 
 
 def _generate(args: argparse.Namespace) -> int:

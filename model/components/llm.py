@@ -23,7 +23,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from typing import Iterator
 
-from common.errors import ParleyError
+from model.common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 

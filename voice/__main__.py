@@ -1,0 +1,7 @@
+"""`python -m voice ...` = the `parley` console script."""
+
+import sys
+
+from voice.cli.main import main
+
+sys.exit(main())
