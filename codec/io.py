@@ -7,14 +7,15 @@ in every file's metadata, and `manifest.json` (sha256 of each file, data, steps,
 .pcodes (little endian):
   offset size
   0      4    magic b"PCOD"
-  4      2    format version (1)
+  4      2    format version (2; version 1 files, without the codec id, are read too)
   6      4    sample_rate (Hz)
   10     4    hop (samples per frame)
   14     2    n_q (codebooks K)
   16     4    bins (entries per codebook)
   20     4    frames T
   24     8    num_samples (original length, for trimming the decoded audio)
-  32     K*T*2 codes, uint16, row-major (K, T)
+  32     8    codec id (version 2): first 8 bytes of the sha256 of the codec's weights files
+  40     K*T*2 codes, uint16, row-major (K, T)          (version 1 files: codes at offset 32)
   end    4    CRC-32 of bytes [0, end)
 """
 
@@ -125,15 +126,31 @@ def load_state(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(full, strict=True)
 
 
+def codec_id(path: str | Path | None = None) -> str:
+    """The codec version that tokens are tied to: 16 hex digits of the sha256 over the weights
+    files' bytes (`weights/codec/` by default). Recorded in .pcodes headers and token manifests."""
+    import hashlib
+
+    folder = Path(path) if path is not None else DEFAULT_WEIGHTS
+    files = sorted(folder.glob("model-*.safetensors")) if folder.is_dir() else [folder]
+    if not files or not files[0].exists():
+        raise ParleyError(f"no codec weights in {folder} (expected model-*.safetensors)")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 # ---- .pcodes ------------------------------------------------------------------------------------
 MAGIC = b"PCOD"
-VERSION = 1
-_HEADER = struct.Struct("<4sHIIHIIQ")  # 32 bytes
+VERSION = 2  # 2 adds the codec id (8 bytes) after the v1 header; v1 files are still read
+_HEADER = struct.Struct("<4sHIIHIIQ")  # 32 bytes (v1 and v2)
+_ID = struct.Struct("<8s")  # v2: codec_id() as 8 raw bytes
 
 
 def write_pcodes(path: str | Path, codes: np.ndarray, sample_rate: int, hop: int, bins: int,
-                 num_samples: int) -> None:
-    """codes (K, T) ints in [0, bins) -> file."""
+                 num_samples: int, codec: str = "0" * 16) -> None:
+    """codes (K, T) ints in [0, bins) -> file; `codec` = codec_id() of the codec that made them."""
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise ValueError(f"codes should be (K, T), got {codes.shape}")
@@ -141,6 +158,7 @@ def write_pcodes(path: str | Path, codes: np.ndarray, sample_rate: int, hop: int
         raise ValueError("bins > 65536 do not fit in uint16")
     K, T = codes.shape
     body = _HEADER.pack(MAGIC, VERSION, sample_rate, hop, K, bins, T, num_samples)
+    body += _ID.pack(bytes.fromhex(codec))
     body += codes.astype("<u2").tobytes()
     Path(path).write_bytes(body + struct.pack("<I", zlib.crc32(body)))
 
@@ -157,9 +175,10 @@ def read_pcodes(path: str | Path) -> tuple[np.ndarray, dict]:
     if len(data) < _HEADER.size + 4:
         raise ParleyError(f"{p}: truncated .pcodes file ({len(data)} bytes, header needs {_HEADER.size + 4})")
     _, version, sr, hop, K, bins, T, n = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise ParleyError(f"{p}: .pcodes format version {version} is not supported (this reader: {VERSION})")
-    want = _HEADER.size + K * T * 2 + 4
+    if version not in (1, 2):
+        raise ParleyError(f"{p}: .pcodes format version {version} is not supported (this reader: 1, {VERSION})")
+    head = _HEADER.size + (_ID.size if version >= 2 else 0)
+    want = head + K * T * 2 + 4
     if len(data) < want:
         raise ParleyError(f"{p}: truncated .pcodes file ({len(data)} of {want} bytes)")
     if len(data) > want:
@@ -167,8 +186,9 @@ def read_pcodes(path: str | Path) -> tuple[np.ndarray, dict]:
     (crc,) = struct.unpack_from("<I", data, want - 4)
     if zlib.crc32(data[: want - 4]) != crc:
         raise ParleyError(f"{p}: corrupt .pcodes file (checksum mismatch)")
-    codes = np.frombuffer(data, "<u2", K * T, _HEADER.size).reshape(K, T).astype(np.int64)
+    cid = _ID.unpack_from(data, _HEADER.size)[0].hex() if version >= 2 else None
+    codes = np.frombuffer(data, "<u2", K * T, head).reshape(K, T).astype(np.int64)
     if codes.size and codes.max() >= bins:
         raise ParleyError(f"{p}: corrupt .pcodes file (code >= {bins})")
     return codes, {"version": version, "sample_rate": sr, "hop": hop, "n_q": K, "bins": bins,
-                   "frames": T, "num_samples": n}
+                   "frames": T, "num_samples": n, "codec_id": cid}

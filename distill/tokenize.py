@@ -6,7 +6,6 @@ skipped; shards still being written are skipped unless --include-open (then redo
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -17,18 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from model.common.errors import ParleyError
+from codec.io import codec_id
 from distill import store
 from distill.tokens import FORMAT
 
 log = logging.getLogger(__name__)
-
-
-def _codec_id(path: Path) -> str:
-    files = sorted(Path(path).glob("model-*.safetensors")) if Path(path).is_dir() else [Path(path)]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _encode(codec, x: np.ndarray, sr: int):
@@ -57,7 +49,7 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
         raise ParleyError(f"{root} is not a trace folder (no {store.SHARDS}/ inside)")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     codec = load_codec(codec_path, device=device)
-    cid = _codec_id(codec_path)
+    cid = codec_id(codec_path)
     if codec.cfg.bins > 65536:
         raise ParleyError("codec has more than 65536 bins: uint16 token shards cannot hold it")
     fps = codec.frame_rate

@@ -162,14 +162,15 @@ def _eval(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace) -> int:
     import torch
 
-    from codec.io import load_codec, write_pcodes
+    from codec.io import codec_id, load_codec, write_pcodes
     from model.audio import load_audio
 
     model = load_codec(args.weights)
     x, _ = load_audio(args.input, sample_rate=model.sample_rate)
     with torch.no_grad():
         codes = model.encode(torch.from_numpy(x)[None])[0]
-    write_pcodes(args.output, codes.numpy(), model.sample_rate, model.hop_length, model.cfg.bins, len(x))
+    write_pcodes(args.output, codes.numpy(), model.sample_rate, model.hop_length, model.cfg.bins, len(x),
+                 codec=codec_id(args.weights))
     print(f"{args.output}: {codes.shape[0]} codebooks x {codes.shape[1]} frames "
           f"({len(x) / model.sample_rate:.2f} s, {model.cfg.kbps:.2f} kbps)")
     return 0
@@ -178,7 +179,7 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     import torch
 
-    from codec.io import load_codec, read_pcodes
+    from codec.io import codec_id, load_codec, read_pcodes
     from model.audio import save_wav
 
     codes, hdr = read_pcodes(args.input)
@@ -186,6 +187,9 @@ def _decode(args: argparse.Namespace) -> int:
     if hdr["sample_rate"] != model.sample_rate or hdr["hop"] != model.hop_length or hdr["bins"] != model.cfg.bins:
         raise ParleyError(f"{args.input} was written by a different codec "
                           f"({hdr['sample_rate']} Hz, hop {hdr['hop']}, {hdr['bins']} bins)")
+    if hdr["codec_id"] not in (None, "0" * 16, codec_id(args.weights)):
+        raise ParleyError(f"{args.input} was written by codec {hdr['codec_id']}, these weights are "
+                          f"{codec_id(args.weights)}: decode it with the codec that wrote it (--weights)")
     if hdr["n_q"] > model.cfg.n_q:
         raise ParleyError(f"{args.input} has {hdr['n_q']} codebooks, the model {model.cfg.n_q}")
     with torch.no_grad():
