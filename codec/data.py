@@ -222,8 +222,8 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
     rng = random.Random(seed)
     missing = missing_packages()
     if missing:
-        log.warning("real speech missing (no audio from %s): apt-get install %s", ", ".join(missing),
-                    " ".join(sorted(set(missing.values()))))
+        log.warning("real speech missing (no audio from %s): run `demos/setup.sh --codec-data` or "
+                    "apt-get install %s", ", ".join(missing), " ".join(sorted(set(missing.values()))))
     sentences = _english_sentences(3000, seed)
     log.info("%d text sentences", len(sentences))
 

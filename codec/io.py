@@ -103,16 +103,24 @@ def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu
     sd: dict[str, torch.Tensor] = {}
     cfg = None
     for f in files:
-        with safe_open(str(f), "pt") as h:
-            meta = h.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ParleyError(f"{f}: not a Parley codec file (format {meta.get('format')!r})")
-            cfg = CodecConfig.from_dict(json.loads(meta["config"]))
-            for k in h.keys():
-                sd[k] = h.get_tensor(k).float()
+        try:
+            with safe_open(str(f), "pt") as h:
+                meta = h.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise ParleyError(f"{f}: not a Parley codec file (format {meta.get('format')!r})")
+                cfg = CodecConfig.from_dict(json.loads(meta["config"]))
+                for k in h.keys():
+                    sd[k] = h.get_tensor(k).float()
+        except ParleyError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise ParleyError(f"{f}: corrupt or truncated codec weights ({str(e).splitlines()[0]})") from None
     assert cfg is not None
     model = ParleyCodec(cfg)
-    load_state(model, sd)
+    try:
+        load_state(model, sd)
+    except RuntimeError as e:  # missing / mis-shaped tensors (a shard lost or from another version)
+        raise ParleyError(f"{folder}: codec weights do not match their config ({str(e).splitlines()[0]})") from None
     return model.to(device).eval()
 
 

@@ -8,6 +8,11 @@ say() { printf '\033[1;34m[parley setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
 APT_PKGS=(espeak-ng flite sox ffmpeg libsndfile1 chromium chromium-driver asterisk-core-sounds-en-g722)
+# `demos/setup.sh --codec-data`: also the recorded speech that `parley codec prepare-data` reads
+CODEC_DATA_PKGS=(asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-it-g722
+  asterisk-core-sounds-ru-g722 fillets-ng-data-cs klettres-data codec2-examples flight-of-the-amazon-queen
+  beneath-a-steel-sky warzone2100-data hedgewars-data ktuberling-data)
+[ "${1:-}" = "--codec-data" ] && APT_PKGS+=("${CODEC_DATA_PKGS[@]}")
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -80,3 +80,13 @@ def test_cli_encode_decode(tmp_path, capsys) -> None:
     (tmp_path / "bad.pcodes").write_bytes(b"PCOD\x01\x00")
     assert main(["codec", "decode", str(tmp_path / "bad.pcodes"), str(tmp_path / "o.wav")]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_corrupt_weights_give_one_clear_error(tmp_path) -> None:
+    from codec.io import load_codec
+
+    (tmp_path / "model-00001-of-00001.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ParleyError, match="corrupt or truncated codec weights"):
+        load_codec(tmp_path)
+    with pytest.raises(ParleyError, match="no codec weights"):
+        load_codec(tmp_path / "empty")
