@@ -11,7 +11,7 @@ import sys
 from model.common.errors import ParleyError
 
 DEFAULT_DATA = "data/codec"
-DEFAULT_VARIANT = "25hz-sem"
+DEFAULT_VARIANT = "25hz-sem-bypass"  # the arm chosen by codec v2 GPU run 1 (codec/README.md)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-steps", type=int, default=20000)
     t.add_argument("--max-minutes", type=float, default=0.0)
     t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--adv-start", type=int, default=3000)
-    t.add_argument("--adv-start-frac", type=float, default=1.0)
+    t.add_argument("--adv-start", type=int, default=100_000, help="discriminator from this step ...")
+    t.add_argument("--adv-start-frac", type=float, default=0.7, help="... or from this fraction of --max-minutes "
+                   "(run 1: STOI fell once it had run a while)")
     t.add_argument("--ckpt-every-s", type=float, default=180.0)
     t.add_argument("--init-from", default=None, help="warm start from exported weights (folder)")
     t.add_argument("--variant", default=DEFAULT_VARIANT, help="codec variant (codec/variants.py): "
