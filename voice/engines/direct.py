@@ -42,7 +42,7 @@ class DirectConfig:
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled one)
     device: str | None = None  # cpu / cuda (default: cuda when present)
     max_sessions: int = 4  # generator slots (static batch)
-    max_frames: int = 2048  # context per session (164 s), then it starts over
+    max_frames: int = 2048  # sliding context window per session (164 s)
     max_reply_s: float = 15.0
     end_silence_s: float = 0.8  # quiet this long after speaking: the reply is over
     start_timeout_s: float = 4.0  # no speech this long after the turn: give up
