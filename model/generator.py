@@ -131,6 +131,23 @@ class SpeechGenerator:
             t.copy_(v)
         self._graph = g
 
+    def step_rows(self, user: torch.Tensor, advance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame for the whole batch, on tensors (no per-session Python work, no host sync).
+
+        user (B, K) long: user codes of every slot (ignored where not advancing); advance (B,)
+        bool: the slots that take this step (must hold a session). -> views of the static
+        outputs text (B,), audio (B, K) (delayed column), position (B,): valid until the next step.
+        """
+        self.user.copy_(user)
+        self.advance.copy_(advance)
+        if self.use_graph:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+        else:
+            self._step_impl()
+        return self.text_out, self.audio_out, self.pos_out
+
     def step(self, user_frames: dict[int, np.ndarray]) -> dict[int, FrameOut]:
         """Advance the sessions in ``user_frames`` (slot -> user codes (K,)) by one frame."""
         if not user_frames:
@@ -141,16 +158,11 @@ class SpeechGenerator:
         slots = sorted(user_frames)
         idx = torch.tensor(slots, device=self.device)
         frames = torch.as_tensor(np.stack([np.asarray(user_frames[s]) for s in slots]), dtype=torch.long)
-        self.user.index_copy_(0, idx, frames.to(self.device))
+        user = self.user.clone()
+        user.index_copy_(0, idx, frames.to(self.device))
         adv = torch.zeros(self.max_batch, dtype=torch.bool)
         adv[slots] = True
-        self.advance.copy_(adv.to(self.device))
-        if self.use_graph:
-            if self._graph is None:
-                self._capture()
-            self._graph.replay()
-        else:
-            self._step_impl()
+        self.step_rows(user, adv.to(self.device))
         text = self.text_out[idx].cpu().numpy()
         audio = self.audio_out[idx].cpu().numpy()
         pos = self.pos_out[idx].cpu().numpy()

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--reply-wav", default=unset, help="answer with this WAV instead of a tone")
     p.add_argument("--device", default=None,
                    help="torch device for model engines (default: cpu for cascade, cuda if present for direct)")
-    p.add_argument("--weights", default=unset, help="weights folder for the direct engine")
+    p.add_argument("--weights", default=unset,
+                   help="direct engine: speech-model weights folder, or random (full size) / tiny (random, smoke)")
+    p.add_argument("--codec", default=unset, help="direct engine: codec weights folder, or tiny (random, smoke)")
     p.set_defaults(func=serve_cmd)
 
     t = sub.add_parser(
@@ -75,7 +77,7 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
     "cascade": ("asr", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
     "delay": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "device", "max_sessions"),
+    "direct": ("weights", "codec", "device", "max_sessions"),
 }
 
 
