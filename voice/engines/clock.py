@@ -75,7 +75,8 @@ class FrameClock:
         self.codec.start_streaming(self.B)
         self.slots: dict[int, _Slot] = {}
         self.lock = threading.Lock()  # join/leave/tick
-        self.times: collections.deque = collections.deque(maxlen=history)  # (enc, step, dec, tick, n)
+        self.times: collections.deque = collections.deque(maxlen=history)  # (enc, step, dec, tick, n, i)
+        self.n_ticks = 0
         self.overruns = self.missed = self.dropped = 0  # totals since reset_timing
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,7 +166,8 @@ class FrameClock:
                 st.frames += 1
                 a = wav[s] if has[s] else np.zeros(self.hop, dtype=np.float32)
                 out[s] = ClockFrame(s, now, int(text[s]), a, int(pos[s]), m)
-            self.times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0, len(missed)))
+            self.times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0, len(missed), self.n_ticks))
+            self.n_ticks += 1
             sinks = [(self.slots[s].sink, f) for s, f in out.items()]
         for sink, f in sinks:
             sink(f)
@@ -204,10 +206,13 @@ class FrameClock:
         self.times.clear()
         self.overruns = self.missed = self.dropped = 0
 
-    def timing(self) -> dict:
-        """Per stage (encode, step, decode, tick): p50/p99 ms and share of the frame; counters."""
-        t = np.array(self.times, dtype=np.float64).reshape(-1, 5)
-        res: dict = {"frame_ms": 1000 * self.frame_s, "ticks": len(t), "overruns": self.overruns,
+    def timing(self, since: int = 0) -> dict:
+        """Per stage (encode, step, decode, tick): p50/p99 ms and share of the frame over the
+        ticks numbered >= ``since`` (of the last ``history``); counters since ``reset_timing``."""
+        t = np.array(self.times, dtype=np.float64).reshape(-1, 6)
+        t = t[t[:, 5] >= since]
+        res: dict = {"frame_ms": 1000 * self.frame_s, "ticks": len(t), "next_tick": self.n_ticks,
+                     "overruns": self.overruns,
                      "device": str(self.device), "slots": self.B,
                      "sessions_p50": float(np.median(t[:, 4])) if len(t) else 0.0}
         for i, name in enumerate(STAGES):

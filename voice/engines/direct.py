@@ -115,10 +115,12 @@ class DirectEngine(Engine):
 
     def info(self) -> dict:
         return {"engine": self.name, "sessions": self.cfg.max_sessions, "device": str(self.gen.device),
-                "frame_ms": 1000 * self.hop / self.sample_rate}
+                "frame_ms": 1000 * self.hop / self.sample_rate,
+                "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec"}
 
-    def stats(self) -> dict:
-        return {"frame_clock": self.clock.timing()}
+    def stats(self, since: int = 0) -> dict:
+        """The frame clock's timing over its ticks numbered >= ``since`` (see FrameClock.timing)."""
+        return {"frame_clock": self.clock.timing(since)}
 
     def session(self) -> "DirectSession":
         """A new session in a free slot; RuntimeError when all ``max_sessions`` are taken."""

@@ -3,7 +3,8 @@
     GET  /                 the browser demo (demos/index.html)
     GET  /static/NAME      demo assets (app.js, style.css), served locally, no CDN
     GET  /health           {"ok": true, "engine": ..., "sessions": n, "max_sessions": N}
-    GET  /stats            the engine's serving statistics (direct: the frame clock's timing)
+    GET  /stats[?since=N]  the engine's serving statistics (direct: the frame clock's timing over
+                           its ticks >= N; the answer's frame_clock.next_tick is the next N)
     POST /offer            {"sdp": "...", "type": "offer"[, "engine": "cascade"]}
                            -> {"sdp", "type": "answer", "session", "engine", ...}
     GET  /v1/realtime      WebSocket, the OpenAI Realtime protocol (voice/realtime/README.md)
@@ -144,8 +145,12 @@ class Server:
 
     async def stats(self, request: web.Request) -> web.Response:
         stats = getattr(self.engine, "stats", None)
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return _error(400, "since must be an integer (a tick number)")
         return web.json_response({"engine": self.engine.name, "sessions": len(self.sessions),
-                                  **(stats() if stats is not None else {})})
+                                  **(stats(since) if stats is not None else {})})
 
     def _full(self, why: str) -> web.Response:
         return _error(503, f"server full: {why}, try again later", headers={"Retry-After": "1"},
