@@ -139,3 +139,30 @@ def test_thread_paced_and_a_stalled_session_does_not_hold_others(parts) -> None:
     assert clock.counts(b)["missed"] >= len(got_b) - 2
     gaps = np.diff([f.t for f in got_a])
     assert np.median(gaps) == pytest.approx(0.05, abs=0.02)
+
+
+@pytest.mark.gpu
+def test_cuda_clock_captures_once_across_join_and_leave(parts) -> None:
+    """On CUDA the generator step is one graph, captured at the first tick and kept across
+    sessions joining and leaving (slot reuse, reset_streaming); outputs stay finite."""
+    model, codec = parts
+    gen = SpeechGenerator(copy.deepcopy(model), max_batch=4, max_frames=8, sampling=GREEDY, device="cuda")
+    clock = FrameClock(gen, copy.deepcopy(codec), np.zeros(4, dtype=np.int64))
+    got: list[ClockFrame] = []
+    a = clock.join(got.append)
+    clock.push(a, audio(1, 1)[0])
+    clock.tick()
+    graph = gen._graph  # noqa: SLF001
+    assert graph is not None
+    b = clock.join(got.append)
+    for i in range(12):  # past the ring's length
+        clock.push(a, audio(2 + i, 1)[0])
+        clock.push(b, audio(40 + i, 1)[0])
+        clock.tick()
+        if i == 5:
+            clock.leave(a)
+            a = clock.join(got.append)
+    assert gen._graph is graph  # noqa: SLF001
+    assert all(np.isfinite(f.audio).all() for f in got) and len(got) == 25
+    assert clock.timing()["device"].startswith("cuda")
+    clock.stop()
