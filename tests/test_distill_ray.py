@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ray_local_matches_local_workers(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     d, ref = tmp_path / "ray", tmp_path / "ref"
-    r = subprocess.run([sys.executable, "-m", "parley", "distill", "generate", "--out", str(d), "--n", "6",
+    r = subprocess.run([sys.executable, "-m", "voice", "distill", "generate", "--out", str(d), "--n", "6",
                         "--seed", "4", "--stages", "fake", "--workers", "2", "--ray", "local", "--no-progress"],
                        cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert r.returncode == 0, r.stderr[-2000:]

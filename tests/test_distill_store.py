@@ -37,7 +37,7 @@ def _content(d: Path) -> dict[int, tuple]:
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "parley", "distill", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "voice", "distill", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

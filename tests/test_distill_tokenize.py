@@ -32,7 +32,7 @@ def tiny_codec(tmp_path_factory) -> Path:
 def test_tokenize_traces(tmp_path: Path, tiny_codec: Path) -> None:
     d = tmp_path / "t"
     generate(d, 6, GenConfig(seed=3, stages="fake"), shard_traces=4, progress=False)
-    r = subprocess.run([sys.executable, "-m", "parley", "distill", "tokenize", str(d), "--codec", str(tiny_codec)],
+    r = subprocess.run([sys.executable, "-m", "voice", "distill", "tokenize", str(d), "--codec", str(tiny_codec)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     man = load_manifest(d)

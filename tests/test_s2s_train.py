@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 def _train(run_dir: Path, steps: int, nproc: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_free_port()),
-           "-m", "parley", "distill", "train", "--tiny", "--synthetic", "48", "--steps", str(steps), "--batch-size", "4",
+           "-m", "voice", "distill", "train", "--tiny", "--synthetic", "48", "--steps", str(steps), "--batch-size", "4",
            "--lr", "3e-3", "--run-dir", str(run_dir), "--log-every", "1", "--eval-every", "4", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)

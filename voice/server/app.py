@@ -192,11 +192,13 @@ class Server:
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
-            sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn, on_closed=self._closed,
-                           connect_timeout_s=self.cfg.connect_timeout_s, input_timeout_s=self.cfg.input_timeout_s)
+            es = await self.engine.open_session()
         except RuntimeError as e:  # the engine has no free slot (e.g. the direct model's batch)
             await pc.close()
             return self._full(str(e))
+        sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn, on_closed=self._closed,
+                       connect_timeout_s=self.cfg.connect_timeout_s, input_timeout_s=self.cfg.input_timeout_s,
+                       engine_session=es)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
@@ -228,11 +230,11 @@ class Server:
         await self.close()
 
 
-async def run_server(server: Server) -> None:
-    """Serve until cancelled (Ctrl-C)."""
+async def run_server(server: Server, reuse_port: bool = False) -> None:
+    """Serve until cancelled (Ctrl-C); ``reuse_port``: one of several processes on the port."""
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, server.cfg.host, server.cfg.port)
+    site = web.TCPSite(runner, server.cfg.host, server.cfg.port, reuse_port=reuse_port or None)
     await site.start()
     print(f"Parley ({server.engine.name}) on http://{server.cfg.host}:{server.cfg.port}/  "
           f"(max {server.cfg.max_sessions} sessions; Ctrl-C stops)", flush=True)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
-from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
+from voice.engines.base import AgentAudio, AgentText, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
@@ -81,6 +81,7 @@ class Session:
         on_closed: Callable[["Session"], None] | None = None,
         connect_timeout_s: float = 30.0,
         input_timeout_s: float = 0.5,
+        engine_session: EngineSession | None = None,  # opened by the caller (default: engine.session())
     ) -> None:
         self.id = secrets.token_hex(4)
         self.pc = pc
@@ -88,7 +89,7 @@ class Session:
         self.cfg = cfg
         self.vad_stream = vad.stream()
         self.vad_batcher = vad_batcher
-        self.engine_session = engine.session()
+        self.engine_session = engine_session if engine_session is not None else engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
         self.detector = TurnDetector(cfg, self.guard)
