@@ -25,6 +25,9 @@ class _Counting(DelayEngine):
         super().__init__(DelayConfig(delay_ms=50, reply_s=0.5))
         self.slots, self.open = slots, 0
 
+    def stats(self, since: int = 0) -> dict:  # as the direct engine's frame clock
+        return {"frame_clock": {"since": since}}
+
     def session(self):  # noqa: ANN201
         if self.open >= self.slots:
             raise RuntimeError(f"all {self.slots} slots are taken")
@@ -61,6 +64,7 @@ def test_remote_engine_equals_local_and_cancels(tmp_path) -> None:
         await remote.connect()
         try:
             assert remote.name == "delay" and remote.info()["engine"] == "delay"
+            assert await remote.stats(7) == {"frame_clock": {"since": 7}}  # forwarded to the host
             want = [e async for e in local.session().respond(_turn())]
             a = await remote.open_session()
             a.feed(np.zeros(512, np.float32), time.monotonic())

@@ -11,7 +11,8 @@ Messages are length-prefixed pickles (a private socket, mode 0600, between proce
 server): ("join", sid) -> ("joined", sid) | ("full", sid, why); ("feed", sid, chunk, t);
 ("respond", sid, UserTurn) -> ("ev", sid, EngineEvent)* ("done", sid); ("cancel", sid) (barge-in:
 the host closes the reply generator, as the server's task cancellation does); ("commit", sid,
-turn, text, interrupted); ("close", sid); ("info",) -> ("info", dict). A worker's connection
+turn, text, interrupted); ("close", sid); ("info",) -> ("info", dict); ("stats", token, since)
+-> ("stats", token, dict). A worker's connection
 closing closes its sessions on the host (their slots are free at once).
 """
 
@@ -71,6 +72,9 @@ class EngineHost:
                 kind, args = msg[0], msg[1:]
                 if kind == "info":
                     write_msg(writer, ("info", self.engine.info()))
+                elif kind == "stats":  # ("stats", token, since) -> ("stats", token, dict)
+                    stats = getattr(self.engine, "stats", None)
+                    write_msg(writer, ("stats", args[0], stats(args[1]) if stats is not None else {}))
                 elif kind == "join":
                     try:
                         sessions[args[0]] = self.engine.session()
@@ -137,7 +141,7 @@ class RemoteEngine(Engine):
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while (msg := await read_msg(reader)) is not None:
             kind, sid = msg[0], msg[1] if len(msg) > 1 else None
-            if kind in ("joined", "full") and sid in self._waiting:
+            if kind in ("joined", "full", "stats") and sid in self._waiting:
                 self._waiting.pop(sid).set_result(msg)
             elif kind in ("ev", "done") and sid in self._queues:
                 self._queues[sid].put_nowait(msg)
@@ -157,6 +161,14 @@ class RemoteEngine(Engine):
 
     def info(self) -> dict:
         return dict(self._info)
+
+    async def stats(self, since: int = 0) -> dict:
+        """The host engine's serving statistics (the direct engine's frame clock)."""
+        token = -next(self._ids)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        self.send(("stats", token, since))
+        return (await fut)[2]
 
     def session(self) -> EngineSession:
         raise RuntimeError("a remote engine opens sessions with `await open_session()`")

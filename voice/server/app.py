@@ -149,8 +149,10 @@ class Server:
             since = int(request.query.get("since", "0"))
         except ValueError:
             return _error(400, "since must be an integer (a tick number)")
-        return web.json_response({"engine": self.engine.name, "sessions": len(self.sessions),
-                                  **(stats(since) if stats is not None else {})})
+        got = stats(since) if stats is not None else {}
+        if asyncio.iscoroutine(got):  # a remote engine asks its host
+            got = await got
+        return web.json_response({"engine": self.engine.name, "sessions": len(self.sessions), **got})
 
     def _full(self, why: str) -> web.Response:
         return _error(503, f"server full: {why}, try again later", headers={"Retry-After": "1"},
