@@ -10,7 +10,9 @@ its cost is that of the full batch whatever the number of sessions).
 A session whose frame is not there at its tick (late client, lost packets) does not hold the
 others: its frame is silence (zeros through the encoder) and ``missed`` counts it; a session
 that has not sent its first frame yet does not advance at all. An inbox longer than
-``max_backlog`` frames drops its oldest (``dropped``), so a burst cannot build up latency.
+``max_backlog`` frames drops its oldest frame if that one is quiet (``dropped``), so a late burst
+does not build up latency for long, while speech is kept (up to ``max_burst`` frames: a client
+of the Realtime protocol may send seconds of audio at once).
 A session can be ``muted``: its input is then the codec's silence codes (half duplex while
 the agent replies, as in training) and its audio inbox is discarded.
 
@@ -41,7 +43,7 @@ class ClockFrame:
     """What one session gets from one tick."""
 
     slot: int
-    t: float  # monotonic time of the tick
+    t: float  # arrival time of the user frame it answers (given to push), else the tick's time
     text: int  # text token (PAD when silent)
     audio: np.ndarray  # (hop,) float32 decoded agent audio (zeros before the first whole frame)
     position: int  # frame index since the session joined
@@ -54,7 +56,7 @@ class _Slot:
 
     sink: Callable[[ClockFrame], None]
     undelay: Undelayer
-    inbox: collections.deque = field(default_factory=collections.deque)  # of (hop,) float32
+    inbox: collections.deque = field(default_factory=collections.deque)  # of ((hop,) float32, t)
     started: bool = False  # first user frame arrived
     muted: bool = False
     missed: int = 0
@@ -64,13 +66,14 @@ class _Slot:
 
 class FrameClock:
     def __init__(self, gen: SpeechGenerator, codec: torch.nn.Module, silence: np.ndarray,
-                 frame_s: float | None = None, max_backlog: int = 2, history: int = 4096) -> None:
+                 frame_s: float | None = None, max_backlog: int = 2, max_burst: int = 64,
+                 quiet_rms: float = 0.01, history: int = 4096) -> None:
         self.gen, self.layout = gen, gen.layout
         self.device = gen.device
         self.codec = codec.to(self.device).eval()
         self.hop = codec.hop_length
         self.frame_s = frame_s if frame_s is not None else self.hop / codec.sample_rate
-        self.B, self.max_backlog = gen.max_batch, max_backlog
+        self.B, self.max_backlog, self.max_burst, self.quiet_rms = gen.max_batch, max_backlog, max_burst, quiet_rms
         self.silence = torch.as_tensor(silence, dtype=torch.long, device=self.device)  # (K,)
         self.codec.start_streaming(self.B)
         self.slots: dict[int, _Slot] = {}
@@ -97,14 +100,18 @@ class FrameClock:
             if self.slots.pop(slot, None) is not None:
                 self.gen.leave(slot)
 
-    def push(self, slot: int, frame: np.ndarray) -> None:
-        """One user frame (hop,) float32 at the codec's rate; thread-safe."""
+    def push(self, slot: int, frame: np.ndarray, t: float | None = None) -> None:
+        """One user frame (hop,) float32 at the codec's rate, arrived at ``t`` (monotonic; default
+        now); thread-safe."""
         st = self.slots.get(slot)
         if st is None or st.muted:
             return
-        st.inbox.append(np.asarray(frame, dtype=np.float32))
+        st.inbox.append((np.asarray(frame, dtype=np.float32), time.monotonic() if t is None else t))
         st.started = True
         while len(st.inbox) > self.max_backlog:
+            oldest = st.inbox[0][0]
+            if len(st.inbox) <= self.max_burst and float(np.sqrt(np.mean(oldest**2))) >= self.quiet_rms:
+                break  # speech: kept
             st.inbox.popleft()
             st.dropped += 1
             self.dropped += 1
@@ -131,6 +138,7 @@ class FrameClock:
             adv = np.zeros(self.B, dtype=bool)
             muted = np.zeros(self.B, dtype=bool)
             missed: dict[int, bool] = {}
+            t_in: dict[int, float] = {}
             for s, st in self.slots.items():
                 if not st.started:
                     continue
@@ -138,7 +146,7 @@ class FrameClock:
                 if st.muted:
                     continue
                 if st.inbox:
-                    audio[s] = st.inbox.popleft()
+                    audio[s], t_in[s] = st.inbox.popleft()
                 else:  # late: silence, counted
                     missed[s] = True
                     st.missed += 1
@@ -165,7 +173,7 @@ class FrameClock:
                 st = self.slots[s]
                 st.frames += 1
                 a = wav[s] if has[s] else np.zeros(self.hop, dtype=np.float32)
-                out[s] = ClockFrame(s, now, int(text[s]), a, int(pos[s]), m)
+                out[s] = ClockFrame(s, t_in.get(s, now), int(text[s]), a, int(pos[s]), m)
             self.times.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0, len(missed), self.n_ticks))
             self.n_ticks += 1
             sinks = [(self.slots[s].sink, f) for s, f in out.items()]

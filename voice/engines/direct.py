@@ -132,7 +132,7 @@ class DirectEngine(Engine):
 
 @dataclass
 class _Said:
-    t: float  # monotonic time of the clock tick that produced it
+    t: float  # arrival of the user frame it answers (muted or missing: the tick's time)
     audio: np.ndarray  # (hop,) float32 at 16 kHz
     text: int  # text token (PAD when silent)
 
@@ -163,7 +163,7 @@ class DirectSession(EngineSession):
         self.buf = np.concatenate([self.buf, np.asarray(chunk_16k, dtype=np.float32)])
         while len(self.buf) >= self.e.hop:
             x, self.buf = self.buf[: self.e.hop], self.buf[self.e.hop :]
-            self.e.clock.push(self.slot, x)
+            self.e.clock.push(self.slot, x, t)
 
     # --- a reply --------------------------------------------------------------------------
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
@@ -177,22 +177,23 @@ class DirectSession(EngineSession):
         try:
             backlog = [s for s in list(self.said) if s.t >= turn.t_speech_end]
             self.said.clear()
-            started, quiet, n = False, 0, 0
-            max_frames = int(cfg.max_reply_s / frame_s)
+            started, quiet, n, waited = False, 0, 0, 0
+            max_frames = int(cfg.max_reply_s / frame_s)  # of the reply, from its first loud frame
             pending_text: list[int] = []
             while n < max_frames:
                 said = backlog.pop(0) if backlog else await queue.get()
-                n += 1
                 loud = float(np.sqrt(np.mean(said.audio**2))) > cfg.speech_rms
                 if said.text < self.e.layout.text_card:
                     pending_text.append(said.text)
                 if not started:
                     if not loud:
-                        if n * frame_s > cfg.start_timeout_s:
+                        waited += 1
+                        if waited * frame_s > cfg.start_timeout_s:
                             break
                         continue
                     started = True
                     yield Stage("engine", 1000 * (time.monotonic() - turn.t_decided))
+                n += 1
                 quiet = 0 if loud else quiet + 1
                 text = self.e.detokenize(pending_text) if pending_text else ""
                 pending_text = []
