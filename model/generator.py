@@ -10,7 +10,8 @@ their current position is overwritten by their next real step.
 
 On CUDA the whole per-frame step (embeddings, 30 backbone layers, text head, K depth passes,
 sampling) is captured once in a CUDA graph; the CPU path runs the same function eagerly.
-When a session reaches ``max_frames`` its context is reset (it starts a fresh conversation).
+The KV cache is a ring of ``max_frames`` slots per session (``KVCache(ring=True)``): a
+conversation goes on past that length, each step attending to the last ``max_frames`` frames.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class FrameOut:
 
     text: int  # text token (layout.text_pad when silent)
     audio: np.ndarray  # (K,) delayed audio column (INIT where a delayed codebook has no value)
-    position: int  # frame index within the session's context
+    position: int  # frame index since the session joined
 
 
 class SpeechGenerator:
@@ -52,7 +53,7 @@ class SpeechGenerator:
         self.use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         B, K, L = max_batch, self.layout.n_q, self.layout
         self.model.to(self.device, self.dtype)
-        self.model.backbone.setup_cache(B, max_frames, device=self.device, dtype=self.dtype)
+        self.model.backbone.setup_cache(B, max_frames, device=self.device, dtype=self.dtype, ring=True)
         dev = self.device
         # static per-slot state (inputs of the captured step)
         self.pos = torch.zeros(B, dtype=torch.long, device=dev)
@@ -130,6 +131,23 @@ class SpeechGenerator:
             t.copy_(v)
         self._graph = g
 
+    def step_rows(self, user: torch.Tensor, advance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame for the whole batch, on tensors (no per-session Python work, no host sync).
+
+        user (B, K) long: user codes of every slot (ignored where not advancing); advance (B,)
+        bool: the slots that take this step (must hold a session). -> views of the static
+        outputs text (B,), audio (B, K) (delayed column), position (B,): valid until the next step.
+        """
+        self.user.copy_(user)
+        self.advance.copy_(advance)
+        if self.use_graph:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+        else:
+            self._step_impl()
+        return self.text_out, self.audio_out, self.pos_out
+
     def step(self, user_frames: dict[int, np.ndarray]) -> dict[int, FrameOut]:
         """Advance the sessions in ``user_frames`` (slot -> user codes (K,)) by one frame."""
         if not user_frames:
@@ -137,21 +155,14 @@ class SpeechGenerator:
         for s in user_frames:
             if not self.active[s]:
                 raise KeyError(f"slot {s} has no session")
-            if int(self.pos[s]) >= self.max_frames:  # context full: start over
-                self._reset_slot(s)
         slots = sorted(user_frames)
         idx = torch.tensor(slots, device=self.device)
         frames = torch.as_tensor(np.stack([np.asarray(user_frames[s]) for s in slots]), dtype=torch.long)
-        self.user.index_copy_(0, idx, frames.to(self.device))
+        user = self.user.clone()
+        user.index_copy_(0, idx, frames.to(self.device))
         adv = torch.zeros(self.max_batch, dtype=torch.bool)
         adv[slots] = True
-        self.advance.copy_(adv.to(self.device))
-        if self.use_graph:
-            if self._graph is None:
-                self._capture()
-            self._graph.replay()
-        else:
-            self._step_impl()
+        self.step_rows(user, adv.to(self.device))
         text = self.text_out[idx].cpu().numpy()
         audio = self.audio_out[idx].cpu().numpy()
         pos = self.pos_out[idx].cpu().numpy()

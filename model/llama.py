@@ -18,8 +18,9 @@ Streaming: every forward takes per-row ``positions`` (B, T). With a cache (``set
 therefore be at different positions (sessions that joined at different times) and be reset
 independently. All cache updates are in-place tensor ops with static shapes, so a decode step can
 be captured in a CUDA graph (then the whole cache length is attended; in eager mode only the
-prefix up to the largest position). Positions must stay below the cache length: eager calls check,
-a captured graph cannot (the caller resets a row before it runs out).
+prefix up to the largest position). Positions must stay below the cache length (eager calls
+check, a captured graph cannot), unless the cache is a ring (``ring=True``): then slot =
+position % length and every query attends to the last ``length`` positions (sliding window).
 """
 
 from __future__ import annotations
@@ -57,23 +58,27 @@ class LlamaConfig:
 
 
 class KVCache(nn.Module):
-    """Static per-layer key/value cache, slot = position, plus which slots are valid per row.
+    """Static per-layer key/value cache with the position held in every slot.
 
-    k, v: (n_layers, B, n_kv, T_max, hd); valid: (B, T_max) bool. Buffers are non-persistent (never
-    in a state dict) and follow ``.to(device, dtype)`` of the module that owns the cache.
+    k, v: (n_layers, B, n_kv, T_max, hd); slot_pos: (B, T_max) long, the position whose keys a slot
+    holds (-1: empty for this row's stream). Without ``ring`` slot = position and positions must
+    stay below T_max. With ``ring`` (after moshi's RingKVCache) slot = position % T_max: a
+    stream goes on forever and each query attends to the last T_max positions (sliding window);
+    the positions keep growing, so RoPE stays right. Every update is an in-place op of fixed
+    shape (CUDA-graph safe, no host sync). Buffers are non-persistent (never in a state dict).
     ``static``: always attend over the whole T_max (as inside a CUDA graph) instead of the prefix
     up to the largest position (eager default; one host sync per forward).
     """
 
     def __init__(self, cfg: LlamaConfig, batch_size: int, max_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                 static: bool = False) -> None:
+                 static: bool = False, ring: bool = False) -> None:
         super().__init__()
-        self.static = static
+        self.static, self.ring = static, ring
         shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("valid", torch.zeros(batch_size, max_len, device=device, dtype=torch.bool),
+        self.register_buffer("slot_pos", torch.full((batch_size, max_len), -1, device=device, dtype=torch.long),
                              persistent=False)
 
     @property
@@ -84,34 +89,44 @@ class KVCache(nn.Module):
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    @property
+    def valid(self) -> torch.Tensor:
+        """(B, T_max) bool: slots holding this stream's keys/values."""
+        return self.slot_pos >= 0
+
     @torch.no_grad()
     def reset_rows(self, rows: torch.Tensor | list[int] | None = None) -> None:
         """Forget the past of some rows (a bool mask (B,) or row indices); all rows when None."""
         if rows is None:
-            self.valid.zero_()
+            self.slot_pos.fill_(-1)
             return
-        rows = torch.as_tensor(rows, device=self.valid.device)
+        rows = torch.as_tensor(rows, device=self.slot_pos.device)
         if rows.dtype == torch.bool:
-            self.valid.masked_fill_(rows[:, None], False)  # graph-safe (no host sync)
+            self.slot_pos.masked_fill_(rows[:, None], -1)  # graph-safe (no host sync)
         else:
-            self.valid.index_fill_(0, rows.long(), False)
+            self.slot_pos.index_fill_(0, rows.long(), -1)
+
+    def slots(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (B, T) -> cache slots (B, T)."""
+        return positions % self.max_len if self.ring else positions
 
     def mark(self, positions: torch.Tensor) -> None:
-        """Slots at ``positions`` (B, T) now hold this stream's keys/values."""
-        self.valid.scatter_(1, positions, True)
+        """Slots of ``positions`` (B, T) now hold this stream's keys/values."""
+        self.slot_pos.scatter_(1, self.slots(positions), positions)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> None:
-        """k, v: (B, n_kv, T, hd) written at slots ``positions`` (B, T) of ``layer``."""
+        """k, v: (B, n_kv, T, hd) written at the slots of ``positions`` (B, T) of ``layer``."""
         B, H, T, D = k.shape
-        idx = positions[:, None, :, None].expand(B, H, T, D)
+        idx = self.slots(positions)[:, None, :, None].expand(B, H, T, D)
         self.k[layer].scatter_(2, idx, k.to(self.k.dtype))
         self.v[layer].scatter_(2, idx, v.to(self.v.dtype))
 
     def attn_mask(self, positions: torch.Tensor, length: int) -> torch.Tensor:
-        """Queries at ``positions`` (B, T) -> bool mask (B, 1, T, length): valid and not in the future."""
-        slots = torch.arange(length, device=positions.device)  # slot index == position
-        causal = slots[None, None, :] <= positions[:, :, None]  # (B, T, L)
-        return (causal & self.valid[:, None, :length])[:, None]
+        """Queries at ``positions`` (B, T) -> bool mask (B, 1, T, length) over the first ``length``
+        slots: written for this stream, not in the future, within the last T_max positions."""
+        sp = self.slot_pos[:, None, :length]  # (B, 1, L)
+        q = positions[:, :, None]  # (B, T, 1)
+        return ((sp >= 0) & (sp <= q) & (sp > q - self.max_len))[:, None]
 
 
 class RMSNorm(nn.Module):
@@ -240,16 +255,19 @@ class Llama(nn.Module):
 
     # --- cache ----------------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int | None = None,
-                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        """A fresh cache (not attached): pass it as ``cache=`` (one per concurrent caller)."""
+                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                  ring: bool = False) -> KVCache:
+        """A fresh cache (not attached): pass it as ``cache=`` (one per concurrent caller).
+        ``ring``: a sliding window of ``max_len`` positions instead of a hard end."""
         p = self.tok_embeddings.weight
         return KVCache(self.cfg, batch_size, max_len or self.cfg.max_seq_len,
-                       device=device or p.device, dtype=dtype or p.dtype)
+                       device=device or p.device, dtype=dtype or p.dtype, ring=ring)
 
     def setup_cache(self, batch_size: int, max_len: int | None = None,
-                    device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
+                    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                    ring: bool = False) -> KVCache:
         """Attach a static cache used by ``forward(..., use_cache=True)``."""
-        self.cache = self.new_cache(batch_size, max_len, device, dtype)
+        self.cache = self.new_cache(batch_size, max_len, device, dtype, ring)
         return self.cache
 
     def reset_rows(self, rows: torch.Tensor | list[int] | None = None) -> None:
@@ -296,7 +314,11 @@ class Llama(nn.Module):
             kv_len = cache.max_len
             if not cache.static and not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
                 kv_len = int(positions.max()) + 1  # eager: attend to the used prefix only
-                if kv_len > cache.max_len:
+                if cache.ring:
+                    if T > cache.max_len:
+                        raise ValueError(f"{T} tokens at once do not fit a ring of {cache.max_len}")
+                    kv_len = min(kv_len, cache.max_len)
+                elif kv_len > cache.max_len:
                     raise ValueError(f"position {kv_len - 1} beyond the cache length {cache.max_len}")
             cache.mark(positions)
             mask = cache.attn_mask(positions, kv_len)  # (B, 1, T, L)

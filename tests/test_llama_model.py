@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.llama import Llama, LlamaConfig
+from model.llama import KVCache, Llama, LlamaConfig
 
 CFG = LlamaConfig(vocab_size=97, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96,
                   rope_theta=10000.0, max_seq_len=64)
@@ -172,3 +172,98 @@ def test_cuda_graph_decode_equals_eager(model: Llama, dtype: torch.dtype) -> Non
     ref = model(toks[5:, 2].cpu()[None]).float()[0]  # (7, V)
     row2 = eager[5:, 2].cpu()
     assert (row2 - ref).abs().max() < (1e-3 if dtype == torch.float32 else 0.1)
+
+
+class _BandedCache(KVCache):
+    """Reference for the ring: a long slot = position cache whose mask keeps the last W positions."""
+
+    def __init__(self, window: int, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.window = window
+
+    def attn_mask(self, positions: torch.Tensor, length: int) -> torch.Tensor:
+        slots = torch.arange(length, device=positions.device)
+        band = (slots[None, None, :] > positions[:, :, None] - self.window)[:, None]  # (B, 1, T, L)
+        return super().attn_mask(positions, length) & band
+
+
+def _steps(model: Llama, cache: KVCache, ids: torch.Tensor, starts: list[int]) -> torch.Tensor:
+    """One token per step for every row; row b at position starts[b] + t -> logits (B, T, V)."""
+    pos0 = torch.tensor(starts)
+    with torch.no_grad():
+        return torch.cat([model(ids[:, t:t + 1], positions=pos0 + t, cache=cache) for t in range(ids.shape[1])], 1)
+
+
+def test_ring_cache_equals_full_then_window(model: Llama) -> None:
+    """Within its length the ring equals full attention; after wrap-around, windowed attention."""
+    torch.manual_seed(7)
+    W, T = 8, 30
+    ids = torch.randint(0, CFG.vocab_size, (2, T))
+    ring = model.new_cache(2, W, ring=True)
+    got = _steps(model, ring, ids, [0, 3])  # rows at different positions
+    with torch.no_grad():
+        full = model(ids[:, :W])
+    torch.testing.assert_close(got[0, :W], full[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got[1, :W - 3], full[1, :W - 3], atol=1e-5, rtol=1e-4)
+    ref = _steps(model, _BandedCache(W, CFG, 2, 64), ids, [0, 3])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert (got[:, W:] - full[:, -1:]).abs().max() > 1e-3  # (the window does change the output)
+
+
+def test_ring_cache_reset_one_row(model: Llama) -> None:
+    """Resetting one row after wrap-around starts it fresh; the other row goes on unchanged."""
+    torch.manual_seed(8)
+    W = 6
+    ids = torch.randint(0, CFG.vocab_size, (2, 20))
+    ring = model.new_cache(2, W, ring=True)
+    a = _steps(model, ring, ids[:, :14], [0, 0])
+    ring.reset_rows(torch.tensor([False, True]))
+    with torch.no_grad():
+        b = torch.cat([model(ids[:, t:t + 1], positions=torch.tensor([t, t - 14]), cache=ring)
+                       for t in range(14, 20)], 1)
+    ref = _steps(model, _BandedCache(W, CFG, 2, 64), ids, [0, 0])
+    torch.testing.assert_close(torch.cat([a, b], 1)[0], ref[0], atol=1e-5, rtol=1e-4)
+    fresh = _steps(model, model.new_cache(1, W, ring=True), ids[1:, 14:], [0])
+    torch.testing.assert_close(b[1], fresh[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError):  # a chunk longer than the ring
+        model(ids[:, :W + 1], positions=torch.zeros(2, dtype=torch.long), cache=ring)
+
+
+@pytest.mark.gpu
+def test_ring_cache_cuda_graph_equals_eager(model: Llama) -> None:
+    """One captured decode step replayed past the ring's length equals the eager ring."""
+    dev = torch.device("cuda")
+    m = Llama(CFG).eval()
+    m.load_state_dict(model.state_dict())
+    m.to(dev)
+    W, steps = 8, 24
+    toks = torch.randint(0, CFG.vocab_size, (steps, 2, 1), device=dev)
+
+    def run(graph: bool) -> torch.Tensor:
+        m.setup_cache(2, W, device=dev, ring=True)
+        tok = torch.zeros(2, 1, dtype=torch.long, device=dev)
+        pos = torch.tensor([0, 3], device=dev)
+        step = lambda: m(tok, positions=pos, use_cache=True)[:, 0].float()  # noqa: E731
+        outs = []
+        with torch.no_grad():
+            if graph:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    step()
+                torch.cuda.current_stream().wait_stream(s)
+                m.reset_rows()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    out = step()
+            for t in range(steps):
+                tok.copy_(toks[t])
+                if graph:
+                    g.replay()
+                    outs.append(out.clone())
+                else:
+                    outs.append(step())
+                pos += 1
+        return torch.stack(outs)
+
+    torch.testing.assert_close(run(True), run(False), atol=1e-4, rtol=1e-4)

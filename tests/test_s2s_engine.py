@@ -4,6 +4,7 @@ batched sessions, reply end rules, barge-in (closing the reply generator) and sl
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 
 import numpy as np
@@ -31,6 +32,7 @@ def make_engine(parts, **kw):
 
     model, codec = parts
     cfg = DirectConfig(device="cpu", max_sessions=2, max_frames=256, **kw)
+    codec = copy.deepcopy(codec)  # each engine's clock streams its codec (the test makes several)
     return DirectEngine(cfg, model=model, codec=codec, detokenize=lambda ids: " ".join(f"w{i}" for i in ids))
 
 
@@ -58,6 +60,7 @@ def test_two_sessions_reply_until_max(parts) -> None:
         ra, rb = await asyncio.gather(_reply(a), _reply(b))
         await a.close()
         await b.close()
+        await eng.close()
         return ra, rb
 
     for events in asyncio.run(main()):
@@ -74,6 +77,7 @@ def test_quiet_model_gives_up_and_barge_in_releases(parts) -> None:
         s = eng.session()
         ev = await _reply(s)
         await s.close()
+        await eng.close()
         return ev
 
     assert not [e for e in asyncio.run(quiet()) if isinstance(e, AgentAudio)]
@@ -91,6 +95,7 @@ def test_quiet_model_gives_up_and_barge_in_releases(parts) -> None:
             eng2.session()
         await s2.close()
         await s3.close()
+        await eng2.close()
         return ev
 
     ev = asyncio.run(barge())

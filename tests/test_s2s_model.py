@@ -121,15 +121,19 @@ def test_batched_sessions_join_and_leave(model: SpeechModel) -> None:
             gen.join()
 
 
-def test_context_reset_when_full() -> None:
+def test_ring_cache_continues_past_its_length() -> None:
+    """A session goes on past max_frames (sliding window, no reset); within it nothing changes."""
     m = tiny_model()
     gen = SpeechGenerator(m, max_batch=1, max_frames=6, sampling=GREEDY)
+    assert gen.model.backbone.cache.ring
     s = gen.join()
-    user = user_stream(3, 9)
-    outs = [gen.step({s: user[:, t]})[s] for t in range(9)]
-    assert [o.position for o in outs] == [0, 1, 2, 3, 4, 5, 0, 1, 2]
-    fresh, _ = run_alone(m, user[:, 6:])
-    assert [o.text for o in outs[6:]] == list(fresh)
+    user = user_stream(3, 20)
+    outs = [gen.step({s: user[:, t]})[s] for t in range(20)]
+    assert [o.position for o in outs] == list(range(20))
+    text, audio = run_alone(m, user[:, :6])
+    assert [o.text for o in outs[:6]] == list(text)
+    assert (np.stack([o.audio for o in outs[:6]], axis=1) == audio).all()
+    assert all(0 <= o.text < LAYOUT.text_card + 2 for o in outs)
 
 
 def test_training_step_lowers_loss_on_fixed_batch() -> None:

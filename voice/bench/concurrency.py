@@ -9,6 +9,12 @@ run `turns` ordinary turns each. A step is **held** when
   * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
     the p90 of the single-session step, i.e. "latency degraded by contention").
 The ramp stops at the first step not held; the answer is the largest step held.
+
+Beside the client-side numbers, each step keeps the server's own view when it has one
+(`GET /stats?since=N`, the direct engine's frame clock over the ticks of that step: p50/p99 ms of
+the whole tick, the batched codec encode, the generator step and the codec decode, their share of
+the frame period, and the user frames that missed their tick). The server's `GET /health`
+(engine, device, weights) goes into the report, so every row says which weights it ran.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Step:
     failed_sessions: int = 0
     client_max_lag_ms: float = 0.0  # worst lateness of the client's own sender
     wall_s: float = 0.0
+    frame_clock: dict | None = None  # the server's frame-clock timing over this step (direct engine)
 
 
 @dataclass
@@ -61,11 +68,13 @@ class ConcurrencyReport:
     host: dict = field(default_factory=dict)
     date: str = ""
     notes: list[str] = field(default_factory=list)
+    server: dict = field(default_factory=dict)  # the server's GET /health (engine, device, weights)
 
     def to_dict(self) -> dict:
         return {
             "url": self.url,
             "engine": self.engine,
+            "server": self.server,
             "max_held": self.max_held,
             "date": self.date,
             "host": self.host,
@@ -85,7 +94,38 @@ class ConcurrencyReport:
                 f"{s.underrun_rate:>10.1%} {s.timeouts:>10}  {s.reason}"
             )
         lines.append(f"largest number of real-time sessions held: {self.max_held}")
+        clock = [s for s in self.steps if s.frame_clock]
+        if clock:
+            sv = self.server
+            lines += ["", f"server frame clock ({sv.get('device', '?')}, weights {sv.get('weights', '?')}, "
+                      f"codec {sv.get('codec', '?')}): ms per {clock[0].frame_clock['frame_ms']:.0f} ms frame, p50/p99",
+                      clock_header(), "-" * len(clock_header())]
+            lines += [clock_row(s.sessions, s.frame_clock) for s in clock]
         return "\n".join(lines)
+
+
+def clock_header() -> str:
+    return (f"{'sessions':>8}{'ticks':>7}{'tick':>14}{'share':>13}{'encode':>14}{'step':>14}{'decode':>14}"
+            f"{'missed':>8}{'overruns':>9}")
+
+
+def clock_row(n: int, fc: dict) -> str:
+    """One line of the frame-clock table from FrameClock.timing()."""
+    pp = lambda k: f"{fc[k]['p50_ms']:.1f}/{fc[k]['p99_ms']:.1f}"  # noqa: E731
+    share = f"{fc['tick']['share_p50']:.0%}/{fc['tick']['share_p99']:.0%}"
+    return (f"{n:>8}{fc['ticks']:>7}{pp('tick'):>14}{share:>13}{pp('encode'):>14}{pp('step'):>14}"
+            f"{pp('decode'):>14}{fc['missed']:>8}{fc['overruns']:>9}")
+
+
+async def server_json(url: str, path: str) -> dict | None:
+    """GET url + path as JSON; None when the server does not have it (older server, other engine)."""
+    import aiohttp  # noqa: PLC0415
+
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url + path, timeout=aiohttp.ClientTimeout(10)) as r:
+            return await r.json() if r.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return None
 
 
 def ramp(max_sessions: int) -> list[int]:
@@ -118,6 +158,8 @@ async def run_step(
 ) -> Step:
     rng = random.Random(cfg.seed + n)
     lcfg = LatencyConfig(turns=cfg.turns, barge_in_every=0, jitter_ms=cfg.jitter_ms)
+    before = await server_json(url, "/stats")
+    since = ((before or {}).get("frame_clock") or {}).get("next_tick", 0)
     t0 = time.monotonic()
     results = await asyncio.gather(
         *(
@@ -126,6 +168,7 @@ async def run_step(
         )
     )
     step = Step(sessions=n, wall_s=time.monotonic() - t0)
+    step.frame_clock = ((await server_json(url, f"/stats?since={since}")) or {}).get("frame_clock")
     v2v, frames, under = [], 0, 0
     errors = []
     for sess, turns, err in results:
@@ -162,6 +205,7 @@ async def measure_concurrency(
         settings=asdict(cfg),
         host=host_info(),
         date=datetime.date.today().isoformat(),
+        server=await server_json(url, "/health") or {},
     )
     limit = cfg.p90_limit_ms
     for n in ramp(cfg.max_sessions):

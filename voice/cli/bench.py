@@ -159,6 +159,15 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gguf", default=None, help="SmolLM2 GGUF for the backbone's shape (default: bundled)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=model_cmd)
+    p = bench_sub.add_parser("clock", help="direct engine's frame clock (codec encode + model step + decode) vs batch")
+    p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes (every slot active)")
+    p.add_argument("--ticks", type=int, default=20, help="timed frames per batch size")
+    p.add_argument("--weights", default="tiny", help="tiny, random (full size) or a trained folder")
+    p.add_argument("--codec", default="tiny", help="tiny (random) or a codec folder, e.g. weights/codec")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when present")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=clock_cmd)
     p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
@@ -178,6 +187,19 @@ def model_cmd(args: argparse.Namespace) -> int:
     return run_bench(StepBenchConfig(
         device=args.device, batches=batches, context=args.context, steps=args.steps, cpu_dtype=args.cpu_dtype,
         threads=args.threads, tiny=args.tiny, audio_heads=heads, gguf=args.gguf, json_path=args.json))
+
+
+def clock_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.clock import ClockBenchConfig, run_bench
+
+    try:
+        batches = tuple(int(b) for b in _split(args.batch))
+    except ValueError:
+        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    if not batches or min(batches) < 1 or args.ticks < 1:
+        raise ParleyError("--batch and --ticks must be positive")
+    return run_bench(ClockBenchConfig(batches=batches, ticks=args.ticks, weights=args.weights, codec=args.codec,
+                                      device=args.device, threads=args.threads, json_path=args.json))
 
 
 def llm_cmd(args: argparse.Namespace) -> int:

@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--engine", default="cascade", choices=[k.value for k in EngineKind])
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (more: 503)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="front worker processes for WebRTC/Opus/VAD (SO_REUSEPORT); the engine stays in "
+                   "this process (default 0: everything in one process)")
+    p.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)  # a front worker's engine host
     p.add_argument("--loopback-ice", action=argparse.BooleanOptionalAction, default=None,
                    help="offer only 127.0.0.1 ICE candidates (default: on when --host is 127.0.0.1)")
     g = p.add_argument_group("turn taking")
@@ -41,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--reply-wav", default=unset, help="answer with this WAV instead of a tone")
     p.add_argument("--device", default=None,
                    help="torch device for model engines (default: cpu for cascade, cuda if present for direct)")
-    p.add_argument("--weights", default=unset, help="weights folder for the direct engine")
+    p.add_argument("--weights", default=unset,
+                   help="direct engine: speech-model weights folder, or random (full size) / tiny (random, smoke)")
+    p.add_argument("--codec", default=unset, help="direct engine: codec weights folder, or tiny (random, smoke)")
     p.set_defaults(func=serve_cmd)
 
     t = sub.add_parser(
@@ -75,7 +81,7 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
     "cascade": ("asr", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
     "delay": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "device", "max_sessions"),
+    "direct": ("weights", "codec", "device", "max_sessions"),
 }
 
 
@@ -108,6 +114,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        loopback_ice=args.loopback_ice, turn=_turn_config(args))
+    if args.engine_socket:
+        return _worker(args, cfg)
+    if args.workers > 0:
+        return _host(args)
     print(f"loading engine {args.engine} ...", flush=True)
     engine = create_engine(_engine_config(args))
     server = Server(engine, cfg)
@@ -117,6 +127,75 @@ def serve_cmd(args: argparse.Namespace) -> int:
         pass
     except OSError as e:
         raise ParleyError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    return 0
+
+
+def _worker(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001 - a ServerConfig
+    """A front worker: WebRTC sessions here, the engine in the host process (--engine-socket)."""
+    import asyncio  # noqa: PLC0415
+
+    from voice.engines.remote import RemoteEngine  # noqa: PLC0415
+    from voice.server.app import Server, run_server  # noqa: PLC0415
+
+    async def main() -> None:
+        engine = RemoteEngine(args.engine_socket)
+        await engine.connect()
+        serve = asyncio.ensure_future(run_server(Server(engine, cfg), reuse_port=True))
+        await asyncio.wait([serve, asyncio.ensure_future(engine.wait_closed())],
+                           return_when=asyncio.FIRST_COMPLETED)  # the host gone: this worker ends
+        serve.cancel()
+        await asyncio.gather(serve, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _host(args: argparse.Namespace) -> int:
+    """The engine here, behind a Unix socket; ``--workers`` processes serve WebRTC on the port."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from voice.engines import create_engine  # noqa: PLC0415
+    from voice.engines.remote import EngineHost  # noqa: PLC0415
+
+    print(f"loading engine {args.engine} ...", flush=True)
+    engine = create_engine(_engine_config(args))
+    path = str(Path(tempfile.mkdtemp(prefix="parley-")) / "engine.sock")
+    argv = sys.argv[1:]  # the same command line for the workers, without --workers
+    i = next(k for k, a in enumerate(argv) if a.startswith("--workers"))
+    argv = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
+    procs: list[subprocess.Popen] = []
+
+    async def main() -> None:
+        host = EngineHost(engine, path)
+        await host.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        for _ in range(args.workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "voice", *argv, "--engine-socket", path]))
+        print(f"engine host {path}: {args.workers} front worker(s) on {args.host}:{args.port}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await host.close()
+            await engine.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
     return 0
 
 

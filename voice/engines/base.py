@@ -99,7 +99,11 @@ class Engine(ABC):
 
     @abstractmethod
     def session(self) -> EngineSession:
-        """A fresh conversation."""
+        """A fresh conversation (RuntimeError when the engine has no room for one)."""
+
+    async def open_session(self) -> EngineSession:
+        """``session()`` for callers on the event loop (a remote engine answers asynchronously)."""
+        return self.session()
 
     def info(self) -> dict:
         """Short description for the offer answer and `GET /health` (JSON-serializable)."""

@@ -65,11 +65,15 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
         server._closed(s)
         out.put_nowait(None)  # the writer flushes what is queued, then closes the socket
 
+    es = None
     try:
+        es = await server.engine.open_session()  # a remote engine (--workers) answers asynchronously
         sess = RealtimeSession(server.engine, server.vad, server.vad_batcher, server.cfg.turn, out.put_nowait,
-                               dialect_of(request.headers), on_closed=closed)
+                               dialect_of(request.headers), on_closed=closed, engine_session=es)
     except Exception as e:  # noqa: BLE001 - e.g. an engine with no free slot
         log.exception("realtime: cannot start a session")
+        if es is not None:
+            await es.close()
         return await _refuse(ws, ProtocolError(f"cannot start a session: {e}", "session_failed", type_="server_error"))
     server.sessions[sess.id] = sess
     writer = asyncio.get_running_loop().create_task(_writer(ws, out), name=f"parley-rt-{sess.id}-writer")

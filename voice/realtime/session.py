@@ -22,7 +22,7 @@ import numpy as np
 
 from model.common.audio_constants import SPEECH_SR as VAD_SR
 from model.audio import resample
-from voice.engines.base import AgentAudio, AgentText, Engine, UserText, UserTurn
+from voice.engines.base import AgentAudio, AgentText, Engine, EngineSession, UserText, UserTurn
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, VadSettings, apply_update, render_session, shape_of
 from voice.realtime.inbuf import InputBuffer
@@ -51,7 +51,8 @@ MAX_RESPONSES_KEPT = 16  # responses remembered for conversation.item.truncate
 class RealtimeSession:
     def __init__(self, engine: Engine, vad, vad_batcher, turn: TurnConfig,  # noqa: ANN001
                  send: Callable[[dict], None], dialect: p.Dialect = "ga",
-                 on_closed: Callable[["RealtimeSession"], None] | None = None) -> None:
+                 on_closed: Callable[["RealtimeSession"], None] | None = None,
+                 engine_session: EngineSession | None = None) -> None:
         self.id = secrets.token_hex(4)
         self.sid = p.new_id("sess")
         self.vad_stream = vad.stream()
@@ -64,7 +65,7 @@ class RealtimeSession:
         self.guard = EchoGuard(turn)
         self.detector = TurnDetector(turn, self.guard)
         self.playout = Playout(self.guard.note_output)
-        self.engine_session = engine.session()
+        self.engine_session = engine_session if engine_session is not None else engine.session()
         self.send = send
         self.on_closed = on_closed
         self.closed = False

@@ -3,13 +3,17 @@
     GET  /                 the browser demo (demos/index.html)
     GET  /static/NAME      demo assets (app.js, style.css), served locally, no CDN
     GET  /health           {"ok": true, "engine": ..., "sessions": n, "max_sessions": N}
+    GET  /stats[?since=N]  the engine's serving statistics (direct: the frame clock's timing over
+                           its ticks >= N; the answer's frame_clock.next_tick is the next N)
     POST /offer            {"sdp": "...", "type": "offer"[, "engine": "cascade"]}
                            -> {"sdp", "type": "answer", "session", "engine", ...}
     GET  /v1/realtime      WebSocket, the OpenAI Realtime protocol (voice/realtime/README.md)
 
 Errors are JSON `{"error": "..."}` with a 4xx/5xx status: malformed JSON or SDP, missing
 fields, bodies over `max_body` bytes (413), offers without audio (400), a different engine
-than the one served (400), and `max_sessions` reached (503).
+than the one served (400), and `max_sessions` reached or no engine slot free (503, with
+`"reason": "server_full"`, the counts and a Retry-After header). A session whose client stops
+sending audio for `input_timeout_s` is closed (its slot is free within a second).
 
 No STUN/TURN by default (`iceServers=[]`: nothing on the internet is contacted). aioice leaves
 127.0.0.1 out of its host candidates, so on a loopback-only host no candidate would be offered:
@@ -46,6 +50,7 @@ class ServerConfig:
     max_body: int = MAX_BODY  # bytes of a POST body
     loopback_ice: bool | None = None  # offer only 127.0.0.1 candidates; None: when host is loopback
     connect_timeout_s: float = 30.0  # a session that never connects is dropped after this
+    input_timeout_s: float = 0.5  # a connected client silent this long has vanished (0: never)
     turn: TurnConfig = field(default_factory=TurnConfig)
 
     @property
@@ -60,8 +65,8 @@ def use_loopback_ice() -> None:
     loopback_candidates(only=True)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, headers: dict | None = None, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
 
 
 @web.middleware
@@ -110,6 +115,7 @@ class Server:
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/stats", self.stats)
         app.router.add_get("/favicon.ico", self.favicon)
         app.router.add_post("/offer", self.offer)
         from voice.realtime.route import realtime_handler  # noqa: PLC0415
@@ -137,6 +143,21 @@ class Server:
         return web.json_response({"ok": True, **self.engine.info(), "sessions": len(self.sessions),
                                   "max_sessions": self.cfg.max_sessions})
 
+    async def stats(self, request: web.Request) -> web.Response:
+        stats = getattr(self.engine, "stats", None)
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return _error(400, "since must be an integer (a tick number)")
+        got = stats(since) if stats is not None else {}
+        if asyncio.iscoroutine(got):  # a remote engine asks its host
+            got = await got
+        return web.json_response({"engine": self.engine.name, "sessions": len(self.sessions), **got})
+
+    def _full(self, why: str) -> web.Response:
+        return _error(503, f"server full: {why}, try again later", headers={"Retry-After": "1"},
+                      reason="server_full", sessions=len(self.sessions), max_sessions=self.cfg.max_sessions)
+
     async def offer(self, request: web.Request) -> web.Response:
         body = await request.read()  # raises 413 beyond client_max_size
         try:
@@ -158,7 +179,7 @@ class Server:
         if "\nm=audio" not in sdp.replace("\r\n", "\n"):
             return _error(400, "the offer has no audio track (Parley needs a microphone; video is not used)")
         if len(self.sessions) + self._reserved >= self.cfg.max_sessions:
-            return _error(503, f"server full: {self.cfg.max_sessions} sessions in use, try again later")
+            return self._full(f"{self.cfg.max_sessions} sessions in use")
         self._reserved += 1
         try:
             return await self._answer(sdp)
@@ -172,8 +193,14 @@ class Server:
         from voice.server.session import Session  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn,
-                       on_closed=self._closed, connect_timeout_s=self.cfg.connect_timeout_s)
+        try:
+            es = await self.engine.open_session()
+        except RuntimeError as e:  # the engine has no free slot (e.g. the direct model's batch)
+            await pc.close()
+            return self._full(str(e))
+        sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn, on_closed=self._closed,
+                       connect_timeout_s=self.cfg.connect_timeout_s, input_timeout_s=self.cfg.input_timeout_s,
+                       engine_session=es)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
@@ -205,11 +232,11 @@ class Server:
         await self.close()
 
 
-async def run_server(server: Server) -> None:
-    """Serve until cancelled (Ctrl-C)."""
+async def run_server(server: Server, reuse_port: bool = False) -> None:
+    """Serve until cancelled (Ctrl-C); ``reuse_port``: one of several processes on the port."""
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, server.cfg.host, server.cfg.port)
+    site = web.TCPSite(runner, server.cfg.host, server.cfg.port, reuse_port=reuse_port or None)
     await site.start()
     print(f"Parley ({server.engine.name}) on http://{server.cfg.host}:{server.cfg.port}/  "
           f"(max {server.cfg.max_sessions} sessions; Ctrl-C stops)", flush=True)

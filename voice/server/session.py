@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
-from voice.engines.base import AgentAudio, AgentText, Engine, Stage, UserText, UserTurn
+from voice.engines.base import AgentAudio, AgentText, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
@@ -80,6 +80,8 @@ class Session:
         cfg: TurnConfig = TurnConfig(),
         on_closed: Callable[["Session"], None] | None = None,
         connect_timeout_s: float = 30.0,
+        input_timeout_s: float = 0.5,
+        engine_session: EngineSession | None = None,  # opened by the caller (default: engine.session())
     ) -> None:
         self.id = secrets.token_hex(4)
         self.pc = pc
@@ -87,12 +89,14 @@ class Session:
         self.cfg = cfg
         self.vad_stream = vad.stream()
         self.vad_batcher = vad_batcher
-        self.engine_session = engine.session()
+        self.engine_session = engine_session if engine_session is not None else engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
         self.detector = TurnDetector(cfg, self.guard)
         self.on_closed = on_closed
         self.connect_timeout_s = connect_timeout_s
+        self.input_timeout_s = input_timeout_s  # no input frame this long: the client is gone
+        self._last_input: float | None = None
         self.t0 = time.monotonic()
         self.turn = 0
         self.closed = False
@@ -177,6 +181,9 @@ class Session:
             except MediaStreamError:
                 break
             t = time.monotonic()
+            if self._last_input is None and self.input_timeout_s > 0:
+                self._spawn(self._input_watchdog(), "input-watchdog")
+            self._last_input = t
             if frame.sample_rate != sr_in:
                 sr_in = frame.sample_rate
                 rs = soxr.ResampleStream(sr_in, SPEECH_SR, 1, dtype="float32")
@@ -186,6 +193,20 @@ class Session:
                 chunk, buf = buf[:VAD_CHUNK], buf[VAD_CHUNK:]
                 await self._on_chunk(np.ascontiguousarray(chunk), t)
         log.debug("session %s: input track ended", self.id)
+
+    async def _input_watchdog(self, period: float = 0.1) -> None:
+        """Close the session when its client stops sending audio (vanished without a goodbye:
+        ICE consent would take ~30 s); a check after a late wake-up (busy event loop) is skipped."""
+        while not self.closed:
+            t = time.monotonic()
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if now - t > period + 0.2:  # the loop itself was stalled: frames may be waiting
+                continue
+            if self._last_input is not None and now - self._last_input > self.input_timeout_s:
+                log.info("session %s: no input for %.1f s, closing", self.id, now - self._last_input)
+                self._spawn(self.close(), "close")
+                return
 
     async def _on_chunk(self, chunk: np.ndarray, t: float) -> None:
         prob = await self.vad_batcher.push(self.vad_stream, chunk)

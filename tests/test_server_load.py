@@ -1,0 +1,79 @@
+"""Load shedding: at capacity (server sessions or engine slots) an offer gets 503 with a JSON
+reason; a client that vanishes without hanging up frees its slot within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from tests.test_server_http import _offer_sdp, _post
+from tests.test_server_rtc import Client, start
+from voice.engines.delay import DelayConfig, DelayEngine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class _OneSlotEngine(DelayEngine):
+    """A delay engine with one slot of its own (like the direct model's static batch)."""
+
+    def __init__(self) -> None:
+        super().__init__(DelayConfig())
+        self.taken = 0
+
+    def session(self):  # noqa: ANN201
+        if self.taken:
+            raise RuntimeError("all 1 generator slots are taken")
+        self.taken += 1
+        return super().session()
+
+
+def test_503_with_reason_when_the_engine_is_full() -> None:
+    async def main() -> None:
+        runner, url, server = await start(_OneSlotEngine())  # 8 server sessions, 1 engine slot
+        pcs = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for expect in (200, 503):
+                    pc, sdp = await _offer_sdp()
+                    pcs.append(pc)
+                    st, js = await _post(http, url, {"sdp": sdp, "type": "offer"})
+                    assert st == expect, js
+                assert js["reason"] == "server_full" and "slots" in js["error"], js
+                assert js["sessions"] == 1 and js["max_sessions"] == 8
+                async with http.get(url + "/stats") as r:
+                    assert r.status == 200 and (await r.json())["sessions"] == 1
+        finally:
+            for pc in pcs:
+                await pc.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_a_vanished_client_frees_its_slot_within_a_second() -> None:
+    async def main() -> None:
+        runner, url, server = await start(DelayEngine(DelayConfig()))
+        c = Client(url)
+        try:
+            await c.connect()
+            sess = next(iter(server.sessions.values()))
+            await c.wait(lambda: sess._last_input is not None, 15)  # noqa: SLF001
+
+            async def hang():  # noqa: ANN202 - the client's process is gone: no audio, no goodbye
+                await asyncio.Event().wait()
+
+            c.mic.recv = hang
+            await asyncio.sleep(0.1)  # the frame in flight
+            t0 = time.monotonic()
+            while server.sessions and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.02)
+            assert not server.sessions
+            assert time.monotonic() - sess._last_input < 1.0  # noqa: SLF001
+        finally:
+            await c.close()
+            await runner.cleanup()
+
+    asyncio.run(main())

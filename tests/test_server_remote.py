@@ -1,0 +1,123 @@
+"""The engine behind a Unix socket (EngineHost / RemoteEngine, for front worker processes): the
+same events as the engine itself, barge-in cancels the host's reply, full -> RuntimeError, a
+worker's connection closing frees its sessions; a Server with a RemoteEngine connects a WebRTC
+client and answers 503 when the host's engine is full."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from voice.engines.base import AgentAudio, Stage, UserText, UserTurn
+from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.remote import EngineHost, RemoteEngine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class _Counting(DelayEngine):
+    """A delay engine with ``slots`` sessions at most, counting open ones."""
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(DelayConfig(delay_ms=50, reply_s=0.5))
+        self.slots, self.open = slots, 0
+
+    def stats(self, since: int = 0) -> dict:  # as the direct engine's frame clock
+        return {"frame_clock": {"since": since}}
+
+    def session(self):  # noqa: ANN201
+        if self.open >= self.slots:
+            raise RuntimeError(f"all {self.slots} slots are taken")
+        self.open += 1
+        sess = super().session()
+        close = sess.close
+
+        async def counted_close() -> None:
+            self.open -= 1
+            await close()
+
+        sess.close = counted_close
+        return sess
+
+
+async def _until(cond, timeout: float = 2.0) -> None:  # noqa: ANN001
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def _turn() -> UserTurn:
+    now = time.monotonic()
+    return UserTurn(1, np.zeros(16000, np.float32), t_speech_end=now, t_decided=now)
+
+
+def test_remote_engine_equals_local_and_cancels(tmp_path) -> None:
+    async def main() -> None:
+        local = _Counting(2)
+        host = EngineHost(_Counting(2), str(tmp_path / "engine.sock"))
+        await host.start()
+        remote = RemoteEngine(host.path)
+        await remote.connect()
+        try:
+            assert remote.name == "delay" and remote.info()["engine"] == "delay"
+            assert await remote.stats(7) == {"frame_clock": {"since": 7}}  # forwarded to the host
+            want = [e async for e in local.session().respond(_turn())]
+            a = await remote.open_session()
+            a.feed(np.zeros(512, np.float32), time.monotonic())
+            got = [e async for e in a.respond(_turn())]
+            assert [type(e) for e in got] == [type(e) for e in want]
+            aud = [e for e in got if isinstance(e, AgentAudio)]
+            assert aud and np.allclose(np.concatenate([e.audio for e in aud]),
+                                       np.concatenate([e.audio for e in want if isinstance(e, AgentAudio)]))
+            b = await remote.open_session()
+            with pytest.raises(RuntimeError, match="slots"):
+                await remote.open_session()
+            agen = b.respond(_turn())
+            first = await agen.__anext__()
+            assert isinstance(first, (UserText, Stage, AgentAudio))
+            await agen.aclose()  # barge-in: the host's reply stops, the session stays
+            a.commit(1, "played", True)
+            await a.close()
+            c = await remote.open_session()  # a's slot is free again
+            await c.close()
+            await _until(lambda: host.engine.open == 1)
+        finally:
+            await remote.close()
+        await _until(lambda: host.engine.open == 0)  # the worker's connection is gone: sessions closed
+        await host.close()
+
+    asyncio.run(main())
+
+
+def test_server_with_a_remote_engine_over_webrtc(tmp_path) -> None:
+    from tests.test_server_rtc import Client, start
+
+    async def main() -> None:
+        host = EngineHost(_Counting(1), str(tmp_path / "engine.sock"))
+        await host.start()
+        remote = RemoteEngine(host.path)
+        await remote.connect()
+        runner, url, server = await start(remote)
+        c = Client(url)
+        try:
+            await c.connect()
+            assert host.engine.open == 1
+            import aiohttp
+
+            from tests.test_server_http import _offer_sdp, _post
+
+            async with aiohttp.ClientSession() as http:  # the engine's one slot is taken: 503
+                pc, sdp = await _offer_sdp()
+                st, js = await _post(http, url, {"sdp": sdp, "type": "offer"})
+                await pc.close()
+            assert st == 503 and js["reason"] == "server_full", js
+        finally:
+            await c.close()
+            await runner.cleanup()
+            await host.close()
+
+    asyncio.run(main())
