@@ -54,7 +54,8 @@ def synthetic_turns(n: int, layout: StreamLayout, seed: int = 0) -> list[Turn]:
         user = rng.integers(0, layout.card, (layout.n_q, tu))
         agent = (np.resize(user, (layout.n_q, ta)) * 3 + 1) % layout.card
         reply = list(rng.integers(0, layout.text_card, int(rng.integers(2, 6))))
-        turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}"))
+        turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}", trace=f"syn{i // 2}",
+                          user_tokens=[int(t) % layout.text_card for t in user[0, :3]]))
     return turns
 
 
@@ -80,12 +81,14 @@ def run_training(job: TrainJob) -> int:
 
         man = load_manifest(job.data[0])
         sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
+    stage = tc.curriculum.stage if tc.curriculum is not None else None
+    aux = stage is not None and stage.value != "speak" and tc.loss.user_text_weight > 0  # the user-text head
     if job.tiny:
         text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
-        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, **sizes)
+        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, user_text_head=aux, **sizes)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, **sizes)
+        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, user_text_head=aux, **sizes)
         model = build_model(cfg, gguf_path=job.gguf)
     layout = cfg.layout
     if job.synthetic:
@@ -98,6 +101,11 @@ def run_training(job: TrainJob) -> int:
         from distill.s2s_data import load_turns
 
         turns, silence, data_desc = load_turns(list(job.data), layout, gguf=job.gguf)
+    if stage is not None:
+        from distill.curriculum import stage_items
+
+        turns = stage_items(turns, stage)
+        data_desc += f", stage {stage.value}: {len(turns)} items"
     if len(turns) < 2:
         raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
     order = list(range(len(turns)))
