@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from voice.cli import distill_train
@@ -16,8 +17,15 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac,
                     stages=StagesSpec.parse(args.stages))
+    batch = None
+    if args.batched:
+        from distill.batched import BatchSpec
+
+        batch = BatchSpec(cfg.stages, device=args.device, tts_workers=args.tts_workers, asr_batch=args.asr_batch,
+                          llm_batch=args.llm_batch, block=args.block)
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
-                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads)
+                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads,
+                       batch=batch)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
@@ -52,6 +60,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
+    b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
+    b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
+    b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
+    b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
+    b.add_argument("--asr-batch", type=int, default=32)
+    b.add_argument("--llm-batch", type=int, default=128)
+    b.add_argument("--block", type=int, default=256, help="traces per block (one LLM batch per turn round)")
     p.set_defaults(func=_generate)
 
 
