@@ -46,6 +46,31 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kit(args: argparse.Namespace) -> int:
+    from distill.gpu_kit import KitConfig, KitProfile, build_kit
+
+    man = build_kit(KitConfig(out=args.out, profile=KitProfile(args.profile), part_mib=args.part_mib,
+                              call_mib=args.call_mib))
+    print(man.to_json() if args.json else
+          "\n".join([f"{c}: {b / 2**20:.1f} MiB" for c, b in man.calls.items()]
+                    + [f"total {sum(f.bytes for f in man.files) / 2**20:.1f} MiB in {len(man.files)} files -> "
+                       f"{args.out}/kit.json"]))
+    return 0
+
+
+def _add_kit(sub) -> None:
+    p = sub.add_parser("kit", help="collect what the GPU machine lacks (wheels, voices, GGUF, .debs) into "
+                                   "call-sized folders with sha256 (distill/gpu_kit.py)")
+    p.add_argument("out", type=Path, help="output folder (git-ignored, e.g. .carry/kit); rebuilt from scratch")
+    p.add_argument("--profile", default="full", choices=["speak", "full"],
+                   help="speak: run 1 of issue 11 (piper joe + GGUF); full: + Whisper, espeak-ng, flite")
+    p.add_argument("--part-mib", type=float, default=0.0, help="split files larger than this (0: the call budget)")
+    p.add_argument("--call-mib", type=float, default=0.0,
+                   help="most MiB of one call folder (0: 64 MiB minus the working tree that travels, minus 1)")
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+    p.set_defaults(func=_kit)
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate cascade traces (ASR -> LLM -> TTS) into sharded storage")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it exists)")
@@ -88,3 +113,4 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
+    _add_kit(dsub)
