@@ -7,6 +7,9 @@
 - Whisper and the LLM run on ``device``, batched across traces (``WhisperASR.transcribe_batch``,
   ``distill.llm_batch.chat_batch``), one model copy in the driver process;
 - ``distill.pipeline.generate_traces`` drives them stage by stage over a block of traces.
+- ``speak_only``: data of the Speak stage without Whisper, user voices, espeak-ng or flite: the
+  user's clip is silence, ``asr_text`` is the planned user text, the LLM answers it and piper joe
+  says the reply (the agent speech + word-timed monologue are what Speak trains on).
 
 Every random choice still comes from the plan of (seed, index), so a trace is the same as on the
 one-by-one path (the test checks it on CPU). On a GPU the batched bf16 LLM can round differently
@@ -22,9 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from distill.pipeline import user_speech_job
+from model.common.audio_constants import SPEECH_SR
 from distill.stages import StageKind, StagesSpec
 
 _TTS = None  # the worker process's TTS stages
+SPEAK_USER_S = 0.32  # speak-only traces: the user's clip is this much silence (4 codec frames)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class BatchSpec:
     asr_batch: int = 32
     llm_batch: int = 128
     block: int = 256  # traces per generate_traces call (one LLM batch per turn round)
+    speak_only: bool = False  # Speak data: no user voices, no Whisper (asr_text = the planned text)
 
 
 def _init_tts(spec: StagesSpec) -> None:
@@ -82,9 +88,14 @@ class BatchedExecutor:
         else:
             from distill.stages import RealStages
 
-            self._gpu = RealStages(device=spec.device, threads=1 if spec.device == "cpu" else 4)
+            self._gpu = RealStages(asr=None if spec.speak_only else "tiny.en", device=spec.device,
+                                   threads=1 if spec.device == "cpu" else 4)
         self.models = {**self._gpu.models, "path": f"batched: Whisper + LLM on {spec.device}, "
                                                   f"TTS on {spec.tts_workers or 1} CPU process(es)"}
+        if spec.speak_only:
+            self.models["path"] = (f"batched speak-only: LLM on {spec.device}, piper on {spec.tts_workers or 1} "
+                                   f"CPU process(es); user audio {SPEAK_USER_S} s of silence, asr_text = planned text")
+        self._said: list[str] = []  # speak-only: the planned texts of the last user_speech call
 
     def close(self) -> None:
         if self._pool is not None:
@@ -100,6 +111,10 @@ class BatchedExecutor:
         return [r for r, _ in res], [round(ms, 1) for _, ms in res]
 
     def user_speech(self, jobs):
+        if self.spec.speak_only:  # generate_traces calls asr next, on these clips in this order
+            self._said = [pt.text for _, pt in jobs]
+            quiet = np.zeros(int(SPEAK_USER_S * SPEECH_SR), np.float32)
+            return [(quiet, quiet, []) for _ in jobs], [0.0] * len(jobs)
         return self._map(_user_job, jobs)
 
     def agent_tts(self, texts):
@@ -108,6 +123,9 @@ class BatchedExecutor:
     def asr(self, audios: list[np.ndarray]) -> tuple[list[str], list[float]]:
         if not audios:
             return [], []
+        if self.spec.speak_only:
+            assert len(self._said) == len(audios), "speak-only: asr must follow user_speech"
+            return list(self._said), [0.0] * len(audios)
         t0 = time.perf_counter()
         if self.spec.stages.kind is StageKind.FAKE:
             out = [self._gpu.asr(a) for a in audios]

@@ -29,14 +29,16 @@ class GenConfig:
     eval_frac: float = 0.05  # share of eval traces (held-out prompts and voices)
     real_frac: float = 0.35  # share of eval traces spoken by the real recorded speaker
     stages: StagesSpec = StagesSpec()  # a "real" | "fake" | "fake:SECONDS" string is parsed
+    speak_only: bool = False  # Speak data (batched path): silent user audio, asr_text = the planned text
 
     def __post_init__(self) -> None:
         if isinstance(self.stages, str):
             object.__setattr__(self, "stages", StagesSpec.parse(self.stages))
 
     def manifest_view(self) -> dict:
-        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
+        view = {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
                 "stages": str(self.stages)}
+        return {**view, "speak_only": True} if self.speak_only else view
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ def _batched(todo: list[int], cfg: GenConfig, batch) -> Iterator:
 
     from dataclasses import replace
 
-    ex = BatchedExecutor(replace(batch, stages=cfg.stages))
+    ex = BatchedExecutor(replace(batch, stages=cfg.stages, speak_only=cfg.speak_only))
     try:
         for b in range(0, len(todo), batch.block):
             block = todo[b : b + batch.block]
@@ -184,6 +186,10 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
 
     if n < 0 or workers < 1:
         raise ParleyError("--n must be >= 0 and --workers >= 1")
+    if cfg.speak_only and batch is None:
+        raise ParleyError("speak-only data is made on the batched path (--batched)")
+    if cfg.speak_only and cfg.real_frac > 0:
+        raise ParleyError("speak-only data has no real speaker: use --real-frac 0")
     root = store.prepare_out(Path(out))
     with store.DirLock(root):
         man_path = root / store.MANIFEST

@@ -159,7 +159,8 @@ class TTSStages:
 class RealStages(TTSStages):
     """Whisper (model.components.asr), the LLM (model.components.llm) and the speech stages."""
 
-    def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1, device: str = "cpu") -> None:
+    def __init__(self, asr: str | None = "tiny.en", llm: str = "smollm2", threads: int = 1, device: str = "cpu") -> None:
+        """``asr=None``: no Whisper (speak-only data, distill/batched.py)."""
         import torch
 
         from model.components.asr import WhisperASR
@@ -167,12 +168,12 @@ class RealStages(TTSStages):
 
         torch.set_num_threads(threads)
         super().__init__(threads)
-        self.whisper = WhisperASR.load(asr, device=device)
+        self.whisper = WhisperASR.load(asr, device=device) if asr else None
         # float32 on a GPU: batched decoding rounds like the one-by-one path far more often than bf16
         self.chat = load_llm(llm, device=device, dtype=None if device == "cpu" else "float32")
         self.models = {
             **self.models,
-            "asr": f"whisper {asr} (model.components.asr)",
+            "asr": f"whisper {asr} (model.components.asr)" if asr else "none: the planned user text",
             "llm": f"{llm} (model.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
                    f"stop after {LLM_MAX_SENTENCES} sentences",
             "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "

@@ -85,3 +85,39 @@ def test_bench_reports_the_arms() -> None:
                       stages="fake")
     rows = [r for r in table.splitlines() if r.startswith("| 1 core") or r.startswith("| cores + cpu")]
     assert len(rows) == 2 and "audio h/min" in table and "agent speech h/min" in table
+
+
+@pytest.mark.timeout(120)
+def test_speak_only_traces(tmp_path: Path) -> None:
+    from distill.runner import GenConfig, generate
+    from model.common.errors import ParleyError
+
+    recs: list[dict] = []
+    cfg = GenConfig(seed=4, stages=FAKE, speak_only=True, real_frac=0.0)
+    s = generate(tmp_path / "s", 8, cfg, progress=False, on_write=lambda t: recs.append(t.record), batch=BatchSpec(block=4))
+    assert s["written"] == 8
+    said = [t for r in recs for t in r["turns"] if t["reply_text"]]
+    assert said and all(t["asr_text"] == t["user_text"] and t["agent_dur_s"] > 0 and t["word_timings"] for t in said)
+    assert all(t["user_dur_s"] == 0.32 for r in recs for t in r["turns"])  # silent user clips
+    assert "speak-only" in recs[0]["models"]["path"]
+    with pytest.raises(ParleyError, match="batched"):
+        generate(tmp_path / "x", 2, cfg, progress=False)
+    with pytest.raises(ParleyError, match="real-frac"):
+        generate(tmp_path / "y", 2, GenConfig(stages=FAKE, speak_only=True), progress=False, batch=BatchSpec())
+
+
+def test_batched_codec_tokenization_equals_one_by_one() -> None:
+    from codec.model import CodecConfig, ParleyCodec
+    from distill.tokenize import ClipBatcher
+
+    torch.manual_seed(0)
+    codec = ParleyCodec(CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=1, n_q=4, bins=64)).eval()
+    rng = np.random.default_rng(0)
+    clips = [(0.3 * rng.standard_normal(n).astype(np.float32), codec.sample_rate) for n in (900, 4000, 77, 2500, 0)]
+    one, many = ClipBatcher(codec, 0.0), ClipBatcher(codec, 6000 / codec.sample_rate)  # 2-3 clips a batch
+    s1 = [one.add(*c) for c in clips]
+    s2 = [many.add(*c) for c in clips]
+    assert s1 == s2 and s1[-1] == -1
+    a, b = one.run(), many.run()
+    for x, y, (w, _) in zip(a, b, clips):
+        assert x.shape == y.shape == (4, -(-len(w) // codec.hop_length)) and np.array_equal(x, y)

@@ -15,8 +15,9 @@ def _generate(args: argparse.Namespace) -> int:
     from distill.runner import GenConfig, generate
     from distill.stages import StagesSpec
 
-    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac,
-                    stages=StagesSpec.parse(args.stages))
+    real_frac = args.real_frac if args.real_frac is not None else (0.0 if args.speak_only else 0.35)
+    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=real_frac,
+                    stages=StagesSpec.parse(args.stages), speak_only=args.speak_only)
     batch = None
     if args.batched:
         from distill.batched import BatchSpec
@@ -42,7 +43,9 @@ def _tokenize(args: argparse.Namespace) -> int:
     from distill.tokenize import tokenize
 
     print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
-                              include_open=args.include_open, device=args.device)))
+                              include_open=args.include_open, device=args.device,
+                              batch_s=args.batch_s if args.batch_s is not None else
+                              (300.0 if args.device.startswith("cuda") else 0.0))))
     return 0
 
 
@@ -81,12 +84,15 @@ def _add_generate(sub) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the workers on Ray: 'auto' (running cluster), an address, or 'local' (start one)")
     p.add_argument("--eval-frac", type=float, default=0.05, help="share of held-out eval traces")
-    p.add_argument("--real-frac", type=float, default=0.35, help="share of eval traces by the real recorded speaker")
+    p.add_argument("--real-frac", type=float, default=None,
+                   help="share of eval traces by the real recorded speaker (default 0.35; 0 with --speak-only)")
     p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
     b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
     b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
+    b.add_argument("--speak-only", action="store_true",
+                   help="Speak-stage data: LLM replies said by piper joe; no Whisper, user voices, espeak-ng, flite")
     b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
     b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
     b.add_argument("--asr-batch", type=int, default=32)
@@ -111,6 +117,8 @@ def register(sub) -> None:
     p.add_argument("--with-clean", action="store_true", help="also encode the clean user speech")
     p.add_argument("--include-open", action="store_true", help="also read shards still being written")
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
+    p.add_argument("--batch-s", type=float, default=None,
+                   help="encode clips in zero-padded batches of this many seconds (default 300 on cuda, 0 = one by one)")
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
     _add_kit(dsub)
