@@ -38,6 +38,7 @@ class TrainJob:
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
     audio_head: AudioHead | str = "depth"
     val_frac: float = 0.05
+    init: Path | None = None  # start from these trained parts (the previous curriculum stage's export)
     extra: dict = field(default_factory=dict)  # kept in the exported manifest
 
 
@@ -57,6 +58,25 @@ def synthetic_turns(n: int, layout: StreamLayout, seed: int = 0) -> list[Turn]:
         turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}", trace=f"syn{i // 2}",
                           user_tokens=[int(t) % layout.text_card for t in user[0, :3]]))
     return turns
+
+
+def _init_from(model, weights: Path) -> None:
+    """Load the trained parts of an earlier stage; parts it lacks (e.g. the user-text head of Listen
+    after Speak) keep their fresh init. The stream layouts must agree."""
+    from model.common.errors import ParleyError
+    from model.speech_ckpt import read_trained
+
+    cfg0, sd, _ = read_trained(Path(weights))
+    lay0, lay = cfg0.layout, model.cfg.layout
+    if (lay0.n_q, lay0.card, lay0.text_card, lay0.delays) != (lay.n_q, lay.card, lay.text_card, lay.delays):
+        raise ParleyError(f"--init {weights}: its layout {lay0} differs from this model's {lay}")
+    want = model.trainable_state_dict()
+    extra = sorted(set(sd) - set(want))
+    if extra:
+        raise ParleyError(f"--init {weights}: parts this model does not have: {extra[:5]}")
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=False)
+    fresh = sorted(set(want) - set(sd))
+    log.info("initialized %d trained tensors from %s%s", len(sd), weights, f"; fresh: {fresh}" if fresh else "")
 
 
 def run_training(job: TrainJob) -> int:
@@ -91,6 +111,8 @@ def run_training(job: TrainJob) -> int:
         cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, user_text_head=aux, **sizes)
         model = build_model(cfg, gguf_path=job.gguf)
     layout = cfg.layout
+    if job.init is not None:
+        _init_from(model, job.init)
     if job.synthetic:
         turns = synthetic_turns(job.synthetic, layout, tc.seed)
         silence = np.zeros(layout.n_q, dtype=np.int64)

@@ -120,3 +120,25 @@ def test_tiny_training_run_per_stage_lowers_the_loss(stage: Stage, tmp_path: Pat
     assert last < 0.8 * first, (first, last)
     if stage is not Stage.SPEAK:
         assert "user_text" in hist[-1] and hist[-1]["user_text"] < hist[0]["user_text"]
+
+
+def test_next_stage_starts_from_the_previous_export(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from distill.train_run import TrainJob, run_training
+    from model.speech_ckpt import read_trained
+
+    def job(stage: Stage, name: str, init: Path | None = None) -> TrainJob:
+        tc = TrainConfig(steps=3, batch_size=2, log_every=1, eval_every=100, ckpt_every=100,
+                         curriculum=CurriculumConfig(stage))
+        return TrainJob(train=tc, synthetic=12, tiny=True, run_dir=tmp_path / name, export=tmp_path / f"{name}-w",
+                        init=init)
+
+    assert run_training(job(Stage.SPEAK, "speak")) == 0
+    cfg, sd, _ = read_trained(tmp_path / "speak-w")
+    assert not cfg.user_text_head and not any(k.startswith("user_text_proj") for k in sd)
+    with caplog.at_level(logging.INFO, logger="distill.train_run"):
+        assert run_training(job(Stage.LISTEN, "listen", tmp_path / "speak-w")) == 0
+    assert "fresh: ['user_text_proj.weight']" in caplog.text
+    cfg2, sd2, _ = read_trained(tmp_path / "listen-w")
+    assert cfg2.user_text_head and "user_text_proj.weight" in sd2

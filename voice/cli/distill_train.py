@@ -50,6 +50,8 @@ def _add_train(sub) -> None:
                    help="curriculum stage (issue 11): speak (agent speech + monologue, user silent), listen (user "
                         "speech + aux user text), converse (whole traces); default: one turn per example")
     p.add_argument("--user-text-weight", type=float, default=0.5, help="aux user-text loss weight (listen/converse)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from trained parts (--export of the previous curriculum stage); new parts start fresh")
     p.set_defaults(func=_train)
 
 
@@ -65,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     return run_training(TrainJob(
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
         export=args.export, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
-        audio_head=args.audio_head, val_frac=args.val_frac,
+        audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
     ))
 
 
