@@ -38,8 +38,9 @@ class BenchArm:
     batch: BatchSpec | None = None
 
 
-def default_arms(n: int, cores: int | None = None, gpu: bool | None = None) -> list[BenchArm]:
-    """1 core, all cores, and cores + GPU when CUDA is present."""
+def default_arms(n: int, cores: int | None = None, gpu: bool | None = None, speak_only: bool = False) -> list[BenchArm]:
+    """1 core, all cores, and cores + GPU when CUDA is present. ``speak_only``: every arm on the
+    batched path (speak-only data is made there), the CPU arms with the LLM on the CPU."""
     from distill.batched import BatchSpec
 
     cores = cores or os.cpu_count() or 1
@@ -47,12 +48,18 @@ def default_arms(n: int, cores: int | None = None, gpu: bool | None = None) -> l
         import torch
 
         gpu = torch.cuda.is_available()
-    arms = [BenchArm("1 core", 1)]
-    if cores > 1:
-        arms.append(BenchArm(f"all {cores} cores", cores))
+    half = max(1, n // 2)
+    if speak_only:
+        arms = [BenchArm("1 core", 1, BatchSpec(device="cpu", tts_workers=0, block=half))]
+        if cores > 1:
+            arms.append(BenchArm(f"all {cores} cores", 1, BatchSpec(device="cpu", tts_workers=cores, block=half)))
+    else:
+        arms = [BenchArm("1 core", 1)]
+        if cores > 1:
+            arms.append(BenchArm(f"all {cores} cores", cores))
     if gpu:
         arms.append(BenchArm(f"{cores} cores + GPU", 1, BatchSpec(device="cuda", tts_workers=max(1, cores - 1),
-                                                               block=max(1, n // 2))))
+                                                               block=half)))
     return arms
 
 
@@ -66,7 +73,7 @@ def _cpu() -> str:
     return platform.processor() or "?"
 
 
-def _run_arm(arm: BenchArm, out: Path, n: int, stages, seed: int, threads: int) -> dict:
+def _run_arm(arm: BenchArm, out: Path, n: int, stages, seed: int, threads: int, speak_only: bool = False) -> dict:
     from distill.runner import GenConfig, generate
 
     stamps: list[float] = []
@@ -77,7 +84,8 @@ def _run_arm(arm: BenchArm, out: Path, n: int, stages, seed: int, threads: int) 
         recs.append(t.record)
 
     t0 = time.time()
-    s = generate(out, n, GenConfig(seed=seed, stages=stages), workers=arm.workers, progress=False, on_write=on_write,
+    cfg = GenConfig(seed=seed, stages=stages, speak_only=speak_only, real_frac=0.0 if speak_only else 0.35)
+    s = generate(out, n, cfg, workers=arm.workers, progress=False, on_write=on_write,
                  threads=threads, batch=arm.batch)
     wall = time.time() - t0
     first = arm.batch.block if arm.batch is not None else arm.workers  # results of the first arrival
@@ -102,9 +110,9 @@ def _run_arm(arm: BenchArm, out: Path, n: int, stages, seed: int, threads: int) 
 
 
 def run_bench(n: int = 8, arms: list[BenchArm] | None = None, stages: StagesSpec | str = "real",
-              keep: Path | None = None, seed: int = 1234, threads: int = 1) -> str:
-    """-> a markdown table (one row per arm)."""
-    arms = arms if arms is not None else default_arms(n)
+              keep: Path | None = None, seed: int = 1234, threads: int = 1, speak_only: bool = False) -> str:
+    """-> a markdown table (one row per arm). ``speak_only``: speak-only traces (`generate --speak-only`)."""
+    arms = arms if arms is not None else default_arms(n, speak_only=speak_only)
     rows = []
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="parley-distill-bench-"))
     try:
@@ -112,12 +120,12 @@ def run_bench(n: int = 8, arms: list[BenchArm] | None = None, stages: StagesSpec
             out = base / f"arm{i}"
             if out.exists():
                 shutil.rmtree(out)
-            rows.append(_run_arm(arm, out, n, stages, seed, threads))
+            rows.append(_run_arm(arm, out, n, stages, seed, threads, speak_only))
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
     base_rate = rows[0]["steady"] if rows else float("nan")
-    head = (f"distill bench ({stages} stages), {time.strftime('%Y-%m-%d')}, {_cpu()}, {os.cpu_count()} CPU core(s), "
+    head = (f"distill bench ({stages} stages{', speak-only' if speak_only else ''}), {time.strftime('%Y-%m-%d')}, {_cpu()}, {os.cpu_count()} CPU core(s), "
             f"N={n} traces per row, {threads} thread(s) per worker, load average before: "
             f"{os.getloadavg()[0]:.1f}\n\n")
     lines = ["| arm | traces (turns) | wall s | start-up s | traces/min steady | vs 1 core | traces/min overall "

@@ -81,6 +81,7 @@ def test_bench_reports_the_arms() -> None:
 
     assert [a.name for a in default_arms(8, cores=16, gpu=True)] == ["1 core", "all 16 cores", "16 cores + GPU"]
     assert default_arms(8, cores=16, gpu=True)[2].batch.tts_workers == 15
+    assert all(a.batch is not None and a.batch.device == "cpu" for a in default_arms(8, 4, False, speak_only=True))
     table = run_bench(n=4, arms=[BenchArm("1 core"), BenchArm("cores + cpu-batched", 1, BatchSpec(tts_workers=1, block=2))],
                       stages="fake")
     rows = [r for r in table.splitlines() if r.startswith("| 1 core") or r.startswith("| cores + cpu")]

@@ -229,6 +229,7 @@ def _register_distill(bench_sub: argparse._SubParsersAction) -> None:
                    help="per-trace worker counts instead of the default arms (1 core, all cores, cores + GPU)")
     p.add_argument("--cores", type=int, default=None, help="cores of the 'all cores' arms (default: all)")
     p.add_argument("--no-gpu", action="store_true", help="leave out the cores + GPU arm")
+    p.add_argument("--speak-only", action="store_true", help="speak-only traces (LLM + piper; all arms batched)")
     p.add_argument("--stages", default="real")
     p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
@@ -240,6 +241,7 @@ def distill_cmd(args: argparse.Namespace) -> int:
     from distill.stages import StagesSpec
 
     arms = ([BenchArm(f"{k} worker(s)", k) for k in args.workers] if args.workers
-            else default_arms(args.n, args.cores, False if args.no_gpu else None))
-    print(run_bench(n=args.n, arms=arms, stages=StagesSpec.parse(args.stages), keep=args.keep, threads=args.threads))
+            else default_arms(args.n, args.cores, False if args.no_gpu else None, args.speak_only))
+    print(run_bench(n=args.n, arms=arms, stages=StagesSpec.parse(args.stages), keep=args.keep, threads=args.threads,
+                    speak_only=args.speak_only))
     return 0
