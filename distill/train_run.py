@@ -148,7 +148,9 @@ def run_training(job: TrainJob) -> int:
             save_trained(model, job.export, {
                 "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
                 "steps": int(metrics.get("step", 0)), "final_metrics": metrics,
-                "train_config": {**settings, "audio_head": str(cfg.audio_head.value), **job.extra},
+                "train_config": {**settings, "audio_head": str(cfg.audio_head.value),
+                                 "stage": stage.value if stage is not None else None,
+                                 "init": str(job.init) if job.init else None, **job.extra},
             })
             log.info("trained parts written to %s", job.export)
     if world > 1:  # all ranks leave together: gloo aborts a process that exits while a peer still talks

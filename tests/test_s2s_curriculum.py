@@ -140,5 +140,6 @@ def test_next_stage_starts_from_the_previous_export(tmp_path: Path, caplog: pyte
     with caplog.at_level(logging.INFO, logger="distill.train_run"):
         assert run_training(job(Stage.LISTEN, "listen", tmp_path / "speak-w")) == 0
     assert "fresh: ['user_text_proj.weight']" in caplog.text
-    cfg2, sd2, _ = read_trained(tmp_path / "listen-w")
+    cfg2, sd2, man = read_trained(tmp_path / "listen-w")
     assert cfg2.user_text_head and "user_text_proj.weight" in sd2
+    assert man["train_config"]["stage"] == "listen" and man["train_config"]["init"].endswith("speak-w")
