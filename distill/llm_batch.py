@@ -9,7 +9,9 @@ prompt and is overwritten by its own decoded token before any query can see it (
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +41,12 @@ class ChatSettings:
 @torch.inference_mode()
 def generate_batch(model, prompts: list[list[int]], params: list[SamplingParams], max_new_tokens: int,
                    stop_ids: set[int], done_fn=None, logprobs: bool = True,
-                   prefill_model=None) -> list[list[tuple[int, float | None]]]:
+                   prefill_model=None, threads: int = 0) -> list[list[tuple[int, float | None]]]:
     """prompts: B id lists -> per row [(token, logprob)], stopping at a stop id, after
     ``max_new_tokens`` or when ``done_fn(row, tokens)`` says so. ``prefill_model``: the same
-    weights in another dtype for the prompts (as ``TextGenerator``)."""
+    weights in another dtype for the prompts (as ``TextGenerator``). ``threads``: rows sampled on
+    this many threads (numpy releases the GIL in the heavy parts; each row keeps its own RNG, so
+    the tokens do not depend on it); 0: min(8, cores)."""
     B = len(prompts)
     if B == 0:
         return []
@@ -62,25 +66,35 @@ def generate_batch(model, prompts: list[list[int]], params: list[SamplingParams]
     out: list[list[tuple[int, float | None]]] = [[] for _ in range(B)]
     alive = [True] * B
     pos = torch.tensor(lens, dtype=torch.long, device=dev)  # (B,) next position per row
-    for _ in range(max_new_tokens):
-        rows = logits[:, -1].float().cpu().numpy()  # (B, V)
-        nxt = torch.zeros(B, dtype=torch.long)
-        for i in range(B):
-            if not alive[i]:
-                continue
-            tok = sample_next(rows[i], params[i], hist[i][-params[i].repetition_window:], rngs[i])
-            if tok in stop_ids:
-                alive[i] = False
-                continue
-            out[i].append((tok, float(log_softmax(rows[i])[tok]) if logprobs else None))
-            hist[i].append(tok)
-            nxt[i] = tok
-            if done_fn is not None and done_fn(i, out[i]):
-                alive[i] = False
-        if not any(alive):
-            break
-        logits = model(nxt[:, None].to(dev), positions=pos, cache=cache)  # (B, 1, V)
-        pos = pos + 1
+    pool = ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) if B >= 16 else None
+
+    def draw(i: int, rows: np.ndarray) -> tuple[int, float | None]:
+        tok = sample_next(rows[i], params[i], hist[i][-params[i].repetition_window:], rngs[i])
+        return tok, (float(log_softmax(rows[i])[tok]) if logprobs else None)
+
+    try:
+        for _ in range(max_new_tokens):
+            rows = logits[:, -1].float().cpu().numpy()  # (B, V)
+            live = [i for i in range(B) if alive[i]]
+            drawn = dict(zip(live, pool.map(lambda i: draw(i, rows), live) if pool else (draw(i, rows) for i in live)))
+            nxt = torch.zeros(B, dtype=torch.long)
+            for i in live:
+                tok, lp = drawn[i]
+                if tok in stop_ids:
+                    alive[i] = False
+                    continue
+                out[i].append((tok, lp))
+                hist[i].append(tok)
+                nxt[i] = tok
+                if done_fn is not None and done_fn(i, out[i]):
+                    alive[i] = False
+            if not any(alive):
+                break
+            logits = model(nxt[:, None].to(dev), positions=pos, cache=cache)  # (B, 1, V)
+            pos = pos + 1
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out
 
 

@@ -64,8 +64,8 @@ def test_batched_decoding_equals_one_by_one() -> None:
     model = Llama(LlamaConfig(vocab_size=96, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
                               max_seq_len=128)).eval()
     rng = np.random.default_rng(0)
-    prompts = [[int(t) for t in rng.integers(3, 96, n)] for n in (5, 17, 9, 1)]
-    params = [SamplingParams(temperature=0.8, top_p=0.9, seed=s) for s in (1, 2, 3, 4)]
+    prompts = [[int(t) for t in rng.integers(3, 96, n)] for n in [5, 17, 9, 1] * 5]  # 20 rows: sampled on threads
+    params = [SamplingParams(temperature=0.8, top_p=0.9, seed=s) for s in range(20)]
     stops = {0}
     batched = generate_batch(model, prompts, params, 20, stops)
     gen = TextGenerator(model)
