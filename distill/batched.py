@@ -88,8 +88,9 @@ class BatchedExecutor:
         else:
             from distill.stages import RealStages
 
+            # float32: batched decoding then rounds like one-by-one decoding (fp16 / bf16 flip tokens)
             self._gpu = RealStages(asr=None if spec.speak_only else "tiny.en", device=spec.device,
-                                   threads=1 if spec.device == "cpu" else 4)
+                                   threads=1 if spec.device == "cpu" else 4, llm_dtype="float32")
         self.models = {**self._gpu.models, "path": f"batched: Whisper + LLM on {spec.device}, "
                                                   f"TTS on {spec.tts_workers or 1} CPU process(es)"}
         if spec.speak_only:

@@ -159,8 +159,10 @@ class TTSStages:
 class RealStages(TTSStages):
     """Whisper (model.components.asr), the LLM (model.components.llm) and the speech stages."""
 
-    def __init__(self, asr: str | None = "tiny.en", llm: str = "smollm2", threads: int = 1, device: str = "cpu") -> None:
-        """``asr=None``: no Whisper (speak-only data, distill/batched.py)."""
+    def __init__(self, asr: str | None = "tiny.en", llm: str = "smollm2", threads: int = 1, device: str = "cpu",
+                 llm_dtype: str | None = None) -> None:
+        """``asr=None``: no Whisper (speak-only data, distill/batched.py). ``llm_dtype``: None is the
+        component's default (fp16 decoding on CPU); "float32" (batched path) also drops the prefill copy."""
         import torch
 
         from model.components.asr import WhisperASR
@@ -169,8 +171,7 @@ class RealStages(TTSStages):
         torch.set_num_threads(threads)
         super().__init__(threads)
         self.whisper = WhisperASR.load(asr, device=device) if asr else None
-        # float32 on a GPU: batched decoding rounds like the one-by-one path far more often than bf16
-        self.chat = load_llm(llm, device=device, dtype=None if device == "cpu" else "float32")
+        self.chat = load_llm(llm, device=device, dtype=llm_dtype, prefill_dtype=None if llm_dtype else "auto")
         self.models = {
             **self.models,
             "asr": f"whisper {asr} (model.components.asr)" if asr else "none: the planned user text",
