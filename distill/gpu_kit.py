@@ -286,11 +286,15 @@ def install_kit(kit: Path, site: Path | None = None, prefix: Path | None = None,
         shutil.copy2(gguf, pkg / gguf.name)
     libs = [str(d) for d in sorted(prefix.glob("usr/lib/*-linux-gnu")) + [prefix / "usr/lib"] if d.exists()]
     env = kit / "env.sh"
-    env.write_text(
-        f'export PYTHONPATH="{site.resolve()}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
-        f'export PATH="{(prefix / "usr/bin").resolve()}:$PATH"\n'
-        f'export LD_LIBRARY_PATH="{":".join(str(Path(x).resolve()) for x in libs)}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n'
-        f'export ESPEAK_DATA_PATH="{_espeak_data(prefix)}"\n')
+    lines = [f'export PYTHONPATH="{site.resolve()}${{PYTHONPATH:+:$PYTHONPATH}}"']
+    if (prefix / "usr/bin").is_dir():  # only what the .debs brought (none in the speak profile)
+        lines.append(f'export PATH="{(prefix / "usr/bin").resolve()}:$PATH"')
+    if libs:
+        lines.append(f'export LD_LIBRARY_PATH="{":".join(str(Path(x).resolve()) for x in libs)}'
+                     f'${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"')
+    if _espeak_data(prefix):
+        lines.append(f'export ESPEAK_DATA_PATH="{_espeak_data(prefix)}"')
+    env.write_text("\n".join(lines) + "\n")
     return env
 
 
