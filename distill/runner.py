@@ -29,14 +29,16 @@ class GenConfig:
     eval_frac: float = 0.05  # share of eval traces (held-out prompts and voices)
     real_frac: float = 0.35  # share of eval traces spoken by the real recorded speaker
     stages: StagesSpec = StagesSpec()  # a "real" | "fake" | "fake:SECONDS" string is parsed
+    speak_only: bool = False  # Speak data (batched path): silent user audio, asr_text = the planned text
 
     def __post_init__(self) -> None:
         if isinstance(self.stages, str):
             object.__setattr__(self, "stages", StagesSpec.parse(self.stages))
 
     def manifest_view(self) -> dict:
-        return {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
+        view = {"seed": self.seed, "eval_frac": self.eval_frac, "real_frac": self.real_frac,
                 "stages": str(self.stages)}
+        return {**view, "speak_only": True} if self.speak_only else view
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -103,6 +105,32 @@ def _processes(todo: list[int], cfg: GenConfig, workers: int, threads: int) -> I
                     running.add(ex.submit(make_trace, nxt))
 
 
+def _batched(todo: list[int], cfg: GenConfig, batch) -> Iterator:
+    """The GPU machine's path (distill.batched): blocks of traces, stage by stage."""
+    from distill.batched import BatchedExecutor
+    from distill.pipeline import generate_traces
+    from distill.plan import make_plan
+    from distill.store import encode_trace
+
+    from dataclasses import replace
+
+    ex = BatchedExecutor(replace(batch, stages=cfg.stages, speak_only=cfg.speak_only))
+    try:
+        for b in range(0, len(todo), batch.block):
+            block = todo[b : b + batch.block]
+            try:
+                plans = [make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in block]
+                results = generate_traces(plans, ex)
+            except Exception as e:  # the block stays missing; a rerun retries it
+                log.debug("block %d.. failed", block[0], exc_info=True)
+                yield from (f"trace {i}: {type(e).__name__}: {e}" for i in block)
+                continue
+            for r in results:
+                yield encode_trace(r.record, r.audio)
+    finally:
+        ex.close()
+
+
 def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: str) -> Iterator:
     try:
         import ray
@@ -148,14 +176,20 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
 
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
-             shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1) -> dict:
-    """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict."""
+             shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1,
+             batch=None) -> dict:
+    """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict. ``batch``
+    (distill.batched.BatchSpec): the batched path (GPU machine) instead of per-trace workers."""
     from tqdm import tqdm
 
     from distill import store
 
     if n < 0 or workers < 1:
         raise ParleyError("--n must be >= 0 and --workers >= 1")
+    if cfg.speak_only and batch is None:
+        raise ParleyError("speak-only data is made on the batched path (--batched)")
+    if cfg.speak_only and cfg.real_frac > 0:
+        raise ParleyError("speak-only data has no real speaker: use --real-frac 0")
     root = store.prepare_out(Path(out))
     with store.DirLock(root):
         man_path = root / store.MANIFEST
@@ -179,7 +213,7 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         run = len(man.get("runs", []))
         man = {"format": "parley-traces-v1", **cfg.manifest_view(), "runs": man.get("runs", [])}
         man["runs"].append({"run": run, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "n": n, "workers": workers,
-                            "plan_version": PLAN_VERSION, "ray": ray_address, "already_done": len(inv.done), "host": os.uname().nodename})
+                            "batched": None if batch is None else repr(batch), "plan_version": PLAN_VERSION, "ray": ray_address, "already_done": len(inv.done), "host": os.uname().nodename})
         store.write_json_atomic(man_path, man)
         todo = [i for i in range(n) if i not in inv.done]
         log.info("%s: %d of %d traces present, %d to generate (run %d, %d worker(s)%s)", root,
@@ -189,6 +223,8 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         threads = max(1, threads)
         if not todo:
             results: Iterable = []
+        elif batch is not None:
+            results = _batched(todo, cfg, batch)
         elif ray_address:
             results = _ray(todo, cfg, workers, threads, ray_address)
         elif workers == 1:

@@ -16,7 +16,7 @@ import numpy as np
 
 from model.common.errors import ParleyError
 from distill.tokens import iter_token_turns, load_manifest
-from distill.train import Turn
+from distill.curriculum import Turn
 from model.layout import StreamLayout
 
 
@@ -28,6 +28,10 @@ def word_tokens(word_frames: list, encode) -> tuple[list[int], list[int]]:
         toks += ids
         frames += [int(start)] * len(ids)
     return toks, frames
+
+
+def _frame(x) -> int | None:
+    return None if x is None else int(x)
 
 
 def layout_for(data: Path | list[Path], text_card: int) -> StreamLayout:
@@ -64,10 +68,13 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
         toks, frames = word_tokens(m.get("word_frames") or [], encode) if tt.agent.shape[1] else ([], [])
         n_silent += tt.agent.shape[1] == 0
         voice = m.get("user_voice", "")
+        said = (m.get("user_text") or m.get("asr_text") or "").strip()  # real speaker: what Whisper heard
         turns.append(Turn(
             user=tt.user[: layout.n_q], agent=tt.agent[: layout.n_q], reply_tokens=toks, token_frames=frames,
             name=f"{m['key']}.{m['turn']}", reply_text=m.get("reply_text", ""),
             voice="real" if voice.startswith("real:") else "synthetic",  # distill.plan.REAL_VOICE
+            user_tokens=encode(said) if said else [], case=m.get("case", ""), trace=str(m.get("key", "")),
+            interrupted_at=_frame(m.get("interrupted_at_frame")), overlap_prev_at=_frame(m.get("overlap_prev_at_frame")),
         ))
         if limit and len(turns) >= limit:
             break

@@ -121,30 +121,18 @@ class FakeStages:
         return x, 22050, spans, "fake"
 
 
-class RealStages:
-    """Whisper (model.components.asr), the LLM (model.components.llm), piper joe (deterministic) and
-    espeak-ng / flite users (model.components.tts)."""
+class TTSStages:
+    """The speech stages only: piper joe (deterministic) and the espeak-ng / flite users
+    (model.components.tts). A TTS worker process of the batched path loads just these."""
 
-    def __init__(self, asr: str = "tiny.en", llm: str = "smollm2", threads: int = 1) -> None:
-        import torch
-
+    def __init__(self, threads: int = 1) -> None:
         from distill.voices import DeterministicPiper
-        from model.components.asr import WhisperASR
-        from model.components.llm import load_llm
 
-        torch.set_num_threads(threads)
         self.piper = DeterministicPiper(threads=threads)
-        self.whisper = WhisperASR.load(asr)
-        self.chat = load_llm(llm)
         self._voices: dict = {}
         self.models = {
             "user_tts": "espeak-ng / flite (model.components.tts), piper joe-medium (noise 0)",
-            "asr": f"whisper {asr} (model.components.asr)",
-            "llm": f"{llm} (model.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
-                   f"stop after {LLM_MAX_SENTENCES} sentences",
             "agent_tts": f"piper en_US-joe-medium (noise 0), piper-tts {_pkg_version('piper-tts')}",
-            "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
-                        f"openai-whisper {_pkg_version('openai-whisper')}",
         }
 
     def user_tts(self, voice: UserVoice, text: str) -> np.ndarray:
@@ -161,6 +149,37 @@ class RealStages:
             x, sr = v.synthesize(text, speed=voice.speed), v.sample_rate
         x = resample(np.asarray(x, np.float32), sr, SPEECH_SR) if sr != SPEECH_SR else np.asarray(x, np.float32)
         return pitch_shift(x, voice.semitones)
+
+    def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
+        x, spans = self.piper.synthesize_aligned(text)
+        words, how = word_timings(text, spans, len(x) / self.piper.sample_rate)
+        return x, self.piper.sample_rate, words, how
+
+
+class RealStages(TTSStages):
+    """Whisper (model.components.asr), the LLM (model.components.llm) and the speech stages."""
+
+    def __init__(self, asr: str | None = "tiny.en", llm: str = "smollm2", threads: int = 1, device: str = "cpu",
+                 llm_dtype: str | None = None) -> None:
+        """``asr=None``: no Whisper (speak-only data, distill/batched.py). ``llm_dtype``: None is the
+        component's default (fp16 decoding on CPU); "float32" (batched path) also drops the prefill copy."""
+        import torch
+
+        from model.components.asr import WhisperASR
+        from model.components.llm import load_llm
+
+        torch.set_num_threads(threads)
+        super().__init__(threads)
+        self.whisper = WhisperASR.load(asr, device=device) if asr else None
+        self.chat = load_llm(llm, device=device, dtype=llm_dtype, prefill_dtype=None if llm_dtype else "auto")
+        self.models = {
+            **self.models,
+            "asr": f"whisper {asr} (model.components.asr)" if asr else "none: the planned user text",
+            "llm": f"{llm} (model.components.llm), T={LLM_TEMPERATURE}, top-p 0.9, max {LLM_MAX_NEW_TOKENS} tokens, "
+                   f"stop after {LLM_MAX_SENTENCES} sentences",
+            "versions": f"parley {_pkg_version('parley')}, torch {torch.__version__}, "
+                        f"openai-whisper {_pkg_version('openai-whisper')}",
+        }
 
     def asr(self, audio_16k: np.ndarray) -> str:
         return self.whisper.transcribe(audio_16k).strip()
@@ -180,11 +199,6 @@ class RealStages:
                 if st.text.rstrip().endswith((".", "!", "?")) and len(_SENT_END.findall("".join(parts))) >= LLM_MAX_SENTENCES:
                     break  # enough for a spoken reply: save the decoding time
         return "".join(parts), {"tokens": toks, "logprobs": lps}
-
-    def agent_tts(self, text: str) -> tuple[np.ndarray, int, list[list], str]:
-        x, spans = self.piper.synthesize_aligned(text)
-        words, how = word_timings(text, spans, len(x) / self.piper.sample_rate)
-        return x, self.piper.sample_rate, words, how
 
 
 def load_stages(spec: StagesSpec, threads: int = 1) -> Stages:

@@ -38,8 +38,54 @@ def _encode(codec, x: np.ndarray, sr: int):
     return c.cpu().numpy().astype(np.uint16)
 
 
+class ClipBatcher:
+    """Collects the clips of a shard, then encodes them in length-sorted, zero-padded batches of at
+    most ``batch_s`` seconds (padded). The codec is causal with zero end-padding, so a clip's codes
+    do not depend on what follows it: each is cut back to ceil(len / hop) frames, the frames the
+    one-by-one path gives (equal on CPU, tested; a GPU may round a code differently). 0: one by one."""
+
+    def __init__(self, codec, batch_s: float = 0.0) -> None:
+        self.codec, self.batch_s = codec, batch_s
+        self.clips: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray, sr: int) -> int:
+        """-> the clip's slot (an empty clip gets -1: no codes)."""
+        from model.audio import resample
+
+        if len(x) == 0:
+            return -1
+        if sr != self.codec.sample_rate:
+            x = resample(x, sr, self.codec.sample_rate)
+        self.clips.append(np.ascontiguousarray(x, dtype=np.float32))
+        return len(self.clips) - 1
+
+    def run(self) -> list[np.ndarray]:
+        """-> codes (K, frames) uint16 per slot."""
+        import torch
+
+        if self.batch_s <= 0:
+            return [_encode(self.codec, x, self.codec.sample_rate) for x in self.clips]
+        hop, dev = self.codec.hop_length, next(self.codec.parameters()).device
+        out: list[np.ndarray | None] = [None] * len(self.clips)
+        order = sorted(range(len(self.clips)), key=lambda i: len(self.clips[i]))
+        limit = int(self.batch_s * self.codec.sample_rate)
+        while order:
+            n_max, group = len(self.clips[order[-1]]), []
+            while order and (len(group) + 1) * n_max <= max(limit, n_max):  # longest first
+                group.append(order.pop())
+            wav = torch.zeros(len(group), n_max)  # (B, L) zero-padded at the end
+            for r, i in enumerate(group):
+                wav[r, : len(self.clips[i])] = torch.from_numpy(self.clips[i])
+            with torch.inference_mode():
+                codes = self.codec.encode(wav.to(dev)).cpu().numpy()  # (B, K, ceil(L / hop))
+            for r, i in enumerate(group):
+                out[i] = codes[r, :, : -(-len(self.clips[i]) // hop)].astype(np.uint16)
+        return out  # type: ignore[return-value]
+
+
 def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: bool = False,
-             include_open: bool = False, device: str = "cpu") -> dict:
+             include_open: bool = False, device: str = "cpu", batch_s: float = 0.0) -> dict:
+    """``batch_s`` > 0: encode the clips of a shard in batches of that many padded seconds (GPU)."""
     import torch
 
     from codec import load_codec
@@ -78,7 +124,7 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
         prev = man["shards"].get(p.name)
         if s.sealed and prev and prev.get("source_bytes") == s.size and (tdir / prev["file"]).exists():
             continue
-        arrays, meta = _tokenize_shard(p, codec, fps, with_clean)
+        arrays, meta = _tokenize_shard(p, codec, fps, with_clean, batch_s)
         fname = p.stem + ".npz"
         tmp = tdir / f".{fname}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
@@ -100,9 +146,10 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
             "shards_total": len(man["shards"]), "seconds": round(time.time() - t0, 1)}
 
 
-def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool) -> tuple[dict, list[dict]]:
+def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool, batch_s: float = 0.0) -> tuple[dict, list[dict]]:
     K = codec.cfg.n_q
-    parts: dict[str, list[np.ndarray]] = {"user": [], "agent": [], "user_clean": []}
+    enc = ClipBatcher(codec, batch_s)
+    slots: dict[str, list[int]] = {"user": [], "agent": [], "user_clean": []}
     meta: list[dict] = []
     seen: set[int] = set()
     for kind, val in store.walk_shard(path, want_audio=True):
@@ -115,16 +162,13 @@ def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool) -> tuple[di
         key = rec["key"]
         history: list[list[str]] = []
         for j, t in enumerate(rec["turns"]):
-            x, sr = store.decode_flac(files[f"{key}.{t['user_audio']}.flac"])
-            parts["user"].append(_encode(codec, x, sr))
+            slots["user"].append(enc.add(*store.decode_flac(files[f"{key}.{t['user_audio']}.flac"])))
             if with_clean:
-                x, sr = store.decode_flac(files[f"{key}.{t['user_clean_audio']}.flac"])
-                parts["user_clean"].append(_encode(codec, x, sr))
+                slots["user_clean"].append(enc.add(*store.decode_flac(files[f"{key}.{t['user_clean_audio']}.flac"])))
             if t.get("agent_audio"):
-                x, sr = store.decode_flac(files[f"{key}.{t['agent_audio']}.flac"])
-                parts["agent"].append(_encode(codec, x, sr))
+                slots["agent"].append(enc.add(*store.decode_flac(files[f"{key}.{t['agent_audio']}.flac"])))
             else:
-                parts["agent"].append(np.zeros((K, 0), np.uint16))
+                slots["agent"].append(-1)
 
             def fr(s):
                 return None if s is None else round(s * fps, 2)
@@ -141,6 +185,9 @@ def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool) -> tuple[di
             })
             if t["reply_text"]:
                 history.append([t["asr_text"], t.get("reply_heard") or t["reply_text"]])
+    codes = enc.run()
+    empty = np.zeros((K, 0), np.uint16)
+    parts = {name: [codes[i] if i >= 0 else empty for i in idx] for name, idx in slots.items()}
     arrays: dict[str, np.ndarray] = {}
     for name, lst in parts.items():
         if name == "user_clean" and not with_clean:

@@ -28,26 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distill.curriculum import CurriculumConfig, Turn, stage_example
 from model.layout import StreamLayout, align_text, build_inputs, place_text
+
+__all__ = ["Turn", "make_example", "collate", "compute_loss", "LossConfig", "TrainConfig", "train"]
 
 log = logging.getLogger(__name__)
 
 
 # --- data ------------------------------------------------------------------------------------
-@dataclass
-class Turn:
-    """One tokenized trace turn (frame grid, codec tokens [K, T])."""
-
-    user: np.ndarray  # (K, Tu)
-    agent: np.ndarray  # (K, Ta)
-    reply_tokens: list[int]  # backbone text tokens of the reply
-    reply_char_lens: list[int] | None = None
-    token_frames: list[int] | None = None  # frame of each reply token from the agent's start (TTS timings)
-    name: str = ""
-    reply_text: str = ""  # the teacher's reply (eval)
-    voice: str = ""  # the user's voice (eval groups: held-out synthetic / real)
-
-
 def make_example(
     turn: Turn, silence: np.ndarray, layout: StreamLayout, gap: int, tail: int, max_frames: int
 ) -> dict[str, np.ndarray]:
@@ -91,12 +80,15 @@ def collate(examples: list[dict[str, np.ndarray]], layout: StreamLayout) -> dict
         "agent_speaking": torch.zeros((B, T), dtype=torch.bool),
         "valid": torch.zeros((B, T), dtype=torch.bool),
     }
+    if all("user_text_tgt" in e for e in examples):
+        out["user_text_tgt"] = torch.full((B, T), layout.text_pad, dtype=torch.long)
     for i, e in enumerate(examples):
         t = e["text_tgt"].shape[0]
         for k in ("user_in", "agent_in", "agent_tgt", "agent_mask"):
             out[k][i, :, :t] = torch.from_numpy(e[k])
-        for k in ("text_in", "text_tgt", "agent_speaking"):
-            out[k][i, :t] = torch.from_numpy(e[k])
+        for k in ("text_in", "text_tgt", "agent_speaking", "user_text_tgt"):
+            if k in out:
+                out[k][i, :t] = torch.from_numpy(e[k])
         out["valid"][i, :t] = True
     # INIT targets are masked; give them a real id so cross_entropy's range check passes
     out["agent_tgt"] = torch.where(out["agent_mask"], out["agent_tgt"], torch.zeros_like(out["agent_tgt"]))
@@ -110,13 +102,15 @@ class LossConfig:
     text_pad_weight: float = 0.3  # PAD steps of the monologue count this much (Moshi: 0.5)
     codebook_weights: tuple[float, ...] = (3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     silence_weight: float = 0.2  # agent frames outside its speech
+    user_text_weight: float = 0.5  # aux user-text stream (when the batch and the model have it)
 
 
 def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], lc: LossConfig, layout: StreamLayout):
     """-> (total loss, metrics dict of floats)."""
-    text_logits, audio_logits = model(
-        batch["user_in"], batch["agent_in"], batch["text_in"], batch["text_tgt"], batch["agent_tgt"]
-    )
+    aux = "user_text_tgt" in batch and lc.user_text_weight > 0 and _has_user_text_head(model)
+    out = model(batch["user_in"], batch["agent_in"], batch["text_in"], batch["text_tgt"], batch["agent_tgt"],
+                with_user_text=aux)
+    text_logits, audio_logits = out[0], out[1]
     valid = batch["valid"].float()  # (B, T)
     # text
     tl = F.cross_entropy(text_logits.float().flatten(0, 1), batch["text_tgt"].flatten(), reduction="none")
@@ -132,6 +126,18 @@ def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], lc: Los
     w = frame_w.unsqueeze(-1) * batch["agent_mask"].permute(0, 2, 1).float() * cw  # (B, T, K)
     audio_loss = (al * w).sum() / w.sum().clamp(min=1)
     loss = audio_loss + lc.text_weight * text_loss
+    extra: dict[str, float] = {}
+    if aux:  # what the user said: (B, T, V) vs (B, T), PAD down-weighted as in the monologue
+        ut = batch["user_text_tgt"]
+        ul = F.cross_entropy(out[2].float().flatten(0, 1), ut.flatten(), reduction="none").view_as(valid)
+        u_pad = ut == layout.text_pad
+        uw = valid * torch.where(u_pad, lc.text_pad_weight, 1.0)
+        user_loss = (ul * uw).sum() / uw.sum().clamp(min=1)
+        loss = loss + lc.user_text_weight * user_loss
+        with torch.no_grad():
+            uwords = batch["valid"] & ~u_pad
+            uacc = ((out[2].argmax(-1) == ut) & uwords).sum() / uwords.sum().clamp(min=1)
+        extra = {"user_text": user_loss.item(), "user_word_acc": uacc.item()}
     with torch.no_grad():
         sp = (batch["agent_speaking"] & batch["valid"]).unsqueeze(-1) & batch["agent_mask"].permute(0, 2, 1)
         acc0 = ((audio_logits[..., 0, :].argmax(-1) == tgt[..., 0]) & sp[..., 0]).sum() / sp[..., 0].sum().clamp(min=1)
@@ -145,8 +151,15 @@ def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], lc: Los
         "speech_ce": speech_ce.item(),
         "acc_cb0": acc0.item(),
         "text_word_acc": tacc.item(),
+        **extra,
     }
     return loss, metrics
+
+
+def _has_user_text_head(model: torch.nn.Module) -> bool:
+    inner = getattr(model, "module", model)  # DDP
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
+    return bool(getattr(getattr(inner, "cfg", None), "user_text_head", False))
 
 
 # --- training loop ---------------------------------------------------------------------------
@@ -169,6 +182,7 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA (CPU stays fp32)
     compile: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
+    curriculum: CurriculumConfig | None = None  # a curriculum stage (items: turns / traces); None: one turn
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -205,8 +219,8 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 def train(
     model: torch.nn.Module,
-    train_turns: list[Turn],
-    val_turns: list[Turn],
+    train_turns: list[Turn] | list[list[Turn]],
+    val_turns: list[Turn] | list[list[Turn]],
     silence: np.ndarray,
     tc: TrainConfig,
     run_dir: Path,
@@ -242,12 +256,14 @@ def train(
         fwd = torch.compile(fwd)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda")
 
-    def batch_at(s: int, turns: list[Turn], bs: int, r: int) -> dict[str, torch.Tensor]:
+    def example(item, rng: random.Random, gap: int | None = None) -> dict[str, np.ndarray]:
+        if tc.curriculum is not None:
+            return stage_example(item, silence, layout, tc.curriculum, rng, tc.max_frames)
+        return make_example(item, silence, layout, rng.randint(*tc.gap) if gap is None else gap, tc.tail, tc.max_frames)
+
+    def batch_at(s: int, turns: list, bs: int, r: int) -> dict[str, torch.Tensor]:
         rng = random.Random(tc.seed * 1_000_003 + s * 97 + r)  # deterministic per (step, rank)
-        exs = []
-        for _ in range(bs):
-            t = turns[rng.randrange(len(turns))]
-            exs.append(make_example(t, silence, layout, rng.randint(*tc.gap), tc.tail, tc.max_frames))
+        exs = [example(turns[rng.randrange(len(turns))], rng) for _ in range(bs)]
         return {k: v.to(device, non_blocking=True) for k, v in collate(exs, layout).items()}
 
     def evaluate() -> dict[str, float]:
@@ -257,12 +273,11 @@ def train(
             for i in range(0, min(len(val_turns), 64), tc.batch_size):
                 chunk = val_turns[i : i + tc.batch_size]
                 rng = random.Random(i)
-                exs = [make_example(t, silence, layout, (tc.gap[0] + tc.gap[1]) // 2, tc.tail, tc.max_frames) for t in chunk]
+                exs = [example(t, rng, (tc.gap[0] + tc.gap[1]) // 2) for t in chunk]
                 b = {k: v.to(device) for k, v in collate(exs, layout).items()}
                 _, m = compute_loss(model, b, tc.loss, layout)
                 for k, v in m.items():
                     acc.setdefault(k, []).append(v)
-                del rng
         model.train()
         return {f"val_{k}": float(np.mean(v)) for k, v in acc.items()}
 

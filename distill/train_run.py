@@ -38,6 +38,7 @@ class TrainJob:
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
     audio_head: AudioHead | str = "depth"
     val_frac: float = 0.05
+    init: Path | None = None  # start from these trained parts (the previous curriculum stage's export)
     extra: dict = field(default_factory=dict)  # kept in the exported manifest
 
 
@@ -54,8 +55,28 @@ def synthetic_turns(n: int, layout: StreamLayout, seed: int = 0) -> list[Turn]:
         user = rng.integers(0, layout.card, (layout.n_q, tu))
         agent = (np.resize(user, (layout.n_q, ta)) * 3 + 1) % layout.card
         reply = list(rng.integers(0, layout.text_card, int(rng.integers(2, 6))))
-        turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}"))
+        turns.append(Turn(user, agent, [int(t) for t in reply], name=f"syn{i}", trace=f"syn{i // 2}",
+                          user_tokens=[int(t) % layout.text_card for t in user[0, :3]]))
     return turns
+
+
+def _init_from(model, weights: Path) -> None:
+    """Load the trained parts of an earlier stage; parts it lacks (e.g. the user-text head of Listen
+    after Speak) keep their fresh init. The stream layouts must agree."""
+    from model.common.errors import ParleyError
+    from model.speech_ckpt import read_trained
+
+    cfg0, sd, _ = read_trained(Path(weights))
+    lay0, lay = cfg0.layout, model.cfg.layout
+    if (lay0.n_q, lay0.card, lay0.text_card, lay0.delays) != (lay.n_q, lay.card, lay.text_card, lay.delays):
+        raise ParleyError(f"--init {weights}: its layout {lay0} differs from this model's {lay}")
+    want = model.trainable_state_dict()
+    extra = sorted(set(sd) - set(want))
+    if extra:
+        raise ParleyError(f"--init {weights}: parts this model does not have: {extra[:5]}")
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=False)
+    fresh = sorted(set(want) - set(sd))
+    log.info("initialized %d trained tensors from %s%s", len(sd), weights, f"; fresh: {fresh}" if fresh else "")
 
 
 def run_training(job: TrainJob) -> int:
@@ -80,14 +101,18 @@ def run_training(job: TrainJob) -> int:
 
         man = load_manifest(job.data[0])
         sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
+    stage = tc.curriculum.stage if tc.curriculum is not None else None
+    aux = stage is not None and stage.value != "speak" and tc.loss.user_text_weight > 0  # the user-text head
     if job.tiny:
         text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
-        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, **sizes)
+        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, user_text_head=aux, **sizes)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, **sizes)
+        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, user_text_head=aux, **sizes)
         model = build_model(cfg, gguf_path=job.gguf)
     layout = cfg.layout
+    if job.init is not None:
+        _init_from(model, job.init)
     if job.synthetic:
         turns = synthetic_turns(job.synthetic, layout, tc.seed)
         silence = np.zeros(layout.n_q, dtype=np.int64)
@@ -98,6 +123,11 @@ def run_training(job: TrainJob) -> int:
         from distill.s2s_data import load_turns
 
         turns, silence, data_desc = load_turns(list(job.data), layout, gguf=job.gguf)
+    if stage is not None:
+        from distill.curriculum import stage_items
+
+        turns = stage_items(turns, stage)
+        data_desc += f", stage {stage.value}: {len(turns)} items"
     if len(turns) < 2:
         raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
     order = list(range(len(turns)))
@@ -118,7 +148,9 @@ def run_training(job: TrainJob) -> int:
             save_trained(model, job.export, {
                 "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
                 "steps": int(metrics.get("step", 0)), "final_metrics": metrics,
-                "train_config": {**settings, "audio_head": str(cfg.audio_head.value), **job.extra},
+                "train_config": {**settings, "audio_head": str(cfg.audio_head.value),
+                                 "stage": stage.value if stage is not None else None,
+                                 "init": str(job.init) if job.init else None, **job.extra},
             })
             log.info("trained parts written to %s", job.export)
     if world > 1:  # all ranks leave together: gloo aborts a process that exits while a peer still talks

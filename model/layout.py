@@ -22,6 +22,11 @@ step t. With delays (0, 1, 1, 1, 1, 1, 1, 1) (Moshi's acoustic delay) and K = 4 
              k=1   INIT   a1.0   a1.1   a1.2   a1.3        t - delays[k] (the depth transformer
              k=2   INIT   a2.0   a2.1   a2.2   a2.3        writes it codebook by codebook, after
              k=3   INIT   a3.0   a3.1   a3.2   a3.3        the text token)
+ utext (aux)       PAD    PAD    v0     PAD    v1        optional: the user's words, each token
+                                                         ``user_text_delay`` frames after the
+                                                         frame where its word starts in the user
+                                                         stream (heard before it is written);
+                                                         an output only, never an input
 ```
 
 The agent frame f can be decoded once step f + max(delays) is done: the acoustic delay costs
@@ -46,6 +51,7 @@ class StreamLayout:
     card: int = 2048  # codes per codebook
     text_card: int = 49152  # backbone text vocabulary (SmolLM2)
     delays: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0, 0)  # agent codebook k is delayed by delays[k]
+    user_text_delay: int = 2  # aux user-text token of a word sits this many frames after its start
 
     # Derived ids and sizes ---------------------------------------------------------------
     @property
@@ -92,6 +98,8 @@ def validate_layout(layout: StreamLayout) -> None:
         raise ValueError("codebook 0 must not be delayed (the text and codebook 0 lead)")
     if list(layout.delays) != sorted(layout.delays):
         raise ValueError(f"delays must be non-decreasing over codebooks: {layout.delays}")
+    if layout.user_text_delay < 0:
+        raise ValueError(f"negative user_text_delay {layout.user_text_delay}")
 
 
 def delay_codes(codes: np.ndarray, layout: StreamLayout) -> np.ndarray:
@@ -193,9 +201,16 @@ def place_text(tokens: list[int], frames: list[int], start: int, n_steps: int, l
     return out
 
 
-def validate_streams(user: np.ndarray, agent: np.ndarray, text: np.ndarray, layout: StreamLayout) -> None:
-    """Check one example in the frame grid: user/agent [K, T] real codes, text [T] tokens or PAD."""
+def validate_streams(user: np.ndarray, agent: np.ndarray, text: np.ndarray, layout: StreamLayout,
+                     user_text: np.ndarray | None = None) -> None:
+    """Check one example in the frame grid: user/agent [K, T] real codes, text and user_text [T]
+    tokens or PAD."""
     K, T = layout.n_q, text.shape[-1]
+    if user_text is not None:
+        if user_text.shape != (T,):
+            raise ValueError(f"user_text {user_text.shape}: want [{T}]")
+        if user_text.size and (user_text.min() < 0 or user_text.max() > layout.text_pad):
+            raise ValueError(f"user text tokens outside [0, {layout.text_card}]")
     if user.shape != (K, T) or agent.shape != (K, T):
         raise ValueError(f"user {user.shape} / agent {agent.shape} / text {text.shape}: want [{K}, {T}]")
     for name, a in (("user", user), ("agent", agent)):
@@ -206,23 +221,25 @@ def validate_streams(user: np.ndarray, agent: np.ndarray, text: np.ndarray, layo
 
 
 def build_inputs(
-    user: np.ndarray, agent: np.ndarray, text: np.ndarray, layout: StreamLayout
+    user: np.ndarray, agent: np.ndarray, text: np.ndarray, layout: StreamLayout,
+    user_text: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Frame-grid example -> model inputs and targets (teacher forcing), following the picture.
 
     user, agent: [K, T]; text: [T]. Returns
       user_in [K, T] (frame t), agent_in [K, T] (delayed column t-1, INIT at t=0),
       text_in [T] (text t-1, BOS at t=0), agent_tgt [K, T] (delayed column t),
-      agent_mask [K, T] bool (False where the target is INIT), text_tgt [T].
+      agent_mask [K, T] bool (False where the target is INIT), text_tgt [T],
+      and user_text_tgt [T] when ``user_text`` (already placed, see ``user_text_frames``) is given.
     """
-    validate_streams(user, agent, text, layout)
+    validate_streams(user, agent, text, layout, user_text)
     K, T = agent.shape
     delayed = delay_codes(agent.astype(np.int64), layout)
     agent_in = np.full((K, T), layout.audio_init, dtype=np.int64)
     agent_in[:, 1:] = delayed[:, :-1]
     text_in = np.full(T, layout.text_bos, dtype=np.int64)
     text_in[1:] = text[:-1]
-    return {
+    out = {
         "user_in": user.astype(np.int64),
         "agent_in": agent_in,
         "text_in": text_in,
@@ -230,3 +247,12 @@ def build_inputs(
         "agent_mask": delayed != layout.audio_init,
         "text_tgt": text.astype(np.int64),
     }
+    if user_text is not None:
+        out["user_text_tgt"] = user_text.astype(np.int64)
+    return out
+
+
+def user_text_frames(word_starts: list[int], layout: StreamLayout) -> list[int]:
+    """Frames (relative to the user's speech start) where the aux user-text tokens go: each
+    word's start frame + ``user_text_delay`` (the model writes a word after hearing its start)."""
+    return [int(f) + layout.user_text_delay for f in word_starts]

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def tiny_speech_config(lora_rank: int = 4, audio_head: AudioHead | str = "depth", n_q: int = 4, card: int = 16,
-                       text_card: int = 64) -> SpeechConfig:
+                       text_card: int = 64, user_text_head: bool = False) -> SpeechConfig:
     """A tiny random model (tests, smoke runs): 2 layers of width 32, no SmolLM2."""
     from model.depth import DepthConfig
     from model.layout import StreamLayout
@@ -20,11 +20,12 @@ def tiny_speech_config(lora_rank: int = 4, audio_head: AudioHead | str = "depth"
     layout = StreamLayout(n_q=n_q, card=card, text_card=text_card, delays=delays)
     bb = LlamaConfig(vocab_size=text_card, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
     return SpeechConfig(backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
-                        audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head)
+                        audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head,
+                        user_text_head=user_text_head)
 
 
 def full_speech_config(lora_rank: int = 8, audio_head: AudioHead | str = "depth", gguf: str | None = None,
-                       n_q: int = 8, card: int = 2048) -> SpeechConfig:
+                       n_q: int = 8, card: int = 2048, user_text_head: bool = False) -> SpeechConfig:
     """The served model: SmolLM2 backbone (from `gguf`, default bundled) over the full codec."""
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
@@ -33,4 +34,5 @@ def full_speech_config(lora_rank: int = 8, audio_head: AudioHead | str = "depth"
     bb = smollm2_config(gguf)
     delays = tuple(range(n_q)) if AudioHead(audio_head) is AudioHead.DELAY else (0,) * n_q
     layout = StreamLayout(n_q=n_q, card=card, text_card=bb.vocab_size, delays=delays)
-    return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head)
+    return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head,
+                        user_text_head=user_text_head)

@@ -55,6 +55,7 @@ class SpeechConfig:
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
     audio_head: AudioHead = AudioHead.DEPTH
+    user_text_head: bool = False  # aux head writing the user's words (Listen / Converse stages)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio_head", AudioHead(self.audio_head))  # JSON gives a str
@@ -76,6 +77,7 @@ class SpeechConfig:
             lora_alpha=d["lora_alpha"],
             lora_targets=tuple(d["lora_targets"]),
             audio_head=d.get("audio_head", "depth"),
+            user_text_head=d.get("user_text_head", False),
         )
 
 
@@ -121,6 +123,9 @@ class SpeechModel(nn.Module):
             if list(L.delays) != list(range(L.n_q)):
                 raise ValueError(f"audio_head='delay' needs delays (0, 1, ..., K-1), got {L.delays}")
             self.depth = ParallelHeads(cfg.depth, d, d, L.n_q, L.card)
+        if cfg.user_text_head:  # h_t -> what the user said, through the tied text head
+            self.user_text_proj = nn.Linear(d, d, bias=False)
+            nn.init.eye_(self.user_text_proj.weight)
 
     # --- pieces -------------------------------------------------------------------------
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
@@ -150,8 +155,10 @@ class SpeechModel(nn.Module):
         text_in: torch.Tensor,  # (B, T) text t-1
         text_tgt: torch.Tensor,  # (B, T) text t (teacher forcing for the depth transformer)
         agent_tgt: torch.Tensor,  # (B, K, T) delayed column t
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> text logits (B, T, text_vocab), audio logits (B, T, K, card)."""
+        with_user_text: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """-> text logits (B, T, text_vocab), audio logits (B, T, K, card)
+        [, user-text logits (B, T, text_vocab) when ``with_user_text`` (needs ``user_text_head``)]."""
         B, K, T = agent_tgt.shape
         x = self.frame_embedding(user_in, agent_in, text_in)
         h = self.backbone(embeds=x, return_hidden=True)  # (B, T, d), no cache
@@ -160,6 +167,8 @@ class SpeechModel(nn.Module):
         temb = self.embed_text(text_tgt).reshape(B * T, -1)
         codes = agent_tgt.permute(0, 2, 1).reshape(B * T, K)
         audio_logits = self.depth(hf, temb, codes).view(B, T, K, -1)
+        if with_user_text:
+            return text_logits, audio_logits, self.text_logits(self.user_text_proj(h))
         return text_logits, audio_logits
 
     # --- checkpoints of the trained parts ---------------------------------------------------

@@ -44,6 +44,7 @@ def test_load_turns_and_word_timed_monologue(tmp_path: Path) -> None:
     turns, silence, desc = load_turns(tmp_path / "a", layout, split="train", encode=fake_encode)
     assert [t.name for t in turns] == ["00000000.0", "00000001.0"] and "1 silent" in desc
     assert silence.tolist() == [1, 2, 3, 4] and turns[0].voice == "synthetic"
+    assert turns[0].trace == "00000000" and turns[0].user_tokens == [] and turns[0].interrupted_at is None
     toks, frames = word_tokens([["hi", 0.0, 2.5], ["there", 4.2, 8.0]], fake_encode)
     assert toks == fake_encode("hi") + fake_encode(" there") and frames == [0, 0] + [4] * 6
     ex = make_example(turns[0], silence, layout, gap=3, tail=2, max_frames=64)

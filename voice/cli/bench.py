@@ -245,9 +245,13 @@ def codec_cmd(args: argparse.Namespace) -> int:
 
 
 def _register_distill(bench_sub: argparse._SubParsersAction) -> None:
-    p = bench_sub.add_parser("distill", help="distill: traces per minute for 1 and 2 workers, time per stage")
+    p = bench_sub.add_parser("distill", help="distill: traces/min and audio h/min for 1 core, all cores, cores + GPU")
     p.add_argument("--n", type=int, default=8, help="traces per configuration")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--workers", type=int, nargs="+", default=None,
+                   help="per-trace worker counts instead of the default arms (1 core, all cores, cores + GPU)")
+    p.add_argument("--cores", type=int, default=None, help="cores of the 'all cores' arms (default: all)")
+    p.add_argument("--no-gpu", action="store_true", help="leave out the cores + GPU arm")
+    p.add_argument("--speak-only", action="store_true", help="speak-only traces (LLM + piper; all arms batched)")
     p.add_argument("--stages", default="real")
     p.add_argument("--keep", type=Path, default=None, help="keep the bench traces in this folder")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
@@ -255,9 +259,11 @@ def _register_distill(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def distill_cmd(args: argparse.Namespace) -> int:
-    from distill.bench import run_bench
+    from distill.bench import BenchArm, default_arms, run_bench
     from distill.stages import StagesSpec
 
-    print(run_bench(n=args.n, workers=args.workers, stages=StagesSpec.parse(args.stages), keep=args.keep,
-                    threads=args.threads))
+    arms = ([BenchArm(f"{k} worker(s)", k) for k in args.workers] if args.workers
+            else default_arms(args.n, args.cores, False if args.no_gpu else None, args.speak_only))
+    print(run_bench(n=args.n, arms=arms, stages=StagesSpec.parse(args.stages), keep=args.keep, threads=args.threads,
+                    speak_only=args.speak_only))
     return 0

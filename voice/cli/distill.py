@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from voice.cli import distill_train
@@ -14,10 +15,18 @@ def _generate(args: argparse.Namespace) -> int:
     from distill.runner import GenConfig, generate
     from distill.stages import StagesSpec
 
-    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=args.real_frac,
-                    stages=StagesSpec.parse(args.stages))
+    real_frac = args.real_frac if args.real_frac is not None else (0.0 if args.speak_only else 0.35)
+    cfg = GenConfig(seed=args.seed, eval_frac=args.eval_frac, real_frac=real_frac,
+                    stages=StagesSpec.parse(args.stages), speak_only=args.speak_only)
+    batch = None
+    if args.batched:
+        from distill.batched import BatchSpec
+
+        batch = BatchSpec(cfg.stages, device=args.device, tts_workers=args.tts_workers, asr_batch=args.asr_batch,
+                          llm_batch=args.llm_batch, block=args.block)
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
-                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads)
+                       shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads,
+                       batch=batch)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
@@ -34,8 +43,35 @@ def _tokenize(args: argparse.Namespace) -> int:
     from distill.tokenize import tokenize
 
     print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
-                              include_open=args.include_open, device=args.device)))
+                              include_open=args.include_open, device=args.device,
+                              batch_s=args.batch_s if args.batch_s is not None else
+                              (300.0 if args.device.startswith("cuda") else 0.0))))
     return 0
+
+
+def _kit(args: argparse.Namespace) -> int:
+    from distill.gpu_kit import KitConfig, KitProfile, build_kit
+
+    man = build_kit(KitConfig(out=args.out, profile=KitProfile(args.profile), part_mib=args.part_mib,
+                              call_mib=args.call_mib))
+    print(man.to_json() if args.json else
+          "\n".join([f"{c}: {b / 2**20:.1f} MiB" for c, b in man.calls.items()]
+                    + [f"total {sum(f.bytes for f in man.files) / 2**20:.1f} MiB in {len(man.files)} files -> "
+                       f"{args.out}/kit.json"]))
+    return 0
+
+
+def _add_kit(sub) -> None:
+    p = sub.add_parser("kit", help="collect what the GPU machine lacks (wheels, voices, GGUF, .debs) into "
+                                   "call-sized folders with sha256 (distill/gpu_kit.py)")
+    p.add_argument("out", type=Path, help="output folder (git-ignored, e.g. .carry/kit); rebuilt from scratch")
+    p.add_argument("--profile", default="full", choices=["speak", "full"],
+                   help="speak: run 1 of issue 11 (piper joe + GGUF); full: + Whisper, espeak-ng, flite")
+    p.add_argument("--part-mib", type=float, default=0.0, help="split files larger than this (0: the call budget)")
+    p.add_argument("--call-mib", type=float, default=0.0,
+                   help="most MiB of one call folder (0: 64 MiB minus the working tree that travels, minus 1)")
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+    p.set_defaults(func=_kit)
 
 
 def _add_generate(sub) -> None:
@@ -48,10 +84,20 @@ def _add_generate(sub) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the workers on Ray: 'auto' (running cluster), an address, or 'local' (start one)")
     p.add_argument("--eval-frac", type=float, default=0.05, help="share of held-out eval traces")
-    p.add_argument("--real-frac", type=float, default=0.35, help="share of eval traces by the real recorded speaker")
+    p.add_argument("--real-frac", type=float, default=None,
+                   help="share of eval traces by the real recorded speaker (default 0.35; 0 with --speak-only)")
     p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
+    b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
+    b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
+    b.add_argument("--speak-only", action="store_true",
+                   help="Speak-stage data: LLM replies said by piper joe; no Whisper, user voices, espeak-ng, flite")
+    b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
+    b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
+    b.add_argument("--asr-batch", type=int, default=32)
+    b.add_argument("--llm-batch", type=int, default=128)
+    b.add_argument("--block", type=int, default=256, help="traces per block (one LLM batch per turn round)")
     p.set_defaults(func=_generate)
 
 
@@ -71,5 +117,8 @@ def register(sub) -> None:
     p.add_argument("--with-clean", action="store_true", help="also encode the clean user speech")
     p.add_argument("--include-open", action="store_true", help="also read shards still being written")
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
+    p.add_argument("--batch-s", type=float, default=None,
+                   help="encode clips in zero-padded batches of this many seconds (default 300 on cuda, 0 = one by one)")
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
+    _add_kit(dsub)

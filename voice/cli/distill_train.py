@@ -46,19 +46,28 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=unset)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--stage", default=None, choices=["speak", "listen", "converse"],
+                   help="curriculum stage (issue 11): speak (agent speech + monologue, user silent), listen (user "
+                        "speech + aux user text), converse (whole traces); default: one turn per example")
+    p.add_argument("--user-text-weight", type=float, default=0.5, help="aux user-text loss weight (listen/converse)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from trained parts (--export of the previous curriculum stage); new parts start fresh")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from distill.train import TrainConfig
+    from distill.curriculum import CurriculumConfig, Stage
+    from distill.train import LossConfig, TrainConfig
     from distill.train_run import TrainJob, run_training
 
     given = {k: getattr(args, k) for k in _TRAIN_CONFIG if hasattr(args, k)}
-    train = TrainConfig(**given, bf16=not args.no_bf16, compile=args.compile)
+    cur = CurriculumConfig(Stage(args.stage)) if args.stage else None
+    train = TrainConfig(**given, bf16=not args.no_bf16, compile=args.compile, curriculum=cur,
+                        loss=LossConfig(user_text_weight=args.user_text_weight))
     return run_training(TrainJob(
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
         export=args.export, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
-        audio_head=args.audio_head, val_frac=args.val_frac,
+        audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
     ))
 
 
