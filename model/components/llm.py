@@ -52,6 +52,10 @@ class ChatLLM(ABC):
     ) -> Iterator[str]:
         """Yield the reply as text pieces, as they are generated."""
 
+    def new_state(self) -> object | None:
+        """Per-conversation state to pass as ``state=`` (None: the backend keeps none)."""
+        return None
+
     def chat(self, messages: list[dict], **kwargs) -> str:
         """The whole reply as one string (same keyword arguments as ``stream_chat``)."""
         return "".join(self.stream_chat(messages, **kwargs))
@@ -99,6 +103,7 @@ class LocalChatLLM(ChatLLM):
         seed: int | None = None,
         repetition_penalty: float | None = None,
         logprobs: bool = False,
+        state=None,  # noqa: ANN001 - model.text_generator.ChatState: keep the KV cache between turns
     ) -> Iterator:
         """As ``stream_chat`` but yields ``model.text_generator.Step`` (token id, log-probability, text)."""
         from model.sampling import SamplingParams
@@ -108,7 +113,13 @@ class LocalChatLLM(ChatLLM):
             repetition_penalty=self.repetition_penalty if repetition_penalty is None else repetition_penalty,
         )
         prompt = self._prompt(messages, max_new_tokens)
-        yield from self.engine.stream(prompt, max_new_tokens, params, logprobs=logprobs)
+        yield from self.engine.stream(prompt, max_new_tokens, params, logprobs=logprobs, state=state)
+
+    def new_state(self):  # noqa: ANN201
+        """A per-conversation KV cache (``state=`` of stream_chat): only new tokens are prefilled."""
+        from model.text_generator import ChatState
+
+        return ChatState()
 
     def stream_chat(
         self,
@@ -119,9 +130,11 @@ class LocalChatLLM(ChatLLM):
         top_p: float = 0.9,
         seed: int | None = None,
         repetition_penalty: float | None = None,
+        state=None,  # noqa: ANN001 - see stream_steps
     ) -> Iterator[str]:
         for step in self.stream_steps(messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=top_p, seed=seed, repetition_penalty=repetition_penalty):
+                                      top_p=top_p, seed=seed, repetition_penalty=repetition_penalty,
+                                      state=state):
             if step.text:
                 yield step.text
 

@@ -13,7 +13,9 @@ Barge-in closes the generator: the LLM thread sees its stop flag before the next
 clauses are dropped, a clause being synthesized is finished and thrown away.
 
 History (per session): the system prompt, then the user turns and, for the agent, only what
-was played (`commit`), trimmed to the last `max_history` messages.
+was played (`commit`). Past `max_history` messages the oldest are dropped down to half of it in one
+go, so the session's KV cache (`ChatState`: only the new tokens are prefilled) stays valid for
+several turns between the rare re-prefills.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class CascadeConfig:
     max_new_tokens: int = 60  # a spoken reply is short
     temperature: float = 0.6
     top_p: float = 0.9
-    max_history: int = 12  # messages kept (user + agent), oldest dropped first
+    max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
 
 
@@ -159,11 +161,18 @@ class CascadeSession(EngineSession):
     def __init__(self, engine: CascadeEngine) -> None:
         self.engine = engine
         self.history: list[dict] = []
+        self.first = 0  # index of the oldest message sent to the LLM (moves in jumps, see messages)
+        self.llm_state = engine.llm.new_state() if hasattr(engine.llm, "new_state") else None
         self.instructions = ""  # per-session addition to the system prompt (Realtime session.update)
 
     def messages(self) -> list[dict]:
         system = f"{self.engine.system}\n{self.instructions}".strip()
-        return [{"role": "system", "content": system}, *self.history[-self.engine.cfg.max_history :]]
+        keep = self.engine.cfg.max_history
+        if len(self.history) - self.first > keep:
+            self.first = len(self.history) - max(1, keep // 2)  # one re-prefill every keep/2 messages
+            while self.first < len(self.history) - 1 and self.history[self.first]["role"] != "user":
+                self.first += 1
+        return [{"role": "system", "content": system}, *self.history[self.first :]]
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         if played_text.strip():
@@ -207,8 +216,9 @@ class CascadeSession(EngineSession):
                 with e.llm_lock:
                     if stop.is_set():  # cancelled while waiting for another session's reply
                         return
+                    kw = {"state": self.llm_state} if self.llm_state is not None else {}
                     for piece in e.llm.stream_chat(messages, max_new_tokens=e.cfg.max_new_tokens,
-                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p):
+                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p, **kw):
                         if stop.is_set():
                             break
                         loop.call_soon_threadsafe(pieces.put_nowait, piece)
