@@ -7,6 +7,7 @@ weights) serves concurrent callers from several threads.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -35,6 +36,13 @@ class ChatState:
 
     def reset(self) -> None:
         self.cache, self.tokens, self.reused = None, [], 0
+
+    def fork(self) -> "ChatState":
+        """An independent copy (e.g. a prefilled system prompt shared by new conversations)."""
+        new = ChatState()
+        new.cache = copy.deepcopy(self.cache)
+        new.tokens = list(self.tokens)
+        return new
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,9 @@ def test_cancel_stops_llm_and_tts_and_history_keeps_played_words() -> None:
         agen = s.respond(_turn())
         async for _ in agen:
             pass
-        assert e.llm.messages[-1][1:] == [*s.history[:2], s.history[2]]
-        assert e.llm.messages[-1][0]["role"] == "system"
+        sent = e.llm.messages[-1]
+        assert sent[0]["role"] == "system" and sent[1:1 + len(e.examples)] == e.examples  # few-shot turns
+        assert sent[1 + len(e.examples):] == [*s.history[:2], s.history[2]]
         await e.close()
 
     asyncio.run(main())

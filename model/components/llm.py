@@ -27,9 +27,17 @@ from model.common.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
-SPOKEN_SYSTEM_PROMPT = (
-    "You are Parley, a friendly voice assistant. Your replies are spoken aloud, so answer in one or "
-    "two short sentences of plain conversational English. Never use lists, markdown, emojis or code."
+# Chosen on 24 short factual questions (voice/bench/facts.py, SmolLM2-135M, greedy): the earlier
+# "friendly voice assistant ... never use lists" prompt got 62 %, this one 83 % (with the examples
+# as chat turns too, and 10 instead of 15 words per reply); sampling at 0.6 lowers it to ~70 %.
+SPOKEN_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one short, correct sentence of plain English."
+SPOKEN_EXAMPLES: tuple[dict, ...] = (  # few-shot turns after the system prompt: short spoken answers
+    {"role": "user", "content": "What is the capital of Canada?"},
+    {"role": "assistant", "content": "The capital of Canada is Ottawa."},
+    {"role": "user", "content": "What is five plus one?"},
+    {"role": "assistant", "content": "Five plus one is six."},
+    {"role": "user", "content": "How are you today?"},
+    {"role": "assistant", "content": "I'm doing well, thanks for asking!"},
 )
 
 DEFAULT_SPEC = "smollm2"
