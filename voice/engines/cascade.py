@@ -36,6 +36,7 @@ from voice.engines.speakable import speakable
 from voice.engines.base import (
     AgentAudio,
     AgentText,
+    EndOfTurn,
     Engine,
     EngineEvent,
     EngineSession,
@@ -67,6 +68,7 @@ class CascadeConfig:
     top_p: float = 0.9
     max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
+    speculative: bool = True  # start the reply at the first pause, end the turn on the LLM's score
 
 
 def _forced_cut(buf: str, max_words: int) -> int:
@@ -171,7 +173,12 @@ class CascadeEngine(Engine):
 class CascadeSession(EngineSession):
     def __init__(self, engine: CascadeEngine) -> None:
         self.engine = engine
+        # speculative start needs the end-of-turn score of a local LLM (model.components.eou)
+        from model.components.llm import LocalChatLLM  # noqa: PLC0415
+
+        self.speculative = engine.cfg.speculative and isinstance(engine.llm, LocalChatLLM)
         self.history: list[dict] = []
+        self._undo: dict[int, int] = {}  # turn -> history length before its user message
         self.first = 0  # index of the oldest message sent to the LLM (moves in jumps, see messages)
         if engine.prefix_state is not None:
             self.llm_state = engine.prefix_state.fork()
@@ -188,7 +195,20 @@ class CascadeSession(EngineSession):
                 self.first += 1
         return [{"role": "system", "content": system}, *self.engine.examples, *self.history[self.first :]]
 
+    def discard(self, turn: int) -> None:
+        n = self._undo.pop(turn, None)
+        if n is not None:
+            del self.history[n:]
+
+    def end_of_turn(self, text: str) -> float:  # worker thread
+        from model.components.eou import end_of_turn_prob  # noqa: PLC0415
+
+        last = next((m["content"] for m in reversed(self.history) if m["role"] == "assistant"), None)
+        with self.engine.llm_lock:
+            return end_of_turn_prob(self.engine.llm, text, context=last)
+
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
+        self._undo.pop(turn, None)
         if played_text.strip():
             self.history.append({"role": "assistant", "content": played_text.strip()})
 
@@ -200,8 +220,11 @@ class CascadeSession(EngineSession):
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
+        if not turn.final:  # speculative, at a pause: is the user done?
+            yield EndOfTurn(await loop.run_in_executor(e.pool, self.end_of_turn, text))
         if not re.search(r"\w", text):
             return  # noise: nothing to answer
+        self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
         stop = threading.Event()
         out: asyncio.Queue = asyncio.Queue()
