@@ -12,6 +12,7 @@ synthetic questions' text 6.0 % vs 4.0 % (the extra errors are on flite's roboti
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +31,7 @@ class FasterWhisperASR:
             from faster_whisper import WhisperModel  # noqa: PLC0415
         except ImportError as e:  # pragma: no cover - declared dependency
             raise ParleyError("faster-whisper is not installed (pip install faster-whisper)") from e
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per call otherwise
         self.source = str(model_dir)
         self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads)
         self._lock = threading.Lock()

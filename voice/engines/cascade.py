@@ -6,7 +6,7 @@ Per turn (`CascadeSession.respond`):
   1. ASR on the whole user turn (Whisper via faster-whisper int8, in the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
-     punctuation, 8 words for the first clause and 24 for later ones, cut before a conjunction
+     punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
      when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
      order, so the first agent audio is ready after the first clause, not the whole reply.
 Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 _CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
 MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
-FIRST_MAX_WORDS = 8  # the first clause is cut here even without punctuation (first audio sooner)
+FIRST_MAX_WORDS = 4  # the first clause is cut here even without punctuation (first audio after ~5 tokens)
 MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
 _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
 
