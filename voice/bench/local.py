@@ -40,7 +40,7 @@ class LocalServer:
         self.log_path = Path(tempfile.mkstemp(prefix="parley-bench-server-", suffix=".log")[1])
 
     def start(self, timeout: float = START_TIMEOUT_S) -> str:
-        cmd = [sys.executable, "-m", "parley", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "voice", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.engine:
             cmd += ["--engine", self.engine]
         cmd += self.extra_args
