@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 _CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
 MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
 FIRST_MAX_WORDS = 4  # the first clause is cut here even without punctuation (first audio after ~5 tokens)
+SECOND_MAX_WORDS = 8  # the second one too: it must be ready before the short first one has played
 MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
 _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
 
@@ -69,6 +70,17 @@ class CascadeConfig:
     max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
     speculative: bool = True  # start the reply at the first pause, end the turn on the LLM's score
+
+
+def trim_silence(audio: np.ndarray, sr: int, tail: bool, keep_s: float = 0.02, floor: float = 0.01) -> np.ndarray:
+    """Cut the leading (and, with `tail`, the trailing) near-silence of a clause's audio, keeping
+    `keep_s`: the first audio starts sooner, and a clause cut mid-sentence runs into the next."""
+    loud = np.flatnonzero(np.abs(audio) > floor)
+    if not len(loud):
+        return audio
+    keep = int(keep_s * sr)
+    end = min(len(audio), loud[-1] + keep) if tail else len(audio)
+    return audio[max(0, loud[0] - keep):end]
 
 
 def _forced_cut(buf: str, max_words: int) -> int:
@@ -277,7 +289,8 @@ class CascadeSession(EngineSession):
                     await out.put(Stage("llm_first_token", 1000 * (t_first[0] - t_asr)))
                 await out.put(AgentText(p))
                 buf += p
-                ready, buf = take_clauses(buf, max_words=MAX_WORDS if n_clauses else FIRST_MAX_WORDS)
+                limit = (FIRST_MAX_WORDS, SECOND_MAX_WORDS)[n_clauses] if n_clauses < 2 else MAX_WORDS
+                ready, buf = take_clauses(buf, max_words=limit)
                 n_clauses += len(ready)
                 for c in ready:
                     await clauses.put(c)
@@ -293,6 +306,7 @@ class CascadeSession(EngineSession):
                 if not re.search(r"\w", c):
                     continue
                 audio = await loop.run_in_executor(e.pool, e.synthesize, c)
+                audio = trim_silence(audio, e.tts.sample_rate, tail=c.rstrip()[-1:] not in ".!?;:,")
                 if first:
                     first = False
                     t = t_first[0] if t_first else t_asr
