@@ -56,4 +56,4 @@ def wer(ref: str, hyp: str) -> float:
 
 def parley(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess (as a user would)."""
-    return subprocess.run([sys.executable, "-m", "parley", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "voice", *args], capture_output=True, text=True, timeout=300)

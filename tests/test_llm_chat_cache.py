@@ -59,3 +59,13 @@ def test_changed_history_reprefills_from_the_first_difference(llm: LocalChatLLM)
     next(it)
     it.close()
     assert llm.chat(b, max_new_tokens=12, temperature=0.0, state=state) == ref
+
+
+def test_end_of_turn_score_separates_complete_from_cut_questions(llm: LocalChatLLM) -> None:
+    from model.components.eou import end_of_turn_prob
+
+    for cut, full in [("What is the capital of", "What is the capital of France?"),
+                      ("How many legs does", "How many legs does a spider have?")]:
+        p_cut, p_full = end_of_turn_prob(llm, cut), end_of_turn_prob(llm, full)
+        assert p_cut < 0.01 < 0.1 < p_full, (cut, p_cut, p_full)  # 0.1: TurnConfig.eot_threshold
+    assert end_of_turn_prob(llm, "  ") == 0.0

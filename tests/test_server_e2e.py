@@ -98,7 +98,7 @@ def test_browser_asks_and_hears_the_agent(cascade_url: str, question_wav: Path) 
 def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     r = subprocess.run(
-        [sys.executable, "-m", "parley", "talk", str(question_wav), "--url", cascade_url, "--out", str(out)],
+        [sys.executable, "-m", "voice", "talk", str(question_wav), "--url", cascade_url, "--out", str(out)],
         capture_output=True, text=True, timeout=180,
     )
     print(r.stdout, r.stderr[-2000:])
@@ -114,14 +114,14 @@ def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tm
 
 
 def test_parley_talk_errors_are_one_line(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "parley", "talk", str(tmp_path / "missing.wav")],
+    r = subprocess.run([sys.executable, "-m", "voice", "talk", str(tmp_path / "missing.wav")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
     wav = tmp_path / "q.wav"
     from model.audio import save_wav
 
     save_wav(wav, 0.1 * np.sin(np.arange(48000) / 10.0), 48000)
-    r = subprocess.run([sys.executable, "-m", "parley", "talk", str(wav), "--url", "http://127.0.0.1:9"],
+    r = subprocess.run([sys.executable, "-m", "voice", "talk", str(wav), "--url", "http://127.0.0.1:9"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
