@@ -87,7 +87,7 @@ def test_first_audio_after_the_first_clause_while_the_llm_goes_on() -> None:
         async for ev in s.respond(_turn()):
             evs.append((time.monotonic() - t0, ev))
         first_audio = next((t, ev) for t, ev in evs if isinstance(ev, AgentAudio))
-        assert first_audio[1].text == "The capital of France is Paris."
+        assert first_audio[1].text == "The capital of France"  # FIRST_MAX_WORDS: first audio after 4 words
         n_words_before = sum(isinstance(ev, AgentText) for t, ev in evs if t <= first_audio[0])
         assert n_words_before < len(REPLY.split()) - 5  # audio long before the reply is complete
         assert [ev.text for _, ev in evs if isinstance(ev, UserText)] == ["What is the capital of France?"]
@@ -124,8 +124,9 @@ def test_cancel_stops_llm_and_tts_and_history_keeps_played_words() -> None:
         agen = s.respond(_turn())
         async for _ in agen:
             pass
-        assert e.llm.messages[-1][1:] == [*s.history[:2], s.history[2]]
-        assert e.llm.messages[-1][0]["role"] == "system"
+        sent = e.llm.messages[-1]
+        assert sent[0]["role"] == "system" and sent[1:1 + len(e.examples)] == e.examples  # few-shot turns
+        assert sent[1 + len(e.examples):] == [*s.history[:2], s.history[2]]
         await e.close()
 
     asyncio.run(main())

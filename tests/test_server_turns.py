@@ -103,7 +103,7 @@ def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
 
 
 def test_played_text_truncates_at_words() -> None:
-    from voice.server.session import played_text
+    from voice.server.tracks import played_text
     from voice.server.tracks import Segment
 
     a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
@@ -252,3 +252,22 @@ def test_vad_batcher_matches_separate_streams(vad) -> None:
     got, b = asyncio.run(main())
     np.testing.assert_allclose(np.array(got), np.array(ref), atol=1e-4)
     assert b.steps == n * len(xs) and b.batches < b.steps  # really batched
+
+
+def test_pause_event_once_per_pause_and_force_end() -> None:
+    from voice.server.turns import TurnPause
+
+    cfg = TurnConfig(pause_ms=192.0, stop_ms=800.0)
+    det = TurnDetector(cfg)
+    # speech, a 400 ms pause (one TurnPause, no end), speech again, then silence
+    probs = [0.9] * 20 + [0.05] * 12 + [0.9] * 10 + [0.05] * 30
+    evs = run(det, probs)
+    pauses = of(evs, TurnPause)
+    assert [i for i, _ in pauses] == [20 + cfg.chunks(192.0) - 1, 42 + cfg.chunks(192.0) - 1]
+    assert len(of(evs, TurnEnd)) == 1  # the fallback (800 ms) ended it, after the second pause
+    det = TurnDetector(cfg)
+    run(det, [0.9] * 20 + [0.05] * 7)
+    assert det.state is TurnPhase.STOPPING
+    ends = [e for e in det.force_end(1.0) if isinstance(e, TurnEnd)]
+    assert len(ends) == 1 and det.state is TurnPhase.QUIET
+    assert det.force_end(1.1) == []  # only while STOPPING

@@ -168,6 +168,20 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=clock_cmd)
+    p = bench_sub.add_parser("facts", help="cascade: 24 spoken factual questions x voices -> ASR -> LLM, "
+                             "accuracy greedy vs sampled")
+    p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.set_defaults(func=facts_cmd)
+    p = bench_sub.add_parser("eot", help="cascade end of turn: short pause + SmolLM2 score vs VAD timeout, "
+                             "false cut-ins and delay on a labeled spoken set")
+    p.add_argument("--pause-ms", type=float, default=200.0)
+    p.add_argument("--stop-ms", type=float, default=544.0, help="fallback VAD timeout")
+    p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
+    p.add_argument("--out", default=None, help="JSON report")
+    p.add_argument("--plot", default=None, help="PNG of the trade-off")
+    p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
+    p.set_defaults(func=eot_cmd)
     p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
@@ -200,6 +214,40 @@ def clock_cmd(args: argparse.Namespace) -> int:
         raise ParleyError("--batch and --ticks must be positive")
     return run_bench(ClockBenchConfig(batches=batches, ticks=args.ticks, weights=args.weights, codec=args.codec,
                                       device=args.device, threads=args.threads, json_path=args.json))
+def facts_cmd(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from voice.bench.cascade_eval import FactsConfig, run_facts  # noqa: PLC0415
+
+    cfg = FactsConfig(out=args.out)
+    if args.voices:
+        cfg = FactsConfig(voices=tuple(_split(args.voices)), out=args.out)
+    report = run_facts(cfg)
+    print(json.dumps({k: v for k, v in report.items()}, indent=1))
+    return 0
+
+
+def eot_cmd(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from voice.bench.eot import EotConfig, run_eot  # noqa: PLC0415
+    from voice.bench.facts import USER_VOICES  # noqa: PLC0415
+
+    voices = tuple(_split(args.voices)) if args.voices else USER_VOICES
+    rows = None
+    if args.rows_from:
+        with open(args.rows_from) as f:
+            rows = json.load(f)["rows"]
+    report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms,
+                               out_json=args.out, out_png=args.plot), rows)
+    print(f"{report['n_complete']} complete, {report['n_paused']} paused utterances; "
+          f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means)")
+    for c in report["curve"]:
+        print(f"threshold {c['threshold']:<6g} false cut-ins {100 * c['false_cut_in']:5.1f} %  early "
+              f"{100 * c['early_fraction']:5.1f} %  mean delay {c['mean_delay_ms']:6.0f} ms")
+    for v in report["vad_only"]:
+        print(f"VAD timeout {v['timeout_ms']:<6.0f} false cut-ins {100 * v['false_cut_in']:5.1f} %")
+    return 0
 
 
 def llm_cmd(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     c = p.add_argument_group("cascade engine")
     c.add_argument("--asr", default=unset, help="Whisper model (default: bundled tiny.en)")
+    c.add_argument("--asr-backend", default=unset, choices=["ct2", "torch"],
+                   help="ct2: faster-whisper int8 (default, faster); torch: openai-whisper code")
     c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
     c.add_argument("--llm-model", default=unset, help="model name for an OpenAI-compatible URL")
     c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
@@ -79,7 +81,7 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 
 
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
-    "cascade": ("asr", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
+    "cascade": ("asr", "asr_backend", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
     "delay": ("delay_ms", "reply_s", "reply_wav"),
     "direct": ("weights", "codec", "device", "max_sessions"),
 }

@@ -47,6 +47,12 @@ class UserTurn:
     audio: np.ndarray = field(repr=False)  # (T,) float32 at 16 kHz: the turn with pre-roll
     t_speech_end: float  # monotonic time at which the user's speech ended (server clock)
     t_decided: float  # monotonic time at which the VAD ended the turn
+    final: bool = True  # False: a speculative reply started at a pause (the user may go on)
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    prob: float  # a speculative reply's estimate that the user's turn is over (0..1)
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,18 @@ class Stage:
     ms: float
 
 
-EngineEvent = UserText | AgentText | AgentAudio | Stage
+EngineEvent = UserText | AgentText | AgentAudio | Stage | EndOfTurn
 
 
 class EngineSession(ABC):
-    """Per-connection engine state (conversation history, caches)."""
+    """Per-connection engine state (conversation history, caches).
+
+    `speculative` engines get `respond(UserTurn(final=False))` at the first pause of a turn: they
+    yield `EndOfTurn(prob)` once they know what was said, then their reply, which the server holds
+    until the turn ends (then it is played) or the user goes on (then the task is cancelled and
+    `discard(turn)` called: nothing of it is ever played or kept)."""
+
+    speculative: bool = False
 
     def feed(self, chunk_16k: np.ndarray, t: float) -> None:  # noqa: B027 - optional hook
         """Every 512-sample (32 ms) chunk of user audio at 16 kHz, arrival time `t`."""
@@ -84,6 +97,9 @@ class EngineSession(ABC):
     @abstractmethod
     def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         """Answer one user turn (async generator); cancelled by the server on barge-in."""
+
+    def discard(self, turn: int) -> None:  # noqa: B027 - optional hook
+        """A speculative reply to `turn` was thrown away (the user went on): forget its turn."""
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:  # noqa: B027
         """The agent's reply to `turn` as the user heard it (called once per answered turn)."""

@@ -3,17 +3,19 @@
     parley serve --engine cascade [--asr tiny.en --llm smollm2 --voice joe]
 
 Per turn (`CascadeSession.respond`):
-  1. ASR on the whole user turn (Whisper, in the model thread pool);
+  1. ASR on the whole user turn (Whisper via faster-whisper int8, in the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
-     punctuation, 8 words for the first clause and 24 for later ones, cut before a conjunction
+     punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
      when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
      order, so the first agent audio is ready after the first clause, not the whole reply.
 Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
 clauses are dropped, a clause being synthesized is finished and thrown away.
 
 History (per session): the system prompt, then the user turns and, for the agent, only what
-was played (`commit`), trimmed to the last `max_history` messages.
+was played (`commit`). Past `max_history` messages the oldest are dropped down to half of it in one
+go, so the session's KV cache (`ChatState`: only the new tokens are prefilled) stays valid for
+several turns between the rare re-prefills.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR
+from voice.engines.speakable import speakable
 from voice.engines.base import (
     AgentAudio,
     AgentText,
+    EndOfTurn,
     Engine,
     EngineEvent,
     EngineSession,
@@ -45,7 +49,8 @@ log = logging.getLogger(__name__)
 
 _CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
 MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
-FIRST_MAX_WORDS = 8  # the first clause is cut here even without punctuation (first audio sooner)
+FIRST_MAX_WORDS = 4  # the first clause is cut here even without punctuation (first audio after ~5 tokens)
+SECOND_MAX_WORDS = 8  # the second one too: it must be ready before the short first one has played
 MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
 _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
 
@@ -53,16 +58,29 @@ _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "w
 @dataclass(frozen=True)
 class CascadeConfig:
     asr: str = "tiny.en"  # Whisper model (bundled tiny.en)
+    asr_backend: str = "ct2"  # "ct2": faster-whisper int8 (p50 366 vs 570 ms, see asr_ct2); "torch"
     llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
     device: str = "cpu"
     system: str | None = None  # system prompt (default: model.components.llm.SPOKEN_SYSTEM_PROMPT)
-    max_new_tokens: int = 60  # a spoken reply is short
-    temperature: float = 0.6
+    max_new_tokens: int = 48  # a spoken reply is short
+    temperature: float = 0.0  # greedy: 83 % vs ~70 % at 0.6 on the 24 factual questions (facts.py)
     top_p: float = 0.9
-    max_history: int = 12  # messages kept (user + agent), oldest dropped first
+    max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
+    speculative: bool = True  # start the reply at the first pause, end the turn on the LLM's score
+
+
+def trim_silence(audio: np.ndarray, sr: int, tail: bool, keep_s: float = 0.02, floor: float = 0.01) -> np.ndarray:
+    """Cut the leading (and, with `tail`, the trailing) near-silence of a clause's audio, keeping
+    `keep_s`: the first audio starts sooner, and a clause cut mid-sentence runs into the next."""
+    loud = np.flatnonzero(np.abs(audio) > floor)
+    if not len(loud):
+        return audio
+    keep = int(keep_s * sr)
+    end = min(len(audio), loud[-1] + keep) if tail else len(audio)
+    return audio[max(0, loud[0] - keep):end]
 
 
 def _forced_cut(buf: str, max_words: int) -> int:
@@ -105,15 +123,17 @@ class CascadeEngine(Engine):
     name = "cascade"
 
     def __init__(self, cfg: CascadeConfig = CascadeConfig(), asr=None, llm=None, tts=None) -> None:  # noqa: ANN001
-        from model.components.llm import SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
+        from model.components.llm import SPOKEN_EXAMPLES, SPOKEN_SYSTEM_PROMPT  # noqa: PLC0415
 
         self.cfg = cfg
         self.system = cfg.system or SPOKEN_SYSTEM_PROMPT
+        self.examples = [] if cfg.system else list(SPOKEN_EXAMPLES)  # a custom prompt goes alone
+        self.prefix_state = None  # KV cache of system prompt + examples, copied into each session
         t0 = time.perf_counter()
         if asr is None:
-            from model.components.asr import WhisperASR  # noqa: PLC0415
+            from model.components.asr_ct2 import load_asr  # noqa: PLC0415
 
-            asr = WhisperASR.load(cfg.asr, device=cfg.device)
+            asr = load_asr(cfg.asr, device=cfg.device, backend=cfg.asr_backend)
         if llm is None:
             from model.components.llm import load_llm  # noqa: PLC0415
 
@@ -134,6 +154,13 @@ class CascadeEngine(Engine):
         self.transcribe(noise)
         for _ in self.llm.stream_chat([{"role": "user", "content": "Hi"}], max_new_tokens=2):
             pass
+        if hasattr(self.llm, "new_state"):  # prefill the fixed start of every conversation once
+            state = self.llm.new_state()
+            if state is not None:
+                for _ in self.llm.stream_chat([{"role": "system", "content": self.system}, *self.examples],
+                                              max_new_tokens=1, temperature=0.0, state=state):
+                    pass
+                self.prefix_state = state
         self.synthesize("Hello there, friend.")
 
     def info(self) -> dict:
@@ -158,14 +185,42 @@ class CascadeEngine(Engine):
 class CascadeSession(EngineSession):
     def __init__(self, engine: CascadeEngine) -> None:
         self.engine = engine
+        # speculative start needs the end-of-turn score of a local LLM (model.components.eou)
+        from model.components.llm import LocalChatLLM  # noqa: PLC0415
+
+        self.speculative = engine.cfg.speculative and isinstance(engine.llm, LocalChatLLM)
         self.history: list[dict] = []
+        self._undo: dict[int, int] = {}  # turn -> history length before its user message
+        self.first = 0  # index of the oldest message sent to the LLM (moves in jumps, see messages)
+        if engine.prefix_state is not None:
+            self.llm_state = engine.prefix_state.fork()
+        else:
+            self.llm_state = engine.llm.new_state() if hasattr(engine.llm, "new_state") else None
         self.instructions = ""  # per-session addition to the system prompt (Realtime session.update)
 
     def messages(self) -> list[dict]:
         system = f"{self.engine.system}\n{self.instructions}".strip()
-        return [{"role": "system", "content": system}, *self.history[-self.engine.cfg.max_history :]]
+        keep = self.engine.cfg.max_history
+        if len(self.history) - self.first > keep:
+            self.first = len(self.history) - max(1, keep // 2)  # one re-prefill every keep/2 messages
+            while self.first < len(self.history) - 1 and self.history[self.first]["role"] != "user":
+                self.first += 1
+        return [{"role": "system", "content": system}, *self.engine.examples, *self.history[self.first :]]
+
+    def discard(self, turn: int) -> None:
+        n = self._undo.pop(turn, None)
+        if n is not None:
+            del self.history[n:]
+
+    def end_of_turn(self, text: str) -> float:  # worker thread
+        from model.components.eou import end_of_turn_prob  # noqa: PLC0415
+
+        last = next((m["content"] for m in reversed(self.history) if m["role"] == "assistant"), None)
+        with self.engine.llm_lock:
+            return end_of_turn_prob(self.engine.llm, text, context=last)
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
+        self._undo.pop(turn, None)
         if played_text.strip():
             self.history.append({"role": "assistant", "content": played_text.strip()})
 
@@ -177,8 +232,11 @@ class CascadeSession(EngineSession):
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
+        if not turn.final:  # speculative, at a pause: is the user done?
+            yield EndOfTurn(await loop.run_in_executor(e.pool, self.end_of_turn, text))
         if not re.search(r"\w", text):
             return  # noise: nothing to answer
+        self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
         stop = threading.Event()
         out: asyncio.Queue = asyncio.Queue()
@@ -207,8 +265,9 @@ class CascadeSession(EngineSession):
                 with e.llm_lock:
                     if stop.is_set():  # cancelled while waiting for another session's reply
                         return
+                    kw = {"state": self.llm_state} if self.llm_state is not None else {}
                     for piece in e.llm.stream_chat(messages, max_new_tokens=e.cfg.max_new_tokens,
-                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p):
+                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p, **kw):
                         if stop.is_set():
                             break
                         loop.call_soon_threadsafe(pieces.put_nowait, piece)
@@ -230,7 +289,8 @@ class CascadeSession(EngineSession):
                     await out.put(Stage("llm_first_token", 1000 * (t_first[0] - t_asr)))
                 await out.put(AgentText(p))
                 buf += p
-                ready, buf = take_clauses(buf, max_words=MAX_WORDS if n_clauses else FIRST_MAX_WORDS)
+                limit = (FIRST_MAX_WORDS, SECOND_MAX_WORDS)[n_clauses] if n_clauses < 2 else MAX_WORDS
+                ready, buf = take_clauses(buf, max_words=limit)
                 n_clauses += len(ready)
                 for c in ready:
                     await clauses.put(c)
@@ -242,7 +302,11 @@ class CascadeSession(EngineSession):
         async def audio_stage() -> None:
             first = True
             while (c := await clauses.get()) is not None:
+                c = speakable(c)  # no markdown, links or emoji read aloud
+                if not re.search(r"\w", c):
+                    continue
                 audio = await loop.run_in_executor(e.pool, e.synthesize, c)
+                audio = trim_silence(audio, e.tts.sample_rate, tail=c.rstrip()[-1:] not in ".!?;:,")
                 if first:
                     first = False
                     t = t_first[0] if t_first else t_asr

@@ -64,7 +64,7 @@ class Response:
         from the playout clock (whole pieces, the cut piece's words in proportion)."""
         if not self.audio_out:
             return self.generated.strip(), self.status == "cancelled"
-        from voice.server.session import played_text  # noqa: PLC0415 - the WebRTC sessions' rule
+        from voice.server.tracks import played_text  # noqa: PLC0415 - the WebRTC sessions' rule
         from voice.server.tracks import Segment  # noqa: PLC0415
 
         sent = played_samples(self.pieces, audio_end_ms=self.truncate_ms)

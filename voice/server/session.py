@@ -30,17 +30,18 @@ from collections.abc import Callable
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
-from voice.engines.base import AgentAudio, AgentText, Engine, EngineSession, Stage, UserText, UserTurn
+from voice.engines.base import AgentAudio, AgentText, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
-from voice.server.tracks import AgentTrack, Segment
+from voice.server.tracks import AgentTrack, Segment, played_text
 from voice.server.turns import (
     EchoGuard,
     TurnCancel,
     TurnConfig,
     TurnDetector,
     TurnEnd,
+    TurnPause,
     TurnStart,
     VadChange,
     TurnPhase,
@@ -51,23 +52,6 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 200  # events kept until the data channel opens
 TRAILING_S = 0.25  # audio kept after the end of speech in the turn given to the engine
-
-
-def played_text(segments: list[Segment]) -> str:
-    """The words the user actually heard: whole segments sent, plus the sent fraction of the
-    interrupted one (cut at a word boundary, proportionally to its samples)."""
-    parts: list[str] = []
-    for s in segments:
-        if s.done:
-            parts.append(s.text.strip())
-        elif s.sent > 0:
-            words = s.text.split()
-            k = int(len(words) * s.sent / max(1, len(s.audio)))
-            parts.append(" ".join(words[:k]))
-            break
-        else:
-            break
-    return " ".join(p for p in parts if p)
 
 
 class Session:
@@ -92,7 +76,15 @@ class Session:
         self.engine_session = engine_session if engine_session is not None else engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
-        self.detector = TurnDetector(cfg, self.guard)
+        from dataclasses import replace  # noqa: PLC0415
+
+        speculative = getattr(self.engine_session, "speculative", False)
+        det_cfg = replace(cfg, stop_ms=cfg.semantic_stop_ms) if speculative else replace(cfg, pause_ms=0.0)
+        self.detector = TurnDetector(det_cfg, self.guard)
+        self._spec: asyncio.Task | None = None  # a speculative reply started at a pause, held
+        self._spec_gate: asyncio.Event | None = None  # set when its turn really ends (play it)
+        self._spec_turn = 0
+        self._decided: dict[int, float] = {}  # turn -> when it ended (speculative replies)
         self.on_closed = on_closed
         self.connect_timeout_s = connect_timeout_s
         self.input_timeout_s = input_timeout_s  # no input frame this long: the client is gone
@@ -221,6 +213,8 @@ class Session:
 
     def _on_turn_event(self, e) -> None:  # noqa: ANN001
         if isinstance(e, VadChange):
+            if e.state is TurnPhase.SPEAKING and self._spec is not None:
+                self._discard_spec()  # the user went on after the pause
             if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
                 self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
                 self._held_at = e.t
@@ -229,6 +223,8 @@ class Session:
             self._on_turn_start(e)
         elif isinstance(e, TurnEnd):
             self._on_turn_end(e)
+        elif isinstance(e, TurnPause):
+            self._on_pause(e)
         elif isinstance(e, TurnCancel):
             if self.out.paused:  # it was noise: the agent goes on where it stopped
                 self.out.resume()
@@ -248,7 +244,38 @@ class Session:
         self._in_turn = True
         self.send(ev.TURN_START, turn=self.turn, barge_in=barge_in)
 
+    def _on_pause(self, e: TurnPause) -> None:
+        """Speculative start: the reply runs from the first pause, held until the turn ends."""
+        self._discard_spec()
+        hi = e.t_speech_end + TRAILING_S + VAD_CHUNK_S
+        chunks = [c for t, c in self._turn_audio if t <= hi]
+        if not chunks:
+            return
+        ut = UserTurn(self.turn, np.concatenate(chunks), e.t_speech_end, e.t, final=False)
+        self._spec_gate, self._spec_turn = asyncio.Event(), self.turn
+        self._spec = self._spawn(self._run_reply(ut, self._spec_gate), f"spec{self.turn}")
+
+    def _discard_spec(self) -> None:
+        """Throw the held speculative reply away: never played, forgotten by the engine."""
+        if self._spec is None:
+            return
+        if not self._spec.done():
+            self._spec.cancel()
+        self.engine_session.discard(self._spec_turn)
+        self._segments.pop(self._spec_turn, None)
+        self._spec = self._spec_gate = None
+
     def _on_turn_end(self, e: TurnEnd) -> None:
+        if self._spec is not None and self._spec_turn == self.turn and not self._spec.done():
+            self._in_turn = False  # the speculative reply answers this turn: play it
+            self._turn_audio = []
+            self.send(ev.TURN_END, turn=self.turn, speech_ms=round(1000 * e.speech_s))
+            self._decided[self.turn] = e.t
+            self._reply_turn, self._reply = self.turn, self._spec
+            self._spec_gate.set()
+            self._spec = self._spec_gate = None
+            return
+        self._discard_spec()
         self._in_turn = False
         hi = e.t_speech_end + TRAILING_S + VAD_CHUNK_S
         chunks = [c for t, c in self._turn_audio if t <= hi]
@@ -264,13 +291,28 @@ class Session:
     def replying(self) -> bool:
         return (self._reply is not None and not self._reply.done()) or self.out.busy
 
-    async def _run_reply(self, ut: UserTurn) -> None:
+    async def _run_reply(self, ut: UserTurn, gate: asyncio.Event | None = None) -> None:
+        """One reply; with a `gate` (speculative) everything but stages waits until it is set."""
         segs = self._segments.setdefault(ut.turn, [])
-        stages = {"vad_endpoint_ms": round(1000 * (ut.t_decided - ut.t_speech_end), 1)}
+        stages: dict[str, float] = {}
+        heard: UserText | None = None
         first = True
         agen = self.engine_session.respond(ut)
         try:
             async for item in agen:
+                if isinstance(item, EndOfTurn):
+                    if gate is not None and not gate.is_set() and item.prob >= self.cfg.eot_threshold:
+                        for e in self.detector.force_end(time.monotonic()):  # ends the turn now
+                            self._on_turn_event(e)
+                    continue
+                if gate is not None and not gate.is_set() and isinstance(item, UserText):
+                    heard = item  # sent once the turn is really over
+                    continue
+                if gate is not None and not gate.is_set() and not isinstance(item, Stage):
+                    await gate.wait()
+                if heard is not None:
+                    self.send(ev.USER_TRANSCRIPT, turn=ut.turn, text=heard.text)
+                    heard = None
                 if isinstance(item, AgentAudio):
                     x = item.audio
                     if item.sample_rate != WEBRTC_SR:
@@ -280,6 +322,10 @@ class Session:
                     segs.append(self.out.enqueue(ut.turn, x, item.text))
                     if first:
                         first = False
+                        decided = self._decided.pop(ut.turn, ut.t_decided)
+                        stages = {"vad_endpoint_ms": round(1000 * (decided - ut.t_speech_end), 1), **stages}
+                        if not ut.final:
+                            stages["speculative_ms"] = round(1000 * (decided - ut.t_decided), 1)
                         total = 1000 * (time.monotonic() - ut.t_speech_end)
                         self.send(ev.LATENCY, turn=ut.turn, total_ms=round(total, 1), stages=stages)
                 elif isinstance(item, AgentText):
@@ -295,6 +341,10 @@ class Session:
             self.send(ev.ERROR, turn=ut.turn, message=f"engine failed: {e}")
         finally:
             await agen.aclose()
+        if gate is not None:
+            await gate.wait()  # a speculative reply that said nothing still waits for its turn
+            if heard is not None:
+                self.send(ev.USER_TRANSCRIPT, turn=ut.turn, text=heard.text)
         while any(not s.done for s in segs):
             await self.out.idle.wait()
             await asyncio.sleep(0)

@@ -141,3 +141,20 @@ class AgentTrack(MediaStreamTrack):
     def stop(self) -> None:
         self.flush()
         super().stop()
+
+
+def played_text(segments: list[Segment]) -> str:
+    """The words the user actually heard: whole segments sent, plus the sent fraction of the
+    interrupted one (cut at a word boundary, proportionally to its samples)."""
+    parts: list[str] = []
+    for s in segments:
+        if s.done:
+            parts.append(s.text.strip())
+        elif s.sent > 0:
+            words = s.text.split()
+            k = int(len(words) * s.sent / max(1, len(s.audio)))
+            parts.append(" ".join(words[:k]))
+            break
+        else:
+            break
+    return " ".join(p for p in parts if p)

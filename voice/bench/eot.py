@@ -1,0 +1,153 @@
+"""End-of-turn evaluation (`parley bench eot`): short VAD pause + semantic score vs a long timeout.
+
+Labeled set: SENTENCES spoken by several voices, each (a) complete and (b) cut at a mid-sentence
+point where the user pauses 300-700 ms before going on. At a pause of `pause_ms` the detector
+transcribes what was said so far and scores it (`model.components.eou`); at or above the
+threshold the turn ends there, otherwise at the `stop_ms` fallback.
+Each paused utterance gets a pause length drawn uniformly in 300-700 ms (seeded).
+False cut-in: the turn ends inside the pause: the score (known pause_ms + ASR + score after the
+pause began) is at or above the threshold before the user goes on, or the pause reaches stop_ms.
+End-of-turn delay (complete utterances): pause_ms + ASR + score when it ends early, else stop_ms
+(both plus Silero's ~60 ms lag, left out here as it is the same for every rule).
+Baseline: the VAD alone with a timeout T (cut-in when the pause >= T, delay T), for several T.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from voice.bench.facts import USER_VOICES
+
+# (first part, rest): the user pauses after the first part
+SENTENCES: tuple[tuple[str, str], ...] = (
+    ("What is the capital of", "France?"),
+    ("How many legs does", "a spider have?"),
+    ("Can you tell me", "a short joke?"),
+    ("I would like to know", "the time in Tokyo."),
+    ("What is the weather", "like tomorrow?"),
+    ("Who wrote the play", "Romeo and Juliet?"),
+    ("Please remind me to", "call my mother."),
+    ("What do you think about", "electric cars?"),
+    ("How far is the moon", "from the earth?"),
+    ("Could you explain how", "a rainbow forms?"),
+    ("My favorite color is", "green, what is yours?"),
+    ("What is the difference between", "a frog and a toad?"),
+    ("I need a recipe for", "chocolate cake."),
+    ("Tell me something about", "the ocean."),
+    ("What is the largest", "animal in the world?"),
+    ("Why is the sky", "blue?"),
+    ("How do I say hello in", "Spanish?"),
+    ("Which planet is closest to", "the sun?"),
+    ("Can you help me with", "my homework?"),
+    ("What time does the", "store open?"),
+)
+
+
+@dataclass(frozen=True)
+class EotConfig:
+    voices: tuple[str, ...] = USER_VOICES
+    pause_ms: float = 200.0  # short VAD silence before the semantic check
+    stop_ms: float = 544.0  # fallback: the plain VAD timeout
+    thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    vad_timeouts: tuple[float, ...] = (300.0, 400.0, 544.0, 640.0, 720.0, 800.0, 1000.0)
+    pause_range_ms: tuple[float, float] = (300.0, 700.0)
+    seed: int = 0
+    out_json: str | None = None
+    out_png: str | None = None
+
+
+def score_set(cfg: EotConfig) -> list[dict]:
+    """Every sentence x voice: {'voice','text','complete','p','asr_ms','eou_ms'} (two rows each)."""
+    import torch  # noqa: PLC0415
+
+    from model.audio import resample  # noqa: PLC0415
+    from model.common.audio_constants import SPEECH_SR  # noqa: PLC0415
+    from model.components.asr_ct2 import load_asr  # noqa: PLC0415
+    from model.components.eou import end_of_turn_prob  # noqa: PLC0415
+    from model.components.llm import load_llm  # noqa: PLC0415
+    from model.components.tts import load_voice  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    asr, llm = load_asr(), load_llm()
+    rows = []
+    for name in cfg.voices:
+        v = load_voice(name)
+        for first, rest in SENTENCES:
+            for complete, text in ((True, f"{first} {rest}"), (False, first)):
+                audio = resample(v.synthesize(text), v.sample_rate, SPEECH_SR)
+                t0 = time.perf_counter()
+                heard = asr.transcribe(audio)
+                t1 = time.perf_counter()
+                p = end_of_turn_prob(llm, heard)
+                t2 = time.perf_counter()
+                rows.append({"voice": name, "text": text, "heard": heard, "complete": complete, "p": p,
+                             "asr_ms": 1000 * (t1 - t0), "eou_ms": 1000 * (t2 - t1)})
+    return rows
+
+
+def tradeoff(rows: list[dict], cfg: EotConfig) -> tuple[list[dict], list[dict]]:
+    """(semantic rule per threshold, VAD timeout per T): false cut-ins, delays."""
+    comp = [r for r in rows if r["complete"]]
+    cut = [r for r in rows if not r["complete"]]
+    rng = np.random.default_rng(cfg.seed)
+    pauses = rng.uniform(*cfg.pause_range_ms, size=len(cut))
+    out = []
+    for thr in cfg.thresholds:
+        def early(r: dict) -> float:
+            return cfg.pause_ms + r["asr_ms"] + r["eou_ms"] if r["p"] >= thr else float("inf")
+
+        delays = [min(early(r), cfg.stop_ms) for r in comp]
+        cuts = [min(early(r), cfg.stop_ms) <= pause for r, pause in zip(cut, pauses)]
+        out.append({"threshold": thr, "false_cut_in": float(np.mean(cuts)),
+                    "early_fraction": float(np.mean([early(r) < cfg.stop_ms for r in comp])),
+                    "mean_delay_ms": float(np.mean(delays)), "p50_delay_ms": float(np.median(delays))})
+    vad = [{"timeout_ms": t, "false_cut_in": float(np.mean(pauses >= t)), "mean_delay_ms": t}
+           for t in cfg.vad_timeouts]
+    return out, vad
+
+
+def plot(curve: list[dict], vad: list[dict], cfg: EotConfig, path: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [100 * c["false_cut_in"] for c in curve]
+    ys = [c["mean_delay_ms"] for c in curve]
+    ax.plot(xs, ys, "o-", label=f"{cfg.pause_ms:.0f} ms pause + SmolLM2 score, fallback {cfg.stop_ms:.0f} ms")
+    for c, x, y in zip(curve, xs, ys):
+        ax.annotate(f"{c['threshold']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.plot([100 * v["false_cut_in"] for v in vad], [v["mean_delay_ms"] for v in vad], "s--", color="gray",
+            label="VAD timeout only (labels = timeout)")
+    for v in vad:
+        ax.annotate(f"{v['timeout_ms']:.0f}", (100 * v["false_cut_in"], v["mean_delay_ms"]), fontsize=7,
+                    xytext=(3, -8), textcoords="offset points", color="gray")
+    ax.axvline(5, color="red", ls=":", label="5 % false cut-ins")
+    ax.set_xlabel("false cut-ins (% of utterances with a 300-700 ms mid-sentence pause)")
+    ax.set_ylabel("mean end-of-turn delay, complete utterances (ms)")
+    ax.set_title("End of turn: threshold trade-off (labels = threshold)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run_eot(cfg: EotConfig, rows: list[dict] | None = None) -> dict:
+    """Scores the set (or takes `rows` of an earlier report), then the trade-off."""
+    rows = score_set(cfg) if rows is None else rows
+    curve, vad = tradeoff(rows, cfg)
+    report = {"pause_ms": cfg.pause_ms, "stop_ms": cfg.stop_ms, "voices": list(cfg.voices),
+              "n_complete": sum(r["complete"] for r in rows), "n_paused": sum(not r["complete"] for r in rows),
+              "asr_ms_mean": float(np.mean([r["asr_ms"] for r in rows])),
+              "eou_ms_mean": float(np.mean([r["eou_ms"] for r in rows])), "curve": curve, "vad_only": vad,
+              "rows": rows}
+    if cfg.out_json:
+        with open(cfg.out_json, "w") as f:
+            json.dump(report, f, indent=1)
+    if cfg.out_png:
+        plot(curve, vad, cfg, cfg.out_png)
+    return report
