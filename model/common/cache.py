@@ -1,8 +1,7 @@
-"""Parley's on-disk cache (converted weights, decoded prompts) and file hashing."""
+"""Parley's on-disk cache (converted weights, decoded prompts)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,12 +14,3 @@ def cache_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parley"
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in blocks (weights files are large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()

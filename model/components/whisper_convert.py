@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.common.cache import file_sha256
+from model.common.checkpoint import file_sha256
 from model.common.errors import ParleyError
 
 # CT2 DataType ids (ctranslate2/specs/model_spec.py `_dtype_to_type_id`).
