@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from model.common.audio_constants import SPEECH_SR as VAD_SR, VAD_CHUNK
-from voice.realtime.protocol import REALTIME_SR
+from model.common.audio_constants import SPEECH_SR as VAD_SR
+from model.common.audio_constants import VAD_CHUNK
 from model.common.audio_constants import VAD_CHUNK_S as CHUNK_S
+from voice.realtime.protocol import REALTIME_SR
 
 
 class InputBuffer:
