@@ -106,6 +106,11 @@ class KVCache(nn.Module):
         else:
             self.slot_pos.index_fill_(0, rows.long(), -1)
 
+    @torch.no_grad()
+    def truncate(self, n: int) -> None:
+        """Forget positions >= n in every row (a conversation that changed after its first n tokens)."""
+        self.slot_pos.masked_fill_(self.slot_pos >= n, -1)
+
     def slots(self, positions: torch.Tensor) -> torch.Tensor:
         """positions (B, T) -> cache slots (B, T)."""
         return positions % self.max_len if self.ring else positions

@@ -135,10 +135,11 @@ class TextGenerator:
             if old is not None and n:
                 cache.k[:, :, :, :n].copy_(old.k[:, :, :, :n])
                 cache.v[:, :, :, :n].copy_(old.v[:, :, :, :n])
-                cache.valid[:, :n] = True
+                cache.slot_pos[:, :n].copy_(old.slot_pos[:, :n])
+                cache.truncate(n)
         else:
             cache = old
-            cache.valid[:, n:] = False  # forget what differs from the new prompt
+            cache.truncate(n)  # forget what differs from the new prompt
         state.cache, state.tokens, state.reused = cache, list(prompt[:n]), n
         return cache, n
 
