@@ -33,9 +33,12 @@ def _wer(refs: list[str], hyps: list[str]) -> float:
     return float(jiwer.wer([p[0] for p in pairs], [p[1] or "<empty>" for p in pairs]))
 
 
-def _load_rows(data: Path, limit: int) -> list[dict]:
+def load_eval_rows(data: str | Path, limit: int = 0) -> list[dict]:
+    """Rows of `prepare-data`'s eval.jsonl with the audio under 'x' (float32, 16 kHz); at most
+    `limit` per source (0: all)."""
     import soundfile as sf
 
+    data = Path(data)
     path = data / "eval.jsonl"
     if not path.exists():
         raise ParleyError(f"{path} not found: run `parley codec prepare-data` first")
@@ -65,7 +68,7 @@ def run_eval(weights: str | None, data: str, limit: int = 0, n_qs: list[int] | N
     torch.set_num_threads(1)  # steadier than 2 threads on the shared 2-core machine
     model = load_codec(weights)
     sr = model.sample_rate
-    rows = _load_rows(Path(data), limit)
+    rows = load_eval_rows(data, limit)
     n_qs = n_qs or [model.cfg.n_q]
     t0 = time.time()
     recon: dict[int, list[np.ndarray]] = {}

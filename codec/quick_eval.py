@@ -10,31 +10,12 @@ intelligibility proxy: what the ASR encoder hears). `parley codec eval` gives th
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from codec.losses import mel_distance
 from codec.model import ParleyCodec
 from codec.semantic import WhisperTeacher
-
-
-def load_eval_set(folder: str | Path, limit: int = 0) -> list[dict]:
-    """Rows of eval.jsonl with the audio under 'x' (float32, 16 kHz); `limit` per source."""
-    import soundfile as sf
-
-    folder = Path(folder)
-    rows, per = [], {}
-    for line in (folder / "eval.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if limit and per.get(r["source"], 0) >= limit:
-            continue
-        per[r["source"]] = per.get(r["source"], 0) + 1
-        r["x"], _ = sf.read(folder / r["file"], dtype="float32")
-        rows.append(r)
-    return rows
 
 
 @torch.no_grad()

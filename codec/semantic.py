@@ -16,7 +16,6 @@ teacher only has to be consistent).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -113,14 +112,6 @@ def pool_to_frames(feats: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
 def semantic_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mimi's distillation loss: mean (1 - cosine) over frames; pred, target (B, T, C)."""
     return (1 - F.cosine_similarity(pred.float(), target.float(), dim=-1)).mean()
-
-
-def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
-    """Whisper's positional embedding (length, channels)."""
-    inc = math.log(max_timescale) / (channels // 2 - 1)
-    inv = torch.exp(-inc * torch.arange(channels // 2))
-    t = torch.arange(length)[:, None] * inv[None]
-    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
 def teacher_from_whisper(whisper_model: nn.Module, mel_filters: torch.Tensor) -> WhisperTeacher:

@@ -26,7 +26,8 @@ from codec.data import ShardDataset
 from codec.io import load_state, save_codec
 from codec.losses import MultiScaleSTFTDiscriminator, d_hinge_loss, g_adv_and_feat_loss, multiscale_mel_loss
 from codec.model import CodecConfig, ParleyCodec
-from codec.quick_eval import load_eval_set, quick_eval
+from codec.evaluate import load_eval_rows
+from codec.quick_eval import quick_eval
 from codec.semantic import load_teacher, pool_to_frames, semantic_loss
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
     teacher = load_teacher(tc.teacher, dev) if tc.teacher else None  # distillation and/or eval
     if codec_cfg.semantic_dim and teacher is not None and teacher.dim != codec_cfg.semantic_dim:
         raise ValueError(f"teacher has {teacher.dim} dims, codec semantic_dim {codec_cfg.semantic_dim}")
-    eval_rows = load_eval_set(tc.eval_dir) if tc.eval_dir else []
+    eval_rows = load_eval_rows(tc.eval_dir) if tc.eval_dir else []
     sr = codec_cfg.sample_rate
     seg = int(round(tc.segment_s * codec_cfg.frame_rate)) * codec_cfg.hop_length
     data = ShardDataset(data_dir, seg, seed=tc.seed + step)

@@ -15,7 +15,7 @@ are at 2.2 kbps (<= 2.2 kbps target) so that only the lever differs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from codec.model import CodecConfig
 
@@ -28,7 +28,6 @@ class Variant:
     codec: CodecConfig
     bypass_p: float = 0.0  # TrainConfig.bypass_p
     note: str = ""
-    tags: tuple[str, ...] = field(default=())
 
 
 VARIANTS: dict[str, Variant] = {
@@ -36,13 +35,11 @@ VARIANTS: dict[str, Variant] = {
     "12.5hz-16q": Variant(CodecConfig(n_q=16), note="12.5 Hz, 16 x 2048"),
     "25hz": Variant(CodecConfig(ratios=R25), note="25 Hz, 8 x 2048"),
     "25hz-sem": Variant(CodecConfig(ratios=R25, semantic_dim=WHISPER_TINY_DIM),
-                        note="25 Hz + Whisper distillation", tags=("semantic",)),
+                        note="25 Hz + Whisper distillation"),
     "25hz-sem-bypass": Variant(CodecConfig(ratios=R25, semantic_dim=WHISPER_TINY_DIM), bypass_p=0.5,
-                               note="25 Hz + distillation + unquantized decoder input 50%",
-                               tags=("semantic",)),
+                               note="25 Hz + distillation + unquantized decoder input 50%"),
     "25hz-sem-tf": Variant(CodecConfig(ratios=R25, semantic_dim=WHISPER_TINY_DIM, lstm=0, transformer=2),
-                           bypass_p=0.5, note="25 Hz + distillation + bypass + transformer bottleneck",
-                           tags=("semantic", "transformer")),
+                           bypass_p=0.5, note="25 Hz + distillation + bypass + transformer bottleneck"),
 }
 
 TINY = CodecConfig(ratios=(2, 2, 2, 2), n_filters=4, dimension=8, lstm=1, n_q=2, bins=16)

@@ -8,10 +8,8 @@ import json
 import numpy as np
 import torch
 
-from codec.model import CodecConfig
 from codec.train import TrainConfig, train
-
-TINY = CodecConfig(ratios=(2, 2, 2, 2), n_filters=4, dimension=8, lstm=1, n_q=2, bins=16)
+from codec.variants import TINY  # the tiny config `parley codec train --tiny` uses
 
 
 def _shards(folder) -> None:

@@ -188,9 +188,10 @@ def _decode(args: argparse.Namespace) -> int:
     if hdr["sample_rate"] != model.sample_rate or hdr["hop"] != model.hop_length or hdr["bins"] != model.cfg.bins:
         raise ParleyError(f"{args.input} was written by a different codec "
                           f"({hdr['sample_rate']} Hz, hop {hdr['hop']}, {hdr['bins']} bins)")
-    if hdr["codec_id"] not in (None, "0" * 16, codec_id(args.weights)):
+    cid = codec_id(args.weights)
+    if hdr["codec_id"] not in (None, "0" * 16, cid):
         raise ParleyError(f"{args.input} was written by codec {hdr['codec_id']}, these weights are "
-                          f"{codec_id(args.weights)}: decode it with the codec that wrote it (--weights)")
+                          f"{cid}: decode it with the codec that wrote it (--weights)")
     if hdr["n_q"] > model.cfg.n_q:
         raise ParleyError(f"{args.input} has {hdr['n_q']} codebooks, the model {model.cfg.n_q}")
     with torch.no_grad():
