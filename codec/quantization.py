@@ -54,6 +54,12 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed", embed)
         self.register_buffer("embed_avg", embed.clone())
         self._sq_cache: tuple[tuple, torch.Tensor] | None = None
+        self._inited_seen = False  # host-side copy of `inited` once true: no GPU sync per step
+
+    def is_inited(self) -> bool:
+        if not self._inited_seen:
+            self._inited_seen = bool(self.inited.item())
+        return self._inited_seen
 
     def _embed_sq(self) -> torch.Tensor:
         """|embed|^2 per entry, recomputed only when `embed` changed (in-place updates bump _version)."""
@@ -77,18 +83,19 @@ class EuclideanCodebook(nn.Module):
         self.embed_avg.copy_(means)
         self.cluster_size.copy_(counts)
         self.inited.fill_(1.0)
+        self._inited_seen = True
 
     @torch.no_grad()
     def ema_update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
         """EMA of cluster sizes and sums; dead entries (EMA size < threshold) restart from x."""
         x = x.float()
-        if not bool(self.inited.item()):
+        if not self.is_inited():
             self.init_kmeans(x)
         # EnCodec's threshold (2) assumes ~5k vectors per batch and 1024 entries; with smaller batches
         # every entry's EMA size sits below it. Scale it to the expected size N / bins.
         thr = min(self.threshold_ema_dead_code, 0.05 * x.shape[0] / self.codebook_size)
         dead = self.cluster_size < thr
-        if self.threshold_ema_dead_code > 0 and bool(dead.any()):
+        if self.threshold_ema_dead_code > 0:  # masked, not branched on: no GPU sync per step
             self.embed.copy_(torch.where(dead[:, None], _sample(x, self.codebook_size), self.embed))
             # restarted entries start with a fresh average (EnCodec keeps the stale one)
             fresh = x.shape[0] / self.codebook_size  # restarted entries get the average size
@@ -205,7 +212,7 @@ class ResidualVectorQuantizer(nn.Module):
             cb = layer._codebook
             flat = residual.detach().transpose(1, 2).reshape(-1, D)
             if self.training:
-                c = cb.encode(flat) if bool(cb.inited.item()) else None
+                c = cb.encode(flat) if cb.is_inited() else None
                 if c is None:
                     cb.init_kmeans(flat)
                     c = cb.encode(flat)
@@ -220,11 +227,11 @@ class ResidualVectorQuantizer(nn.Module):
                 first_q = q
             residual = residual - q.detach()
             codes.append(c.view(B, T))
-            usage.append(torch.unique(c).numel() / self.bins)
+            usage.append((torch.bincount(c, minlength=self.bins) > 0).float().mean())
         quantized = x + (quant - x).detach()  # straight-through: gradient of identity to the encoder
         if self.training and bypass_p > 0:
             bypass = (torch.rand(B, 1, 1, device=x.device) < bypass_p).float()
             quantized = bypass * x + (1 - bypass) * quantized
         first = x + (first_q - x).detach()
         return QuantizedResult(quantized, torch.stack(codes, 1), commit / K, n_q,
-                               torch.tensor(usage), first)
+                               torch.stack(usage), first)

@@ -128,7 +128,7 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
     teacher = load_teacher(tc.teacher, dev) if tc.teacher else None  # distillation and/or eval
     if codec_cfg.semantic_dim and teacher is not None and teacher.dim != codec_cfg.semantic_dim:
         raise ValueError(f"teacher has {teacher.dim} dims, codec semantic_dim {codec_cfg.semantic_dim}")
-    eval_rows = load_eval_rows(tc.eval_dir) if tc.eval_dir else []
+    eval_rows = _eval_rows(tc.eval_dir)
     sr = codec_cfg.sample_rate
     seg = int(round(tc.segment_s * codec_cfg.frame_rate)) * codec_cfg.hop_length
     data = ShardDataset(data_dir, seg, seed=tc.seed + step)
@@ -143,7 +143,7 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
 
     model.train()
     disc.train()
-    if not bool(model.quantizer.vq.layers[0]._codebook.inited.item()):
+    if not model.quantizer.vq.layers[0]._codebook.is_inited():
         with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
             lat = torch.cat([model.encode_latent(get_batch()) for _ in range(tc.kmeans_batches)])
         model.quantizer.init_kmeans(lat.float())
@@ -152,7 +152,7 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
     t0 = time.time()
     last_ckpt = time.time()
     logf = open(out / "log.jsonl", "a")
-    acc: dict[str, float] = {}
+    acc: dict[str, torch.Tensor] = {}
     n_acc = 0
     last: dict = {}
     while step < tc.max_steps:
@@ -203,15 +203,13 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt_g.step()
         step += 1
-        for k, v in losses.items():
-            acc[k] = acc.get(k, 0.0) + float(v.detach())
-        acc["grad_norm"] = acc.get("grad_norm", 0.0) + float(gn)
-        acc["usage"] = acc.get("usage", 0.0) + float(q.usage.mean())
+        for k, v in {**losses, "grad_norm": gn, "usage": q.usage.mean()}.items():
+            acc[k] = acc[k] + v.detach() if k in acc else v.detach()  # on the device: no sync per step
         n_acc += 1
         if step % tc.log_every == 0:
             el = time.time() - t0
             last = {"step": step, "time_s": round(el, 1), "lr": lr,
-                    **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                    **{k: round(float(v) / n_acc, 5) for k, v in acc.items()},
                     "audio_h_per_s": round(tc.batch_size * seg / sr / 3600 * n_acc / max(el - last.get("time_s", 0), 1e-6), 4)}
             logf.write(json.dumps(last) + "\n")
             logf.flush()
@@ -219,13 +217,25 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
             acc, n_acc = {}, 0
         if time.time() - last_ckpt > tc.ckpt_every_s:
             _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+            eval_rows = eval_rows or _eval_rows(tc.eval_dir)
             _eval(out, model, eval_rows, teacher, step, time.time() - t0)
             last_ckpt = time.time()
     _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
+    eval_rows = eval_rows or _eval_rows(tc.eval_dir)
     if eval_rows:
         last["eval"] = _eval(out, model, eval_rows, teacher, step, time.time() - t0)
     logf.close()
     return last
+
+
+def _eval_rows(eval_dir: str) -> list[dict]:
+    """The held-out set, or [] while it is not there yet (a GPU machine may receive it after the start)."""
+    if not eval_dir:
+        return []
+    if not (Path(eval_dir) / "eval.jsonl").exists():
+        log.warning("no held-out set in %s yet: quick eval waits for it", eval_dir)
+        return []
+    return load_eval_rows(eval_dir)
 
 
 def _eval(out: Path, model: ParleyCodec, rows: list[dict], teacher: torch.nn.Module | None, step: int,

@@ -62,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("out")
     ps.set_defaults(func=lambda a: __import__("codec.sweep", fromlist=["plot_sweep"]).plot_sweep(a.sweep_dir, a.out) or 0)
 
+    po = cs.add_parser("pack-opus", help="FLAC shards -> Ogg Opus groups that each fit one GPU-machine call")
+    po.add_argument("src", help="folder of FLAC shards (prepare-data's train/)")
+    po.add_argument("dst", help="writes dst/g00, dst/g01, ... (idempotent)")
+    po.add_argument("--bitrate", default="24k")
+    po.add_argument("--group-mb", type=float, default=55.0)
+    po.set_defaults(func=_pack_opus)
+
     xt = cs.add_parser("export-teacher", help="write the Whisper tiny.en encoder teacher file (CPU)")
     xt.add_argument("out", help="output .safetensors")
     xt.set_defaults(func=_export_teacher)
@@ -132,6 +139,15 @@ def _sweep(args: argparse.Namespace) -> int:
     extra = [a for a in args.train_args if a != "--"]
     train_cmd = [sys.executable, "-m", "voice", "codec", "train"]
     return run_sweep([v for v in args.variants.split(",") if v], args.out, train_cmd, extra)
+
+
+def _pack_opus(args: argparse.Namespace) -> int:
+    from codec.stage import pack_opus
+
+    for g in pack_opus(args.src, args.dst, args.bitrate, args.group_mb):
+        n, mb = len(list(g.glob("*.ogg"))), sum(f.stat().st_size for f in g.glob("*.ogg")) / 2**20
+        print(f"{g}: {n} shards, {mb:.1f} MiB")
+    return 0
 
 
 def _export_teacher(args: argparse.Namespace) -> int:
