@@ -327,10 +327,10 @@ class ShardDataset:
 
         # FLAC as written by prepare_data; Ogg Opus (.ogg) where shards were re-encoded to travel
         for p in sorted([*self.folder.glob("*.flac"), *self.folder.glob("*.ogg")]):
-            if p.name not in self.names:
+            if p.name not in self.names and not p.name.startswith("."):  # .name.tmp: being written
                 try:
                     x, _ = sf.read(p, dtype="int16")
-                except RuntimeError:  # partially copied file (LibsndfileError): try again later
+                except (RuntimeError, ValueError):  # partially copied file (a bad header): try again later
                     continue
                 self.audio.append(x)
                 self.names.add(p.name)
