@@ -1,0 +1,201 @@
+"""One streaming step of a codec half as a pure function of explicit state (`StepNet`).
+
+    encoder  StepNet(audio (B, 1, T*hop), *states) -> (codes (B, K, T), *new_states)   RVQ included
+    decoder  StepNet(latent (B, D, T), *states)    -> (audio (B, 1, T*hop), *new_states)
+
+Built from a trained `ParleyCodec` (weight norm folded into plain weights). Inside, activations
+are laid out (B, C, 1, T): ONNX Runtime runs 2D convolutions with its blocked (NCHWc) kernels,
+which measured faster than its 1D ones here. States, in order of the layers (`state_shapes`,
+without the batch):
+  conv             previous inputs      (C_in, 1, K_eff - stride)   (k = 1 convs have none)
+  transposed conv  overlap-add tail     (C_out, 1, K - stride), bias removed
+  LSTM             h, c                 (layers, H) each
+The same graph runs eagerly in torch, and `torch.onnx` exports it (`codec/fast.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codec.conv import SConv1d, SConvTranspose1d
+from codec.seanet import SEANetResnetBlock, SLSTM
+from codec.streaming import StreamingSequential
+
+States = list[torch.Tensor]
+
+
+def _plain_weight(conv: nn.Module) -> torch.Tensor:
+    """The conv's effective weight (weight norm folded), float32, detached."""
+    w = conv._weight() if hasattr(conv, "weight_g") else conv.weight
+    return w.detach().float().clone()
+
+
+class _Conv(nn.Module):
+    """Causal conv: x (B, C_in, 1, T) + previous (B, C_in, 1, P) -> (B, C_out, 1, T // stride)."""
+
+    def __init__(self, m: SConv1d) -> None:
+        super().__init__()
+        c = m.conv.conv
+        self.register_buffer("w", _plain_weight(c)[:, :, None])  # (C_out, C_in, 1, K)
+        self.register_buffer("b", c.bias.detach().float().clone() if c.bias is not None else None)
+        self.stride, self.dilation, self.pad = m.stride, c.dilation[0], m.padding_total
+        self.state_shapes = [(c.in_channels, 1, self.pad)] if self.pad else []
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        new: States = []
+        if self.pad:
+            x = torch.cat([st[0], x], dim=-1)  # (B, C_in, 1, P + T)
+            new = [x[..., -self.pad :]]
+        return F.conv2d(x, self.w, self.b, (1, self.stride), 0, (1, self.dilation)), new
+
+
+class _ConvTr(nn.Module):
+    """Causal transposed conv: x (B, C_in, 1, T) + tail (B, C_out, 1, K - s) -> (B, C_out, 1, T * s).
+
+    With K = 2 * stride (SEANet's) it is one matmul: frame t's taps 0..s-1 land on its own s
+    samples, taps s..2s-1 on the next frame's, so y_t = first_t + bias + second_{t-1}, with
+    second_{-1} = the tail (faster than ONNX Runtime's ConvTranspose for one frame).
+    """
+
+    def __init__(self, m: SConvTranspose1d) -> None:
+        super().__init__()
+        c = m.convtr.convtr
+        w = _plain_weight(c)  # (C_in, C_out, K)
+        cin, cout, k = w.shape
+        self.register_buffer("b", c.bias.detach().float().clone())
+        self.stride, self.pt, self.cout = m.stride, m.padding_total, cout
+        self.matmul = k == 2 * self.stride
+        # matmul: (C_in, K * C_out), column j * C_out + o = tap j of output channel o
+        self.register_buffer("w", w.permute(0, 2, 1).reshape(cin, k * cout).contiguous() if self.matmul
+                             else w[:, :, None])
+        self.state_shapes = [(cout, 1, self.pt)]
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        if not self.matmul:
+            y = F.conv_transpose2d(x, self.w, self.b, (1, self.stride))  # (B, C_out, 1, (T + 1) * s)
+            y = torch.cat([y[..., : self.pt] + st[0], y[..., self.pt :]], dim=-1)
+            return y[..., : -self.pt], [y[..., -self.pt :] - self.b.view(1, -1, 1, 1)]
+        s, cout = self.stride, self.cout
+        cols = (x[:, :, 0].transpose(1, 2) @ self.w).unflatten(-1, (2, s, cout))  # (B, T, 2, s, C_out)
+        first, second = cols[:, :, 0], cols[:, :, 1]  # (B, T, s, C_out)
+        prev = torch.cat([st[0][:, :, 0].transpose(1, 2)[:, None], second[:, :-1]], dim=1)  # (B, T, s, C_out)
+        y = (first + self.b) + prev
+        return y.flatten(1, 2).transpose(1, 2)[:, :, None], [second[:, -1].transpose(1, 2)[:, :, None]]
+
+
+class _LSTM(nn.Module):
+    """LSTM with skip: x (B, C, 1, T), h, c (B, L, H) -> (B, C, 1, T)."""
+
+    def __init__(self, m: SLSTM) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(m.lstm.input_size, m.lstm.hidden_size, m.lstm.num_layers)
+        self.lstm.load_state_dict(m.lstm.state_dict())
+        self.skip = m.skip
+        self.state_shapes = [(m.lstm.num_layers, m.lstm.hidden_size)] * 2
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        xt = x[:, :, 0].permute(2, 0, 1)  # (T, B, C)
+        y, (h, c) = self.lstm(xt, (st[0].transpose(0, 1).contiguous(), st[1].transpose(0, 1).contiguous()))
+        if self.skip:
+            y = y + xt
+        return y.permute(1, 2, 0)[:, :, None], [h.transpose(0, 1), c.transpose(0, 1)]
+
+
+class _ELU(nn.Module):
+    state_shapes: list = []
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        return F.elu(x), []
+
+
+class _Seq(nn.Module):
+    """Steps in sequence; their states concatenated in order."""
+
+    def __init__(self, steps: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.state_shapes = [s for m in self.steps for s in m.state_shapes]
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        out: States = []
+        i = 0
+        for m in self.steps:
+            n = len(m.state_shapes)
+            x, new = m(x, st[i : i + n])
+            out += new
+            i += n
+        return x, out
+
+
+class _Res(nn.Module):
+    """SEANet residual block: shortcut(x) + block(x) (the torch path's order of addition)."""
+
+    def __init__(self, m: SEANetResnetBlock) -> None:
+        super().__init__()
+        self.block = _convert(m.block)
+        self.shortcut = None if isinstance(m.shortcut, nn.Identity) else _convert(m.shortcut)
+        self.n_sc = len(self.shortcut.state_shapes) if self.shortcut is not None else 0
+        self.state_shapes = (self.shortcut.state_shapes if self.shortcut is not None else []) + self.block.state_shapes
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        s, new_s = self.shortcut(x, st[: self.n_sc]) if self.shortcut is not None else (x, [])
+        y, new_b = self.block(x, st[self.n_sc :])
+        return s + y, new_s + new_b
+
+
+def _convert(m: nn.Module) -> nn.Module:
+    """A streaming layer of the torch codec -> its step module (ValueError if there is none)."""
+    if isinstance(m, StreamingSequential):
+        return _Seq([_convert(c) for c in m])
+    if isinstance(m, (SConv1d, SConvTranspose1d)) and not m.causal:
+        raise ValueError("only causal convolutions stream")
+    if isinstance(m, SConv1d) and m.pad_mode != "constant":
+        raise ValueError("only zero padding streams exactly")
+    for cls, step in ((SConv1d, _Conv), (SConvTranspose1d, _ConvTr), (SLSTM, _LSTM), (SEANetResnetBlock, _Res)):
+        if isinstance(m, cls):
+            return step(m)
+    if isinstance(m, nn.ELU) and m.alpha == 1.0:
+        return _ELU()
+    raise ValueError(f"no fast streaming step for {type(m).__name__}")
+
+
+class StepNet(nn.Module):
+    """One streaming step of the encoder (with RVQ when `embeds` (K, N, D) is given) or decoder."""
+
+    def __init__(self, seq: nn.Module, embeds: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.seq = _convert(seq)
+        self.state_shapes: list[tuple[int, ...]] = list(self.seq.state_shapes)
+        self.register_buffer("embeds", embeds.detach().float().clone() if embeds is not None else None)
+        self.register_buffer("embeds_sq", embeds.detach().float().pow(2).sum(-1) if embeds is not None else None)
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x (B, C, T) and the states -> (y, *new_states); y: codes (B, K, T) or audio (B, 1, T')."""
+        y, new = self.seq(x[:, :, None], list(states))
+        y = y[:, :, 0]
+        return (self._quantize(y) if self.embeds is not None else y, *new)
+
+    def _quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D, T) -> codes (B, K, T): residual VQ with the torch path's distance formula."""
+        D = z.shape[1]
+        residual = z.transpose(1, 2).reshape(-1, D)  # (B*T, D)
+        codes = []
+        for k in range(self.embeds.shape[0]):
+            e = self.embeds[k]  # (N, D)
+            d = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ e.t() + self.embeds_sq[k][None]
+            c = d.argmin(-1)  # (B*T,)
+            residual = residual - F.embedding(c, e)
+            codes.append(c)
+        return torch.stack(codes, 1).view(z.shape[0], -1, len(codes)).transpose(1, 2)
+
+
+def supports_step(seq: nn.Module) -> bool:
+    try:
+        _convert(seq)
+    except ValueError:
+        return False
+    return True
