@@ -174,6 +174,9 @@ def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", b
             print(f"| streaming encode+decode, 1 frame ({frame}) per call: {names[p]} | {r['stream_rtf']:.3f} | "
                   f"{r['stream_rtf_cpu']:.3f} | {r['frame_ms_p50']:.2f} / {r['frame_ms_p99']:.2f} ms |")
         print(f"| full pass encode+decode (torch) | {c['full_rtf']:.3f} | - | - |")
+        if stream_batch > 1:
+            print(f"(batch {stream_batch}: one call streams {stream_batch} sessions' frames; RTF per session = "
+                  f"RTF / {stream_batch}: ONNX {c['onnx']['stream_rtf'] / stream_batch:.3f})")
         if b is not None:
             print(f"| baseline: EnCodec 24 kHz full pass (random weights, 1.5 kbps) | {b:.3f} | - | - |")
             print(f"streaming RTF / EnCodec full-pass RTF: torch {c['torch']['stream_rtf'] / b:.2f}, "
