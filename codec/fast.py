@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -42,7 +43,8 @@ def export_onnx(net: StepNet, example: torch.Tensor) -> bytes:
     axes = {"x": {0: "B", 2: "T_in"}, "y": {0: "B", 2: "T_out"}, **{n: {0: "B"} for n in names},
             **{f"new_{n}": {0: "B"} for n in names}}
     buf = io.BytesIO()
-    with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # exporter warnings on LSTM
+    with torch.no_grad(), warnings.catch_warnings():  # tracer / LSTM-batch warnings: states are inputs
+        warnings.simplefilter("ignore")
         torch.onnx.export(net, (example, *states), buf, input_names=["x", *names],
                           output_names=["y", *[f"new_{n}" for n in names]], dynamic_axes=axes,
                           opset_version=17, dynamo=False)
