@@ -138,7 +138,12 @@ class FastCodec:
         """wav (B, T) or (B, 1, T), T a multiple of hop when streaming -> codes (B, K, T // hop)."""
         if self._enc_st is None:
             return self.model.encode(wav, n_q)
-        x = self.model._pad_full(self.model._as_3d(wav))
+        x = self.model._as_3d(wav)
+        self._check_batch(x.shape[0], self._enc_st)
+        if x.shape[-1] % self.hop_length:
+            raise ValueError(f"streaming chunks must be a multiple of {self.hop_length} samples, got {x.shape[-1]}")
+        if x.shape[-1] == 0:
+            return torch.zeros(x.shape[0], n_q or self.cfg.n_q, 0, dtype=torch.long)
         codes, self._enc_st = self._run("enc", x, self._enc_st)
         return torch.from_numpy(codes[:, : n_q or codes.shape[1]])
 
@@ -148,9 +153,17 @@ class FastCodec:
             return self.model.decode(codes)
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.cfg.n_q:
             raise ValueError(f"codes should be [B, K<={self.cfg.n_q}, T], got {tuple(codes.shape)}")
+        self._check_batch(codes.shape[0], self._dec_st)
+        if codes.shape[-1] == 0:
+            return torch.zeros(codes.shape[0], self.cfg.channels, 0)
         z = self.dequantize(codes.cpu().numpy())
         wav, self._dec_st = self._run("dec", torch.from_numpy(z), self._dec_st)
         return torch.from_numpy(wav)
+
+    @staticmethod
+    def _check_batch(batch: int, states: list[np.ndarray]) -> None:
+        if states and states[0].shape[0] != batch:
+            raise ValueError(f"batch of {batch} rows, but streaming was started for {states[0].shape[0]}")
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """codes (B, K, T) int -> latent (B, D, T) float32: codebook rows summed level by level."""

@@ -143,6 +143,19 @@ def test_fewer_codebooks_and_bad_codes(small25: ParleyCodec) -> None:
             f.decode(codes + SMALL_25HZ.bins)
 
 
+def test_bad_chunks_are_refused(small25: ParleyCodec) -> None:
+    """As the torch path: a chunk must be whole frames of the streaming batch; empty chunks pass."""
+    f = FastCodec(small25)
+    hop = small25.hop_length
+    with torch.no_grad(), f.streaming(2):
+        with pytest.raises(ValueError):
+            f.encode(torch.zeros(2, 1, hop + 1))
+        with pytest.raises(ValueError):
+            f.encode(torch.zeros(3, 1, hop))
+        assert f.encode(torch.zeros(2, 1, 0)).shape == (2, SMALL_25HZ.n_q, 0)
+        assert f.decode(torch.zeros(2, SMALL_25HZ.n_q, 0, dtype=torch.long)).shape == (2, 1, 0)
+
+
 def test_transformer_codecs_are_not_supported() -> None:
     m = ParleyCodec(CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=0, transformer=1,
                                 context=4, n_q=2, bins=16))
