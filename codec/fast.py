@@ -11,8 +11,8 @@ sum of the codebook rows (`dequantize`, numpy, in the torch path's order of addi
 It offers the codec's streaming API (`start_streaming`, `encode`, `decode`, `reset_streaming(mask)`,
 `streaming()`), so the direct engine's frame clock uses it in place of the codec on CPU; outside
 streaming, `encode` / `decode` are the torch codec's full pass. Codes equal the torch streaming
-path's and audio differs by float rounding (tests/test_codec_fast.py). Codecs with a causal
-transformer are not supported (`supports()`), they stay on the torch path.
+path's and audio differs by float rounding (tests/test_codec_fast.py). Non-causal codecs and
+reflect padding (EnCodec's) are not supported (`supports()`): they stay on the torch path.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ class Backend(str, Enum):
 
 
 def supports(model: ParleyCodec) -> bool:
-    """Whether the fast path can stream this codec (causal, zero padding, no transformer)."""
+    """Whether the fast path can stream this codec (causal, zero padding: Parley's configs)."""
     return supports_step(model.encoder.model) and supports_step(model.decoder.model)
 
 
 def export_onnx(net: StepNet, example: torch.Tensor) -> bytes:
     """`net` as an ONNX model (opset 17) with dynamic batch `B` and input length `T_in`."""
-    states = [torch.zeros(example.shape[0], *s) for s in net.state_shapes]
+    states = [torch.zeros(example.shape[0], *s, dtype=d) for s, d in zip(net.state_shapes, net.state_dtypes)]
     names = [f"s{i}" for i in range(len(states))]
     axes = {"x": {0: "B", 2: "T_in"}, "y": {0: "B", 2: "T_out"}, **{n: {0: "B"} for n in names},
             **{f"new_{n}": {0: "B"} for n in names}}
@@ -110,8 +110,8 @@ class FastCodec:
     def start_streaming(self, batch_size: int) -> None:
         """Zero states for `batch_size` streams; the one-frame sessions are built now (~0.3 s), not
         at the first frame."""
-        self._enc_st = [np.zeros((batch_size, *s), np.float32) for s in self.enc.state_shapes]
-        self._dec_st = [np.zeros((batch_size, *s), np.float32) for s in self.dec.state_shapes]
+        self._enc_st = _zeros(self.enc, batch_size)
+        self._dec_st = _zeros(self.dec, batch_size)
         if self.backend is Backend.ONNX:
             self.session("enc", batch_size, self.hop_length)
             self.session("dec", batch_size, 1)
@@ -201,6 +201,12 @@ class FastCodec:
         with torch.inference_mode(), _no_mkldnn():
             y, *new = net(x.float(), *[torch.from_numpy(s) for s in states])
         return np.ascontiguousarray(y.numpy()), [s.contiguous().numpy() for s in new]
+
+
+def _zeros(net: StepNet, batch: int) -> list[np.ndarray]:
+    """A fresh stream's states (all zero, as the torch path's `State.reset`)."""
+    return [np.zeros((batch, *s), np.int64 if d == torch.int64 else np.float32)
+            for s, d in zip(net.state_shapes, net.state_dtypes)]
 
 
 @contextlib.contextmanager

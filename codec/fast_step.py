@@ -10,6 +10,8 @@ without the batch):
   conv             previous inputs      (C_in, 1, K_eff - stride)   (k = 1 convs have none)
   transposed conv  overlap-add tail     (C_out, 1, K - stride), bias removed
   LSTM             h, c                 (layers, H) each
+  transformer      per layer k, v (H, L, hs), valid (L,), kpos (L,) int64, offset () int64
+                   (the sliding-window KV cache of `codec/transformer.py`; `state_dtypes`)
 The same graph runs eagerly in torch, and `torch.onnx` exports it (`codec/fast.py`).
 """
 
@@ -24,8 +26,14 @@ from torch import nn
 from codec.conv import SConv1d, SConvTranspose1d
 from codec.seanet import SEANetResnetBlock, SLSTM
 from codec.streaming import StreamingSequential
+from codec.transformer import CausalTransformer, _Layer, _rope
 
 States = list[torch.Tensor]
+
+
+def state_dtypes(m: nn.Module) -> list[torch.dtype]:
+    """The dtype of each of a step module's states (float32 unless it says otherwise)."""
+    return list(getattr(m, "state_dtypes", [torch.float32] * len(m.state_shapes)))
 
 
 def _plain_weight(conv: nn.Module) -> torch.Tensor:
@@ -91,6 +99,51 @@ class _LSTM(nn.Module):
         return y.permute(1, 2, 0)[:, :, None], [h.transpose(0, 1), c.transpose(0, 1)]
 
 
+class _Attn(nn.Module):
+    """One causal transformer layer (`codec/transformer.py`) with its sliding-window KV cache as
+    explicit state: k, v (B, H, L, hs), valid (B, L), kpos (B, L) int64, offset (B,) int64."""
+
+    def __init__(self, m: _Layer) -> None:
+        super().__init__()
+        self.layer = m  # its parameters; the streaming logic is below
+        d, self.n_head, self.context = m.qkv.in_features, m.n_head, m.context
+        hs = d // m.n_head
+        self.state_shapes = [(m.n_head, m.context, hs), (m.n_head, m.context, hs), (m.context,), (m.context,), ()]
+        self.state_dtypes = [torch.float32, torch.float32, torch.float32, torch.int64, torch.int64]
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        """x (B, T, D) -> (B, T, D), the same arithmetic as `_Layer._attend` in streaming."""
+        m, (k0, v0, valid0, kpos0, start) = self.layer, st
+        B, T, D = x.shape
+        h = m.norm1(x)
+        q, k, v = m.qkv(h).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        qpos = start[:, None] + torch.arange(T, device=x.device)  # (B, T)
+        q, k = _rope(q, qpos), _rope(k, qpos)
+        k, v = torch.cat([k0, k], dim=2), torch.cat([v0, v], dim=2)  # (B, H, L + T, hs)
+        kpos = torch.cat([kpos0, qpos], dim=1)
+        valid = torch.cat([valid0, torch.ones_like(qpos, dtype=valid0.dtype)], dim=1)
+        L = self.context
+        new = [k[:, :, -L:], v[:, :, -L:], valid[:, -L:], kpos[:, -L:], start + T]
+        rel = qpos[:, :, None] - kpos[:, None, :]  # (B, T, L + T)
+        allowed = (rel >= 0) & (rel < L) & (valid[:, None, :] > 0)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])  # (B, H, T, hs)
+        x = x + m.ls1 * m.out(a.transpose(1, 2).reshape(B, T, D))
+        return x + m.ls2 * m.ffn(m.norm2(x)), new
+
+
+class _Transformer(nn.Module):
+    """CausalTransformer: x (B, C, 1, T) -> (B, C, 1, T) through its layers."""
+
+    def __init__(self, m: CausalTransformer) -> None:
+        super().__init__()
+        self.layers = _Seq([_Attn(layer) for layer in m.layers])
+        self.state_shapes, self.state_dtypes = self.layers.state_shapes, self.layers.state_dtypes
+
+    def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
+        y, new = self.layers(x[:, :, 0].transpose(1, 2), st)
+        return y.transpose(1, 2)[:, :, None], new
+
+
 ELU_SPLIT_MIN = 2048  # elements per row from which the ONNX graph computes ELU in 4 vector ops
 
 
@@ -112,6 +165,7 @@ class _Seq(nn.Module):
         super().__init__()
         self.steps = nn.ModuleList(steps)
         self.state_shapes = [s for m in self.steps for s in m.state_shapes]
+        self.state_dtypes = [d for m in self.steps for d in state_dtypes(m)]
 
     def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
         out: States = []
@@ -133,6 +187,7 @@ class _Res(nn.Module):
         self.shortcut = None if isinstance(m.shortcut, nn.Identity) else _convert(m.shortcut)
         self.n_sc = len(self.shortcut.state_shapes) if self.shortcut is not None else 0
         self.state_shapes = (self.shortcut.state_shapes if self.shortcut is not None else []) + self.block.state_shapes
+        self.state_dtypes = (state_dtypes(self.shortcut) if self.shortcut is not None else []) + state_dtypes(self.block)
 
     def forward(self, x: torch.Tensor, st: States) -> tuple[torch.Tensor, States]:
         s, new_s = self.shortcut(x, st[: self.n_sc]) if self.shortcut is not None else (x, [])
@@ -148,7 +203,8 @@ def _convert(m: nn.Module) -> nn.Module:
         raise ValueError("only causal convolutions stream")
     if isinstance(m, SConv1d) and m.pad_mode != "constant":
         raise ValueError("only zero padding streams exactly")
-    for cls, step in ((SConv1d, _Conv), (SConvTranspose1d, _ConvTr), (SLSTM, _LSTM), (SEANetResnetBlock, _Res)):
+    for cls, step in ((SConv1d, _Conv), (SConvTranspose1d, _ConvTr), (SLSTM, _LSTM), (SEANetResnetBlock, _Res),
+                      (CausalTransformer, _Transformer)):
         if isinstance(m, cls):
             return step(m)
     if isinstance(m, nn.ELU) and m.alpha == 1.0:
@@ -163,6 +219,7 @@ class StepNet(nn.Module):
         super().__init__()
         self.seq = _convert(seq)
         self.state_shapes: list[tuple[int, ...]] = list(self.seq.state_shapes)
+        self.state_dtypes: list[torch.dtype] = state_dtypes(self.seq)
         self.register_buffer("embeds", embeds.detach().float().clone() if embeds is not None else None)
         self.register_buffer("embeds_sq", embeds.detach().float().pow(2).sum(-1) if embeds is not None else None)
 

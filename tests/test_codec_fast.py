@@ -156,9 +156,38 @@ def test_bad_chunks_are_refused(small25: ParleyCodec) -> None:
         assert f.decode(torch.zeros(2, SMALL_25HZ.n_q, 0, dtype=torch.long)).shape == (2, 1, 0)
 
 
-def test_transformer_codecs_are_not_supported() -> None:
-    m = ParleyCodec(CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=0, transformer=1,
-                                context=4, n_q=2, bins=16))
+@pytest.fixture(scope="module")
+def small_tf(speech: torch.Tensor) -> ParleyCodec:
+    """25 Hz with the causal-transformer bottleneck (no LSTM), a 5-frame window: 24-frame streams
+    cross the window's edge; layer scale 1 so that the layers matter."""
+    torch.manual_seed(0)
+    m = ParleyCodec(CodecConfig(ratios=(8, 5, 4, 4), n_filters=8, dimension=32, lstm=0, transformer=2,
+                                context=5, n_q=8, bins=256)).eval()
+    for layer in m.modules():
+        if hasattr(layer, "ls1"):
+            torch.nn.init.ones_(layer.ls1)
+            torch.nn.init.ones_(layer.ls2)
+    with torch.no_grad():
+        m.quantizer.init_kmeans(m.encode_latent(speech))
+        for layer in m.quantizer.vq.layers:
+            e = layer._codebook.embed
+            e.add_(torch.randn_like(e) * 0.05 * e.std())
+    return m
+
+
+@pytest.mark.parametrize("chunks", [[1], [1, 2, 5]])
+def test_transformer_bottleneck(small_tf: ParleyCodec, speech: torch.Tensor, chunks: list[int]) -> None:
+    assert supports(small_tf)
+    hop = small_tf.hop_length
+    x = _frames(speech, hop)[..., : 24 * hop]
+    x = torch.cat([x, 0.5 * x.roll(7 * hop, -1)])
+    _assert_same(_stream(FastCodec(small_tf), x, chunks), _stream(small_tf, x, chunks))
+    _assert_same(_stream(FastCodec(small_tf), x, [1], reset_at=9), _stream(small_tf, x, [1], reset_at=9))
+
+
+def test_unsupported_codecs_are_refused() -> None:
+    m = ParleyCodec(CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, lstm=1, n_q=2, bins=16,
+                                pad_mode="reflect"))
     assert not supports(m)
     with pytest.raises(ValueError):
         FastCodec(m)

@@ -93,7 +93,7 @@ def _streaming_codec(codec, cfg: DirectConfig, device):  # noqa: ANN001, ANN202
     from codec.fast import FastCodec, supports
 
     if not supports(codec):
-        log.info("codec: no fast CPU path for this codec (transformer bottleneck); streaming in torch")
+        log.info("codec: no fast CPU path for this codec (not causal / reflect padding); streaming in torch")
         return codec
     return FastCodec(codec)
 
