@@ -1,8 +1,11 @@
 """`parley bench codec`: speed and latency.
 
-CPU (one thread): streaming encode + decode, one 80 ms frame at a time (what the direct engine does),
-real-time factor = compute time / audio time, with per-frame p50 / p99; the full (offline) pass of
-the same audio; and as baseline EnCodec 24 kHz (the `encodec` package, random weights, same
+CPU (one thread): streaming encode + decode, one frame at a time (what the direct engine does),
+real-time factor = compute time / audio time, with per-frame p50 / p99, for the torch reference and
+the fast path (`codec/fast.py`: ONNX Runtime, and the same step graph in torch), interleaved in
+rounds so that the shared machine's load hits every path alike (RTF from wall time, and from
+the thread's CPU time, which other jobs on a shared machine inflate less); the full (offline) pass of the
+same audio; and as baseline EnCodec 24 kHz (the `encodec` package, random weights, same
 architecture family at 75 Hz, no streaming state) on the same duration.
 GPU: batched bf16 full-pass encode + decode, hours of audio per second; and the serving step:
 streaming encode + decode of one frame for B sessions in one batch, fp32 and bf16.
@@ -21,31 +24,60 @@ import types
 import numpy as np
 
 
-def _cpu(model, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+STREAM_PATHS = ("torch", "onnx", "fast-torch")  # reference, FastCodec ONNX Runtime, FastCodec torch
+
+
+def _stream_paths(model, paths: tuple[str, ...]) -> dict:  # type: ignore[no-untyped-def]
+    from codec.fast import FastCodec
+
+    out = {}
+    for p in paths:
+        out[p] = model if p == "torch" else FastCodec(model, "onnx" if p == "onnx" else "torch")
+    return out
+
+
+def _cpu(model, seconds: float, rounds: int = 3, batch: int = 1,  # type: ignore[no-untyped-def]
+         paths: tuple[str, ...] = STREAM_PATHS) -> dict:
+    """Streaming encode+decode per frame for each path, interleaved: every round streams the same
+    audio through every path in turn (rotating the order), so a load change hits all paths alike."""
+    import os
+
     import torch
 
     torch.set_num_threads(1)
     hop, sr = model.hop_length, model.sample_rate
     n_frames = int(seconds * model.frame_rate)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 1, n_frames * hop, generator=g) * 0.1
-    per_frame = []
+    x = torch.randn(batch, 1, n_frames * hop, generator=g) * 0.1
+    runners = _stream_paths(model, paths)
+    per_frame: dict[str, list[float]] = {p: [] for p in paths}  # wall seconds
+    cpu_frame: dict[str, list[float]] = {p: [] for p in paths}  # this thread's CPU seconds
+    load = [os.getloadavg()[0]]
     with torch.no_grad():
-        with model.streaming(1):  # warm-up
-            for i in range(3):
-                model.decode(model.encode(x[..., i * hop : (i + 1) * hop]))
-        with model.streaming(1):
-            for i in range(n_frames):
-                t = time.perf_counter()
-                model.decode(model.encode(x[..., i * hop : (i + 1) * hop]))
-                per_frame.append(time.perf_counter() - t)
+        for r in range(rounds):
+            for p in paths[r % len(paths):] + paths[: r % len(paths)]:
+                m = runners[p]
+                with m.streaming(batch):  # warm-up, then a fresh stream
+                    for i in range(3):
+                        m.decode(m.encode(x[..., i * hop : (i + 1) * hop]))
+                with m.streaming(batch):
+                    for i in range(n_frames):
+                        t, c = time.perf_counter(), time.thread_time()
+                        m.decode(m.encode(x[..., i * hop : (i + 1) * hop]))
+                        per_frame[p].append(time.perf_counter() - t)
+                        cpu_frame[p].append(time.thread_time() - c)
         t = time.perf_counter()
         model.decode(model.encode(x))
         full = time.perf_counter() - t
-    pf = np.array(per_frame)
+    load.append(os.getloadavg()[0])
     frame_s = hop / sr
-    return {"stream_rtf": float(pf.sum() / (n_frames * frame_s)), "frame_ms_p50": float(np.median(pf) * 1e3),
-            "frame_ms_p99": float(np.percentile(pf, 99) * 1e3), "full_rtf": full / (n_frames * frame_s)}
+    res: dict = {"batch": batch, "rounds": rounds, "load_avg_1min": load, "full_rtf": full / (n_frames * frame_s)}
+    for p, ts in per_frame.items():
+        pf = np.array(ts)
+        res[p] = {"stream_rtf": float(pf.mean() / frame_s), "frame_ms_p50": float(np.median(pf) * 1e3),
+                  "frame_ms_p99": float(np.percentile(pf, 99) * 1e3),
+                  "stream_rtf_cpu": float(np.mean(cpu_frame[p]) / frame_s)}
+    return res
 
 
 def _encodec_baseline(seconds: float) -> float | None:
@@ -116,7 +148,8 @@ def _gpu_stream(model, batches: tuple[int, ...] = (1, 64, 256), n: int = 50) -> 
     return out
 
 
-def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", batch: int = 64) -> dict:
+def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", batch: int = 64,
+              rounds: int = 3, stream_batch: int = 1) -> dict:
     import torch
 
     from codec.io import load_codec
@@ -126,19 +159,28 @@ def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", b
                  "torch": torch.__version__,
                  "algorithmic_latency_ms": 1000 * model.hop_length / model.sample_rate}
     if device == "cpu":
-        res["cpu"] = _cpu(model, seconds)
+        res["cpu"] = _cpu(model, seconds, rounds=rounds, batch=stream_batch)
         res["encodec24_full_rtf_1thread"] = _encodec_baseline(seconds)
-        c = res["cpu"]
-        print(f"Parley codec, {seconds:g} s of audio, CPU 1 thread ({res['host']}, torch {res['torch']})")
-        print("| mode | RTF (lower is better) | per-frame p50 / p99 |")
-        print("|---|---|---|")
-        print(f"| streaming encode+decode, 1 frame ({res['algorithmic_latency_ms']:.0f} ms) per call | {c['stream_rtf']:.3f} | "
-              f"{c['frame_ms_p50']:.1f} / {c['frame_ms_p99']:.1f} ms |")
-        print(f"| full pass encode+decode | {c['full_rtf']:.3f} | - |")
-        if res["encodec24_full_rtf_1thread"] is not None:
-            b = res["encodec24_full_rtf_1thread"]
-            print(f"| baseline: EnCodec 24 kHz full pass (random weights, 1.5 kbps) | {b:.3f} | - |")
-            print(f"streaming RTF / EnCodec full-pass RTF = {c['stream_rtf'] / b:.2f}")
+        c, b = res["cpu"], res["encodec24_full_rtf_1thread"]
+        frame = f"{res['algorithmic_latency_ms']:.0f} ms"
+        print(f"Parley codec ({model.frame_rate:g} Hz), {seconds:g} s of audio x {rounds} interleaved rounds, "
+              f"CPU 1 thread ({res['host']}, torch {res['torch']}), batch {stream_batch}, "
+              f"load avg {c['load_avg_1min'][0]:.2f} -> {c['load_avg_1min'][1]:.2f}")
+        print("| mode | RTF wall (lower is better) | RTF CPU time | per-frame wall p50 / p99 |")
+        print("|---|---|---|---|")
+        names = {"torch": "torch (reference)", "onnx": "FastCodec, ONNX Runtime", "fast-torch": "FastCodec, torch"}
+        for p in STREAM_PATHS:
+            r = c[p]
+            print(f"| streaming encode+decode, 1 frame ({frame}) per call: {names[p]} | {r['stream_rtf']:.3f} | "
+                  f"{r['stream_rtf_cpu']:.3f} | {r['frame_ms_p50']:.2f} / {r['frame_ms_p99']:.2f} ms |")
+        print(f"| full pass encode+decode (torch) | {c['full_rtf']:.3f} | - | - |")
+        if stream_batch > 1:
+            print(f"(batch {stream_batch}: one call streams {stream_batch} sessions' frames; RTF per session = "
+                  f"RTF / {stream_batch}: ONNX {c['onnx']['stream_rtf'] / stream_batch:.3f})")
+        if b is not None:
+            print(f"| baseline: EnCodec 24 kHz full pass (random weights, 1.5 kbps) | {b:.3f} | - | - |")
+            print(f"streaming RTF / EnCodec full-pass RTF: torch {c['torch']['stream_rtf'] / b:.2f}, "
+                  f"ONNX {c['onnx']['stream_rtf'] / b:.2f}")
     else:
         res["gpu"] = _gpu(model, batch)
         res["gpu_stream"] = _gpu_stream(model, (1, batch, 256))

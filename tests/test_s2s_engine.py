@@ -100,3 +100,16 @@ def test_quiet_model_gives_up_and_barge_in_releases(parts) -> None:
 
     ev = asyncio.run(barge())
     assert sum(isinstance(e, AgentAudio) for e in ev) == 3
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_cpu_engine_streams_the_fast_codec(parts, fast: bool) -> None:
+    """On CPU the frame clock streams the codec through codec/fast.py (ONNX Runtime) by default."""
+    from codec.fast import FastCodec
+
+    eng = make_engine(parts, fast_codec=fast)
+    try:
+        assert isinstance(eng.clock.codec, FastCodec) == fast
+        assert eng.info()["codec_runtime"] == ("onnx" if fast else "torch")
+    finally:
+        asyncio.run(eng.close())

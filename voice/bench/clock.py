@@ -37,7 +37,7 @@ def run_bench(cfg: ClockBenchConfig) -> int:
 
     from model.generator import SpeechGenerator
     from voice.engines.clock import FrameClock
-    from voice.engines.direct import DirectConfig, _load_codec, _load_model
+    from voice.engines.direct import DirectConfig, _load_codec, _load_model, _streaming_codec
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -46,7 +46,7 @@ def run_bench(cfg: ClockBenchConfig) -> int:
     model = _load_model(dcfg, dev)
     rows = []
     for B in cfg.batches:
-        codec = _load_codec(dcfg).to(dev)
+        codec = _streaming_codec(_load_codec(dcfg).to(dev), dcfg, dev)
         gen = SpeechGenerator(model, max_batch=B, max_frames=2048, device=dev)
         clock = FrameClock(gen, codec, np.zeros(gen.layout.n_q, dtype=np.int64))
         slots = [clock.join(lambda f: None) for _ in range(B)]
@@ -63,6 +63,7 @@ def run_bench(cfg: ClockBenchConfig) -> int:
         p99 = fc["tick"]["p99_ms"]
         fit = int(B * fc["frame_ms"] / p99) if p99 <= fc["frame_ms"] else 0
         row = {"device": str(dev), "weights": cfg.weights, "codec": cfg.codec or "weights/codec",
+               "codec_runtime": "torch" if isinstance(codec, torch.nn.Module) else "onnx",
                "dtype": str(gen.dtype).replace("torch.", ""), "graph": gen.use_graph, "batch": B,
                "threads": torch.get_num_threads(), **{k: fc[k] for k in ("tick", "encode", "step", "decode")},
                "missed": fc["missed"], "sessions_in_real_time_p99": fit}

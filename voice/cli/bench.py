@@ -282,13 +282,16 @@ def _register_codec(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="audio length for the CPU streaming run")
     p.add_argument("--device", default="cpu", help="'cpu' (streaming, 1 thread) or 'cuda' (batched)")
     p.add_argument("--batch", type=int, default=64, help="GPU batch size")
+    p.add_argument("--rounds", type=int, default=3, help="CPU: interleaved rounds over the streaming paths")
+    p.add_argument("--stream-batch", type=int, default=1, help="CPU: streams per call (the clock's sessions)")
     p.set_defaults(func=codec_cmd)
 
 
 def codec_cmd(args: argparse.Namespace) -> int:
     from codec.bench import run_bench
 
-    run_bench(args.weights, seconds=args.seconds, device=args.device, batch=args.batch)
+    run_bench(args.weights, seconds=args.seconds, device=args.device, batch=args.batch, rounds=args.rounds,
+              stream_batch=args.stream_batch)
     return 0
 
 

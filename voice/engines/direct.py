@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class DirectConfig:
     weights: str | None = None  # speech-model weights (default weights/s2s); "random": random init
     codec: str | None = None  # codec weights (default weights/codec)
+    fast_codec: bool = True  # on CPU, stream the codec through codec.fast (ONNX Runtime, 1 thread)
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled one)
     device: str | None = None  # cpu / cuda (default: cuda when present)
     max_sessions: int = 4  # generator slots (static batch)
@@ -84,6 +85,19 @@ def _load_codec(cfg: DirectConfig):  # noqa: ANN202
     return load_codec(cfg.codec)
 
 
+def _streaming_codec(codec, cfg: DirectConfig, device):  # noqa: ANN001, ANN202
+    """What the frame clock streams: on CPU the fast path (codec/fast.py: same codes, ~2.5x less
+    time per frame) when `cfg.fast_codec` and the codec supports it, else the torch codec."""
+    if device.type != "cpu" or not cfg.fast_codec:
+        return codec
+    from codec.fast import FastCodec, supports
+
+    if not supports(codec):
+        log.info("codec: no fast CPU path for this codec (not causal / reflect padding); streaming in torch")
+        return codec
+    return FastCodec(codec)
+
+
 class DirectEngine(Engine):
     name = "direct"
 
@@ -109,14 +123,17 @@ class DirectEngine(Engine):
             sil = codec.encode(torch.zeros(1, self.hop * 4, device=dev))  # (1, K, 4)
         self.silence = sil[0, : self.layout.n_q, -1].cpu().numpy()  # (K,) the codec's silence frame
         self.gen = SpeechGenerator(model, max_batch=cfg.max_sessions, max_frames=cfg.max_frames, device=dev)
-        self.clock = FrameClock(self.gen, codec, self.silence)
+        streamed = _streaming_codec(codec, cfg, dev)
+        self.codec_runtime = "torch" if streamed is codec else "onnx"
+        self.clock = FrameClock(self.gen, streamed, self.silence)
         self.codec = self.clock.codec
         self.clock.start()
 
     def info(self) -> dict:
         return {"engine": self.name, "sessions": self.cfg.max_sessions, "device": str(self.gen.device),
                 "frame_ms": 1000 * self.hop / self.sample_rate,
-                "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec"}
+                "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec",
+                "codec_runtime": self.codec_runtime}
 
     def stats(self, since: int = 0) -> dict:
         """The frame clock's timing over its ticks numbered >= ``since`` (see FrameClock.timing)."""
