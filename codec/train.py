@@ -4,7 +4,8 @@ Losses (weights in TrainConfig): multi-scale mel L1 (log + linear), waveform L1,
 and after `adv_start` steps a multi-scale STFT discriminator (hinge) with relative feature
 matching. Resumable: `out_dir/ckpt.pt` holds model, discriminator, optimisers and step; every
 `ckpt_every_s` seconds it is rewritten and the inference weights are exported to `out_dir/export/`
-(the format of weights/codec, small enough to bring back from a GPU machine). `init_from` warm-starts
+(the format of weights/codec, small enough to bring back from a GPU machine); with a held-out set,
+`out_dir/export_best/` keeps the export with the best quick-eval score (`eval_score`). `init_from` warm-starts
 from exported weights (a later GPU sitting on a fresh machine).
 Logs: `out_dir/log.jsonl` (one line per `log_every` steps).
 """
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -218,12 +220,13 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         if time.time() - last_ckpt > tc.ckpt_every_s:
             _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
             eval_rows = eval_rows or _eval_rows(tc.eval_dir)
-            _eval(out, model, eval_rows, teacher, step, time.time() - t0)
+            _keep_best(out, _eval(out, model, eval_rows, teacher, step, time.time() - t0))
             last_ckpt = time.time()
     _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
     eval_rows = eval_rows or _eval_rows(tc.eval_dir)
     if eval_rows:
         last["eval"] = _eval(out, model, eval_rows, teacher, step, time.time() - t0)
+        _keep_best(out, last["eval"])
     logf.close()
     return last
 
@@ -248,6 +251,33 @@ def _eval(out: Path, model: ParleyCodec, rows: list[dict], teacher: torch.nn.Mod
         f.write(json.dumps(res) + "\n")
     log.info("eval %s", res)
     return res
+
+
+def eval_score(res: dict) -> float:
+    """One number to rank checkpoints by on the held-out real speaker: STOI + Whisper-encoder
+    cosine (intelligibility; GPU run 2 saw both fall once the discriminator ran, while mel kept
+    improving), else the cosine, else minus the mel distance."""
+    real = res.get("real") or res.get("synthetic") or {}
+    if "stoi" in real and "whisper_cos" in real:
+        return real["stoi"] + real["whisper_cos"]
+    return real.get("whisper_cos", -real.get("mel_dist", float("inf")))
+
+
+def _keep_best(out: Path, res: dict) -> None:
+    """Copy export/ to export_best/ when this checkpoint's held-out score is the best so far."""
+    if not res:
+        return
+    best_file = out / "export_best" / "eval.json"
+    best = json.loads(best_file.read_text()) if best_file.exists() else None
+    if best is not None and eval_score(best) >= eval_score(res):
+        return
+    tmp = out / "export_best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out / "export", tmp)
+    (tmp / "eval.json").write_text(json.dumps(res))
+    shutil.rmtree(out / "export_best", ignore_errors=True)
+    os.replace(tmp, out / "export_best")
+    log.info("best held-out score so far (%.4f) at step %d: export_best/", eval_score(res), res["step"])
 
 
 def _checkpoint(out: Path, model: ParleyCodec, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,

@@ -56,3 +56,20 @@ def _run(tmp_path, load_codec) -> None:  # type: ignore[no-untyped-def]
     last = train(tmp_path / "data", tmp_path / "run",
                  TINY, TrainConfig(**{**tc.__dict__, "max_steps": 6}), device="cpu")
     assert last["step"] == 6
+
+
+def test_export_best_keeps_the_best_held_out_checkpoint(tmp_path) -> None:
+    from codec.train import _keep_best, eval_score
+
+    def res(step: int, stoi: float, cos: float) -> dict:
+        return {"step": step, "real": {"mel_dist": 0.4, "stoi": stoi, "whisper_cos": cos, "n": 40}}
+
+    (tmp_path / "export").mkdir()
+    for step, stoi, cos in ((100, 0.60, 0.70), (200, 0.72, 0.79), (300, 0.66, 0.75)):
+        (tmp_path / "export" / "model.safetensors").write_text(f"weights of step {step}")
+        _keep_best(tmp_path, res(step, stoi, cos))
+    best = tmp_path / "export_best"
+    assert (best / "model.safetensors").read_text() == "weights of step 200"  # not the last one
+    assert json.loads((best / "eval.json").read_text())["step"] == 200
+    assert eval_score(res(1, 0.5, 0.5)) == 1.0
+    assert eval_score({"real": {"mel_dist": 0.3}}) == -0.3
