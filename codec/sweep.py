@@ -81,7 +81,8 @@ def run_sweep(names: list[str], out: str | Path, train_cmd: list[str], train_arg
 
 
 def plot_sweep(out: str | Path, png: str | Path) -> None:
-    """Held-out quick-eval curves of every variant (real and synthetic: STOI, whisper_cos, mel)."""
+    """Held-out quick-eval curves of every variant (real and synthetic: STOI, whisper_cos, mel); a
+    dashed line marks where a variant's discriminator started."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,9 +95,13 @@ def plot_sweep(out: str | Path, png: str | Path) -> None:
     for n in names:
         rows = [json.loads(ln) for ln in (out / n / "eval.jsonl").read_text().splitlines() if ln.strip()]
         t = [r["time_s"] / 60 for r in rows]
+        logs = out / n / "log.jsonl"
+        adv = [json.loads(ln) for ln in logs.read_text().splitlines() if '"d":' in ln] if logs.exists() else []
         for i, part in enumerate(("real", "synthetic")):
             for j, (k, title) in enumerate(metrics):
-                axes[i, j].plot(t, [r[part].get(k, float("nan")) for r in rows], marker="o", ms=3, label=n)
+                line = axes[i, j].plot(t, [r[part].get(k, float("nan")) for r in rows], marker="o", ms=3, label=n)
+                if adv:  # the discriminator's start (dashed, the variant's colour)
+                    axes[i, j].axvline(adv[0]["time_s"] / 60, color=line[0].get_color(), ls="--", lw=0.8)
                 axes[i, j].set_title(f"{title}, held-out {part}", fontsize=9)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
