@@ -1,10 +1,12 @@
 """The Parley codec: causal SEANet encoder -> RVQ -> causal SEANet decoder, streamable.
 
-Audio framing (Parley's default config):
+Audio framing of the shipped weights (weights/codec, v2 = variant 25hz-sem-bypass):
   SAMPLE_RATE = 16000 Hz          # the rate of the data, Whisper and Silero VAD
-  HOP = 1280 samples              # ratios 8 * 8 * 5 * 4
-  FRAME_RATE = 16000 / 1280       # 12.5 Hz frames (80 ms), Mimi's rate
-  8 codebooks x 2048 entries      # 8 * 11 bits * 12.5 Hz = 1.1 kbps
+  HOP = 640 samples               # ratios 8 * 5 * 4 * 4
+  FRAME_RATE = 16000 / 640        # 25 Hz frames (40 ms)
+  8 codebooks x 2048 entries      # 8 * 11 bits * 25 Hz = 2.2 kbps
+`CodecConfig()` itself is the v1 layout (12.5 Hz, hop 1280, 1.1 kbps); code reads the framing from
+the loaded codec (`hop_length`, `frame_rate`), never from these constants.
 
 `ParleyCodec.encode(wav)` / `.decode(codes)` run a full pass; inside `with codec.streaming(B):`
 the same calls continue streams chunk by chunk (chunks: multiples of HOP samples / whole frames).

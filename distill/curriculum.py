@@ -59,7 +59,7 @@ class Turn:
 
 @dataclass(frozen=True)
 class CurriculumConfig:
-    """How a stage lays its examples out (frames are codec frames, 80 ms at 12.5 Hz)."""
+    """How a stage lays its examples out (frames are codec frames: 40 ms with codec v2)."""
 
     stage: Stage = Stage.CONVERSE
     lead: tuple[int, int] = (1, 6)  # silence before the first speech (random in range)

@@ -1,6 +1,6 @@
 """Stream layout of the direct speech model: which token sits at which step (pure, no torch modules).
 
-One step of the temporal transformer = one codec frame (12.5 Hz, 80 ms). Three streams share the
+One step of the temporal transformer = one codec frame (25 Hz / 40 ms with codec v2). Three streams share the
 step axis: the user's codec tokens (K codebooks), the agent's codec tokens (K codebooks, codebook
 k delayed by ``delays[k]`` steps) and the agent's inner-monologue text (one text token per step,
 PAD between words, as in Moshi). At step t the model reads the user's frame t together with its

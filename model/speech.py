@@ -1,6 +1,6 @@
 """The direct speech-to-speech model: temporal Llama over codec frames + depth transformer.
 
-One temporal step per codec frame (12.5 Hz). The input embedding of step t is the sum of
+One temporal step per codec frame (25 Hz with codec v2; 12.5 Hz with v1). The input embedding of step t is the sum of
 
     text_emb(text[t-1])  +  Σ_k user_emb_k(user[k, t])  +  Σ_k agent_emb_k(agent_delayed[k, t-1])
 

@@ -66,15 +66,17 @@ def test_cli_encode_decode(tmp_path, capsys) -> None:
     sf.write(tmp_path / "in.wav", x, 16000)
     assert main(["codec", "encode", str(tmp_path / "in.wav"), str(tmp_path / "a.pcodes")]) == 0
     codes, hdr = read_pcodes(tmp_path / "a.pcodes")
-    assert codes.shape == (8, 17) and hdr["num_samples"] == x.size  # ceil(20800 / 1280) frames
-    from codec.io import codec_id
+    from codec.io import codec_id, load_codec
+
+    hop = load_codec().hop_length
+    assert codes.shape == (8, -(-x.size // hop)) and hdr["hop"] == hop and hdr["num_samples"] == x.size
 
     assert hdr["codec_id"] == codec_id()  # tokens stay tied to the codec version that made them
     assert main(["codec", "decode", str(tmp_path / "a.pcodes"), str(tmp_path / "out.wav")]) == 0
     y, sr = sf.read(tmp_path / "out.wav")
     assert sr == 16000 and y.shape == x.shape
     # the same codes claimed by another codec: a clear one-line error, not a wrong decode
-    write_pcodes(tmp_path / "b.pcodes", codes, 16000, 1280, 2048, x.size, codec="ffffffffffffffff")
+    write_pcodes(tmp_path / "b.pcodes", codes, 16000, hop, 2048, x.size, codec="ffffffffffffffff")
     assert main(["codec", "decode", str(tmp_path / "b.pcodes"), str(tmp_path / "out2.wav")]) == 2
     assert "written by codec ffffffffffffffff" in capsys.readouterr().err
     (tmp_path / "bad.pcodes").write_bytes(b"PCOD\x01\x00")

@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from codec.data import ShardDataset
-from codec.stage import pack_opus
+from codec.stage import pack_opus, unpack_opus
 
 
 def test_pack_opus_groups_interleaves_and_reads_back(tmp_path) -> None:
@@ -29,9 +29,13 @@ def test_pack_opus_groups_interleaves_and_reads_back(tmp_path) -> None:
     assert pack_opus(src, dst, group_mb=0.13) == groups  # idempotent: nothing re-encoded or moved
     train = tmp_path / "train"
     train.mkdir()
-    for g in groups:
+    for g in groups[1:]:  # as travelled; the first group is unpacked to FLAC as on the GPU host
         for f in g.glob("*.ogg"):
             f.rename(train / f.name)
+    firsts = sorted(groups[0].glob("*.ogg"))
+    assert unpack_opus(firsts, train, workers=2) == 2 and unpack_opus(firsts, train, workers=2) == 0
+    assert sorted(p.name for p in train.glob("*.flac")) == ["real_en_000.flac", "shard_000.flac"]
+    (train / ".partly_written.tmp.flac").write_bytes(b"fLaC\x00")  # in flight: skipped, no crash
     ds = ShardDataset(train, segment=16000, seed=0)
     assert len(ds.audio) == 5 and abs(ds.hours - 5 * 20 / 3600) < 0.01
     b = ds.batch(3)

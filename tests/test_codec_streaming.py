@@ -129,6 +129,7 @@ def test_streaming_rejects_partial_frames(small: ParleyCodec) -> None:
 
 
 def test_default_config(trained: ParleyCodec) -> None:
+    """The shipped weights: codec v2, 25 Hz, 8 x 2048 = 2.2 kbps (issue 10: <= 2.2 kbps)."""
     c = trained.cfg
-    assert (c.sample_rate, c.hop_length, c.frame_rate, c.n_q, c.bins) == (16000, 1280, 12.5, 8, 2048)
-    assert abs(c.kbps - 1.1) < 1e-9
+    assert (c.sample_rate, c.hop_length, c.frame_rate, c.n_q, c.bins) == (16000, 640, 25.0, 8, 2048)
+    assert abs(c.kbps - 2.2) < 1e-9 and c.semantic_dim == 384 and c.causal  # variant 25hz-sem-bypass

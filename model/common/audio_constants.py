@@ -19,6 +19,6 @@ WEBRTC_FRAME_MS = 20  # one WebRTC audio frame
 WEBRTC_FRAME = WEBRTC_SR * WEBRTC_FRAME_MS // 1000  # 960 samples
 WEBRTC_FRAME_S = WEBRTC_FRAME / WEBRTC_SR  # 0.02 s
 
-CODEC_HOP = 1280  # samples per codec frame at SPEECH_SR (ratios 8 * 8 * 5 * 4)
-CODEC_FRAME_RATE = SPEECH_SR / CODEC_HOP  # 12.5 Hz: one codec frame = one speech-model step
-CODEC_FRAME_MS = CODEC_HOP * 1000 // SPEECH_SR  # 80 ms
+CODEC_HOP = 640  # samples per frame of the shipped codec (v2: ratios 8 * 5 * 4 * 4); code reads codec.hop_length
+CODEC_FRAME_RATE = SPEECH_SR / CODEC_HOP  # 25 Hz: one codec frame = one speech-model step
+CODEC_FRAME_MS = CODEC_HOP * 1000 // SPEECH_SR  # 40 ms

@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--group-mb", type=float, default=55.0)
     po.set_defaults(func=_pack_opus)
 
+    uo = cs.add_parser("unpack-opus", help="Ogg Opus shards -> FLAC in a training folder, on all cores")
+    uo.add_argument("dst", help="training folder (a running job picks the shards up)")
+    uo.add_argument("src", nargs="+", help=".ogg files or folders holding them")
+    uo.set_defaults(func=_unpack_opus)
+
     xt = cs.add_parser("export-teacher", help="write the Whisper tiny.en encoder teacher file (CPU)")
     xt.add_argument("out", help="output .safetensors")
     xt.set_defaults(func=_export_teacher)
@@ -147,6 +152,17 @@ def _pack_opus(args: argparse.Namespace) -> int:
     for g in pack_opus(args.src, args.dst, args.bitrate, args.group_mb):
         n, mb = len(list(g.glob("*.ogg"))), sum(f.stat().st_size for f in g.glob("*.ogg")) / 2**20
         print(f"{g}: {n} shards, {mb:.1f} MiB")
+    return 0
+
+
+def _unpack_opus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from codec.stage import unpack_opus
+
+    srcs = [f for s in map(Path, args.src) for f in (sorted(s.rglob("*.ogg")) if s.is_dir() else [s])]
+    n = unpack_opus(srcs, args.dst)
+    print(f"{n} of {len(srcs)} shards written to {args.dst} as FLAC")
     return 0
 
 

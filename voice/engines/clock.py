@@ -1,6 +1,6 @@
 """One frame clock per direct engine: every frame period, all sessions in one batch.
 
-Each tick (80 ms for the Parley codec) takes one user frame per session from its inbox, runs ONE
+Each tick (one codec frame: 40 ms for the shipped codec v2) takes one user frame per session from its inbox, runs ONE
 batched streaming codec encode over all slots, ONE generator step (a CUDA graph on GPU) and ONE
 batched streaming codec decode, then hands every session its frame. Sessions join and leave at
 any tick: a slot is reused with ``codec.reset_streaming(mask)`` and the generator's slot reset

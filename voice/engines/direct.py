@@ -2,7 +2,7 @@
 
     parley serve --engine direct
 
-Every session listens continuously: ``feed`` cuts the user's 16 kHz audio into 80 ms frames and
+Every session listens continuously: ``feed`` cuts the user's 16 kHz audio into codec frames (40 ms with codec v2) and
 hands them to the engine's ``FrameClock`` (voice/engines/clock.py), which every frame period runs
 ONE batched streaming codec encode, ONE generator step and ONE batched codec decode for all
 sessions (one slot each; no per-session model or codec copy). What the model says meanwhile is

@@ -1,0 +1,69 @@
+#!/bin/bash
+# One codec training sitting on the GPU machine (no registry there), in phases, one `run` call each.
+# Run from the repository root there: `PHASE=start ... bash codec/gpu_run.sh`. Here, beforehand:
+#   demos/setup.sh --codec-data && parley codec prepare-data --synth-scale 3 (+ --only the real sources)
+#   parley codec export-teacher .carry/teacher.safetensors
+#   parley codec pack-opus data/codec/train .carry/opus        # -> .carry/opus/gNN, <= 55 MiB each
+#   cp -r data/codec/eval data/codec/eval.jsonl .carry/evalset/  # the held-out set (14 MB)
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#     --platform manylinux2014_x86_64 --no-deps -d .carry/whl soundfile==0.13.1 cffi pycparser pystoi
+# Calls (carry = the ignored paths named): start [.carry/whl, .carry/teacher.safetensors, .carry/opus/g00]
+# (the tree carries weights/codec, 34 MB: the warm start); then `mv weights/codec` out of the tree
+# while feeding: feed [.carry/evalset, .carry/opus/g01], feed [.carry/opus/g02] ...; then
+#   poll  (SLEEP <= 540: sleeps, prints status, brings export_best/ + logs back in $OUT)
+#   collect (waits <= WAIT s for the job to end, brings export_best/, export/ and logs back)
+# The machine is released ~30 s after a call ends: issue the next call at once. Every poll brings
+# the best export so far, so a lost machine loses at most one poll interval.
+#   PHASE=start MINUTES=18 BS=64 SEG=3.2 ADV=1.0 [INIT=weights/codec] [VARIANT=25hz-sem-bypass]
+set -u -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/c/repo OMP_NUM_THREADS=4
+C=/tmp/c
+mkdir -p $C/train $C/eval "$OUT"
+voice() { (cd $C/repo && python3 -m voice "$@"); }
+feed() {
+  mapfile -t oggs < <(find "$PWD/.carry" -name '*.ogg' 2>/dev/null)
+  ((${#oggs[@]})) && voice codec unpack-opus $C/train "${oggs[@]}" | tail -1
+  if [ -f .carry/evalset/eval.jsonl ] && [ ! -f $C/eval/eval.jsonl ]; then
+    cp -r .carry/evalset/eval $C/eval/ && cp .carry/evalset/eval.jsonl $C/eval/ && echo "eval set staged"
+  fi
+  echo "train: $(ls $C/train/*.flac 2>/dev/null | wc -l) shards, $(du -sh $C/train | cut -f1)"
+}
+status() {
+  grep -v "^{" $C/train.log 2>/dev/null | tail -3 | cut -c1-300
+  tail -1 $C/out/log.jsonl 2>/dev/null | cut -c1-300
+  tail -1 $C/out/eval.jsonl 2>/dev/null
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  pgrep -f "voice codec train" >/dev/null && echo "JOB RUNNING" || echo "JOB STOPPED"
+}
+bring() {  # $1: also the last export
+  for d in export_best ${1:-}; do
+    [ -d $C/out/$d ] && mkdir -p "$OUT/$d" && cp $C/out/$d/* "$OUT/$d/"
+  done
+  cp $C/out/log.jsonl $C/out/eval.jsonl $C/train.log "$OUT/" 2>/dev/null
+  ls -la "$OUT" "$OUT"/export* 2>/dev/null | grep -v total
+}
+case "${PHASE:-}" in
+start)
+  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v -i warn
+  rm -rf $C/repo && mkdir -p $C/repo
+  tar --exclude=./.carry --exclude=./.git --exclude=./data --exclude=./runs -cf - . | tar -xf - -C $C/repo
+  cp .carry/teacher.safetensors $C/
+  python3 -c "import soundfile, torch; print('imports ok', torch.__version__, soundfile.__version__)" || exit 3
+  python3 -c "import pystoi, scipy" 2>/dev/null && echo "stoi ok" || echo "no pystoi/scipy: quick eval without STOI"
+  feed
+  init=(); [ -n "${INIT-weights/codec}" ] && init=(--init-from "$C/repo/${INIT:-weights/codec}")
+  (cd $C/repo && setsid nohup python3 -m voice codec train --variant "${VARIANT:-25hz-sem-bypass}" \
+    --data $C/train --out $C/out "${init[@]}" --teacher $C/teacher.safetensors --eval-dir $C/eval \
+    --max-minutes "$MINUTES" --batch-size "$BS" --segment-s "$SEG" --adv-start-frac "${ADV:-1.0}" \
+    --ckpt-every-s 180 --device cuda > $C/train.log 2>&1 < /dev/null &)
+  sleep "${SLEEP:-45}"; status
+  ;;
+feed) feed; status ;;
+poll) feed; sleep "${SLEEP:-480}"; status; bring ;;
+collect)
+  for _ in $(seq "${WAIT:-300}"); do pgrep -f "voice codec train" >/dev/null || break; sleep 1; done
+  status; bring export
+  ;;
+*) echo "PHASE=start|feed|poll|collect (see the header of $0)"; exit 2 ;;
+esac
