@@ -113,7 +113,7 @@ def run_eval(weights: str | None, data: str, limit: int = 0, n_qs: list[int] | N
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=1))
     if demos:
-        _write_demos(Path(demos), rows, recon[max(n_qs)], sr, hyp_orig, hyp_rec)
+        _write_demos(Path(demos), rows, recon[max(n_qs)], sr, hyp_orig, hyp_rec, results["kbps"][max(n_qs)])
     return results
 
 
@@ -130,7 +130,7 @@ def _print_table(model, results: dict) -> None:  # type: ignore[no-untyped-def]
 
 
 def _write_demos(out: Path, rows: list[dict], recon: list[np.ndarray], sr: int, hyp_orig: list[str],
-                 hyp_rec: list[str]) -> None:
+                 hyp_rec: list[str], kbps: float) -> None:
     import soundfile as sf
 
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def _write_demos(out: Path, rows: list[dict], recon: list[np.ndarray], sr: int, 
         if r["source"] not in seen and 2.0 < len(r["x"]) / sr < 6.0:
             seen.add(r["source"])
             picked.append(i)
-    lines = ["# Parley codec reconstructions (held-out voices, 1.1 kbps)", ""]
+    lines = [f"# Parley codec reconstructions (held-out voices, {kbps:.1f} kbps)", ""]
     for i in picked:
         name = re.sub(r"[^A-Za-z0-9]+", "_", rows[i]["source"]).strip("_")
         sf.write(out / f"{name}_original.wav", rows[i]["x"], sr, subtype="PCM_16")
