@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from model.common.errors import ParleyError
 from voice.cli import distill_train
 
 
@@ -20,7 +21,12 @@ def _generate(args: argparse.Namespace) -> int:
                     stages=StagesSpec.parse(args.stages), speak_only=args.speak_only)
     batch = None
     if args.batched:
+        import torch
+
         from distill.batched import BatchSpec
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ParleyError(f"--device {args.device}: this torch has no CUDA device (pass --device cpu)")
 
         batch = BatchSpec(cfg.stages, device=args.device, tts_workers=args.tts_workers, asr_batch=args.asr_batch,
                           llm_batch=args.llm_batch, block=args.block)
