@@ -140,8 +140,8 @@ def _download(cfg: KitConfig, stage: Path) -> list[Path]:
     wdir.mkdir(parents=True, exist_ok=True)
     ddir.mkdir(parents=True, exist_ok=True)
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
-    _run([cfg.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", cfg.python_version,
-          "--implementation", "cp", *plat, "-d", str(wdir), *wheels])
+    _run([cfg.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+          cfg.python_version, "--implementation", "cp", *plat, "-d", str(wdir), *wheels])
     if sdists:
         _run([cfg.python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wdir), *sdists])
     extra: list[Path] = []

@@ -117,7 +117,7 @@ bench-cascade)
   && job conc_cascade $V bench concurrency --engine cascade --max $CMAX --turns 2 --audio $KS/questions \
     --out $W/conc_cascade.json $CA ;;
 collect)
-  rm -f $OUT/*.log
+  host > /dev/null; rm -f $OUT/*.log
   cp $W/*.json $OUT/ 2>/dev/null
   tar -czf $OUT/serving_logs.tgz -C $W $(cd $W && ls *.log *.txt 2>/dev/null)
   ls -la $OUT ;;
