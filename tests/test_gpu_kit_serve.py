@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -157,6 +156,7 @@ def test_carried_wheels_requirements_are_met() -> None:
 def test_serve_kits_never_shadow_the_host_and_match_the_project_pins() -> None:
     pins = {**_pinned(KitProfile.SERVE), **_pinned(KitProfile.SERVE_CASCADE)}
     assert not set(pins) & HOST_PACKAGES  # a carried numpy or torch would shadow the GPU build
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     project = {_norm(n): v for n, v in (d.split("==") for d in deps if "==" in d)}
     drift = {n: (v, project[n]) for n, v in pins.items() if n in project and project[n] != v}

@@ -10,7 +10,7 @@
 #   PHASE=tests              the CUDA graph tests (pytest -m gpu; ~1 min)
 #   PHASE=bench-clock        bench clock, full-size random weights + weights/codec, batch 1..256
 #   PHASE=bench-concurrency  bench concurrency --engine direct --max $MAX (128) on the GPU
-#   PHASE=bench-workers      the same with --workers 8 (per-session CPU work in 8 processes)
+#   PHASE=bench-workers      the same with --workers $WORKERS (8: per-session CPU work in 8 processes)
 #   PHASE=bench-latency      bench latency --engine direct ($TURNS turns, 10)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12)
@@ -20,13 +20,14 @@
 # at most WAIT s (default 540, inside the 10-minute call): if a job is not done, call the same
 # phase again at once (the machine stays warm only ~30 s between calls); it goes on waiting.
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
-# Knobs (environment): MAX (128), CMAX (16, cascade), TURNS (10), BATCH (1,8,64,128,256), TICKS (200), DEV (cuda),
-# WEIGHTS (random); the folders W, P, SITE, KS, KC (a CPU smoke run here sets them, see the README).
+# Knobs (environment): MAX (128), CMAX (16, cascade), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
+# WORKERS (8), DEV (cuda), WEIGHTS (random); the folders W, P, SITE, KS, KC (the README's CPU check
+# sets them).
 set -u -o pipefail
 REPO=$(pwd) W=${W:-/root/serve} P=${P:-/root/parley} SITE=${SITE:-/tmp/site}
 KS=${KS:-/root/kit-serve} KC=${KC:-/root/kit-serve-cascade}
 OUT=${OUT:-$W/out} MAX=${MAX:-128} TURNS=${TURNS:-10} BATCH=${BATCH:-1,8,64,128,256} TICKS=${TICKS:-200}
-DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16}
+DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$P
 DEADLINE=$((SECONDS + ${WAIT:-540}))
 mkdir -p $W $OUT $KS $KC
@@ -38,19 +39,21 @@ stage() {  # the kits' call folders that came with this call -> /root/kit-serve[
     case "$d" in *kit-serve-cascade/*) cp -r "$d" $KC/ ;; *) cp -r "$d" $KS/ ;; esac
     echo "staged $(basename $(dirname $d))/$(basename $d): $(du -sh $d | cut -f1)"
   done
-  echo "kit-serve: $(ls -d $KS/call* 2>/dev/null | wc -l) call folder(s); kit-serve-cascade: $(ls -d $KC/call* 2>/dev/null | wc -l)"
+  echo "kit-serve: $(ls -d $KS/call* 2>/dev/null | wc -l) call folder(s);" \
+    "kit-serve-cascade: $(ls -d $KC/call* 2>/dev/null | wc -l)"
 }
 
 host() {  # date, GPU, torch: the header of every report
   [ -f $W/host.txt ] || { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+    python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
     echo "cpu cores $(nproc)"; } > $W/host.txt 2>&1
   cat $W/host.txt
 }
 
 install_serve() {
   python3 "$REPO"/distill/gpu_kit.py install $KS $SITE $SITE.prefix > $W/install.log 2>&1 \
-    || { tail -5 $W/install.log; echo "install failed: carry the missing call folders (PHASE=stage) and retry"; exit 3; }
+    || { tail -5 $W/install.log; echo "install failed: carry the missing call folders and retry"; exit 3; }
   tail -1 $W/install.log
   rm -rf $P && mkdir -p $P
   (cd "$REPO" && tar --exclude=./.carry --exclude=./.git --exclude=./data --exclude=./runs -cf - .) | tar -xf - -C $P
@@ -78,7 +81,8 @@ job() {  # job NAME CMD...: start NAME once (in the background), wait for it unt
   fi
   while [ ! -f $W/$name.rc ] && [ $SECONDS -lt $DEADLINE ]; do sleep 5; done
   if [ ! -f $W/$name.rc ]; then
-    tail -4 $W/$name.log; echo "$name: still running after this call's wait: call PHASE=$PHASE again at once"; return 1
+    tail -4 $W/$name.log
+    echo "$name: still running after this call's wait: call PHASE=$PHASE again at once"; return 1
   fi
   grep -v -E "^start |^  [0-9]+ session|^concurrency:|^  turn" $W/$name.log | tail -40
   echo "$name: exit $(cat $W/$name.rc)"
@@ -92,7 +96,8 @@ stage
 case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
-tests) cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py tests/test_s2s_clock.py 2>&1 | tail -15 ;;
+tests) cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
+    tests/test_s2s_clock.py 2>&1 | tail -15 ;;
 bench-clock)
   job clock_gpu $V bench clock --device $DEV --weights $WEIGHTS --codec weights/codec --batch $BATCH \
     --ticks $TICKS --json $W/clock_gpu.json ;;
@@ -101,14 +106,14 @@ bench-concurrency)
     --out $W/conc_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
 bench-workers)
   job conc_direct_w8 $V bench concurrency --engine direct --max $MAX --turns 2 --audio $KS/questions \
-    --out $W/conc_direct_w8.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=8 ;;
+    --out $W/conc_direct_w8.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=$WORKERS ;;
 bench-latency)
   job lat_direct $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
     --out $W/lat_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
 bench-cascade)
   if [ ! -f $W/cascade.installed ]; then
     python3 "$REPO"/distill/gpu_kit.py install $KC $SITE $SITE.prefix > $W/install_cascade.log 2>&1 \
-      || { tail -3 $W/install_cascade.log; echo "cascade kit incomplete: carry .carry/kit-serve-cascade/callN"; exit 3; }
+      || { tail -3 $W/install_cascade.log; echo "cascade kit incomplete: carry its call folders"; exit 3; }
     touch $W/cascade.installed
   fi
   CA="--server-arg=--asr-backend=torch $GPU"
@@ -121,5 +126,6 @@ collect)
   cp $W/*.json $OUT/ 2>/dev/null
   tar -czf $OUT/serving_logs.tgz -C $W $(cd $W && ls *.log *.txt 2>/dev/null)
   ls -la $OUT ;;
-*) echo "unknown PHASE=$PHASE (stage, install, tests, bench-clock, bench-concurrency, bench-workers, bench-latency, bench-cascade, collect)"; exit 2 ;;
+*) echo "unknown PHASE=$PHASE (stage, install, tests, bench-clock, bench-concurrency, bench-workers," \
+     "bench-latency, bench-cascade, collect)"; exit 2 ;;
 esac
