@@ -162,9 +162,8 @@ def _download(cfg: KitConfig, stage: Path) -> list[Path]:
 def _questions(qdir: Path) -> list[Path]:
     """The bench's default questions spoken here with flite, stored as 16-bit FLAC: the GPU host
     has no flite (`bench ... --audio KIT/questions`)."""
-    import importlib  # noqa: PLC0415 - soundfile is there only where the kit is built
+    import soundfile as sf  # noqa: PLC0415 - only where a kit is built (here), not for `install` there
 
-    sf = importlib.import_module("soundfile")
     flite = shutil.which("flite")
     if flite is None:
         raise RuntimeError("flite is not installed here: it speaks the bench questions (apt-get install flite)")
