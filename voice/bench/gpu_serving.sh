@@ -68,11 +68,17 @@ print("imports ok")
 EOF
 }
 
+busy() {  # a job still running (the GPU is taken): say which; status 0
+  local p
+  for p in $W/*.pid; do [ -f "$p" ] && kill -0 $(cat $p) 2>/dev/null && [ ! -f ${p%.pid}.rc ] \
+    && { echo "busy: $(basename ${p%.pid}) is running: call its phase again"; return 0; }; done
+  return 1
+}
+
 job() {  # job NAME CMD...: start NAME once (in the background), wait for it until the deadline
   local name=$1; shift
   if [ ! -f $W/$name.rc ] && ! { [ -f $W/$name.pid ] && kill -0 $(cat $W/$name.pid) 2>/dev/null; }; then
-    for p in $W/*.pid; do [ -f "$p" ] && kill -0 $(cat $p) 2>/dev/null && [ ! -f ${p%.pid}.rc ] \
-      && { echo "busy: $(basename ${p%.pid}) is running: call its phase again"; return 2; }; done
+    busy && return 2
     echo "start $name: $*" | tee $W/$name.log
     # the job's own shell (a new session: it outlives this call) writes its pid and, at the end, its exit code
     (cd $P || exit; setsid nohup bash -c 'echo $$ > "$0.pid"; "$@"; echo $? > "$0.rc"' $W/$name "$@" \
@@ -96,7 +102,7 @@ stage
 case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
-tests) cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
+tests) busy && exit 2; cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
     tests/test_s2s_clock.py 2>&1 | tail -15 ;;
 bench-clock)
   job clock_gpu $V bench clock --device $DEV --weights $WEIGHTS --codec weights/codec --batch $BATCH \
