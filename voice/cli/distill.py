@@ -59,7 +59,7 @@ def _kit(args: argparse.Namespace) -> int:
     from distill.gpu_kit import KitConfig, KitProfile, build_kit
 
     man = build_kit(KitConfig(out=args.out, profile=KitProfile(args.profile), part_mib=args.part_mib,
-                              call_mib=args.call_mib))
+                              call_mib=args.call_mib, python_version=args.python_version))
     print(man.to_json() if args.json else
           "\n".join([f"{c}: {b / 2**20:.1f} MiB" for c, b in man.calls.items()]
                     + [f"total {sum(f.bytes for f in man.files) / 2**20:.1f} MiB in {len(man.files)} files -> "
@@ -71,8 +71,12 @@ def _add_kit(sub) -> None:
     p = sub.add_parser("kit", help="collect what the GPU machine lacks (wheels, voices, GGUF, .debs) into "
                                    "call-sized folders with sha256 (distill/gpu_kit.py)")
     p.add_argument("out", type=Path, help="output folder (git-ignored, e.g. .carry/kit); rebuilt from scratch")
-    p.add_argument("--profile", default="full", choices=["speak", "full"],
-                   help="speak: run 1 of issue 11 (piper joe + GGUF); full: + Whisper, espeak-ng, flite")
+    p.add_argument("--profile", default="full", choices=["speak", "full", "serve", "serve-cascade"],
+                   help="speak: run 1 of issue 11 (piper joe + GGUF); full: + Whisper, espeak-ng, flite; "
+                   "serve: issue 12's direct engine + WebRTC bench client; serve-cascade: what the cascade adds "
+                   "(distill/kit_profiles.py)")
+    p.add_argument("--python-version", default="3.12",
+                   help="wheels for this Python (default 3.12, the GPU host's; 3.11: check a kit here)")
     p.add_argument("--part-mib", type=float, default=0.0, help="split files larger than this (0: the call budget)")
     p.add_argument("--call-mib", type=float, default=0.0,
                    help="most MiB of one call folder (0: 64 MiB minus the working tree that travels, minus 1)")
