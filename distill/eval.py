@@ -73,7 +73,7 @@ def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames:
     import torch
 
     from model.generator import SpeechGenerator
-    from model.sampling import SpeechSamplingParams
+    from model.speech_sampling import SpeechSamplingParams
 
     torch.manual_seed(seed)
     layout = model.cfg.layout

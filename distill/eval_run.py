@@ -64,7 +64,7 @@ def run_evaluation(job: EvalJob) -> int:
 
     from distill.eval import generate, score, table
     from distill.s2s_data import load_turns
-    from model.sampling import SpeechSamplingParams
+    from model.speech_sampling import SpeechSamplingParams
 
     data = list(job.data)
     device = torch.device(job.device or ("cuda" if torch.cuda.is_available() else "cpu"))

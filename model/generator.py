@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.sampling import SpeechSamplingParams, sample_batch
+from model.speech_sampling import SpeechSamplingParams, sample_batch
 from model.speech import SpeechModel
 
 

@@ -1,9 +1,8 @@
-"""Next-token sampling, the project's one sampler: temperature, top-k, top-p, repetition penalty.
+"""Next-token sampling of the text LLM: temperature, top-k, top-p, repetition penalty.
 
-``SamplingParams`` + ``sample_next``: one row of logits as a NumPy array (the text LLM; the
-caller owns the loop and the RNG). ``SpeechSamplingParams`` + ``sample_batch``: a (B, V) torch
-batch of the direct speech model (temperature and top-k only, CUDA-graph safe).
-NumPy rather than torch on purpose: these are ~50k-element vectors, and torch's multi-threaded
+``SamplingParams`` + ``sample_next``: one row of logits as a NumPy array (the caller owns the loop
+and the RNG). The direct speech model samples batched torch logits inside a CUDA graph instead:
+``model/speech_sampling.py``. NumPy rather than torch on purpose: these are ~50k-element vectors, and torch's multi-threaded
 element-wise kernels spend milliseconds in thread hand-offs on a loaded 2-core CPU (measured
 7 ms for a clone with 2 threads under load vs 4 us with 1), while NumPy stays single-threaded.
 """
@@ -11,12 +10,8 @@ element-wise kernels spend milliseconds in thread hand-offs on a loaded 2-core C
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -103,27 +98,3 @@ def sample_next(logits: np.ndarray, params: SamplingParams, recent: np.ndarray |
     cum = np.cumsum(probs)
     j = min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), cum.size - 1)
     return j if idx is None else int(idx[j])
-
-
-@dataclass(frozen=True)
-class SpeechSamplingParams:
-    """The direct speech model's two streams: its text token and its K audio codebooks."""
-
-    text_temperature: float = 0.7  # 0 = greedy
-    text_top_k: int = 25
-    audio_temperature: float = 0.8
-    audio_top_k: int = 250
-
-
-def sample_batch(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """logits (B, V) -> ids (B,). Gumbel-max over the top-k: CUDA-graph safe (no multinomial)."""
-    import torch
-
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    u = torch.rand_like(logits).clamp_(1e-10, 1.0)
-    return (logits - torch.log(-torch.log(u))).argmax(-1)

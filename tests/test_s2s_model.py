@@ -13,7 +13,7 @@ from model.depth import DepthConfig
 from model.generator import SpeechGenerator
 from model.layout import StreamLayout
 from model.llama import LlamaConfig
-from model.sampling import SpeechSamplingParams
+from model.speech_sampling import SpeechSamplingParams
 from model.speech import SpeechConfig, SpeechModel
 
 LAYOUT = StreamLayout(n_q=4, card=16, text_card=64, delays=(0, 1, 1, 1))

@@ -59,7 +59,7 @@ def run_bench(bench: StepBenchConfig) -> int:
     import torch
 
     from model.generator import SpeechGenerator
-    from model.sampling import SpeechSamplingParams
+    from model.speech_sampling import SpeechSamplingParams
     from model.speech import SpeechModel
 
     if bench.threads:
