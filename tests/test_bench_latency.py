@@ -7,7 +7,7 @@
    next output frame, read from the server's track) within 30 ms. Barge-in: the client interrupts a reply; the
    server's output track reports when its first silent frame left (`on_sent`), and the
    measured stop latency must match that within 30 ms.
-2. Through the CLI with a local `parley serve --engine delay` started by the command itself:
+2. Through the CLI with a local `parley serve --engine tone` started by the command itself:
    report JSON with the server's stage breakdown, the PNG, and the concurrency ramp.
 """
 
@@ -162,21 +162,21 @@ def test_barge_in_stop_latency_matches_server_output(in_process: dict) -> None:
     assert any(e.type == "barge_in" for e in in_process["events"])
 
 
-def test_cli_latency_and_concurrency_with_local_delay_server(tmp_path, capsys) -> None:  # noqa: ANN001
-    # two engines in one run (here the same delay engine twice: the ratio must be ~1)
+def test_cli_latency_and_concurrency_with_local_tone_server(tmp_path, capsys) -> None:  # noqa: ANN001
+    # two engines in one run (here the same tone engine twice: the ratio must be ~1)
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     rc = main([
-        "bench", "latency", "--engine", "delay,delay", "--server-arg=--delay-ms=250",
+        "bench", "latency", "--engine", "tone,tone", "--server-arg=--delay-ms=250",
         "--server-arg=--reply-s=2.5", "--turns", "3", "--barge-in-every", "2", "--pause", "0.5",
         "--out", str(out), "--plot", str(png),
     ])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "voice-to-voice" in text and "p90" in text and "voice to voice p50: delay / delay =" in text
+    assert "voice-to-voice" in text and "p90" in text and "voice to voice p50: tone / tone =" in text
     data = json.loads(out.read_text())
     assert 0.7 < data["comparison"]["voice_to_voice_p50_ratio"] < 1.4
     for rep in data["reports"]:
-        assert rep["engine"] == "delay" and rep["summary"]["counts"]["answered"] == 3
+        assert rep["engine"] == "tone" and rep["summary"]["counts"]["answered"] == 3
         assert rep["summary"]["counts"]["barge_ins"] == 1
         for t in rep["turns"]:
             assert t["stages"]["engine"] == 250
@@ -185,7 +185,7 @@ def test_cli_latency_and_concurrency_with_local_delay_server(tmp_path, capsys) -
     assert png.stat().st_size > 10_000
 
     out2 = tmp_path / "c.json"
-    rc = main(["bench", "concurrency", "--engine", "delay", "--max", "2", "--turns", "1",
+    rc = main(["bench", "concurrency", "--engine", "tone", "--max", "2", "--turns", "1",
                "--out", str(out2)])
     text = capsys.readouterr().out
     assert rc == 0, text

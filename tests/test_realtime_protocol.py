@@ -1,4 +1,4 @@
-"""The Realtime protocol layer with a fake engine (the delay engine: fixed reply after 300 ms),
+"""The Realtime protocol layer with a fake engine (the tone engine: fixed reply after 300 ms),
 the real Silero VAD and real recorded speech: event codec, validation, event order, barge-in,
 manual turns, the session limit, the beta dialect."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from realtime_util import RawClient, b64, connected, of_type, prompt_pcm, serve
-from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.tone import ToneConfig, ToneEngine
 from voice.realtime import protocol as p
 from voice.realtime.config import Settings, apply_update, render_session, shape_of
 from voice.realtime.playout import Playout, played_samples
@@ -105,9 +105,9 @@ def test_playout_clock_and_truncation() -> None:
     assert not po.playing(2.3)
 
 
-# -- over a socket (delay engine) ---------------------------------------------------------------
-def _engine() -> DelayEngine:
-    return DelayEngine(DelayConfig(delay_ms=300.0, reply_s=2.0))
+# -- over a socket (tone engine) ---------------------------------------------------------------
+def _engine() -> ToneEngine:
+    return ToneEngine(ToneConfig(delay_ms=300.0, reply_s=2.0))
 
 
 @needs_prompts
@@ -160,7 +160,7 @@ def test_server_vad_turn_gets_the_response_lifecycle_and_errors_keep_the_socket(
 @needs_prompts
 def test_barge_in_cancels_the_response_and_truncate_settles_the_history() -> None:
     async def main() -> None:
-        engine = DelayEngine(DelayConfig(delay_ms=1500.0, reply_s=2.0))
+        engine = ToneEngine(ToneConfig(delay_ms=1500.0, reply_s=2.0))
         async with serve(engine) as (host, server), aiohttp.ClientSession() as http:
             async with http.ws_connect(f"ws://{host}/v1/realtime") as ws:
                 c = RawClient(ws)

@@ -11,14 +11,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.tone import ToneConfig, ToneEngine
 from voice.server.app import Server, ServerConfig
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def _start(max_sessions: int = 4) -> tuple[web.AppRunner, str, Server]:
-    server = Server(DelayEngine(DelayConfig()), ServerConfig(max_sessions=max_sessions, max_body=64 * 1024))
+    server = Server(ToneEngine(ToneConfig()), ServerConfig(max_sessions=max_sessions, max_body=64 * 1024))
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -89,14 +89,14 @@ def test_bad_requests_get_json_errors_and_the_server_keeps_serving() -> None:
                 pc, sdp = await _offer_sdp()
                 pcs.append(pc)
                 st, js = await _post(http, url, {"sdp": sdp, "type": "offer"})
-                assert st == 200 and js["type"] == "answer" and js["engine"] == "delay" and js["session"]
+                assert st == 200 and js["type"] == "answer" and js["engine"] == "tone" and js["session"]
                 pc2, sdp2 = await _offer_sdp()
                 pcs.append(pc2)
                 st, js = await _post(http, url, {"sdp": sdp2, "type": "offer"})
                 assert st == 503 and "full" in js["error"], js
                 async with http.get(url + "/health") as r:
                     h = await r.json()
-                    assert h["sessions"] == 1 and h["max_sessions"] == 1 and h["engine"] == "delay"
+                    assert h["sessions"] == 1 and h["max_sessions"] == 1 and h["engine"] == "tone"
         finally:
             for pc in pcs:
                 await pc.close()

@@ -11,16 +11,16 @@ import pytest
 
 from tests.test_server_http import _offer_sdp, _post
 from tests.test_server_rtc import Client, start
-from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.tone import ToneConfig, ToneEngine
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class _OneSlotEngine(DelayEngine):
-    """A delay engine with one slot of its own (like the direct model's static batch)."""
+class _OneSlotEngine(ToneEngine):
+    """A tone engine with one slot of its own (like the direct model's static batch)."""
 
     def __init__(self) -> None:
-        super().__init__(DelayConfig())
+        super().__init__(ToneConfig())
         self.taken = 0
 
     def session(self):  # noqa: ANN201
@@ -55,7 +55,7 @@ def test_503_with_reason_when_the_engine_is_full() -> None:
 
 def test_a_vanished_client_frees_its_slot_within_a_second() -> None:
     async def main() -> None:
-        runner, url, server = await start(DelayEngine(DelayConfig()))
+        runner, url, server = await start(ToneEngine(ToneConfig()))
         c = Client(url)
         try:
             await c.connect()

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 
 from voice.engines.base import AgentAudio, Stage, UserText, UserTurn
-from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.tone import ToneConfig, ToneEngine
 from voice.engines.remote import EngineHost, RemoteEngine
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class _Counting(DelayEngine):
-    """A delay engine with ``slots`` sessions at most, counting open ones."""
+class _Counting(ToneEngine):
+    """A tone engine with ``slots`` sessions at most, counting open ones."""
 
     def __init__(self, slots: int) -> None:
-        super().__init__(DelayConfig(delay_ms=50, reply_s=0.5))
+        super().__init__(ToneConfig(delay_ms=50, reply_s=0.5))
         self.slots, self.open = slots, 0
 
     def stats(self, since: int = 0) -> dict:  # as the direct engine's frame clock
@@ -63,7 +63,7 @@ def test_remote_engine_equals_local_and_cancels(tmp_path) -> None:
         remote = RemoteEngine(host.path)
         await remote.connect()
         try:
-            assert remote.name == "delay" and remote.info()["engine"] == "delay"
+            assert remote.name == "tone" and remote.info()["engine"] == "tone"
             assert await remote.stats(7) == {"frame_clock": {"since": 7}}  # forwarded to the host
             want = [e async for e in local.session().respond(_turn())]
             a = await remote.open_session()

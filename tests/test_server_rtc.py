@@ -1,4 +1,4 @@
-"""Sessions over real WebRTC (aiortc client <-> in-process server, delay engine, real audio).
+"""Sessions over real WebRTC (aiortc client <-> in-process server, tone engine, real audio).
 
 * 50 connect/disconnect cycles (every 10th in the middle of a reply): no sessions, tasks or
   memory left behind;
@@ -25,7 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from voice.engines.delay import DelayConfig, DelayEngine
+from voice.engines.tone import ToneConfig, ToneEngine
 from voice.server.app import Server, ServerConfig
 from voice.server.turns import TurnConfig
 
@@ -147,7 +147,7 @@ class Client:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-async def start(engine: DelayEngine, turn: TurnConfig = TurnConfig()) -> tuple[web.AppRunner, str, Server]:
+async def start(engine: ToneEngine, turn: TurnConfig = TurnConfig()) -> tuple[web.AppRunner, str, Server]:
     server = Server(engine, ServerConfig(max_sessions=8, turn=turn))
     runner = web.AppRunner(server.app())
     await runner.setup()
@@ -192,7 +192,7 @@ def test_50_connect_disconnect_cycles_leave_nothing_behind() -> None:
     q = prompt48("vm-sorry")[: int(1.2 * SR)]
 
     async def main() -> None:
-        runner, url, server = await start(DelayEngine(DelayConfig(delay_ms=50, reply_s=3.0)))
+        runner, url, server = await start(ToneEngine(ToneConfig(delay_ms=50, reply_s=3.0)))
         try:
             mem10 = tasks10 = None
             for k in range(50):
@@ -229,7 +229,7 @@ def test_barge_in_stops_the_agent_and_keeps_only_played_words() -> None:
     q1, q2 = prompt48("vm-sorry"), prompt48("auth-incorrect")
 
     async def main() -> None:
-        engine = DelayEngine(DelayConfig(delay_ms=100, reply_s=6.0))
+        engine = ToneEngine(ToneConfig(delay_ms=100, reply_s=6.0))
         runner, url, server = await start(engine)
         c = Client(url)
         try:
@@ -276,7 +276,7 @@ def test_barge_in_stops_the_agent_and_keeps_only_played_words() -> None:
 
 
 async def _echo_run(reply_wav: str, delay_s: float, guard: bool, user: np.ndarray | None) -> dict:
-    engine = DelayEngine(DelayConfig(delay_ms=100, reply_wav=reply_wav))
+    engine = ToneEngine(ToneConfig(delay_ms=100, reply_wav=reply_wav))
     runner, url, server = await start(engine, TurnConfig(echo_guard=guard))
     c = Client(url)
     try:
@@ -325,7 +325,7 @@ def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
     burst[-240:] *= np.linspace(1, 0, 240)
 
     async def main() -> None:
-        engine = DelayEngine(DelayConfig(delay_ms=100, reply_s=4.0))
+        engine = ToneEngine(ToneConfig(delay_ms=100, reply_s=4.0))
         runner, url, server = await start(engine)
         c = Client(url)
         try:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(180)
 def test_two_front_workers_serve_one_port() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "voice", "serve", "--engine", "delay", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "voice", "serve", "--engine", "tone", "--port", str(port),
                              "--workers", "2", "--max-sessions", "2"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -30,7 +30,7 @@ def test_two_front_workers_serve_one_port() -> None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     h = json.loads(r.read())
-                    assert h["engine"] == "delay" and h["max_sessions"] == 2
+                    assert h["engine"] == "tone" and h["max_sessions"] == 2
                     pids.add(1)
             except OSError:
                 time.sleep(0.3)

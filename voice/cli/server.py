@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
     c.add_argument("--max-new-tokens", type=int, default=unset)
     c.add_argument("--system", default=unset, help="system prompt")
-    d = p.add_argument_group("delay engine (tests, benchmarks)")
+    d = p.add_argument_group("tone engine (tests, benchmarks)")
     d.add_argument("--delay-ms", type=float, default=unset, help="turn end -> reply (default 300)")
     d.add_argument("--reply-s", type=float, default=unset, help="tone length (default 2.0)")
     d.add_argument("--reply-wav", default=unset, help="answer with this WAV instead of a tone")
@@ -82,7 +82,7 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
     "cascade": ("asr", "asr_backend", "llm", "llm_model", "voice", "max_new_tokens", "system", "device"),
-    "delay": ("delay_ms", "reply_s", "reply_wav"),
+    "tone": ("delay_ms", "reply_s", "reply_wav"),
     "direct": ("weights", "codec", "device", "max_sessions"),
 }
 
@@ -90,10 +90,10 @@ _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options
 def _engine_config(args: argparse.Namespace):  # noqa: ANN202 - one of the engines' configs
     """The typed config of `args.engine` from the options given (the rest keep their defaults)."""
     from voice.engines.cascade import CascadeConfig  # noqa: PLC0415
-    from voice.engines.delay import DelayConfig  # noqa: PLC0415
+    from voice.engines.tone import ToneConfig  # noqa: PLC0415
     from voice.engines.direct import DirectConfig  # noqa: PLC0415
 
-    config_class = {"cascade": CascadeConfig, "delay": DelayConfig, "direct": DirectConfig}[args.engine]
+    config_class = {"cascade": CascadeConfig, "tone": ToneConfig, "direct": DirectConfig}[args.engine]
     given = {k: getattr(args, k) for k in _ENGINE_OPTIONS[args.engine] if getattr(args, k, None) is not None}
     if given.get("device") == "auto":
         del given["device"]

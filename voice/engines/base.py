@@ -27,7 +27,7 @@ from the end of the user's speech to the first agent audio):
     llm_first_token  ASR done -> first LLM token
     tts_first_audio  first LLM token -> first audio ready (rest of the first clause + TTS)
 
-Other engines use their own names (e.g. "engine" for the delay engine, "model_first_frame").
+Other engines use their own names (e.g. "engine" for the tone engine, "model_first_frame").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A deterministic test engine: every turn is answered after a known delay with a known sound.
 
-    parley serve --engine delay [--delay-ms 300] [--reply-s 2.0] [--reply-wav answer.wav]
+    parley serve --engine tone [--delay-ms 300] [--reply-s 2.0] [--reply-wav answer.wav]
 
 The reply starts exactly `delay_ms` after the VAD ended the user's turn (server clock), so a
 client measuring voice-to-voice latency should see  vad_endpoint + delay_ms + transport.
@@ -37,7 +37,7 @@ WORDS = ("one two three four five six seven eight nine ten eleven twelve thirtee
 
 
 @dataclass(frozen=True)
-class DelayConfig:
+class ToneConfig:
     delay_ms: float = 300.0  # turn end (VAD decision) -> first reply sample queued
     reply_s: float = 2.0  # tone duration
     tone_hz: float = 440.0
@@ -46,7 +46,7 @@ class DelayConfig:
     words_per_s: float = 2.5  # "text" of the tone
 
 
-def tone(cfg: DelayConfig) -> np.ndarray:
+def tone(cfg: ToneConfig) -> np.ndarray:
     """The reply tone, (T,) float32 at 48 kHz, with 5 ms fades (no clicks)."""
     n = int(round(cfg.reply_s * WEBRTC_SR))
     t = np.arange(n) / WEBRTC_SR
@@ -59,10 +59,10 @@ def tone(cfg: DelayConfig) -> np.ndarray:
     return x.astype(np.float32)
 
 
-class DelayEngine(Engine):
-    name = "delay"
+class ToneEngine(Engine):
+    name = "tone"
 
-    def __init__(self, cfg: DelayConfig = DelayConfig()) -> None:
+    def __init__(self, cfg: ToneConfig = ToneConfig()) -> None:
         self.cfg = cfg
         if cfg.reply_wav:
             from model.audio import load_audio  # noqa: PLC0415
@@ -79,13 +79,13 @@ class DelayEngine(Engine):
         return {"engine": self.name, "delay_ms": self.cfg.delay_ms,
                 "reply_ms": round(1000 * len(self.audio) / self.sr, 1)}
 
-    def session(self) -> "DelaySession":
+    def session(self) -> "ToneSession":
         self.sessions_started += 1
-        return DelaySession(self)
+        return ToneSession(self)
 
 
-class DelaySession(EngineSession):
-    def __init__(self, engine: DelayEngine) -> None:
+class ToneSession(EngineSession):
+    def __init__(self, engine: ToneEngine) -> None:
         self.engine = engine
         self.history: list[dict] = []  # [{"role", "content"}], agent side = played text only
 
@@ -105,5 +105,5 @@ class DelaySession(EngineSession):
             self.history.append({"role": "assistant", "content": played_text})
 
 
-def create(cfg: DelayConfig) -> DelayEngine:
-    return DelayEngine(cfg)
+def create(cfg: ToneConfig) -> ToneEngine:
+    return ToneEngine(cfg)
