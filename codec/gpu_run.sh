@@ -10,11 +10,14 @@
 # Calls (carry = the ignored paths named): start [.carry/whl, .carry/teacher.safetensors, .carry/opus/g00]
 # (the tree carries weights/codec, 34 MB: the warm start); then `mv weights/codec` out of the tree
 # while feeding: feed [.carry/evalset, .carry/opus/g01], feed [.carry/opus/g02] ...; then
-#   poll  (SLEEP <= 540: sleeps, prints status, brings export_best/ + logs back in $OUT)
-#   collect (waits <= WAIT s for the job to end, brings export_best/, export/ and logs back)
+#   poll  (SLEEP <= 540: sleeps, prints status, brings export_best/ + logs.tgz back in $OUT)
+#   collect (waits <= WAIT s for the job to end, then brings the same; WHAT=last: export/ instead)
+# A call returns <= 8 files and <= 64 MiB: one export (34-38 MB) per call. With VARIANTS=a,b the
+# arms run side by side (`parley codec sweep`); PICK=b brings arm b's export (default: the first).
 # The machine is released ~30 s after a call ends: issue the next call at once. Every poll brings
 # the best export so far, so a lost machine loses at most one poll interval.
 #   PHASE=start MINUTES=18 BS=64 SEG=3.2 ADV=1.0 [INIT=weights/codec] [VARIANT=25hz-sem-bypass]
+#   run 3 (issue 10), both arms from v2: VARIANTS=25hz-sem-bypass,25hz-16q-sem-bypass BS=32
 set -u -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/c/repo OMP_NUM_THREADS=4
 C=/tmp/c
@@ -28,42 +31,49 @@ feed() {
   fi
   echo "train: $(ls $C/train/*.flac 2>/dev/null | wc -l) shards, $(du -sh $C/train | cut -f1)"
 }
+dirs() { if [ -n "${VARIANTS:-}" ]; then for v in ${VARIANTS//,/ }; do echo $C/out/$v; done; else echo $C/out; fi; }
 status() {
-  grep -v "^{" $C/train.log 2>/dev/null | tail -3 | cut -c1-300
-  tail -1 $C/out/log.jsonl 2>/dev/null | cut -c1-300
-  tail -1 $C/out/eval.jsonl 2>/dev/null
-  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
-  pgrep -f "voice codec train" >/dev/null && echo "JOB RUNNING" || echo "JOB STOPPED"
-}
-bring() {  # $1: also the last export
-  for d in export_best ${1:-}; do
-    [ -d $C/out/$d ] && mkdir -p "$OUT/$d" && cp $C/out/$d/* "$OUT/$d/"
+  for d in $(dirs); do
+    echo "== $d"; tail -1 $d/log.jsonl 2>/dev/null | cut -c1-300; tail -1 $d/eval.jsonl 2>/dev/null
   done
-  cp $C/out/log.jsonl $C/out/eval.jsonl $C/train.log "$OUT/" 2>/dev/null
-  ls -la "$OUT" "$OUT"/export* 2>/dev/null | grep -v total
+  grep -v "^{" $C/train.log 2>/dev/null | tail -3 | cut -c1-300
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  pgrep -f "voice codec (train|sweep)" >/dev/null && echo "JOB RUNNING" || echo "JOB STOPPED"
+}
+bring() {  # at most 8 files come back: one export (WHAT=best|last, of PICK in a sweep) + logs.tgz
+  d=$C/out; [ -n "${VARIANTS:-}" ] && d=$C/out/${PICK:-${VARIANTS%%,*}}
+  e=export_best; [ "${WHAT:-best}" = last ] && e=export
+  [ -d $d/$e ] && mkdir -p "$OUT/$e" && cp $d/$e/* "$OUT/$e/"
+  (cd $C && tar -czf "$OUT/logs.tgz" train.log $(find out -maxdepth 2 \( -name '*.jsonl' -o -name train.log \)))
+  ls -la "$OUT" "$OUT/$e" 2>/dev/null | grep -v total
 }
 case "${PHASE:-}" in
 start)
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v -i warn
   rm -rf $C/repo && mkdir -p $C/repo
-  tar --exclude=./.carry --exclude=./.git --exclude=./data --exclude=./runs -cf - . | tar -xf - -C $C/repo
+  tar --exclude=./.carry --exclude=./.git --exclude=./.venv --exclude=./data --exclude=./runs -cf - . | tar -xf - -C $C/repo
   cp .carry/teacher.safetensors $C/
   python3 -c "import soundfile, torch; print('imports ok', torch.__version__, soundfile.__version__)" || exit 3
   python3 -c "import pystoi, scipy" 2>/dev/null && echo "stoi ok" || echo "no pystoi/scipy: quick eval without STOI"
   feed
   init=(); [ -n "${INIT-weights/codec}" ] && init=(--init-from "$C/repo/${INIT:-weights/codec}")
-  (cd $C/repo && setsid nohup python3 -m voice codec train --variant "${VARIANT:-25hz-sem-bypass}" \
-    --data $C/train --out $C/out "${init[@]}" --teacher $C/teacher.safetensors --eval-dir $C/eval \
-    --max-minutes "$MINUTES" --batch-size "$BS" --segment-s "$SEG" --adv-start-frac "${ADV:-1.0}" \
-    --ckpt-every-s 180 --device cuda > $C/train.log 2>&1 < /dev/null &)
+  args=(--data $C/train "${init[@]}" --teacher $C/teacher.safetensors --eval-dir $C/eval
+    --max-minutes "$MINUTES" --batch-size "$BS" --segment-s "$SEG" --adv-start-frac "${ADV:-1.0}"
+    --ckpt-every-s 180 --device "${DEVICE:-cuda}" ${EXTRA:-})  # EXTRA: e.g. "--tiny --max-steps 3" (CPU dry run)
+  if [ -n "${VARIANTS:-}" ]; then  # several arms side by side, one process each
+    cmd=(python3 -m voice codec sweep --variants "$VARIANTS" --out $C/out -- "${args[@]}")
+  else
+    cmd=(python3 -m voice codec train --variant "${VARIANT:-25hz-sem-bypass}" --out $C/out "${args[@]}")
+  fi
+  (cd $C/repo && setsid nohup "${cmd[@]}" > $C/train.log 2>&1 < /dev/null &)
   sleep "${SLEEP:-45}"; status
   ;;
 feed) feed; status ;;
 poll) feed; sleep "${SLEEP:-480}"; status; bring ;;
 collect)
-  for _ in $(seq "${WAIT:-300}"); do pgrep -f "voice codec train" >/dev/null || break; sleep 1; done
-  status; bring export
+  for _ in $(seq "${WAIT:-300}"); do pgrep -f "voice codec (train|sweep)" >/dev/null || break; sleep 1; done
+  status; bring
   ;;
 *) echo "PHASE=start|feed|poll|collect (see the header of $0)"; exit 2 ;;
 esac

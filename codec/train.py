@@ -68,6 +68,25 @@ class TrainConfig:
     seed: int = 0
 
 
+def _warm_start(model: ParleyCodec, src: ParleyCodec) -> int:
+    """Load `src`'s weights into `model`; returns how many codebooks `model` has beyond `src`'s.
+
+    The configs must match except that `model` may have more RVQ levels (the bitrate trade-off of
+    issue 10 measured from a trained codec): its extra levels stay uninitialised and are
+    k-means-initialised on their residual by the first training step.
+    """
+    a, b = src.cfg.to_dict(), model.cfg.to_dict()
+    if {**a, "n_q": 0} != {**b, "n_q": 0} or b["n_q"] < a["n_q"]:
+        raise ValueError(f"init_from has another codec config (only more codebooks may differ): {a} vs {b}")
+    sd = {k: v for k, v in src.state_dict().items() if not k.endswith("embed_avg")}
+    if b["n_q"] > a["n_q"]:
+        own = model.state_dict()
+        sd.update({k: v for k, v in own.items() if k.startswith("quantizer.") and k not in sd
+                   and not k.endswith("embed_avg")})  # the new levels as built (inited = 0)
+    load_state(model, sd)
+    return b["n_q"] - a["n_q"]
+
+
 def _progress(tc: TrainConfig, step: int, elapsed_s: float) -> float:
     p = step / max(1, tc.max_steps)
     if tc.max_minutes:
@@ -121,10 +140,9 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         from codec.io import load_codec
 
         src = load_codec(init_from)
-        if src.cfg.to_dict() != codec_cfg.to_dict():
-            raise ValueError("init_from has a different codec config")
-        load_state(model, {k: v for k, v in src.state_dict().items() if not k.endswith("embed_avg")})
-        log.info("warm start from %s", init_from)
+        n_new = _warm_start(model, src)
+        log.info("warm start from %s%s", init_from,
+                 f" (+{n_new} codebooks, k-means-initialised on their residual at the first step)" if n_new else "")
     if codec_cfg.semantic_dim and not tc.teacher:
         raise ValueError("semantic_dim > 0 needs a teacher file (TrainConfig.teacher)")
     teacher = load_teacher(tc.teacher, dev) if tc.teacher else None  # distillation and/or eval

@@ -15,8 +15,9 @@ from tests.test_codec_train import _shards
 
 
 def test_variants_are_at_most_2_2_kbps() -> None:
-    for name, v in VARIANTS.items():
-        assert v.codec.kbps <= 2.2 + 1e-9, name
+    for name, v in VARIANTS.items():  # the lever arms; the trade-off arm stays under the 6 kbps
+        assert v.codec.kbps <= (6.0 if "16q-sem" in name else 2.2) + 1e-9, name
+        assert get_variant(name, tiny=True).codec.n_q == max(1, v.codec.n_q // 4)
         assert get_variant(name, tiny=True).codec.semantic_dim == v.codec.semantic_dim
 
 

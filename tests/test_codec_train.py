@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from codec.train import TrainConfig, train
@@ -73,3 +74,34 @@ def test_export_best_keeps_the_best_held_out_checkpoint(tmp_path) -> None:
     assert json.loads((best / "eval.json").read_text())["step"] == 200
     assert eval_score(res(1, 0.5, 0.5)) == 1.0
     assert eval_score({"real": {"mel_dist": 0.3}}) == -0.3
+
+
+def test_warm_start_into_more_codebooks(tmp_path) -> None:
+    """The bitrate trade-off arm starts from a trained codec: shared weights copied, the extra RVQ
+    levels k-means-initialised by the first step; any other config difference is refused."""
+    from dataclasses import replace
+
+    from codec.io import load_codec, save_codec
+    from codec.model import ParleyCodec
+    from codec.train import _warm_start
+
+    _shards(tmp_path / "data")
+    tc = TrainConfig(batch_size=2, segment_s=0.25, max_steps=2, log_every=1, kmeans_batches=2,
+                     warmup_steps=1, augment=False)
+    train(tmp_path / "data", tmp_path / "small", TINY, tc, device="cpu")
+    src = load_codec(tmp_path / "small" / "export")
+    wide = replace(TINY, n_q=4)
+    m = ParleyCodec(wide)
+    assert _warm_start(m, src) == 2
+    for k, v in src.state_dict().items():
+        if not k.endswith("embed_avg"):
+            torch.testing.assert_close(m.state_dict()[k], v)
+    assert [bool(layer._codebook.inited.item()) for layer in m.quantizer.vq.layers] == [True, True, False, False]
+    last = train(tmp_path / "data", tmp_path / "wide", wide, tc, device="cpu", init_from=tmp_path / "small" / "export")
+    assert last["step"] == 2 and np.isfinite(last["mel"])
+    assert all(bool(layer._codebook.inited.item()) for layer in load_codec(tmp_path / "wide" / "export").quantizer.vq.layers)
+    with pytest.raises(ValueError, match="only more codebooks"):
+        _warm_start(ParleyCodec(replace(TINY, dimension=16)), src)
+    with pytest.raises(ValueError, match="only more codebooks"):
+        save_codec(m, tmp_path / "w4")
+        _warm_start(ParleyCodec(TINY), load_codec(tmp_path / "w4"))  # fewer codebooks than the source
