@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from codec.fast_step import StepNet, supports_step
-from codec.model import ParleyCodec
+from codec.model import ParleyCodec, no_mkldnn
 
 
 class Backend(str, Enum):
@@ -198,7 +198,7 @@ class FastCodec:
             y, *new = self.session(half, x.shape[0], x.shape[-1]).run(None, feeds)
             return y, new
         net = self.enc if half == "enc" else self.dec
-        with torch.inference_mode(), _no_mkldnn():
+        with torch.inference_mode(), no_mkldnn():
             y, *new = net(x.float(), *[torch.from_numpy(s) for s in states])
         return np.ascontiguousarray(y.numpy()), [s.contiguous().numpy() for s in new]
 
@@ -207,13 +207,3 @@ def _zeros(net: StepNet, batch: int) -> list[np.ndarray]:
     """A fresh stream's states (all zero, as the torch path's `State.reset`)."""
     return [np.zeros((batch, *s), np.int64 if d == torch.int64 else np.float32)
             for s, d in zip(net.state_shapes, net.state_dtypes)]
-
-
-@contextlib.contextmanager
-def _no_mkldnn() -> Iterator[None]:
-    prev = torch.backends.mkldnn.enabled
-    torch._C._set_mkldnn_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(prev)
