@@ -182,6 +182,10 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, help="PNG of the trade-off")
     p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
     p.set_defaults(func=eot_cmd)
+    p = bench_sub.add_parser("asr", help="cascade ASR: short window vs the 30 s window, speed and WER on 50 clips")
+    p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.set_defaults(func=asr_cmd)
     p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
@@ -247,6 +251,19 @@ def eot_cmd(args: argparse.Namespace) -> int:
               f"{100 * c['early_fraction']:5.1f} %  mean delay {c['mean_delay_ms']:6.0f} ms")
     for v in report["vad_only"]:
         print(f"VAD timeout {v['timeout_ms']:<6.0f} false cut-ins {100 * v['false_cut_in']:5.1f} %")
+    return 0
+
+
+def asr_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.asr_eval import AsrBenchConfig, run_asr_bench  # noqa: PLC0415
+
+    report = run_asr_bench(AsrBenchConfig(repeats=args.repeats, out=args.out))
+    print(f"{report['clips']} clips, load {report['load_avg_1m']}")
+    for k, v in report["variants"].items():
+        print(f"{k:13s} p50 {v['p50_ms']:6.1f} ms  p90 {v['p90_ms']:6.1f} ms  WER (synthetic) "
+              f"{100 * v['wer_synthetic']:4.1f} %  words differing from the 30 s window {100 * v['diff_to_full']:4.1f} %")
+    for d in report["differences"]:
+        print(f"  {d['clip']}: {d['full_30s']!r} -> {d['short_window']!r}")
     return 0
 
 

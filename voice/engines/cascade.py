@@ -3,7 +3,8 @@
     parley serve --engine cascade [--asr tiny.en --llm smollm2 --voice joe]
 
 Per turn (`CascadeSession.respond`):
-  1. ASR on the whole user turn (Whisper via faster-whisper int8, in the model thread pool);
+  1. ASR on the whole user turn (Whisper via faster-whisper int8, encoder on the clip only, in
+     the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
      punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
@@ -59,6 +60,7 @@ _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "w
 class CascadeConfig:
     asr: str = "tiny.en"  # Whisper model (bundled tiny.en)
     asr_backend: str = "ct2"  # "ct2": faster-whisper int8 (p50 366 vs 570 ms, see asr_ct2); "torch"
+    asr_full_window: bool = False  # ct2: encode the whole 30 s window (default: the clip only, asr_ct2)
     llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
@@ -133,7 +135,8 @@ class CascadeEngine(Engine):
         if asr is None:
             from model.components.asr_ct2 import load_asr  # noqa: PLC0415
 
-            asr = load_asr(cfg.asr, device=cfg.device, backend=cfg.asr_backend)
+            asr = load_asr(cfg.asr, device=cfg.device, backend=cfg.asr_backend,
+                           short_window=not cfg.asr_full_window)
         if llm is None:
             from model.components.llm import load_llm  # noqa: PLC0415
 
