@@ -28,7 +28,10 @@ class _Spec(EngineSession):
     speculative = True
 
     def __init__(self, prob: float) -> None:
-        self.prob, self.calls, self.discarded, self.committed = prob, [], [], []
+        self.prob, self.calls, self.discarded, self.committed, self.prepared = prob, [], [], [], []
+
+    def prepare(self, turn: int, audio_16k: np.ndarray) -> None:
+        self.prepared.append((turn, len(audio_16k)))
 
     async def respond(self, turn: UserTurn):  # noqa: ANN201
         self.calls.append(turn)
@@ -76,6 +79,8 @@ def test_high_score_ends_the_turn_at_the_pause_and_plays_the_held_reply() -> Non
         s, sent = await _drive(0.9, [0.9] * 20 + [0.05] * 10)  # 320 ms of silence < 800 ms fallback
         assert "turn_end" in sent and "latency" in sent  # ended early by the score, reply played
         assert s.engine_session.calls[0].final is False and len(s.engine_session.calls) == 1
+        (turn, n), = s.engine_session.prepared  # the first silent chunk: the turn so far
+        assert turn == 1 and len(s.engine_session.calls[0].audio) >= n >= 20 * VAD_CHUNK
         assert s.out.busy
         await s.close()
 

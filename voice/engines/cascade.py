@@ -149,6 +149,7 @@ class CascadeEngine(Engine):
         self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="parley-model")
         # one lock per model: sessions take turns on each model, stages of different sessions overlap
         self.asr_lock, self.llm_lock, self.tts_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self.eou_lock = threading.Lock()  # end-of-turn scores (the LLM's weights are read-only)
         self.load_s = time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -200,6 +201,7 @@ class CascadeSession(EngineSession):
         else:
             self.llm_state = engine.llm.new_state() if hasattr(engine.llm, "new_state") else None
         self.instructions = ""  # per-session addition to the system prompt (Realtime session.update)
+        self._early: tuple[int, np.ndarray, asyncio.Future] | None = None  # prepare(): turn, audio, text
 
     def messages(self) -> list[dict]:
         system = f"{self.engine.system}\n{self.instructions}".strip()
@@ -210,6 +212,25 @@ class CascadeSession(EngineSession):
                 self.first += 1
         return [{"role": "system", "content": system}, *self.engine.examples, *self.history[self.first :]]
 
+    def prepare(self, turn: int, audio_16k: np.ndarray) -> None:
+        """ASR from the first silent chunk, so that at the pause (192 ms later) the text is ready.
+        Skipped while an earlier early ASR still runs (short inner pauses: no pile of jobs)."""
+        if self._early is not None and not self._early[2].done():
+            self._early = None  # that one is of older audio; the turn will be transcribed anew
+            return
+        loop = asyncio.get_running_loop()
+        self._early = (turn, audio_16k, loop.run_in_executor(self.engine.pool, self.engine.transcribe, audio_16k))
+
+    async def _transcribe(self, turn: UserTurn) -> str:
+        """The turn's text: the early ASR of `prepare` when the turn is that audio + silence."""
+        early, self._early = self._early, None
+        if early is not None and turn.prepared:
+            n_turn, audio, fut = early
+            n = len(audio)
+            if n_turn == turn.turn and len(turn.audio) >= n and np.array_equal(turn.audio[:n], audio):
+                return await fut
+        return await asyncio.get_running_loop().run_in_executor(self.engine.pool, self.engine.transcribe, turn.audio)
+
     def discard(self, turn: int) -> None:
         n = self._undo.pop(turn, None)
         if n is not None:
@@ -219,7 +240,7 @@ class CascadeSession(EngineSession):
         from model.components.eou import end_of_turn_prob  # noqa: PLC0415
 
         last = next((m["content"] for m in reversed(self.history) if m["role"] == "assistant"), None)
-        with self.engine.llm_lock:
+        with self.engine.eou_lock:  # not llm_lock: the score runs while the reply is generated
             return end_of_turn_prob(self.engine.llm, text, context=last)
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
@@ -231,24 +252,41 @@ class CascadeSession(EngineSession):
         e = self.engine
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        text = await loop.run_in_executor(e.pool, e.transcribe, turn.audio)
+        text = await self._transcribe(turn)
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
-        if not turn.final:  # speculative, at a pause: is the user done?
-            yield EndOfTurn(await loop.run_in_executor(e.pool, self.end_of_turn, text))
+        # speculative, at a pause: is the user done? The score runs beside the reply (its own
+        # lock, the other core), so it is off the path to the first audio.
+        score = None if turn.final else loop.run_in_executor(e.pool, self.end_of_turn, text)
         if not re.search(r"\w", text):
+            if score is not None:
+                yield EndOfTurn(await score)
             return  # noise: nothing to answer
         self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
         stop = threading.Event()
         out: asyncio.Queue = asyncio.Queue()
         tasks = [asyncio.ensure_future(self._pipeline(self.messages(), stop, out, t_asr))]
+        if score is not None:
+            tasks.append(asyncio.ensure_future(_put_when_done(score, out)))
+        held: list[EngineEvent] | None = None if score is None else []  # reply items before the score
         try:
             while (item := await out.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                if held is not None and not isinstance(item, (Stage, EndOfTurn)):
+                    held.append(item)  # the server waits for the turn's end on these: score first
+                    continue
                 yield item
+                if isinstance(item, EndOfTurn) and held is not None:
+                    for h in held:
+                        yield h
+                    held = None
+            if held is not None:  # the reply was done before its score
+                yield EndOfTurn(await score)
+                for h in held:
+                    yield h
         finally:
             stop.set()
             for t in tasks:
@@ -327,6 +365,11 @@ class CascadeSession(EngineSession):
         finally:
             stop.set()  # the LLM thread stops before its next token; nobody waits for it
             llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _put_when_done(score: asyncio.Future, out: asyncio.Queue) -> None:
+    """The end-of-turn score into the reply's queue, between its other items."""
+    await out.put(EndOfTurn(await score))
 
 
 def create(cfg: CascadeConfig) -> CascadeEngine:

@@ -12,9 +12,8 @@ talks, the output track is held (silent frames, nothing consumed); if it was noi
 TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
 (TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
 cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
-played. The input's jitter buffer is cut from aiortc's 4 frames of prefetch to
-`voice.server.inputs.INPUT_PREFETCH` (on a LAN / loopback there is no jitter to absorb; every frame saved is
-latency saved, for barge-in and end of turn alike).
+played. Input jitter buffer: `voice.server.inputs.INPUT_PREFETCH` frames, not aiortc's 4 (no jitter
+to absorb on a LAN / loopback). At the first silent chunk of a turn the engine's `prepare` may start.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -76,8 +76,6 @@ class Session:
         self.engine_session = engine_session if engine_session is not None else engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
-        from dataclasses import replace  # noqa: PLC0415
-
         speculative = getattr(self.engine_session, "speculative", False)
         det_cfg = replace(cfg, stop_ms=cfg.semantic_stop_ms) if speculative else replace(cfg, pause_ms=0.0)
         self.detector = TurnDetector(det_cfg, self.guard)
@@ -103,6 +101,7 @@ class Session:
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=keep)  # QUIET/STARTING
         self._turn_audio: list[tuple[float, np.ndarray]] = []  # SPEAKING/STOPPING
         self._in_turn = False
+        self._prepared = False  # the engine's prepare() got this turn's audio; only silence since
         self._held_at: float | None = None  # when the output was held for a possible barge-in
         self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0}
         self._wire()
@@ -213,8 +212,13 @@ class Session:
 
     def _on_turn_event(self, e) -> None:  # noqa: ANN001
         if isinstance(e, VadChange):
-            if e.state is TurnPhase.SPEAKING and self._spec is not None:
-                self._discard_spec()  # the user went on after the pause
+            if e.state is TurnPhase.SPEAKING:
+                self._prepared = False  # speech again: what was prepared is stale
+                self._discard_spec()  # the user went on after the pause (if a reply was started)
+            if e.state is TurnPhase.STOPPING and self._in_turn and self._turn_audio:
+                # first silent chunk: the engine may start (ASR) before the pause is confirmed
+                self.engine_session.prepare(self.turn, np.concatenate([c for _, c in self._turn_audio]))
+                self._prepared = True
             if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
                 self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
                 self._held_at = e.t
@@ -242,6 +246,7 @@ class Session:
         self._turn_audio = [(t, c) for t, c in self._recent if t > lo]
         self._recent.clear()
         self._in_turn = True
+        self._prepared = False
         self.send(ev.TURN_START, turn=self.turn, barge_in=barge_in)
 
     def _on_pause(self, e: TurnPause) -> None:
@@ -251,7 +256,7 @@ class Session:
         chunks = [c for t, c in self._turn_audio if t <= hi]
         if not chunks:
             return
-        ut = UserTurn(self.turn, np.concatenate(chunks), e.t_speech_end, e.t, final=False)
+        ut = UserTurn(self.turn, np.concatenate(chunks), e.t_speech_end, e.t, final=False, prepared=self._prepared)
         self._spec_gate, self._spec_turn = asyncio.Event(), self.turn
         self._spec = self._spawn(self._run_reply(ut, self._spec_gate), f"spec{self.turn}")
 
@@ -267,8 +272,7 @@ class Session:
 
     def _on_turn_end(self, e: TurnEnd) -> None:
         if self._spec is not None and self._spec_turn == self.turn and not self._spec.done():
-            self._in_turn = False  # the speculative reply answers this turn: play it
-            self._turn_audio = []
+            self._in_turn, self._turn_audio = False, []  # the speculative reply answers this turn: play it
             self.send(ev.TURN_END, turn=self.turn, speech_ms=round(1000 * e.speech_s))
             self._decided[self.turn] = e.t
             self._reply_turn, self._reply = self.turn, self._spec
@@ -282,7 +286,7 @@ class Session:
         self._turn_audio = []
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         self.send(ev.TURN_END, turn=self.turn, speech_ms=round(1000 * e.speech_s))
-        ut = UserTurn(self.turn, audio, e.t_speech_end, e.t)
+        ut = UserTurn(self.turn, audio, e.t_speech_end, e.t, prepared=self._prepared)
         self._reply_turn = self.turn
         self._reply = self._spawn(self._run_reply(ut), f"reply{self.turn}")
 
