@@ -170,26 +170,3 @@ def test_speculative_score_runs_beside_the_reply_and_comes_before_it() -> None:
 
     asyncio.run(main())
 
-
-def test_prepare_starts_asr_early_and_the_pause_reuses_it() -> None:
-    """ASR from the first silent chunk: the turn given at the pause (same audio + silence) is not
-    transcribed again; other audio (the user went on) is."""
-    async def main() -> None:
-        e = _engine()
-        calls: list[int] = []
-        transcribe = e.asr.transcribe
-        e.asr.transcribe = lambda a: (calls.append(len(a)), transcribe(a))[1]  # type: ignore[method-assign]
-        s = e.session()
-        speech = np.full(16000, 0.1, np.float32)
-        s.prepare(1, speech)
-        t = time.monotonic()
-        turn = UserTurn(1, np.concatenate([speech, np.zeros(4000, np.float32)]), t, t, prepared=True)
-        evs = [ev async for ev in s.respond(turn)]
-        assert calls == [16000] and any(isinstance(ev, AgentAudio) for ev in evs)
-        s.prepare(2, speech)
-        longer = UserTurn(2, np.concatenate([speech, np.full(8000, 0.2, np.float32)]), t, t)  # spoke on
-        evs = [ev async for ev in s.respond(longer)]
-        assert sorted(calls) == [16000, 16000, 24000]  # the early text is stale: transcribed anew
-        await e.close()
-
-    asyncio.run(main())

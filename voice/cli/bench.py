@@ -181,6 +181,8 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="JSON report")
     p.add_argument("--plot", default=None, help="PNG of the trade-off")
     p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
+    p.add_argument("--asr-at-pause", action="store_true",
+                   help="time the decision as ASR started at the pause (default: at the silence onset, as the server)")
     p.set_defaults(func=eot_cmd)
     p = bench_sub.add_parser("asr", help="cascade ASR: short window vs the 30 s window, speed and WER on 50 clips")
     p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
@@ -243,7 +245,7 @@ def eot_cmd(args: argparse.Namespace) -> int:
         with open(args.rows_from) as f:
             rows = json.load(f)["rows"]
     report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms,
-                               out_json=args.out, out_png=args.plot), rows)
+                               early_asr=not args.asr_at_pause, out_json=args.out, out_png=args.plot), rows)
     print(f"{report['n_complete']} complete, {report['n_paused']} paused utterances; "
           f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means)")
     for c in report["curve"]:

@@ -5,7 +5,6 @@ only turns user speech into agent speech. Per connection the server asks the sha
 for an `EngineSession` (per-conversation state: history, caches) and then:
 
     session.feed(chunk_16k, t)      every 32 ms of user audio (full-duplex engines may listen)
-    session.prepare(turn, audio)    the user went silent inside a turn (may start ASR early)
     async for ev in session.respond(turn):   after the VAD ends a user turn
         UserText(text)              what the user said (ASR), once
         AgentText(text)             generated text as it streams (deltas, not yet spoken)
@@ -49,7 +48,6 @@ class UserTurn:
     t_speech_end: float  # monotonic time at which the user's speech ended (server clock)
     t_decided: float  # monotonic time at which the VAD ended the turn
     final: bool = True  # False: a speculative reply started at a pause (the user may go on)
-    prepared: bool = False  # audio = what the last `prepare(turn, ...)` got + silence after it
 
 
 @dataclass(frozen=True)
@@ -86,9 +84,10 @@ EngineEvent = UserText | AgentText | AgentAudio | Stage | EndOfTurn
 class EngineSession(ABC):
     """Per-connection engine state (conversation history, caches).
 
-    `speculative` engines get `respond(UserTurn(final=False))` at the first pause of a turn: they
-    yield `EndOfTurn(prob)` once they know what was said, then their reply, which the server holds
-    until the turn ends (then it is played) or the user goes on (then the task is cancelled and
+    `speculative` engines get `respond(UserTurn(final=False))` at the first silent chunk of every
+    pause in a turn: they yield `EndOfTurn(prob)` once they know what was said, then their reply,
+    which the server holds until the turn ends (then it is played; a high prob ends it once the
+    pause reaches `TurnConfig.pause_ms`) or the user goes on (then the task is cancelled and
     `discard(turn)` called: nothing of it is ever played or kept)."""
 
     speculative: bool = False
@@ -99,11 +98,6 @@ class EngineSession(ABC):
     @abstractmethod
     def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         """Answer one user turn (async generator); cancelled by the server on barge-in."""
-
-    def prepare(self, turn: int, audio_16k: np.ndarray) -> None:  # noqa: B027 - optional hook
-        """The user went silent inside `turn` (first silent chunk; called on the event loop, must
-        not block): an engine may start work on `audio_16k` (the turn so far) and reuse it when a
-        later `respond(turn)` has `prepared` set (its audio is this + silence: no speech since)."""
 
     def discard(self, turn: int) -> None:  # noqa: B027 - optional hook
         """A speculative reply to `turn` was thrown away (the user went on): forget its turn."""

@@ -201,7 +201,6 @@ class CascadeSession(EngineSession):
         else:
             self.llm_state = engine.llm.new_state() if hasattr(engine.llm, "new_state") else None
         self.instructions = ""  # per-session addition to the system prompt (Realtime session.update)
-        self._early: tuple[int, np.ndarray, asyncio.Future] | None = None  # prepare(): turn, audio, text
 
     def messages(self) -> list[dict]:
         system = f"{self.engine.system}\n{self.instructions}".strip()
@@ -211,25 +210,6 @@ class CascadeSession(EngineSession):
             while self.first < len(self.history) - 1 and self.history[self.first]["role"] != "user":
                 self.first += 1
         return [{"role": "system", "content": system}, *self.engine.examples, *self.history[self.first :]]
-
-    def prepare(self, turn: int, audio_16k: np.ndarray) -> None:
-        """ASR from the first silent chunk, so that at the pause (192 ms later) the text is ready.
-        Skipped while an earlier early ASR still runs (short inner pauses: no pile of jobs)."""
-        if self._early is not None and not self._early[2].done():
-            self._early = None  # that one is of older audio; the turn will be transcribed anew
-            return
-        loop = asyncio.get_running_loop()
-        self._early = (turn, audio_16k, loop.run_in_executor(self.engine.pool, self.engine.transcribe, audio_16k))
-
-    async def _transcribe(self, turn: UserTurn) -> str:
-        """The turn's text: the early ASR of `prepare` when the turn is that audio + silence."""
-        early, self._early = self._early, None
-        if early is not None and turn.prepared:
-            n_turn, audio, fut = early
-            n = len(audio)
-            if n_turn == turn.turn and len(turn.audio) >= n and np.array_equal(turn.audio[:n], audio):
-                return await fut
-        return await asyncio.get_running_loop().run_in_executor(self.engine.pool, self.engine.transcribe, turn.audio)
 
     def discard(self, turn: int) -> None:
         n = self._undo.pop(turn, None)
@@ -252,7 +232,7 @@ class CascadeSession(EngineSession):
         e = self.engine
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        text = await self._transcribe(turn)
+        text = await loop.run_in_executor(e.pool, e.transcribe, turn.audio)
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
