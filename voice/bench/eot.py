@@ -54,7 +54,7 @@ class EotConfig:
     voices: tuple[str, ...] = USER_VOICES
     pause_ms: float = 200.0  # short VAD silence before the semantic check
     stop_ms: float = 544.0  # fallback: the plain VAD timeout
-    thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
     vad_timeouts: tuple[float, ...] = (300.0, 400.0, 544.0, 640.0, 720.0, 800.0, 1000.0)
     pause_range_ms: tuple[float, float] = (300.0, 700.0)
     seed: int = 0
