@@ -170,28 +170,3 @@ def test_speculative_score_runs_beside_the_reply_and_comes_before_it() -> None:
 
     asyncio.run(main())
 
-
-
-def test_the_llm_waits_while_the_first_clause_is_synthesized() -> None:
-    """On 2 cores the first clause's TTS is on the path to the first audio, the next tokens are
-    not: the LLM makes at most the token in flight during it, and goes on afterwards."""
-    async def main() -> None:
-        e = _engine()
-        seen: list[tuple[int, int]] = []
-        synthesize = e.tts.synthesize
-
-        def spy(text: str) -> np.ndarray:
-            n0 = e.llm.generated
-            time.sleep(0.2)  # a slow clause: ~6 tokens' time
-            audio = synthesize(text)
-            seen.append((n0, e.llm.generated))
-            return audio
-
-        e.tts.synthesize = spy  # type: ignore[method-assign]
-        evs = [ev async for ev in e.session().respond(_turn())]
-        (a, b), *_ = seen
-        assert b - a <= 1, seen
-        assert " ".join(ev.text for ev in evs if isinstance(ev, AgentAudio)) == REPLY
-        await e.close()
-
-    asyncio.run(main())

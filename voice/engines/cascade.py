@@ -8,9 +8,8 @@ Per turn (`CascadeSession.respond`):
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
      punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
-     when possible) it is sent to TTS; the LLM pauses during the first clause's TTS (the two
-     share 2 cores) and then keeps generating while later clauses are synthesized; each clause's
-     audio is yielded as AgentAudio in order, so the first audio is ready after the first clause.
+     when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
+     order, so the first agent audio is ready after the first clause, not the whole reply.
 Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
 clauses are dropped, a clause being synthesized is finished and thrown away.
 
@@ -73,8 +72,6 @@ class CascadeConfig:
     max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
     speculative: bool = True  # start the reply at the first pause, end the turn on the LLM's score
-    first_clause_first: bool = True  # the LLM waits while the first clause is synthesized (first
-    #                                  audio sooner on 2 cores; the rest of the reply is not late)
 
 
 def trim_silence(audio: np.ndarray, sr: int, tail: bool, keep_s: float = 0.02, floor: float = 0.01) -> np.ndarray:
@@ -283,8 +280,6 @@ class CascadeSession(EngineSession):
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
         clauses: asyncio.Queue = asyncio.Queue()
-        llm_may_run = threading.Event()  # cleared while the first clause is synthesized (2 cores)
-        llm_may_run.set()
 
         def generate() -> None:  # worker thread
             try:
@@ -297,8 +292,6 @@ class CascadeSession(EngineSession):
                         if stop.is_set():
                             break
                         loop.call_soon_threadsafe(pieces.put_nowait, piece)
-                        while not llm_may_run.is_set() and not stop.is_set():
-                            llm_may_run.wait(0.05)  # the first clause is being synthesized
             except BaseException as err:  # noqa: BLE001 - handed to the event loop
                 loop.call_soon_threadsafe(pieces.put_nowait, err)
             finally:
@@ -319,8 +312,6 @@ class CascadeSession(EngineSession):
                 buf += p
                 limit = (FIRST_MAX_WORDS, SECOND_MAX_WORDS)[n_clauses] if n_clauses < 2 else MAX_WORDS
                 ready, buf = take_clauses(buf, max_words=limit)
-                if ready and n_clauses == 0 and e.cfg.first_clause_first:
-                    llm_may_run.clear()  # TTS of the first clause has the CPU; the LLM waits
                 n_clauses += len(ready)
                 for c in ready:
                     await clauses.put(c)
@@ -337,7 +328,6 @@ class CascadeSession(EngineSession):
                     continue
                 audio = await loop.run_in_executor(e.pool, e.synthesize, c)
                 audio = trim_silence(audio, e.tts.sample_rate, tail=c.rstrip()[-1:] not in ".!?;:,")
-                llm_may_run.set()
                 if first:
                     first = False
                     t = t_first[0] if t_first else t_asr
@@ -354,7 +344,6 @@ class CascadeSession(EngineSession):
             await out.put(err)
         finally:
             stop.set()  # the LLM thread stops before its next token; nobody waits for it
-            llm_may_run.set()
             llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
