@@ -71,8 +71,8 @@ class TurnConfig:
     start_drop_db: float = 25.0  # in STARTING a chunk this far below the loudest one is not
     #                              speech (Silero's probability lingers ~60 ms after a sound)
     stop_ms: float = 544.0  # silence that ends a turn
-    pause_ms: float = 192.0  # silence after which TurnPause is sent (speculative engines start
-    #                          their reply there and may end the turn early; 0 = never)
+    pause_ms: float = 192.0  # silence after which TurnPause is sent: a speculative engine's reply
+    #                          (started at the first silent chunk) may end the turn here; 0 = never
     semantic_stop_ms: float = 800.0  # stop_ms with a speculative engine (its end-of-turn score
     #                                  ends complete turns at the pause; this is the fallback)
     eot_threshold: float = 0.2  # end-of-turn score that ends the turn at the pause: 2 % false
