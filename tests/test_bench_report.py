@@ -63,3 +63,16 @@ def test_report_json_table_plot(tmp_path) -> None:  # noqa: ANN001
     assert idx == [0, 1] and stacks["rest (transport, playout, queues)"] == [140.0, 200.0]
     plot_reports([rep, back], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_breakdown_of_a_speculative_turn_does_not_stack_overlapping_stages() -> None:
+    """With a speculative reply the model stages ran during the endpoint: the bar is
+    vad_endpoint + the server's rest to the first audio + what the server did not see."""
+    t = TurnResult(index=0, audio="a.wav", v2v_ms=800.0, server_total_ms=700.0,
+                   stages={"vad_endpoint": 300.0, "asr": 90.0, "llm_first_token": 120.0,
+                           "tts_first_audio": 260.0, "speculative": 190.0})
+    rep = LatencyReport(engine="cascade", url="http://h:1", turns=[t], settings={})
+    _, stacks, _ = breakdown(rep)
+    parts = {k: v[0] for k, v in stacks.items() if v[0]}
+    assert parts == {"vad_endpoint": 300.0, "decision -> first audio (ASR/LLM/TTS overlap the endpoint)": 400.0,
+                     "rest (transport, playout, queues)": 100.0}

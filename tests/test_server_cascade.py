@@ -142,3 +142,31 @@ def test_noise_transcribed_as_nothing_gets_no_reply() -> None:
         await e.close()
 
     asyncio.run(main())
+
+
+def test_speculative_score_runs_beside_the_reply_and_comes_before_it() -> None:
+    """At a pause the end-of-turn score does not wait for the LLM, nor the LLM for the score
+    (the score below blocks until the LLM has started: serial order would never finish it), and
+    the score is yielded before any reply item (the server holds those until the turn ends)."""
+    async def main() -> None:
+        e = _engine()
+        s = e.session()
+        s.speculative = True
+        llm_started = threading.Event()
+        stream_chat = e.llm.stream_chat
+
+        def spy(messages, **kw):  # noqa: ANN001, ANN003, ANN202
+            llm_started.set()
+            return stream_chat(messages, **kw)
+
+        e.llm.stream_chat = spy
+        s.end_of_turn = lambda text: 0.9 if llm_started.wait(5.0) else 0.0  # type: ignore[method-assign]
+        t = time.monotonic()
+        evs = [ev async for ev in s.respond(UserTurn(1, np.zeros(16000, np.float32), t, t, final=False))]
+        kinds = [type(ev).__name__ for ev in evs if not isinstance(ev, Stage)]
+        assert kinds[:2] == ["UserText", "EndOfTurn"] and evs[[type(x).__name__ for x in evs].index("EndOfTurn")].prob == 0.9
+        assert " ".join(ev.text for ev in evs if isinstance(ev, AgentAudio)) == REPLY
+        await e.close()
+
+    asyncio.run(main())
+

@@ -76,8 +76,25 @@ def test_high_score_ends_the_turn_at_the_pause_and_plays_the_held_reply() -> Non
         s, sent = await _drive(0.9, [0.9] * 20 + [0.05] * 10)  # 320 ms of silence < 800 ms fallback
         assert "turn_end" in sent and "latency" in sent  # ended early by the score, reply played
         assert s.engine_session.calls[0].final is False and len(s.engine_session.calls) == 1
+        assert len(s.engine_session.calls[0].audio) >= 20 * VAD_CHUNK  # started at the first silent chunk
         assert s.out.busy
         await s.close()
+
+    asyncio.run(main())
+
+
+def test_a_high_score_before_the_pause_still_waits_for_the_pause() -> None:
+    """The reply starts at the first silent chunk and its score is known at once, but the turn
+    ends only once the pause reaches pause_ms (192 ms = 6 chunks): a shorter silence goes on."""
+    async def main() -> None:
+        s, sent = await _drive(0.9, [0.9] * 20 + [0.05] * 4)
+        assert len(s.engine_session.calls) == 1 and s.engine_session.calls[0].final is False
+        assert "turn_end" not in sent and not s.out.busy  # held: 128 ms of silence
+        s2, sent2 = await _drive(0.9, [0.9] * 20 + [0.05] * 4 + [0.9] * 5 + [0.05] * 7)
+        assert s2.engine_session.discarded == [1] and len(s2.engine_session.calls) == 2
+        assert sent2.count("turn_end") == 1 and sent2.count("latency") == 1
+        await s.close()
+        await s2.close()
 
     asyncio.run(main())
 

@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+CONTEXT_WORDS = 12  # of the agent's reply, its end: 28 vs 41 ms for a 41-word reply (2 cores, idle)
+
 
 def normalize(text: str) -> str:
     """Lower case, no punctuation except apostrophes, single spaces."""
@@ -23,7 +25,7 @@ def normalize(text: str) -> str:
 
 
 def end_of_turn_prob(llm, text: str, context: str | None = None) -> float:  # noqa: ANN001 - LocalChatLLM
-    """P(the user's turn ends here | text[, the agent's previous reply])."""
+    """P(the user's turn ends here | text[, the last CONTEXT_WORDS words of the agent's reply])."""
     import torch  # noqa: PLC0415
 
     tok = llm.tokenizer
@@ -32,7 +34,7 @@ def end_of_turn_prob(llm, text: str, context: str | None = None) -> float:  # no
         return 0.0
     prompt = ""
     if context:
-        prompt = f"<|im_start|>assistant\n{normalize(context)}<|im_end|>\n"
+        prompt = f"<|im_start|>assistant\n{' '.join(normalize(context).split()[-CONTEXT_WORDS:])}<|im_end|>\n"
     ids = tok.encode(f"{prompt}<|im_start|>user\n{words}")
     gen = llm.engine
     model = gen.prefill_model or gen.model

@@ -8,7 +8,9 @@ Each paused utterance gets a pause length drawn uniformly in 300-700 ms (seeded)
 False cut-in: the turn ends inside the pause: the score (known pause_ms + ASR + score after the
 pause began) is at or above the threshold before the user goes on, or the pause reaches stop_ms.
 End-of-turn delay (complete utterances): pause_ms + ASR + score when it ends early, else stop_ms
-(both plus Silero's ~60 ms lag, left out here as it is the same for every rule).
+(both plus Silero's ~60 ms lag, left out here as it is the same for every rule). With `early_asr`
+(the server's default: the speculative reply, ASR first, starts at the first silent chunk, and the
+turn may end once the pause reaches pause_ms) the turn ends at max(pause_ms, ASR + score) instead.
 Baseline: the VAD alone with a timeout T (cut-in when the pause >= T, delay T), for several T.
 """
 
@@ -52,10 +54,11 @@ class EotConfig:
     voices: tuple[str, ...] = USER_VOICES
     pause_ms: float = 200.0  # short VAD silence before the semantic check
     stop_ms: float = 544.0  # fallback: the plain VAD timeout
-    thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
     vad_timeouts: tuple[float, ...] = (300.0, 400.0, 544.0, 640.0, 720.0, 800.0, 1000.0)
     pause_range_ms: tuple[float, float] = (300.0, 700.0)
     seed: int = 0
+    early_asr: bool = True  # ASR from the silence onset, end at max(pause, ASR + score) (as the server)
     out_json: str | None = None
     out_png: str | None = None
 
@@ -98,7 +101,10 @@ def tradeoff(rows: list[dict], cfg: EotConfig) -> tuple[list[dict], list[dict]]:
     out = []
     for thr in cfg.thresholds:
         def early(r: dict) -> float:
-            return cfg.pause_ms + r["asr_ms"] + r["eou_ms"] if r["p"] >= thr else float("inf")
+            if r["p"] < thr:
+                return float("inf")
+            known = r["asr_ms"] + r["eou_ms"]
+            return max(cfg.pause_ms, known) if cfg.early_asr else cfg.pause_ms + known
 
         delays = [min(early(r), cfg.stop_ms) for r in comp]
         cuts = [min(early(r), cfg.stop_ms) <= pause for r, pause in zip(cut, pauses)]
@@ -140,7 +146,7 @@ def run_eot(cfg: EotConfig, rows: list[dict] | None = None) -> dict:
     """Scores the set (or takes `rows` of an earlier report), then the trade-off."""
     rows = score_set(cfg) if rows is None else rows
     curve, vad = tradeoff(rows, cfg)
-    report = {"pause_ms": cfg.pause_ms, "stop_ms": cfg.stop_ms, "voices": list(cfg.voices),
+    report = {"pause_ms": cfg.pause_ms, "stop_ms": cfg.stop_ms, "early_asr": cfg.early_asr, "voices": list(cfg.voices),
               "n_complete": sum(r["complete"] for r in rows), "n_paused": sum(not r["complete"] for r in rows),
               "asr_ms_mean": float(np.mean([r["asr_ms"] for r in rows])),
               "eou_ms_mean": float(np.mean([r["eou_ms"] for r in rows])), "curve": curve, "vad_only": vad,

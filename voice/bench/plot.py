@@ -9,6 +9,7 @@ import numpy as np
 from voice.bench.report import LatencyReport
 
 REST = "rest (transport, playout, queues)"
+AFTER_DECISION = "decision -> first audio (ASR/LLM/TTS overlap the endpoint)"
 
 
 def breakdown(report: LatencyReport) -> tuple[list[int], dict[str, list[float]], list[float]]:
@@ -16,18 +17,26 @@ def breakdown(report: LatencyReport) -> tuple[list[int], dict[str, list[float]],
 
     The rest is the client-measured voice-to-voice latency minus the sum of the server stages
     (clipped at 0): network, Opus, output queue and playout, all that the server cannot see.
+    A speculative turn (a `speculative` stage) ran its model stages during the VAD endpoint, so
+    they do not add up: it is drawn as vad_endpoint + the server's rest to the first audio.
     """
     names = report.stage_names()
     turns = [t for t in report.turns if t.v2v_ms is not None and not t.early]
-    stacks: dict[str, list[float]] = {n: [] for n in names}
+    spec = [n for n in names if n in ("vad_endpoint", "speculative")] == ["vad_endpoint", "speculative"]
+    plain = [n for n in names if n != "speculative"]
+    stacks: dict[str, list[float]] = {n: [] for n in plain}
+    stacks[AFTER_DECISION] = []
     stacks[REST] = []
     for t in turns:
-        total = 0.0
-        for n in names:
-            v = float(t.stages.get(n, 0.0))
+        overlapped = spec and "speculative" in t.stages and t.server_total_ms is not None
+        parts = {n: float(t.stages.get(n, 0.0)) for n in plain}
+        parts[AFTER_DECISION] = 0.0
+        if overlapped:
+            parts = {n: (parts[n] if n == "vad_endpoint" else 0.0) for n in parts}
+            parts[AFTER_DECISION] = max(0.0, t.server_total_ms - parts["vad_endpoint"])
+        for n, v in parts.items():
             stacks[n].append(v)
-            total += v
-        stacks[REST].append(max(0.0, t.v2v_ms - total))
+        stacks[REST].append(max(0.0, t.v2v_ms - sum(parts.values())))
     return [t.index for t in turns], stacks, [t.v2v_ms for t in turns]
 
 

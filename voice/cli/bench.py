@@ -181,7 +181,13 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="JSON report")
     p.add_argument("--plot", default=None, help="PNG of the trade-off")
     p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
+    p.add_argument("--asr-at-pause", action="store_true",
+                   help="time the decision as ASR started at the pause (default: at the silence onset, as the server)")
     p.set_defaults(func=eot_cmd)
+    p = bench_sub.add_parser("asr", help="cascade ASR: short window vs the 30 s window, speed and WER on 50 clips")
+    p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.set_defaults(func=asr_cmd)
     p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
@@ -239,7 +245,7 @@ def eot_cmd(args: argparse.Namespace) -> int:
         with open(args.rows_from) as f:
             rows = json.load(f)["rows"]
     report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms,
-                               out_json=args.out, out_png=args.plot), rows)
+                               early_asr=not args.asr_at_pause, out_json=args.out, out_png=args.plot), rows)
     print(f"{report['n_complete']} complete, {report['n_paused']} paused utterances; "
           f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means)")
     for c in report["curve"]:
@@ -247,6 +253,19 @@ def eot_cmd(args: argparse.Namespace) -> int:
               f"{100 * c['early_fraction']:5.1f} %  mean delay {c['mean_delay_ms']:6.0f} ms")
     for v in report["vad_only"]:
         print(f"VAD timeout {v['timeout_ms']:<6.0f} false cut-ins {100 * v['false_cut_in']:5.1f} %")
+    return 0
+
+
+def asr_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.asr_eval import AsrBenchConfig, run_asr_bench  # noqa: PLC0415
+
+    report = run_asr_bench(AsrBenchConfig(repeats=args.repeats, out=args.out))
+    print(f"{report['clips']} clips, load {report['load_avg_1m']}")
+    for k, v in report["variants"].items():
+        print(f"{k:13s} p50 {v['p50_ms']:6.1f} ms  p90 {v['p90_ms']:6.1f} ms  WER (synthetic) "
+              f"{100 * v['wer_synthetic']:4.1f} %  words differing from the 30 s window {100 * v['diff_to_full']:4.1f} %")
+    for d in report["differences"]:
+        print(f"  {d['clip']}: {d['full_30s']!r} -> {d['short_window']!r}")
     return 0
 
 

@@ -84,9 +84,10 @@ EngineEvent = UserText | AgentText | AgentAudio | Stage | EndOfTurn
 class EngineSession(ABC):
     """Per-connection engine state (conversation history, caches).
 
-    `speculative` engines get `respond(UserTurn(final=False))` at the first pause of a turn: they
-    yield `EndOfTurn(prob)` once they know what was said, then their reply, which the server holds
-    until the turn ends (then it is played) or the user goes on (then the task is cancelled and
+    `speculative` engines get `respond(UserTurn(final=False))` at the first silent chunk of every
+    pause in a turn: they yield `EndOfTurn(prob)` once they know what was said, then their reply,
+    which the server holds until the turn ends (then it is played; a high prob ends it once the
+    pause reaches `TurnConfig.pause_ms`) or the user goes on (then the task is cancelled and
     `discard(turn)` called: nothing of it is ever played or kept)."""
 
     speculative: bool = False

@@ -3,7 +3,8 @@
     parley serve --engine cascade [--asr tiny.en --llm smollm2 --voice joe]
 
 Per turn (`CascadeSession.respond`):
-  1. ASR on the whole user turn (Whisper via faster-whisper int8, in the model thread pool);
+  1. ASR on the whole user turn (Whisper via faster-whisper int8, encoder on the clip only, in
+     the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
      punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
@@ -59,6 +60,7 @@ _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "w
 class CascadeConfig:
     asr: str = "tiny.en"  # Whisper model (bundled tiny.en)
     asr_backend: str = "ct2"  # "ct2": faster-whisper int8 (p50 366 vs 570 ms, see asr_ct2); "torch"
+    asr_full_window: bool = False  # ct2: encode the whole 30 s window (default: the clip only, asr_ct2)
     llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
@@ -133,7 +135,8 @@ class CascadeEngine(Engine):
         if asr is None:
             from model.components.asr_ct2 import load_asr  # noqa: PLC0415
 
-            asr = load_asr(cfg.asr, device=cfg.device, backend=cfg.asr_backend)
+            asr = load_asr(cfg.asr, device=cfg.device, backend=cfg.asr_backend,
+                           short_window=not cfg.asr_full_window)
         if llm is None:
             from model.components.llm import load_llm  # noqa: PLC0415
 
@@ -146,6 +149,7 @@ class CascadeEngine(Engine):
         self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="parley-model")
         # one lock per model: sessions take turns on each model, stages of different sessions overlap
         self.asr_lock, self.llm_lock, self.tts_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self.eou_lock = threading.Lock()  # end-of-turn scores (the LLM's weights are read-only)
         self.load_s = time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -216,7 +220,7 @@ class CascadeSession(EngineSession):
         from model.components.eou import end_of_turn_prob  # noqa: PLC0415
 
         last = next((m["content"] for m in reversed(self.history) if m["role"] == "assistant"), None)
-        with self.engine.llm_lock:
+        with self.engine.eou_lock:  # not llm_lock: the score runs while the reply is generated
             return end_of_turn_prob(self.engine.llm, text, context=last)
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
@@ -232,20 +236,37 @@ class CascadeSession(EngineSession):
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
-        if not turn.final:  # speculative, at a pause: is the user done?
-            yield EndOfTurn(await loop.run_in_executor(e.pool, self.end_of_turn, text))
+        # speculative, at a pause: is the user done? The score runs beside the reply (its own
+        # lock, the other core), so it is off the path to the first audio.
+        score = None if turn.final else loop.run_in_executor(e.pool, self.end_of_turn, text)
         if not re.search(r"\w", text):
+            if score is not None:
+                yield EndOfTurn(await score)
             return  # noise: nothing to answer
         self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
         stop = threading.Event()
         out: asyncio.Queue = asyncio.Queue()
         tasks = [asyncio.ensure_future(self._pipeline(self.messages(), stop, out, t_asr))]
+        if score is not None:
+            tasks.append(asyncio.ensure_future(_put_when_done(score, out)))
+        held: list[EngineEvent] | None = None if score is None else []  # reply items before the score
         try:
             while (item := await out.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                if held is not None and not isinstance(item, (Stage, EndOfTurn)):
+                    held.append(item)  # the server waits for the turn's end on these: score first
+                    continue
                 yield item
+                if isinstance(item, EndOfTurn) and held is not None:
+                    for h in held:
+                        yield h
+                    held = None
+            if held is not None:  # the reply was done before its score
+                yield EndOfTurn(await score)
+                for h in held:
+                    yield h
         finally:
             stop.set()
             for t in tasks:
@@ -324,6 +345,11 @@ class CascadeSession(EngineSession):
         finally:
             stop.set()  # the LLM thread stops before its next token; nobody waits for it
             llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _put_when_done(score: asyncio.Future, out: asyncio.Queue) -> None:
+    """The end-of-turn score into the reply's queue, between its other items."""
+    await out.put(EndOfTurn(await score))
 
 
 def create(cfg: CascadeConfig) -> CascadeEngine:

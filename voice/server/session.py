@@ -12,9 +12,8 @@ talks, the output track is held (silent frames, nothing consumed); if it was noi
 TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
 (TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
 cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
-played. The input's jitter buffer is cut from aiortc's 4 frames of prefetch to
-`voice.server.inputs.INPUT_PREFETCH` (on a LAN / loopback there is no jitter to absorb; every frame saved is
-latency saved, for barge-in and end of turn alike).
+played. Input jitter buffer: `voice.server.inputs.INPUT_PREFETCH` frames, not aiortc's 4 (no jitter
+to absorb on a LAN / loopback).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -35,18 +35,8 @@ from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
 from voice.server.tracks import AgentTrack, Segment, played_text
-from voice.server.turns import (
-    EchoGuard,
-    TurnCancel,
-    TurnConfig,
-    TurnDetector,
-    TurnEnd,
-    TurnPause,
-    TurnStart,
-    VadChange,
-    TurnPhase,
-    level_db,
-)
+from voice.server.turns import (EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause, TurnPhase,
+                                TurnStart, VadChange, level_db)
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +66,12 @@ class Session:
         self.engine_session = engine_session if engine_session is not None else engine.session()
         self.guard = EchoGuard(cfg)
         self.out = AgentTrack(on_sent=self.guard.note_output)
-        from dataclasses import replace  # noqa: PLC0415
-
-        speculative = getattr(self.engine_session, "speculative", False)
-        det_cfg = replace(cfg, stop_ms=cfg.semantic_stop_ms) if speculative else replace(cfg, pause_ms=0.0)
+        self._speculative = getattr(self.engine_session, "speculative", False)
+        det_cfg = replace(cfg, stop_ms=cfg.semantic_stop_ms) if self._speculative else replace(cfg, pause_ms=0.0)
         self.detector = TurnDetector(det_cfg, self.guard)
-        self._spec: asyncio.Task | None = None  # a speculative reply started at a pause, held
+        self._spec: asyncio.Task | None = None  # a speculative reply started at a silence, held
         self._spec_gate: asyncio.Event | None = None  # set when its turn really ends (play it)
+        self._spec_done = self._spec_paused = False  # its score said "done" / the pause was reached
         self._spec_turn = 0
         self._decided: dict[int, float] = {}  # turn -> when it ended (speculative replies)
         self.on_closed = on_closed
@@ -213,8 +202,10 @@ class Session:
 
     def _on_turn_event(self, e) -> None:  # noqa: ANN001
         if isinstance(e, VadChange):
-            if e.state is TurnPhase.SPEAKING and self._spec is not None:
-                self._discard_spec()  # the user went on after the pause
+            if e.state is TurnPhase.SPEAKING:
+                self._discard_spec()  # the user went on after the pause (if a reply was started)
+            if e.state is TurnPhase.STOPPING and self._speculative and self._in_turn:
+                self._start_spec(e.t)
             if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
                 self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
                 self._held_at = e.t
@@ -244,31 +235,37 @@ class Session:
         self._in_turn = True
         self.send(ev.TURN_START, turn=self.turn, barge_in=barge_in)
 
-    def _on_pause(self, e: TurnPause) -> None:
-        """Speculative start: the reply runs from the first pause, held until the turn ends."""
+    def _start_spec(self, t: float) -> None:
+        """Speculative start at the first silent chunk: the reply runs, held until the turn ends."""
         self._discard_spec()
-        hi = e.t_speech_end + TRAILING_S + VAD_CHUNK_S
-        chunks = [c for t, c in self._turn_audio if t <= hi]
-        if not chunks:
-            return
-        ut = UserTurn(self.turn, np.concatenate(chunks), e.t_speech_end, e.t, final=False)
+        audio = np.concatenate([c for _, c in self._turn_audio])
+        ut = UserTurn(self.turn, audio, self.detector.t_speech_end, t, final=False)
         self._spec_gate, self._spec_turn = asyncio.Event(), self.turn
+        self._spec_done = self._spec_paused = False
         self._spec = self._spawn(self._run_reply(ut, self._spec_gate), f"spec{self.turn}")
+
+    def _on_pause(self, e: TurnPause) -> None:
+        """pause_ms of silence: the turn ends now if the speculative reply's score said so."""
+        self._spec_paused = True
+        if self._spec_done:
+            self._end_turn_now()
+
+    def _end_turn_now(self) -> None:
+        for e in self.detector.force_end(time.monotonic()):  # ends the turn (if still in a pause)
+            self._on_turn_event(e)
 
     def _discard_spec(self) -> None:
         """Throw the held speculative reply away: never played, forgotten by the engine."""
         if self._spec is None:
             return
-        if not self._spec.done():
-            self._spec.cancel()
+        self._spec.cancel()  # no-op when done
         self.engine_session.discard(self._spec_turn)
         self._segments.pop(self._spec_turn, None)
         self._spec = self._spec_gate = None
 
     def _on_turn_end(self, e: TurnEnd) -> None:
         if self._spec is not None and self._spec_turn == self.turn and not self._spec.done():
-            self._in_turn = False  # the speculative reply answers this turn: play it
-            self._turn_audio = []
+            self._in_turn, self._turn_audio = False, []  # the speculative reply answers this turn: play it
             self.send(ev.TURN_END, turn=self.turn, speech_ms=round(1000 * e.speech_s))
             self._decided[self.turn] = e.t
             self._reply_turn, self._reply = self.turn, self._spec
@@ -301,9 +298,10 @@ class Session:
         try:
             async for item in agen:
                 if isinstance(item, EndOfTurn):
-                    if gate is not None and not gate.is_set() and item.prob >= self.cfg.eot_threshold:
-                        for e in self.detector.force_end(time.monotonic()):  # ends the turn now
-                            self._on_turn_event(e)
+                    if gate is not None and gate is self._spec_gate and item.prob >= self.cfg.eot_threshold:
+                        self._spec_done = True  # the turn ends at the pause (now if it was reached)
+                        if self._spec_paused:
+                            self._end_turn_now()
                     continue
                 if gate is not None and not gate.is_set() and isinstance(item, UserText):
                     heard = item  # sent once the turn is really over
