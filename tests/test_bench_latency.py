@@ -192,3 +192,45 @@ def test_cli_latency_and_concurrency_with_local_tone_server(tmp_path, capsys) ->
     rep = json.loads(out2.read_text())
     assert [s["sessions"] for s in rep["steps"]][:1] == [1]
     assert rep["max_held"] >= 1, rep
+
+
+def test_server_closing_the_session_ends_the_run_with_what_was_measured() -> None:
+    """The server ends the connection mid-run (as when it drops a client that went quiet):
+    `run_turns` returns the turns measured so far instead of waiting for audio forever, and the
+    report's note says so."""
+    from aiohttp import web
+
+    from voice.bench.latency import lost_note
+    from voice.engines.tone import ToneConfig, ToneEngine
+    from voice.server.app import Server, ServerConfig
+
+    async def run() -> tuple[list, str | None, float]:
+        server = Server(ToneEngine(ToneConfig(delay_ms=200, reply_s=1.5)), ServerConfig(port=free_port()))
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", server.cfg.port).start()
+        sess = ClientPeer(f"http://127.0.0.1:{server.cfg.port}")
+        cfg = LatencyConfig(turns=6, pause_s=0.5, pause_jitter_s=0.0)
+        try:
+            await sess.connect()
+            (srv,) = server.sessions.values()
+            t_close: list[float] = []
+
+            async def close_after_first_reply() -> None:
+                while not any(e.type == "agent_done" for e in sess.events):
+                    await asyncio.sleep(0.05)
+                t_close.append(time.monotonic())
+                await srv.close()
+
+            closer = asyncio.create_task(close_after_first_reply())
+            turns = await asyncio.wait_for(run_turns(sess, default_utterances(), cfg), 120)
+            await closer
+            return turns, lost_note(sess, turns, cfg), time.monotonic() - t_close[0]
+        finally:
+            await sess.close()
+            await runner.cleanup()
+
+    turns, note, after_close_s = asyncio.run(run())
+    assert 1 <= len(turns) < 6 and all(t.v2v_ms is not None for t in turns)
+    assert note == f"the server closed the session after {len(turns)} of 6 turns"
+    assert after_close_s < 15  # ended by the closed connection, not by a 20 s reply timeout per turn

@@ -3,7 +3,7 @@
 Steps of 1, 2, 4, ... sessions (up to --max, which is always tried last). At each step all
 sessions connect, start at random offsets within `stagger_s` (users do not speak in sync), and
 run `turns` ordinary turns each. A step is **held** when
-  * no session was refused, timed out or failed to connect,
+  * no session was refused, timed out, failed to connect or was closed by the server,
   * output underruns stay under `underrun_limit` (fraction of received frames that missed
     their slot in a player with a `jitter_ms` buffer), and
   * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from model.common.errors import ParleyError
-from voice.bench.latency import LatencyConfig, run_turns
+from voice.bench.latency import LatencyConfig, lost_note, run_turns
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
@@ -150,7 +150,7 @@ async def _one(
         turns = await run_turns(sess, utts, cfg, first_utt=k)
     finally:
         await sess.close()
-    return sess, turns, ""
+    return sess, turns, lost_note(sess, turns, cfg) or ""
 
 
 async def run_step(
@@ -170,12 +170,14 @@ async def run_step(
     step = Step(sessions=n, wall_s=time.monotonic() - t0)
     step.frame_clock = ((await server_json(url, f"/stats?since={since}")) or {}).get("frame_clock")
     v2v, frames, under = [], 0, 0
-    errors = []
+    errors, lost = [], []
     for sess, turns, err in results:
         if sess is None:
             step.failed_sessions += 1
             errors.append(err)
             continue
+        if err:  # held, then closed by the server: its turns count, and the reason is reported
+            lost.append(err)
         v2v += [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
         step.timeouts += sum(t.timed_out for t in turns)
         if sess.recorder is not None and sess.recorder.frames:
@@ -192,6 +194,8 @@ async def run_step(
         raise ParleyError(errors[0])  # not even one session: the server is not usable
     if errors:
         step.reason = f"{step.failed_sessions} session(s) failed: {errors[0]}"
+    if lost:
+        step.reason = "; ".join(filter(None, [step.reason, f"{len(lost)} session(s): {lost[0]}"]))
     return step
 
 

@@ -118,10 +118,47 @@ async def run_turns(
     progress: Progress | None = None,
     first_utt: int = 0,
 ) -> list[TurnResult]:
-    """Play `cfg.turns` turns on a connected session; return their measurements."""
-    rng = random.Random(cfg.seed)
+    """Play `cfg.turns` turns on a connected session; return their measurements.
+
+    When the server ends the connection (`sess.lost`) the turns measured so far are returned at
+    once (fewer than `cfg.turns`; the caller says so) instead of waiting for audio that will
+    never come.
+    """
     results: list[TurnResult] = []
     starts: list[float] = []  # monotonic start of each turn's speech, to assign events
+    play = asyncio.ensure_future(_play_turns(sess, utts, cfg, progress, first_utt, results, starts))
+    lost = asyncio.ensure_future(sess.lost.wait()) if sess.lost is not None else None
+    await asyncio.wait({play} | ({lost} if lost else set()), return_when=asyncio.FIRST_COMPLETED)
+    if lost is not None:
+        lost.cancel()
+    if not play.done():  # the connection is gone: keep what was measured
+        play.cancel()
+        await asyncio.gather(play, return_exceptions=True)
+        if results and results[-1].reply_onset is None:
+            results.pop()  # the turn in flight has no answer to report
+    else:
+        play.result()
+    _attach_events(sess, results, starts, cfg)
+    return results
+
+
+def lost_note(sess: ClientPeer, turns: list[TurnResult], cfg: LatencyConfig) -> str | None:
+    """'the server closed the session after N of M turns', when it did."""
+    if sess.lost is not None and sess.lost.is_set() and len(turns) < cfg.turns:
+        return f"the server closed the session after {len(turns)} of {cfg.turns} turns"
+    return None
+
+
+async def _play_turns(
+    sess: ClientPeer,
+    utts: list[Utterance],
+    cfg: LatencyConfig,
+    progress: Progress | None,
+    first_utt: int,
+    results: list[TurnResult],
+    starts: list[float],
+) -> None:
+    rng = random.Random(cfg.seed)
     prev_onset: float | None = None
     last_activity = time.monotonic()
     for i in range(cfg.turns):
@@ -186,8 +223,6 @@ async def run_turns(
             tr.stages = ev.turn_stages(sess.events, t_start, None)
             progress(tr)
     await _wait_quiet(sess, cfg, last_activity)
-    _attach_events(sess, results, starts, cfg)
-    return results
 
 
 def _attach_events(
@@ -222,7 +257,7 @@ async def measure_latency(
         turns = await run_turns(sess, utts, cfg, progress)
     finally:
         await sess.close()
-    notes = []
+    notes = [n for n in (lost_note(sess, turns, cfg),) if n]
     if sess.player.max_lag > 0.02:
         notes.append(f"client sender was late by up to {sess.player.max_lag * 1000:.0f} ms (CPU busy)")
     if sess.recorder is not None and sess.recorder.match_rate < 0.99:

@@ -69,6 +69,7 @@ class ClientPeer:
         self.server_info: dict = {}
         self._pc = None
         self._track_ready: asyncio.Future | None = None
+        self.lost: asyncio.Event | None = None  # set when the server ends the connection (not us)
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -81,6 +82,12 @@ class ClientPeer:
         self._track_ready = loop.create_future()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._pc = pc
+        self.lost = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("closed", "failed") and self._pc is pc:  # not our own close()
+                self.lost.set()
         pc.addTrack(self.player)
         channel = pc.createDataChannel("events")
         self._watch_channel(channel)
@@ -176,8 +183,8 @@ class ClientPeer:
         if self.recorder is not None:
             await self.recorder.stop()
         if self._pc is not None:
-            await self._pc.close()
-            self._pc = None
+            pc, self._pc = self._pc, None
+            await pc.close()
 
     # -- agent audio queries -----------------------------------------------------------------
     def rel(self, t: float | None) -> float | None:
