@@ -8,7 +8,7 @@ const AGENT_ON_LEVEL = 0.01; // RMS above this: agent audio is audible
 
 const parley = (window.parley = {
   connected: false, events: [], error: null, agentPeak: 0, agentFrames: 0, micPeak: 0,
-  inbound: null, session: null,
+  inbound: null, session: null, echoHint: null,
 });
 
 let pc = null, dc = null, micStream = null, audioCtx = null, timer = null, statsTimer = null;
@@ -124,6 +124,14 @@ function onEvent(e) {
   }
 }
 
+// What the browser says of its echo path, for the server's echo guard (POST /offer "echo_hint"):
+// "cancelled" when echo cancellation is on (the guard then starts low, so the user can interrupt
+// the first reply early), else "unknown" (a loudspeaker next to the microphone is assumed).
+function echoHint(track) {
+  const ec = track && track.getSettings ? track.getSettings().echoCancellation : undefined;
+  return ec === true || ec === "all" || ec === "remote-only" ? "cancelled" : "unknown";
+}
+
 function waitIceGathering(pc, timeoutMs) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -157,6 +165,7 @@ async function connect() {
     micStream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
+    parley.echoHint = echoHint(micStream.getAudioTracks()[0]);
     audioCtx = new AudioContext();
     micAnalyser = audioCtx.createAnalyser();
     micAnalyser.fftSize = 1024;
@@ -187,7 +196,8 @@ async function connect() {
     const resp = await fetch("/offer", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type,
+                             echo_hint: parley.echoHint }),
     });
     const answer = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
     if (!resp.ok) throw new Error(answer.error || `HTTP ${resp.status}`);

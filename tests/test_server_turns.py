@@ -12,7 +12,8 @@ import pytest
 
 from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
 from voice.server.tracks import AgentTrack
-from voice.server.turns import EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnStart, TurnPhase
+from voice.server.turns import (ECHO_LEARN_CHUNKS, EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector,
+                                TurnEnd, TurnPhase, TurnStart, VadChange)
 
 LOUD = -20.0  # dB level of a speech chunk
 QUIET = -90.0
@@ -100,6 +101,71 @@ def test_echo_guard_rejects_echo_and_passes_the_user() -> None:
     assert not any(isinstance(e, TurnStart) for e in evs)
     assert TurnDetector(TurnConfig(echo_guard=False), EchoGuard(TurnConfig(echo_guard=False))).guard.is_user(
         t, out_db - 10.0)
+
+
+def _talking_guard(cfg: TurnConfig, hint: EchoHint) -> tuple[EchoGuard, float, float]:
+    """A guard that has heard the agent talk for 1 s (frames at ~-13.5 dB): (guard, t, out_db)."""
+    g = EchoGuard(cfg, hint)
+    frame = (0.3 * np.sin(np.arange(WEBRTC_FRAME) / 5.0)).astype(np.float32)
+    for k in range(50):
+        g.note_output(k * 0.02, frame)
+    return g, 50 * 0.02, float(10 * np.log10(np.mean(frame**2)))
+
+
+def test_echo_hint_sets_the_starting_gain_and_learning_takes_over() -> None:
+    cfg = TurnConfig()
+    start = {EchoHint.UNKNOWN: -10.0, EchoHint.FAR_FIELD: -10.0, EchoHint.CANCELLED: -30.0,
+             EchoHint.NEAR_FIELD: -40.0}
+    for hint, gain in start.items():
+        g, t, out_db = _talking_guard(cfg, hint)
+        assert g.gain_db() == gain, hint
+        assert g.is_user(t, out_db - 20.0) == (gain < -24.0), hint  # a soft user 20 dB under the agent
+        for i in range(ECHO_LEARN_CHUNKS):  # then ~1 s of a -18 dB echo: learned, whatever the hint
+            g.observe(t + i * 0.001, out_db - 18.0)
+        assert g.gain_db() == pytest.approx(-18.0), hint
+        for i in range(200):  # a louder echo than the worst case: the gain never goes above it
+            g.observe(t + i * 0.001, out_db)
+        assert g.gain_db() == -10.0, hint
+    assert EchoGuard(TurnConfig(echo_cancelled_gain_db=0.0), EchoHint.CANCELLED).gain_db() == -10.0  # capped
+    g = EchoGuard(cfg)
+    g.set_hint(EchoHint.NEAR_FIELD)
+    assert g.gain_db() == -40.0
+    assert EchoHint.parse("cancelled") is EchoHint.CANCELLED
+    with pytest.raises(ValueError, match="near_field"):
+        EchoHint.parse("headphones")
+
+
+def test_a_wrong_hint_costs_a_hold_not_an_interruption() -> None:
+    """A -10 dB echo under a 'cancelled' hint passes as speech: the start needs start_ms + the probe
+    while the agent is held; the echo dies out, the start is cancelled and the hint dropped."""
+    cfg = TurnConfig()
+    g, t, out_db = _talking_guard(cfg, EchoHint.CANCELLED)
+    det = TurnDetector(cfg, g)
+    n_echo = cfg.chunks(cfg.start_ms) + 3  # the echo outlasts start_ms (a long echo delay)
+    evs = [e for i in range(n_echo) for e in det.push(0.95, out_db - 10.0, t + i * VAD_CHUNK_S)]
+    evs += [e for i in range(n_echo, n_echo + 10) for e in det.push(0.1, -80.0, t + i * VAD_CHUNK_S)]
+    assert not any(isinstance(e, TurnStart) for e in evs)
+    assert any(isinstance(e, TurnCancel) for e in evs) and g.hint_dropped and g.gain_db() == -10.0
+    # the same echo again: rejected chunk by chunk, as without a hint (no hold)
+    t2 = t + 0.5
+    for k in range(25):
+        g.note_output(t + k * 0.02, (0.3 * np.sin(np.arange(WEBRTC_FRAME) / 5.0)).astype(np.float32))
+    evs = [e for i in range(n_echo) for e in det.push(0.95, out_db - 10.0, t2 + i * VAD_CHUNK_S)]
+    assert not any(isinstance(e, VadChange) for e in evs)
+
+
+def test_a_start_that_needs_the_hint_is_confirmed_after_the_probe() -> None:
+    cfg = TurnConfig()
+    n, probe = cfg.chunks(cfg.start_ms), cfg.chunks(cfg.echo_probe_ms)
+    for level, need in ((-20.0, n + probe), (0.0, n)):  # a soft user (hint-only), a loud one
+        g, t, out_db = _talking_guard(cfg, EchoHint.NEAR_FIELD)
+        det = TurnDetector(cfg, g)
+        evs = [(i, e) for i in range(40) for e in det.push(0.95, out_db + level, t + i * VAD_CHUNK_S)]
+        starts = [i for i, e in evs if isinstance(e, TurnStart)]
+        assert starts == [need - 1], (level, starts)
+    g, t, out_db = _talking_guard(cfg, EchoHint.UNKNOWN)  # no hint: the soft user is echo
+    det = TurnDetector(cfg, g)
+    assert not [e for i in range(18) for e in det.push(0.95, out_db - 20.0, t + i * VAD_CHUNK_S)]  # < 600 ms
 
 
 def test_played_text_truncates_at_words() -> None:

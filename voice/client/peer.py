@@ -1,7 +1,7 @@
 """One client session: an aiortc peer that talks to a Parley server like a browser would.
 
-`ClientPeer.connect()` does the SDP exchange with `POST {url}/offer` (JSON `{"sdp", "type"}`,
-plus `"engine"` when asked for), sends the `UtterancePlayer` track as the microphone, records
+`ClientPeer.connect()` does the SDP exchange with `POST {url}/offer` (JSON `{"sdp", "type",
+"echo_hint"}`, plus `"engine"` when asked for), sends the `UtterancePlayer` track as the microphone, records
 the agent's track with a `Recorder`, and logs every data-channel event with its arrival time.
 Failures a user can cause (bad URL, no server, not a Parley server, server full) raise
 `ParleyError` with one clear line.
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20.0  # offer answered + first agent audio frame received
 FLOOR_WINDOW_S = 0.4  # received audio used to measure the noise floor after connecting
+# This client has no echo path: its microphone is a file or a test signal and the agent's audio
+# is recorded, never played. The nearest hint is a headset (no loudspeaker into the microphone).
+ECHO_HINT = "near_field"  # voice.server.turns.EchoHint.NEAR_FIELD
 
 
 def check_url(url: str) -> str:
@@ -131,7 +134,7 @@ class ClientPeer:
 
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
-        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "echo_hint": ECHO_HINT}
         if self.engine:
             body["engine"] = self.engine
         try:

@@ -12,6 +12,10 @@ is rendered in the connection's dialect (a beta-shaped update before the first r
 a connection that came without the beta header to beta names, see `shape_of`). Only PCM16 at 24 kHz is supported (G.711 is refused).
 The turn detection maps onto Parley's `TurnConfig` (the browser demo's turn taking):
 threshold -> start_threshold, silence_duration_ms -> stop_ms, prefix_padding_ms -> preroll_ms.
+Noise reduction (GA `audio.input.noise_reduction`, beta `input_audio_noise_reduction`) is not
+applied as a filter; its type says where the microphone is, and sets the echo guard's hint:
+near_field (headphones) -> EchoHint.NEAR_FIELD, far_field (laptop, conference room) ->
+FAR_FIELD, null (the default, as OpenAI's) -> UNKNOWN (the worst-case echo path).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice.realtime.protocol import REALTIME_SR, Dialect, ProtocolError
-from voice.server.turns import TurnConfig
+from voice.server.turns import EchoHint, TurnConfig
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Settings:
     temperature: float = 0.8
     max_output_tokens: int | str = "inf"
     tools: list[Any] = field(default_factory=list)
+    echo_hint: EchoHint = EchoHint.UNKNOWN  # from noise_reduction.type (None: unknown)
 
     @property
     def audio_out(self) -> bool:
@@ -113,6 +118,21 @@ def _vad(td: object, base: VadSettings | None, turn: TurnConfig, eid: str | None
     return v
 
 
+def _echo_hint(nr: object, param: str, eid: str | None) -> EchoHint:
+    """noise_reduction {"type": "near_field" | "far_field"} or null -> the echo guard's hint."""
+    if nr is None:
+        return EchoHint.UNKNOWN
+    typ = nr.get("type") if isinstance(nr, dict) else None
+    if typ not in ("near_field", "far_field"):
+        raise ProtocolError(f"'{param}' must be null or {{\"type\": \"near_field\" | \"far_field\"}}",
+                            "invalid_value", param, eid)
+    return EchoHint(typ)
+
+
+def _noise_reduction(h: EchoHint) -> dict[str, str] | None:
+    return {"type": h.value} if h in (EchoHint.NEAR_FIELD, EchoHint.FAR_FIELD) else None
+
+
 def _modalities(m: object, eid: str | None) -> tuple[str, ...]:
     if not isinstance(m, list) or not m or any(x not in ("text", "audio") for x in m):
         raise ProtocolError("modalities must be a non-empty list of 'text' / 'audio'", "invalid_value",
@@ -140,6 +160,10 @@ def apply_update(s: Settings, sess: dict[str, Any], turn: TurnConfig, eid: str |
     for key in ("output_modalities", "modalities"):
         if sess.get(key) is not None:
             new.modalities = _modalities(sess[key], eid)
+    if "noise_reduction" in a_in:
+        new.echo_hint = _echo_hint(a_in["noise_reduction"], "session.audio.input.noise_reduction", eid)
+    elif "input_audio_noise_reduction" in sess:
+        new.echo_hint = _echo_hint(sess["input_audio_noise_reduction"], "session.input_audio_noise_reduction", eid)
     if "transcription" in a_in:
         new.transcription = a_in["transcription"]
     elif "input_audio_transcription" in sess:
@@ -169,7 +193,7 @@ def shape_of(sess: dict[str, Any]) -> Dialect | None:
     if sess.get("type") == "realtime" or "audio" in sess or "output_modalities" in sess:
         return "ga"
     if any(k in sess for k in ("modalities", "input_audio_format", "output_audio_format", "turn_detection",
-                               "input_audio_transcription")):
+                               "input_audio_transcription", "input_audio_noise_reduction")):
         return "beta"
     return None
 
@@ -182,12 +206,13 @@ def render_session(s: Settings, dialect: Dialect, sid: str) -> dict[str, object]
                 "modalities": list(s.modalities) if not s.audio_out else ["audio", "text"],
                 "instructions": s.instructions, "voice": s.voice, "input_audio_format": "pcm16",
                 "output_audio_format": "pcm16", "input_audio_transcription": s.transcription,
+                "input_audio_noise_reduction": _noise_reduction(s.echo_hint),
                 "turn_detection": vad, "tools": s.tools, "tool_choice": "auto", "temperature": s.temperature,
                 "max_response_output_tokens": s.max_output_tokens}
     fmt = {"type": "audio/pcm", "rate": REALTIME_SR}
     return {"type": "realtime", "object": "realtime.session", "id": sid, "model": s.model,
             "output_modalities": list(s.modalities), "instructions": s.instructions,
-            "audio": {"input": {"format": fmt, "transcription": s.transcription, "noise_reduction": None,
+            "audio": {"input": {"format": fmt, "transcription": s.transcription, "noise_reduction": _noise_reduction(s.echo_hint),
                                 "turn_detection": vad},
                       "output": {"format": fmt, "voice": s.voice, "speed": 1.0}},
             "tools": s.tools, "tool_choice": "auto", "max_output_tokens": s.max_output_tokens,

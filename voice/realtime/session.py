@@ -127,6 +127,7 @@ class RealtimeSession:
             self._in_turn = False
             self._turn_item = None
         self.settings = new
+        self.guard.set_hint(new.echo_hint)  # noise_reduction near_field: a headset, little echo
         if hasattr(self.engine_session, "instructions"):  # the cascade appends them to its system prompt
             self.engine_session.instructions = new.instructions
         self.emit("session.updated", session=render_session(new, self.dialect, self.sid))

@@ -5,12 +5,15 @@
     GET  /health           {"ok": true, "engine": ..., "sessions": n, "max_sessions": N}
     GET  /stats[?since=N]  the engine's serving statistics (direct: the frame clock's timing over
                            its ticks >= N; the answer's frame_clock.next_tick is the next N)
-    POST /offer            {"sdp": "...", "type": "offer"[, "engine": "cascade"]}
-                           -> {"sdp", "type": "answer", "session", "engine", ...}
+    POST /offer            {"sdp": "...", "type": "offer"[, "engine": "cascade"][, "echo_hint": "cancelled"]}
+                           -> {"sdp", "type": "answer", "session", "engine", "echo_hint", ...}
     GET  /v1/realtime      WebSocket, the OpenAI Realtime protocol (voice/realtime/README.md)
 
+`echo_hint` is what the client knows of its echo path (`EchoHint`: unknown, the default;
+cancelled; near_field; far_field): it sets the session's echo guard's starting gain.
+
 Errors are JSON `{"error": "..."}` with a 4xx/5xx status: malformed JSON or SDP, missing
-fields, bodies over `max_body` bytes (413), offers without audio (400), a different engine
+fields, an unknown echo_hint, bodies over `max_body` bytes (413), offers without audio (400), a different engine
 than the one served (400), and `max_sessions` reached or no engine slot free (503, with
 `"reason": "server_full"`, the counts and a Retry-After header). A session whose client stops
 sending audio for `input_timeout_s` is closed (its slot is free within a second).
@@ -33,7 +36,7 @@ from aiohttp import web
 from model.common.paths import DEMOS_DIR
 from voice.engines.base import Engine
 from voice.ice import loopback_candidates
-from voice.server.turns import TurnConfig
+from voice.server.turns import EchoHint, TurnConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,10 @@ class Server:
         want = params.get("engine")
         if want is not None and want != self.engine.name:
             return _error(400, f"this server runs engine {self.engine.name!r}, not {want!r}")
+        try:
+            hint = EchoHint.parse(params.get("echo_hint", EchoHint.UNKNOWN.value))
+        except ValueError as e:
+            return _error(400, str(e))
         if not sdp.lstrip().startswith("v=0"):
             return _error(400, "invalid SDP: it must start with v=0")
         if "\nm=audio" not in sdp.replace("\r\n", "\n"):
@@ -182,11 +189,11 @@ class Server:
             return self._full(f"{self.cfg.max_sessions} sessions in use")
         self._reserved += 1
         try:
-            return await self._answer(sdp)
+            return await self._answer(sdp, hint)
         finally:
             self._reserved -= 1
 
-    async def _answer(self, sdp: str) -> web.Response:
+    async def _answer(self, sdp: str, hint: EchoHint = EchoHint.UNKNOWN) -> web.Response:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
         from voice.server.inputs import shorten_jitter_buffer  # noqa: PLC0415
@@ -200,7 +207,7 @@ class Server:
             return self._full(str(e))
         sess = Session(pc, self.engine, self.vad, self.vad_batcher, self.cfg.turn, on_closed=self._closed,
                        connect_timeout_s=self.cfg.connect_timeout_s, input_timeout_s=self.cfg.input_timeout_s,
-                       engine_session=es)
+                       engine_session=es, echo_hint=hint)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
@@ -217,7 +224,7 @@ class Server:
         sess.start()
         log.info("session %s started (%d/%d)", sess.id, len(self.sessions), self.cfg.max_sessions)
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                                  "session": sess.id, **self.engine.info()})
+                                  "session": sess.id, "echo_hint": hint.value, **self.engine.info()})
 
     def _closed(self, sess) -> None:  # noqa: ANN001
         self.sessions.pop(sess.id, None)

@@ -4,7 +4,8 @@ The client creates a data channel (any label, e.g. "events") before its offer; t
 sends one JSON object per message on it. Every object has "type" and "t" (milliseconds since
 the session started, server clock). Turn numbers start at 1.
 
-    {"type": "ready", "session": "ab12cd", "engine": "cascade", "t": 0}
+    {"type": "ready", "session": "ab12cd", "engine": "cascade", "echo_hint": "cancelled", "t": 0}
+        echo_hint: the client's echo path as the server took it from the offer (EchoHint)
     {"type": "vad", "state": "quiet|starting|speaking|stopping", "t": ...}
     {"type": "turn_start", "turn": 3, "barge_in": false, "t": ...}
         the VAD confirmed user speech (turn 3 begins); barge_in: the agent was talking

@@ -35,8 +35,8 @@ from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
 from voice.server.inputs import VadBatcher, frame_to_mono
 from voice.server.tracks import AgentTrack, Segment, played_text
-from voice.server.turns import (EchoGuard, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause, TurnPhase,
-                                TurnStart, VadChange, level_db)
+from voice.server.turns import (EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause,
+                                TurnPhase, TurnStart, VadChange, level_db)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Session:
         connect_timeout_s: float = 30.0,
         input_timeout_s: float = 0.5,
         engine_session: EngineSession | None = None,  # opened by the caller (default: engine.session())
+        echo_hint: EchoHint = EchoHint.UNKNOWN,  # the client's echo path (the offer's "echo_hint")
     ) -> None:
         self.id = secrets.token_hex(4)
         self.pc = pc
@@ -64,7 +65,7 @@ class Session:
         self.vad_stream = vad.stream()
         self.vad_batcher = vad_batcher
         self.engine_session = engine_session if engine_session is not None else engine.session()
-        self.guard = EchoGuard(cfg)
+        self.guard = EchoGuard(cfg, echo_hint)
         self.out = AgentTrack(on_sent=self.guard.note_output)
         self._speculative = getattr(self.engine_session, "speculative", False)
         det_cfg = replace(cfg, stop_ms=cfg.semantic_stop_ms) if self._speculative else replace(cfg, pause_ms=0.0)
@@ -124,7 +125,7 @@ class Session:
 
     def start(self) -> None:
         """Called once the answer is ready (on the event loop)."""
-        self.send(ev.READY, session=self.id, **self.engine.info())
+        self.send(ev.READY, session=self.id, echo_hint=self.guard.hint.value, **self.engine.info())
         self._spawn(self._connect_watchdog(), "watchdog")
 
     async def _connect_watchdog(self) -> None:

@@ -25,7 +25,10 @@ last `echo_window_ms` (any echo delay up to that) times the echo path gain (wors
 While the agent talks (or just did), a chunk counts as user speech only if it is speech AND
 `echo_margin_db` louder than that prediction. The user's voice on top of the echo passes,
 the echo alone does not. Browsers' echo cancellation (requested by the demo page) removes most
-echo before it reaches us; the guard is for what is left.
+echo before it reaches us; the guard is for what is left. A client that knows its echo path
+says so (`EchoHint`): with echo cancellation or a headset the guard starts at
+`echo_cancelled_gain_db` / `echo_near_field_gain_db` instead of the worst case, so the user can
+interrupt the first reply early; echo that contradicts the hint sends it back to the worst case.
 
 Defaults were tuned on real speech (150 asterisk prompts, one US female voice; 2026-11-23):
 inner pauses (hysteresis 0.5/0.35) were p95 288 ms, max 352 ms, so stop_ms 544 keeps every
@@ -53,6 +56,27 @@ ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst 
 ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
 ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
 ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
+
+
+class EchoHint(str, enum.Enum):
+    """What a client says about its echo path (sets the echo guard's starting gain)."""
+
+    UNKNOWN = "unknown"  # assume the worst (a loudspeaker next to the microphone)
+    CANCELLED = "cancelled"  # the client cancels its echo (a browser's getSettings().echoCancellation)
+    NEAR_FIELD = "near_field"  # a close-talking microphone: a headset, or no loudspeaker at all
+    FAR_FIELD = "far_field"  # an open loudspeaker and a far-field microphone, no cancellation
+
+    @property
+    def low_echo(self) -> bool:
+        return self in (EchoHint.CANCELLED, EchoHint.NEAR_FIELD)
+
+    @classmethod
+    def parse(cls, value: object) -> "EchoHint":
+        """An EchoHint from its name; ValueError naming the allowed ones otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"echo hint must be one of {[h.value for h in cls]}, not {value!r}") from None
 
 
 class TurnPhase(str, enum.Enum):
@@ -86,8 +110,14 @@ class TurnConfig:
     #                              being confirmed (STARTING); resumes if it was noise
     echo_guard: bool = True
     echo_gain_db: float = -10.0  # loudest echo expected, relative to the agent's output
+    echo_cancelled_gain_db: float = -30.0  # starting gain for EchoHint.CANCELLED (client AEC on;
+    #                                        10 dB of room for residual echo, see voice/README.md)
+    echo_near_field_gain_db: float = -40.0  # starting gain for EchoHint.NEAR_FIELD (a headset, no
+    #                                         loudspeaker: what the guard learns from no echo)
     echo_margin_db: float = 4.0  # user speech must exceed the predicted echo by this much
     echo_window_ms: float = 600.0  # echo delays considered (output sent -> input arrived)
+    echo_probe_ms: float = 256.0  # extra speech a start needs when only a hint let it through:
+    #                               the agent is held meanwhile, so an echo dies out (<= ~450 ms)
 
     def chunks(self, ms: float) -> int:
         return max(1, math.ceil(ms / VAD_CHUNK_MS - 1e-9))
@@ -102,20 +132,47 @@ def level_db(x: np.ndarray) -> float:
 class EchoGuard:
     """Remembers the agent's recent output levels; predicts the loudest possible echo.
 
-    The echo path gain starts at the worst case `echo_gain_db` and adapts: while the agent
-    talks, the input level relative to the loudest recent output is recorded, and once
-    `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never above the worst
-    case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo arrives late, so a
-    high percentile, not the median). Only chunks heard while the VAD is QUIET teach it (not
-    a user starting to talk). With headphones or
-    browser echo cancellation the learned gain is low and a soft-spoken user can still
-    interrupt; with a loud speaker it stays near the worst case.
+    The echo path gain starts at the worst case `echo_gain_db` (or, when the client's
+    `EchoHint` says its echo is cancelled or it uses a headset, at `echo_cancelled_gain_db` /
+    `echo_near_field_gain_db`) and adapts: while the agent talks, the input level relative to the loudest recent output is
+    recorded, and once `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never
+    above the worst case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo
+    arrives late, so a high percentile, not the median). Only chunks heard while the VAD is
+    QUIET teach it (not a user starting to talk). With headphones or browser echo cancellation
+    the learned gain is low and a soft-spoken user can still interrupt; with a loud speaker it
+    stays near the worst case.
+
+    A wrong hint must not let the agent's echo interrupt it. An echo the hint underestimates
+    passes as a possible start of speech, the session holds the agent's audio, and the "speech"
+    stops with it. So before the gain is learned, a start of speech heard while the agent talked
+    that falls back to quiet (`start_cancelled`) drops the hint: the worst case until learned
+    again from scratch (what was heard while the output was held would teach a low gain). A
+    cough or a hesitant start in the first second costs the hint the same way (safe: the
+    behaviour without a hint).
     """
 
-    def __init__(self, cfg: TurnConfig) -> None:
+    def __init__(self, cfg: TurnConfig, hint: EchoHint = EchoHint.UNKNOWN) -> None:
         self.cfg = cfg
+        self.hint = hint
+        self.hint_dropped = False  # the input contradicted the hint: the worst case until learned
         self._sent: deque[tuple[float, float]] = deque()  # (monotonic time, level dB)
         self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_CHUNKS)  # input - output dB
+
+    def set_hint(self, hint: EchoHint) -> None:
+        """A new hint from the client (what was learned is kept)."""
+        if hint is not self.hint:
+            self.hint, self.hint_dropped = hint, False
+
+    @property
+    def learned(self) -> bool:
+        return len(self._ratios) >= ECHO_LEARN_CHUNKS
+
+    def start_gain_db(self) -> float:
+        """The gain used until it is learned: the hint's, or the worst case."""
+        if self.hint_dropped or not self.hint.low_echo:
+            return self.cfg.echo_gain_db
+        hinted = self.cfg.echo_cancelled_gain_db if self.hint is EchoHint.CANCELLED else self.cfg.echo_near_field_gain_db
+        return min(self.cfg.echo_gain_db, hinted)
 
     def observe(self, t: float, chunk_db: float) -> None:
         """An input chunk heard while (maybe) the agent talked: learn the echo path gain."""
@@ -123,9 +180,25 @@ class EchoGuard:
         if ref is not None and ref > ECHO_MIN_REF_DB:
             self._ratios.append(max(chunk_db - ref, ECHO_MIN_GAIN_DB - 20.0))
 
+    def start_cancelled(self, t: float) -> None:
+        """A possible start of speech fell back to quiet: if the agent talked, maybe its echo."""
+        if self._trusting() and self._ref_db(t) is not None:
+            self.hint_dropped = True
+            self._ratios.clear()  # heard while the output was held: they would teach a low gain
+
+    def hint_only(self, t: float, chunk_db: float) -> bool:
+        """True when a chunk passes as the user only thanks to the hint (echo at the worst case)."""
+        if not self._trusting() or not self.cfg.echo_guard:
+            return False
+        ref = self._ref_db(t)
+        return ref is not None and chunk_db < ref + self.cfg.echo_gain_db + self.cfg.echo_margin_db
+
+    def _trusting(self) -> bool:
+        return self.hint.low_echo and not self.hint_dropped and not self.learned
+
     def gain_db(self) -> float:
-        if len(self._ratios) < ECHO_LEARN_CHUNKS:
-            return self.cfg.echo_gain_db
+        if not self.learned:
+            return self.start_gain_db()
         learned = float(np.percentile(np.fromiter(self._ratios, float), ECHO_PERCENTILE))
         return min(self.cfg.echo_gain_db, max(ECHO_MIN_GAIN_DB, learned))
 
@@ -200,11 +273,13 @@ class TurnDetector:
         self.guard = guard
         self.state = TurnPhase.QUIET
         self._n_start = cfg.chunks(cfg.start_ms)
+        self._n_probe = cfg.chunks(cfg.echo_probe_ms) if cfg.echo_probe_ms > 0 else 0
         self._n_gap = cfg.chunks(cfg.start_gap_ms)
         self._n_stop = cfg.chunks(cfg.stop_ms)
         self._n_pause = cfg.chunks(cfg.pause_ms) if cfg.pause_ms > 0 else 0
         self._n_max = cfg.chunks(cfg.max_turn_s * 1000.0)
         self._speech = 0  # speech chunks in STARTING
+        self._hinted = False  # a chunk of this start passed only thanks to the echo hint
         self._peak_db = -120.0  # loudest chunk since STARTING began (this turn)
         self._silence = 0  # consecutive silent chunks (STARTING / STOPPING)
         self._chunks = 0  # chunks since the turn started
@@ -240,6 +315,7 @@ class TurnDetector:
         if s is TurnPhase.QUIET:
             if speech:
                 self._speech, self._silence = 1, 0
+                self._hinted = self._hint_only(t, chunk_db)
                 self.t_speech_start = t - VAD_CHUNK_S
                 self._set(TurnPhase.STARTING, t, out)
                 if self._speech >= self._n_start:
@@ -248,6 +324,7 @@ class TurnDetector:
             if speech:
                 self._speech += 1
                 self._silence = 0
+                self._hinted = self._hinted or self._hint_only(t, chunk_db)
                 if self._speech >= self._n_start:
                     self._confirm(t, out)
             elif silence:
@@ -255,6 +332,8 @@ class TurnDetector:
                 if self._silence > self._n_gap:
                     self._set(TurnPhase.QUIET, t, out)
                     out.append(TurnCancel(t))
+                    if self.guard is not None:
+                        self.guard.start_cancelled(t)
         elif s is TurnPhase.SPEAKING:
             self._chunks += 1
             if silence:
@@ -288,7 +367,12 @@ class TurnDetector:
             self._end(t, out)
         return out
 
+    def _hint_only(self, t: float, chunk_db: float) -> bool:
+        return self.guard is not None and self.guard.hint_only(t, chunk_db)
+
     def _confirm(self, t: float, out: list) -> None:
+        if self._hinted and self._speech < self._n_start + self._n_probe:
+            return  # the agent is held: an echo the hint underestimated dies out meanwhile
         self._silence = 0
         self._chunks = 0
         self.t_speech_end = t
