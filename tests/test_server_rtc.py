@@ -85,8 +85,9 @@ class Mic(MediaStreamTrack):
 
 
 class Client:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, echo_hint: str | None = None) -> None:
         self.url = url
+        self.echo_hint = echo_hint  # the offer's "echo_hint" (None: not sent, the server assumes unknown)
         self.mic = Mic()
         self.events: list[tuple[float, dict]] = []
         self.frames: list[tuple[float, float]] = []  # (arrival, rms) of every received frame
@@ -106,9 +107,11 @@ class Client:
             self._reader = asyncio.ensure_future(self._read(track))
 
         await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        if self.echo_hint is not None:
+            body["echo_hint"] = self.echo_hint
         async with aiohttp.ClientSession() as http:
-            async with http.post(self.url + "/offer", json={"sdp": pc.localDescription.sdp,
-                                                            "type": "offer"}) as r:
+            async with http.post(self.url + "/offer", json=body) as r:
                 ans = await r.json()
                 assert r.status == 200, ans
         await pc.setRemoteDescription(RTCSessionDescription(ans["sdp"], ans["type"]))

@@ -56,6 +56,7 @@ ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst 
 ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
 ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
 ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
+ECHO_HINT_CANCELS = 2  # starts that only the hint let through and that vanished: the hint is wrong
 
 
 class EchoHint(str, enum.Enum):
@@ -144,24 +145,26 @@ class EchoGuard:
 
     A wrong hint must not let the agent's echo interrupt it. An echo the hint underestimates
     passes as a possible start of speech, the session holds the agent's audio, and the "speech"
-    stops with it. So before the gain is learned, a start of speech heard while the agent talked
-    that falls back to quiet (`start_cancelled`) drops the hint: the worst case until learned
-    again from scratch (what was heard while the output was held would teach a low gain). A
-    cough or a hesitant start in the first second costs the hint the same way (safe: the
-    behaviour without a hint).
+    stops with it; such a start (one only the hint let through, `hint_only`) needs
+    `echo_probe_ms` more speech to be confirmed, so the echo dies out first. Before the gain is
+    learned, `ECHO_HINT_CANCELS` such starts that fell back to quiet (`start_cancelled`) drop
+    the hint: the worst case until learned, i.e. the behaviour without a hint. What such a start
+    heard is learned as echo when it vanishes (`held`: its loud chunks were never heard in QUIET,
+    so the learned gain would otherwise miss the echo). One hesitant start or cough is forgiven.
     """
 
     def __init__(self, cfg: TurnConfig, hint: EchoHint = EchoHint.UNKNOWN) -> None:
         self.cfg = cfg
         self.hint = hint
         self.hint_dropped = False  # the input contradicted the hint: the worst case until learned
+        self._cancels = 0  # hint-only starts that vanished
         self._sent: deque[tuple[float, float]] = deque()  # (monotonic time, level dB)
         self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_CHUNKS)  # input - output dB
 
     def set_hint(self, hint: EchoHint) -> None:
         """A new hint from the client (what was learned is kept)."""
         if hint is not self.hint:
-            self.hint, self.hint_dropped = hint, False
+            self.hint, self.hint_dropped, self._cancels = hint, False, 0
 
     @property
     def learned(self) -> bool:
@@ -180,11 +183,14 @@ class EchoGuard:
         if ref is not None and ref > ECHO_MIN_REF_DB:
             self._ratios.append(max(chunk_db - ref, ECHO_MIN_GAIN_DB - 20.0))
 
-    def start_cancelled(self, t: float) -> None:
-        """A possible start of speech fell back to quiet: if the agent talked, maybe its echo."""
-        if self._trusting() and self._ref_db(t) is not None:
-            self.hint_dropped = True
-            self._ratios.clear()  # heard while the output was held: they would teach a low gain
+    def start_cancelled(self, t: float, hinted: bool, held: list[tuple[float, float]]) -> None:
+        """A possible start of speech fell back to quiet; `hinted`: only the hint let it through;
+        `held`: its chunks (time, level dB)."""
+        if hinted and self._trusting() and self._ref_db(t) is not None:
+            for tc, db in held:  # it vanished with the agent's audio: it was the echo
+                self.observe(tc, db)
+            self._cancels += 1
+            self.hint_dropped = self._cancels >= ECHO_HINT_CANCELS
 
     def hint_only(self, t: float, chunk_db: float) -> bool:
         """True when a chunk passes as the user only thanks to the hint (echo at the worst case)."""
@@ -280,6 +286,7 @@ class TurnDetector:
         self._n_max = cfg.chunks(cfg.max_turn_s * 1000.0)
         self._speech = 0  # speech chunks in STARTING
         self._hinted = False  # a chunk of this start passed only thanks to the echo hint
+        self._heard: list[tuple[float, float]] = []  # (t, dB) of the chunks heard in STARTING
         self._peak_db = -120.0  # loudest chunk since STARTING began (this turn)
         self._silence = 0  # consecutive silent chunks (STARTING / STOPPING)
         self._chunks = 0  # chunks since the turn started
@@ -315,12 +322,14 @@ class TurnDetector:
         if s is TurnPhase.QUIET:
             if speech:
                 self._speech, self._silence = 1, 0
+                self._heard = [(t, chunk_db)]
                 self._hinted = self._hint_only(t, chunk_db)
                 self.t_speech_start = t - VAD_CHUNK_S
                 self._set(TurnPhase.STARTING, t, out)
                 if self._speech >= self._n_start:
                     self._confirm(t, out)
         elif s is TurnPhase.STARTING:
+            self._heard.append((t, chunk_db))
             if speech:
                 self._speech += 1
                 self._silence = 0
@@ -333,7 +342,7 @@ class TurnDetector:
                     self._set(TurnPhase.QUIET, t, out)
                     out.append(TurnCancel(t))
                     if self.guard is not None:
-                        self.guard.start_cancelled(t)
+                        self.guard.start_cancelled(t, self._hinted, self._heard)
         elif s is TurnPhase.SPEAKING:
             self._chunks += 1
             if silence:
