@@ -18,7 +18,7 @@ from voice.realtime import protocol as p
 from voice.realtime.config import Settings, apply_update, render_session, shape_of
 from voice.realtime.playout import Playout, played_samples
 from model.samples import have_prompts
-from voice.server.turns import TurnConfig
+from voice.server.turns import EchoHint, TurnConfig
 
 pytestmark = pytest.mark.timeout(120)
 needs_prompts = pytest.mark.skipif(not have_prompts(), reason="asterisk prompts / ffmpeg not installed")
@@ -91,6 +91,23 @@ def test_session_update_accepts_both_shapes_and_refuses_other_formats() -> None:
     assert render_session(ga, "ga", "s")["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 700
 
 
+def test_noise_reduction_type_is_the_echo_hint() -> None:
+    """GA audio.input.noise_reduction / beta input_audio_noise_reduction -> EchoHint (null: unknown)."""
+    turn, s = TurnConfig(), Settings()
+    assert s.echo_hint is EchoHint.UNKNOWN and render_session(s, "ga", "s")["audio"]["input"]["noise_reduction"] is None
+    ga = apply_update(s, {"type": "realtime", "audio": {"input": {"noise_reduction": {"type": "near_field"}}}}, turn)
+    assert ga.echo_hint is EchoHint.NEAR_FIELD
+    assert render_session(ga, "ga", "s")["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+    beta = apply_update(s, {"input_audio_noise_reduction": {"type": "far_field"}}, turn)
+    assert beta.echo_hint is EchoHint.FAR_FIELD and shape_of({"input_audio_noise_reduction": None}) == "beta"
+    assert render_session(beta, "beta", "s")["input_audio_noise_reduction"] == {"type": "far_field"}
+    assert apply_update(ga, {"instructions": "x"}, turn).echo_hint is EchoHint.NEAR_FIELD  # kept
+    assert apply_update(ga, {"audio": {"input": {"noise_reduction": None}}}, turn).echo_hint is EchoHint.UNKNOWN
+    for bad in ({"input_audio_noise_reduction": {"type": "headphones"}}, {"audio": {"input": {"noise_reduction": "x"}}}):
+        with pytest.raises(p.ProtocolError):
+            apply_update(s, bad, turn)
+
+
 def test_playout_clock_and_truncation() -> None:
     frames: list[float] = []
     po = Playout(lambda t, f: frames.append(t))
@@ -153,6 +170,20 @@ def test_server_vad_turn_gets_the_response_lifecycle_and_errors_keep_the_socket(
             await ws.close()
             await asyncio.sleep(0.1)
             assert server.sessions == {}
+
+    asyncio.run(main())
+
+
+def test_session_update_sets_the_sessions_echo_hint() -> None:
+    async def main() -> None:
+        async with connected(_engine()) as (c, server):
+            sess = next(iter(server.sessions.values()))
+            assert sess.guard.hint is EchoHint.UNKNOWN and sess.guard.gain_db() == TurnConfig().echo_gain_db
+            await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+                "input": {"noise_reduction": {"type": "near_field"}}}}})
+            up = await c.until(of_type("session.updated"))
+            assert up["session"]["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+            assert sess.guard.hint is EchoHint.NEAR_FIELD and sess.guard.gain_db() == TurnConfig().echo_near_field_gain_db
 
     asyncio.run(main())
 

@@ -166,26 +166,34 @@ def test_sdk_spoken_question_gets_an_audio_reply_and_transcripts(cascade) -> Non
     asyncio.run(main())
 
 
-def test_sdk_barge_in_cancels_the_reply_and_truncates_it(cascade) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("noise_reduction, talk_after_s", [("near_field", 0.4), (None, 1.2)])
+def test_sdk_barge_in_cancels_the_reply_and_truncates_it(cascade, noise_reduction, talk_after_s) -> None:  # noqa: ANN001
     """A barge-in cuts the reply: the server cancels it, or (when it was generated in full before
     the VAD confirmed) the client truncates what it had not played; either way the engine keeps
-    only what was heard. The user talks over the reply 1.2 s after its first audio arrives. Until it has heard ~1 s
-    of input during agent speech, the server's echo guard assumes the worst-case echo path
-    (a loud speaker, no echo cancellation) and can take a barge-in right at the first audio for
-    echo; the pause lets it learn that this client returns no echo, as a real one would during
-    its first reply. A short reply may be fully generated before the VAD confirms the
-    interruption (then only its playback is cut): the interruption is repeated on the next
-    reply, up to 3 times, to catch one still being generated."""
+    only what was heard. This client returns no echo (its microphone is a file). Declared as a
+    close-talking microphone (`noise_reduction: near_field`, the echo hint of a headset), it talks
+    over the reply 0.4 s after its first audio arrives. Without it (the default, null) the server's
+    echo guard assumes the worst-case echo path (a loud speaker, no echo cancellation) until it
+    has heard ~1 s of input during agent speech, and may take an early barge-in for the agent's
+    echo: that client waits 1.2 s, so the guard learns that it returns no echo. A short reply
+    may be fully generated before the VAD confirms the interruption (then only its playback is
+    cut): the interruption is repeated on the next reply, up to 3 times, to catch one still being
+    generated."""
 
     async def main() -> None:
         async with _talking(cascade) as (server, conn, ev, mic):
-            await conn.session.update(session={"type": "realtime", "instructions": "Answer at length."})
+            hint = {"audio": {"input": {"noise_reduction": {"type": noise_reduction}}}} if noise_reduction else {}
+            await conn.session.update(session={"type": "realtime", "instructions": "Answer at length.", **hint})
+            upd = await ev.until(lambda e: e.type == "session.updated" and e.session.instructions == "Answer at length.")
+            nr = upd.session.audio.input.noise_reduction
+            assert (nr.type if nr else None) == noise_reduction
+            assert next(iter(server.sessions.values())).guard.hint.value == (noise_reduction or "unknown")
             mic.say(prompt_pcm("tt-weasels", tail_s=0.8))  # "Weasels have eaten our phone system."
             for _attempt in range(3):
                 delta = await ev.until(lambda e: e.type == "response.output_audio.delta" and
                                        not any(d.response.id == e.response_id for d in ev.of("response.done")))
                 t_first = time.monotonic()
-                await asyncio.sleep(1.2)
+                await asyncio.sleep(talk_after_s)
                 mic.say(prompt_pcm("vm-sorry", lead_s=0.0))  # the user talks over the reply
                 done = await ev.until(lambda e: e.type == "response.done" and e.response.id == delta.response_id)
                 if done.response.status == "cancelled":
@@ -213,7 +221,8 @@ def test_sdk_barge_in_cancels_the_reply_and_truncates_it(cascade) -> None:  # no
             sess = next(iter(server.sessions.values()))
             hist = sess.engine_session.history  # the cascade's LLM context
             heard = hist[-2]["content"]  # [..., cut reply, the interrupting user turn]
-            print(f"attempts: {_attempt + 1} ({done.response.status}); reply: {full!r}\n"
+            print(f"{noise_reduction}, talking after {talk_after_s} s: attempts: {_attempt + 1} "
+                  f"({done.response.status}); reply: {full!r}\n"
                   f"played {played_ms} of {audio_ms} ms, kept: {heard!r}")
             assert [m["role"] for m in hist[-3:]] == ["user", "assistant", "user"], hist  # only what was played
             assert heard and full.startswith(heard) and len(heard) <= len(full), (heard, full)

@@ -76,7 +76,7 @@ def test_browser_asks_and_hears_the_agent(cascade_url: str, question_wav: Path) 
                     break
                 time.sleep(0.5)
             time.sleep(1.0)
-            st = page.evaluate("() => ({connected: parley.connected, error: parley.error, "
+            st = page.evaluate("() => ({connected: parley.connected, error: parley.error, echoHint: parley.echoHint, "
                                "events: parley.events, peak: parley.agentPeak, inbound: parley.inbound})")
             log_text = page.inner_text("#log")
             table = page.inner_text("#latency")
@@ -85,6 +85,9 @@ def test_browser_asks_and_hears_the_agent(cascade_url: str, question_wav: Path) 
     types = [e["type"] for e in st["events"]]
     print(json.dumps({k: v for k, v in st.items() if k != "events"}), types, log_text, table, sep="\n")
     assert st["error"] is None and st["connected"], st
+    # the page sent its microphone's echo cancellation state; the server's session took it
+    ready = next(e for e in st["events"] if e["type"] == "ready")
+    assert st["echoHint"] in ("cancelled", "unknown") and ready["echo_hint"] == st["echoHint"], (st["echoHint"], ready)
     users = [e["text"] for e in st["events"] if e["type"] == "user_transcript"]
     assert any(_has_question_words(u) for u in users), users
     assert "latency" in types and "agent_done" in types, types

@@ -135,8 +135,8 @@ class EchoGuard:
 
     The echo path gain starts at the worst case `echo_gain_db` (or, when the client's
     `EchoHint` says its echo is cancelled or it uses a headset, at `echo_cancelled_gain_db` /
-    `echo_near_field_gain_db`) and adapts: while the agent talks, the input level relative to the loudest recent output is
-    recorded, and once `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never
+    `echo_near_field_gain_db`) and adapts: while the agent talks, the input level relative to
+    the loudest recent output is recorded, and once `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never
     above the worst case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo
     arrives late, so a high percentile, not the median). Only chunks heard while the VAD is
     QUIET teach it (not a user starting to talk). With headphones or browser echo cancellation
@@ -174,8 +174,9 @@ class EchoGuard:
         """The gain used until it is learned: the hint's, or the worst case."""
         if self.hint_dropped or not self.hint.low_echo:
             return self.cfg.echo_gain_db
-        hinted = self.cfg.echo_cancelled_gain_db if self.hint is EchoHint.CANCELLED else self.cfg.echo_near_field_gain_db
-        return min(self.cfg.echo_gain_db, hinted)
+        cfg = self.cfg
+        hinted = cfg.echo_cancelled_gain_db if self.hint is EchoHint.CANCELLED else cfg.echo_near_field_gain_db
+        return min(cfg.echo_gain_db, hinted)
 
     def observe(self, t: float, chunk_db: float) -> None:
         """An input chunk heard while (maybe) the agent talked: learn the echo path gain."""
