@@ -11,7 +11,8 @@ from voice.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill"}
-BENCH_AREAS = {"components", "model", "clock", "llm", "asr", "facts", "eot", "latency", "concurrency", "codec", "distill"}
+BENCH_AREAS = {"components", "model", "clock", "llm", "asr", "facts", "eot", "echo", "latency", "concurrency",
+               "codec", "distill"}
 
 
 def _choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -340,3 +340,22 @@ def test_pause_event_once_per_pause_and_force_end() -> None:
     ends = [e for e in det.force_end(1.0) if isinstance(e, TurnEnd)]
     assert len(ends) == 1 and det.state is TurnPhase.QUIET
     assert det.force_end(1.1) == []  # only while STOPPING
+
+
+def test_echo_bench_wrong_hints_do_not_interrupt_and_right_ones_help() -> None:
+    """`parley bench echo` cases (offline: Silero, piper's reply, the session's hold simulated)."""
+    pytest.importorskip("piper")
+    from model.components.vad import SileroVAD
+    from model.samples import have_prompts
+    from voice.bench.echo import EchoCase, load_audio_pair, run_case
+
+    if not have_prompts():
+        pytest.skip("asterisk-core-sounds-en-g722 not installed")
+    agent, user = load_audio_pair()
+    vad = SileroVAD.load()
+    for hint, delay in ((EchoHint.CANCELLED, 0.2), (EchoHint.NEAR_FIELD, 0.5)):  # wrong: a -10 dB echo
+        r = run_case(EchoCase(hint, echo_db=-10.0, delay_s=delay), agent, user, vad)
+        assert r.start_s is None and r.holds <= ECHO_HINT_CANCELS, r
+    soft = {h: run_case(EchoCase(h, user_db=-15.0), agent, user, vad).start_s for h in EchoHint}
+    assert soft[EchoHint.NEAR_FIELD] is not None and soft[EchoHint.CANCELLED] is not None, soft
+    assert soft[EchoHint.UNKNOWN] is None or soft[EchoHint.UNKNOWN] > soft[EchoHint.CANCELLED] >= soft[EchoHint.NEAR_FIELD], soft

@@ -3,6 +3,7 @@
     components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
     model, llm   direct speech model step time; LLM precision     (model/bench/)
     latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
+    echo         echo guard and echo hints, offline (Silero + piper)  (voice/bench/echo.py)
     codec        codec speed and latency                          (codec/bench.py)
     distill      trace generation throughput                      (distill/bench.py)
 
@@ -188,6 +189,10 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.set_defaults(func=asr_cmd)
+    p = bench_sub.add_parser("echo", help="echo guard offline: a wrong echo hint over a loud echo, "
+                             "early barge-ins per hint (the numbers of voice/README.md)")
+    p.add_argument("--out", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=echo_cmd)
     p = bench_sub.add_parser("llm", help="local LLM: time to first token and decode speed per dtype")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--tokens", type=int, default=48, help="greedy tokens per measurement")
@@ -230,6 +235,13 @@ def facts_cmd(args: argparse.Namespace) -> int:
         cfg = FactsConfig(voices=tuple(_split(args.voices)), out=args.out)
     report = run_facts(cfg)
     print(json.dumps({k: v for k, v in report.items()}, indent=1))
+    return 0
+
+
+def echo_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.echo import run_echo_bench  # noqa: PLC0415
+
+    run_echo_bench(args.out)
     return 0
 
 
