@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, WEBRTC_FRAME, WEBRTC_SR
-from voice.server.turns import EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnPhase, TurnStart, VadChange, level_db
+from voice.server.turns import (EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnPhase, TurnStart,
+                                VadChange, level_db)
 
 REPLY = ("Sure. The weather today is sunny and warm, with a light breeze from the west "
          "and no rain expected until the weekend.")
@@ -60,7 +61,8 @@ def load_audio_pair() -> tuple[np.ndarray, np.ndarray]:
     return agent, (u * LEVEL_RMS / np.sqrt(np.mean(u**2))).astype(np.float32)
 
 
-def run_case(case: EchoCase, agent: np.ndarray, user: np.ndarray, vad, cfg: TurnConfig = TurnConfig()) -> EchoResult:  # noqa: ANN001
+def run_case(case: EchoCase, agent: np.ndarray, user: np.ndarray, vad,  # noqa: ANN001 - SileroVAD
+             cfg: TurnConfig = TurnConfig()) -> EchoResult:
     """One reply: the session's hold / stop on the agent's output, echo and user on the input."""
     from model.audio import resample  # noqa: PLC0415
 

@@ -1,8 +1,8 @@
 """One WebRTC connection: input audio -> VAD turn taking -> engine -> output track + events.
 
 Per session: the peer connection, a `VADStream` (the Silero weights are shared), the
-`TurnDetector` with its `EchoGuard`, the `AgentTrack`, the engine's `EngineSession` (history)
-and three kinds of tasks: the input reader, the reply of the current turn, a connect timeout.
+`TurnDetector` with its `EchoGuard` (from the offer's echo hint), the `AgentTrack`, the engine's
+`EngineSession` (history) and three kinds of tasks: the input reader, the reply of the current turn, a connect timeout.
 Model work never runs on the event loop: VAD steps of all sessions are batched (`VadBatcher`)
 on a one-thread "fast lane" executor (so they never wait behind a long ASR/LLM job), engines
 use their own pools.
