@@ -11,7 +11,11 @@ hears that output `delay_s` later at `echo_db` (the echo path gain) and/or a rec
   interrupt itself (a TurnStart), how often is it held (a stutter)?
 * the early barge-in: when is a user who talks 400 ms into the reply confirmed, per hint?
 
-Piper's synthesis is random (noise_scale), so the reply differs from run to run.
+Piper's synthesis is random (noise_scale), so the reply differs from run to run. 2026-12-01:
+a wrong `cancelled` / `near_field` over a -10 or -20 dB echo 50-500 ms late: no TurnStart, 1-2
+holds; a user 400 ms into the reply was confirmed at 1.12-1.47 s with `near_field` (0 to -25 dB
+under the agent), 1.15-1.47 s with `cancelled` (0 to -15 dB; -20 dB and softer 2.62 s), 2.62-2.66 s
+without a hint (0 to -25 dB).
 """
 
 from __future__ import annotations
