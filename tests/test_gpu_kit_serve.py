@@ -32,6 +32,7 @@ CASCADE_ENTRIES = ("voice.engines.cascade",)
 OFF_PATH = {  # imported somewhere in the scan, never on the GPU run's path
     "matplotlib": "bench latency --plot only",
     "faster-whisper": "the ct2 ASR backend: the GPU run uses --asr-backend torch (ctranslate2 wants CUDA 12)",
+    "ctranslate2": "the same backend's short-window encoder (model/components/asr_ct2.py)",
 }
 NOT_NEEDED = {  # requirements of carried wheels that the run never imports
     "pathvalidate": "piper's voice downloader only",
