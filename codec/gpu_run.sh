@@ -31,6 +31,7 @@ feed() {
   fi
   echo "train: $(ls $C/train/*.flac 2>/dev/null | wc -l) shards, $(du -sh $C/train | cut -f1)"
 }
+running() { pgrep -f "voice codec (train|sweep)" >/dev/null; }
 dirs() { if [ -n "${VARIANTS:-}" ]; then for v in ${VARIANTS//,/ }; do echo $C/out/$v; done; else echo $C/out; fi; }
 status() {
   for d in $(dirs); do
@@ -38,7 +39,7 @@ status() {
   done
   grep -v "^{" $C/train.log 2>/dev/null | tail -3 | cut -c1-300
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
-  pgrep -f "voice codec (train|sweep)" >/dev/null && echo "JOB RUNNING" || echo "JOB STOPPED"
+  running && echo "JOB RUNNING" || echo "JOB STOPPED"
 }
 bring() {  # at most 8 files come back: one export (WHAT=best|last, of PICK in a sweep) + logs.tgz
   d=$C/out; [ -n "${VARIANTS:-}" ] && d=$C/out/${PICK:-${VARIANTS%%,*}}
@@ -72,7 +73,7 @@ start)
 feed) feed; status ;;
 poll) feed; sleep "${SLEEP:-480}"; status; bring ;;
 collect)
-  for _ in $(seq "${WAIT:-300}"); do pgrep -f "voice codec (train|sweep)" >/dev/null || break; sleep 1; done
+  for _ in $(seq "${WAIT:-300}"); do running || break; sleep 1; done
   status; bring
   ;;
 *) echo "PHASE=start|feed|poll|collect (see the header of $0)"; exit 2 ;;

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from model.common.errors import ParleyError
@@ -29,8 +29,7 @@ def _interleave(paths: list[Path]) -> list[Path]:
     fam: dict[str, list[Path]] = {}
     for p in sorted(paths):
         fam.setdefault(re.sub(r"_?\d+$", "", p.stem), []).append(p)
-    out = [p for row in itertools.zip_longest(*fam.values()) for p in row if p is not None]
-    return out
+    return [p for row in itertools.zip_longest(*fam.values()) for p in row if p is not None]
 
 
 def _encode(src: Path, dst: Path, bitrate: str) -> None:
@@ -54,7 +53,7 @@ def pack_opus(src_dir: str | Path, dst_dir: str | Path, bitrate: str = "24k", gr
     if not shards:
         raise ParleyError(f"no .flac shards in {src} (run `parley codec prepare-data` first)")
     dst.mkdir(parents=True, exist_ok=True)
-    done = {p.stem: p for p in dst.glob("g*/*.ogg") if not p.name.startswith(".")}
+    done = {p.stem for p in dst.glob("g*/*.ogg") if not p.name.startswith(".")}
     todo = [s for s in shards if s.stem not in done]
     log.info("%d shards, %d already packed, %d to encode", len(shards), len(done), len(todo))
     # encode into a flat temp folder first, then assign groups by size in interleaved order
@@ -100,8 +99,6 @@ def _unpack_one(src: Path, train: Path) -> int:
 def unpack_opus(srcs: list[Path], train_dir: str | Path, workers: int = 0) -> int:
     """Decode Ogg Opus shards to FLAC into train_dir (atomically, shards already there skipped);
     returns how many were written. workers 0: all cores."""
-    from concurrent.futures import ProcessPoolExecutor
-
     train = Path(train_dir)
     train.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(workers or os.cpu_count()) as ex:

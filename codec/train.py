@@ -238,13 +238,12 @@ def train(data_dir: str | Path, out_dir: str | Path, codec_cfg: CodecConfig = Co
         if time.time() - last_ckpt > tc.ckpt_every_s:
             _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
             eval_rows = eval_rows or _eval_rows(tc.eval_dir)
-            _keep_best(out, _eval(out, model, eval_rows, teacher, step, time.time() - t0))
+            _eval_and_keep_best(out, model, eval_rows, teacher, step, time.time() - t0)
             last_ckpt = time.time()
     _checkpoint(out, model, disc, opt_g, opt_d, step, tc, data)
     eval_rows = eval_rows or _eval_rows(tc.eval_dir)
-    if eval_rows:
-        last["eval"] = _eval(out, model, eval_rows, teacher, step, time.time() - t0)
-        _keep_best(out, last["eval"])
+    if res := _eval_and_keep_best(out, model, eval_rows, teacher, step, time.time() - t0):
+        last["eval"] = res
     logf.close()
     return last
 
@@ -259,15 +258,17 @@ def _eval_rows(eval_dir: str) -> list[dict]:
     return load_eval_rows(eval_dir)
 
 
-def _eval(out: Path, model: ParleyCodec, rows: list[dict], teacher: torch.nn.Module | None, step: int,
-          elapsed_s: float) -> dict:
-    """Quick held-out eval, appended to out/eval.jsonl."""
+def _eval_and_keep_best(out: Path, model: ParleyCodec, rows: list[dict], teacher: torch.nn.Module | None,
+                        step: int, elapsed_s: float) -> dict:
+    """Quick held-out eval of the checkpoint just exported, appended to out/eval.jsonl; export/ is
+    copied to export_best/ when its score is the best so far. {} without a held-out set."""
     if not rows:
         return {}
     res = {"step": step, "time_s": round(elapsed_s, 1), **quick_eval(model, rows, teacher)}
     with open(out / "eval.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
     log.info("eval %s", res)
+    _keep_best(out, res)
     return res
 
 
@@ -283,8 +284,6 @@ def eval_score(res: dict) -> float:
 
 def _keep_best(out: Path, res: dict) -> None:
     """Copy export/ to export_best/ when this checkpoint's held-out score is the best so far."""
-    if not res:
-        return
     best_file = out / "export_best" / "eval.json"
     best = json.loads(best_file.read_text()) if best_file.exists() else None
     if best is not None and eval_score(best) >= eval_score(res):

@@ -150,7 +150,7 @@ async def _one(
         turns = await run_turns(sess, utts, cfg, first_utt=k)
     finally:
         await sess.close()
-    return sess, turns, lost_note(sess, turns, cfg) or ""
+    return sess, turns, ""
 
 
 async def run_step(
@@ -176,8 +176,8 @@ async def run_step(
             step.failed_sessions += 1
             errors.append(err)
             continue
-        if err:  # held, then closed by the server: its turns count, and the reason is reported
-            lost.append(err)
+        if note := lost_note(sess, turns, lcfg):  # closed by the server: its turns count, the reason is said
+            lost.append(note)
         v2v += [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
         step.timeouts += sum(t.timed_out for t in turns)
         if sess.recorder is not None and sess.recorder.frames:

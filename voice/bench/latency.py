@@ -127,10 +127,9 @@ async def run_turns(
     results: list[TurnResult] = []
     starts: list[float] = []  # monotonic start of each turn's speech, to assign events
     play = asyncio.ensure_future(_play_turns(sess, utts, cfg, progress, first_utt, results, starts))
-    lost = asyncio.ensure_future(sess.lost.wait()) if sess.lost is not None else None
-    await asyncio.wait({play} | ({lost} if lost else set()), return_when=asyncio.FIRST_COMPLETED)
-    if lost is not None:
-        lost.cancel()
+    lost = asyncio.ensure_future(sess.lost.wait())
+    await asyncio.wait({play, lost}, return_when=asyncio.FIRST_COMPLETED)
+    lost.cancel()
     if not play.done():  # the connection is gone: keep what was measured
         play.cancel()
         await asyncio.gather(play, return_exceptions=True)
@@ -144,7 +143,7 @@ async def run_turns(
 
 def lost_note(sess: ClientPeer, turns: list[TurnResult], cfg: LatencyConfig) -> str | None:
     """'the server closed the session after N of M turns', when it did."""
-    if sess.lost is not None and sess.lost.is_set() and len(turns) < cfg.turns:
+    if sess.lost.is_set() and len(turns) < cfg.turns:
         return f"the server closed the session after {len(turns)} of {cfg.turns} turns"
     return None
 

@@ -68,10 +68,12 @@ def _kit(args: argparse.Namespace) -> int:
 
 
 def _add_kit(sub) -> None:
+    from distill.kit_profiles import KitProfile  # noqa: PLC0415 - stdlib only, no heavy imports
+
     p = sub.add_parser("kit", help="collect what the GPU machine lacks (wheels, voices, GGUF, .debs) into "
                                    "call-sized folders with sha256 (distill/gpu_kit.py)")
     p.add_argument("out", type=Path, help="output folder (git-ignored, e.g. .carry/kit); rebuilt from scratch")
-    p.add_argument("--profile", default="full", choices=["speak", "full", "serve", "serve-cascade"],
+    p.add_argument("--profile", default="full", choices=[k.value for k in KitProfile],
                    help="speak: run 1 of issue 11 (piper joe + GGUF); full: + Whisper, espeak-ng, flite; "
                    "serve: issue 12's direct engine + WebRTC bench client; serve-cascade: what the cascade adds "
                    "(distill/kit_profiles.py)")

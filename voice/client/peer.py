@@ -72,7 +72,7 @@ class ClientPeer:
         self.server_info: dict = {}
         self._pc = None
         self._track_ready: asyncio.Future | None = None
-        self.lost: asyncio.Event | None = None  # set when the server ends the connection (not us)
+        self.lost = asyncio.Event()  # set when the server ends the connection (not our close())
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -85,7 +85,6 @@ class ClientPeer:
         self._track_ready = loop.create_future()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._pc = pc
-        self.lost = asyncio.Event()
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
