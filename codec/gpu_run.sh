@@ -7,9 +7,10 @@
 #   cp -r data/codec/eval data/codec/eval.jsonl .carry/evalset/  # the held-out set (14 MB)
 #   pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #     --platform manylinux2014_x86_64 --no-deps -d .carry/whl soundfile==0.13.1 cffi pycparser pystoi
-# Calls (carry = the ignored paths named): start [.carry/whl, .carry/teacher.safetensors, .carry/opus/g00]
-# (the tree carries weights/codec, 34 MB: the warm start); then `mv weights/codec` out of the tree
-# while feeding: feed [.carry/evalset, .carry/opus/g01], feed [.carry/opus/g02] ...; then
+# Calls (carry = the ignored paths named; a call sends <= 64 MiB in all, the tree included):
+#   setup [.carry/whl, .carry/teacher.safetensors] (the tree carries weights/codec, 34 MB: the warm
+#   start); then `mv weights/codec` out of the tree (5 MB left) and
+#   start [.carry/evalset, .carry/opus/g03], feed [.carry/opus/g00], feed [g01], feed [g02], then
 #   poll  (SLEEP <= 540: sleeps, prints status, brings export_best/ + logs.tgz back in $OUT)
 #   collect (waits <= WAIT s for the job to end, then brings the same; WHAT=last: export/ instead)
 # A call returns <= 8 files and <= 64 MiB: one export (34-38 MB) per call. With VARIANTS=a,b the
@@ -49,7 +50,7 @@ bring() {  # at most 8 files come back: one export (WHAT=best|last, of PICK in a
   ls -la "$OUT" "$OUT/$e" 2>/dev/null | grep -v total
 }
 case "${PHASE:-}" in
-start)
+setup)
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/*.whl 2>&1 | grep -v -i warn
   rm -rf $C/repo && mkdir -p $C/repo
@@ -57,6 +58,10 @@ start)
   cp .carry/teacher.safetensors $C/
   python3 -c "import soundfile, torch; print('imports ok', torch.__version__, soundfile.__version__)" || exit 3
   python3 -c "import pystoi, scipy" 2>/dev/null && echo "stoi ok" || echo "no pystoi/scipy: quick eval without STOI"
+  ls $C/repo/${INIT:-weights/codec} $C/teacher.safetensors
+  ;;
+start)
+  [ -f $C/teacher.safetensors ] || { echo "run PHASE=setup first"; exit 2; }
   feed
   init=(); [ -n "${INIT-weights/codec}" ] && init=(--init-from "$C/repo/${INIT:-weights/codec}")
   args=(--data $C/train "${init[@]}" --teacher $C/teacher.safetensors --eval-dir $C/eval
@@ -76,5 +81,5 @@ collect)
   for _ in $(seq "${WAIT:-300}"); do running || break; sleep 1; done
   status; bring
   ;;
-*) echo "PHASE=start|feed|poll|collect (see the header of $0)"; exit 2 ;;
+*) echo "PHASE=setup|start|feed|poll|collect (see the header of $0)"; exit 2 ;;
 esac
