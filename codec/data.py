@@ -15,7 +15,9 @@ picked up) and returns random fixed-length crops as int16 tensors.
 
 from __future__ import annotations
 
+import functools
 import glob
+import gzip
 import json
 import logging
 import os
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 ASTERISK_ROOT = "/usr/share/asterisk/sounds"
 ASTERISK_TRAIN = ("fr_CA_f_June", "es_MX_f_Allison", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU")
 ASTERISK_EVAL = "en_US_f_Allison"
+# the prompts' texts, "name: text" per line (Debian `asterisk-core-sounds-en`, 60 kB)
+ASTERISK_EN_TEXT = "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 FILLETS_ROOT = "/usr/share/games/fillets-ng/sound"
 KLETTRES_ROOT = "/usr/share/klettres"
 CODEC2_RAW = "/usr/share/codec2/raw"
@@ -64,6 +68,26 @@ REAL_PACKAGES: dict[str, tuple[str, str]] = {
     "klettres": (KLETTRES_ROOT, "klettres-data"),
     "codec2": (CODEC2_RAW, "codec2-examples"),
 }
+
+
+@functools.cache
+def _asterisk_en_texts(path: str = ASTERISK_EN_TEXT) -> dict[str, str]:
+    if not Path(path).exists():
+        return {}
+    out = {}
+    for line in gzip.open(path, "rt", encoding="utf-8", errors="replace"):
+        key, sep, text = line.partition(":")
+        text = text.strip()
+        if sep and not key.startswith(";") and text and not text.startswith("["):  # "[beep tone]": none
+            out[key.strip()] = text
+    return out
+
+
+def asterisk_en_text(sound_id: str) -> str | None:
+    """What the held-out asterisk-en prompt `sound_id` says ("en_US_f_Allison/digits/mon-2.g722" ->
+    "March"), or None (a tone, an unlisted prompt, or `asterisk-core-sounds-en` not installed)."""
+    key = sound_id.split("/", 1)[-1].rsplit(".", 1)[0]
+    return _asterisk_en_texts().get(key)
 
 
 def missing_packages() -> dict[str, str]:
@@ -234,7 +258,7 @@ def prepare_data(out_dir: str | Path, shard_minutes: float = 6.0, synth_scale: f
     ast = list(_asterisk(ASTERISK_EVAL))
     random.Random(seed).shuffle(ast)
     for name, x in ast[:eval_per_source]:
-        eval_rows.append({"source": "asterisk-en", "id": name, "text": None, "x": x})
+        eval_rows.append({"source": "asterisk-en", "id": name, "text": asterisk_en_text(name), "x": x})
     ev_sent = [s for s in sentences[-200:]][: eval_per_source]
     for v in ESPEAK_EVAL:
         for i, s in enumerate(ev_sent[: eval_per_source // 2]):

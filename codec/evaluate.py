@@ -2,8 +2,9 @@
 
 Per source and overall: mel distance (mean |log10 mel| difference, 80 mels, n_fft 1024), STOI,
 wideband PESQ, and intelligibility with Whisper tiny.en: WER of the original and of the
-reconstruction against the text (synthetic voices), and WER of the reconstruction against
-Whisper's transcript of the original (all sources; asterisk-en has no transcript).
+reconstruction against the text (synthetic voices; asterisk-en's prompt texts from
+`asterisk-core-sounds-en`), and WER of the reconstruction against Whisper's transcript of the
+original (all sources).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from codec.data import asterisk_en_text
 from model.common.errors import ParleyError
 
 
@@ -50,6 +52,8 @@ def load_eval_rows(data: str | Path, limit: int = 0) -> list[dict]:
         per[r["source"]] = per.get(r["source"], 0) + 1
         x, sr = sf.read(data / r["file"], dtype="float32")
         r["x"] = x
+        if r["source"] == "asterisk-en" and not r.get("text"):  # sets made before the texts were read
+            r["text"] = asterisk_en_text(r["id"])
         rows.append(r)
     return rows
 

@@ -7,7 +7,7 @@ VENV="$ROOT/.venv"
 say() { printf '\033[1;34m[parley setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
-APT_PKGS=(espeak-ng flite sox ffmpeg libsndfile1 chromium chromium-driver asterisk-core-sounds-en-g722)
+APT_PKGS=(espeak-ng flite sox ffmpeg libsndfile1 chromium chromium-driver asterisk-core-sounds-en-g722 asterisk-core-sounds-en)
 # `demos/setup.sh --codec-data`: also the recorded speech that `parley codec prepare-data` reads
 CODEC_DATA_PKGS=(asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-it-g722
   asterisk-core-sounds-ru-g722 fillets-ng-data-cs klettres-data codec2-examples flight-of-the-amazon-queen

@@ -4,6 +4,8 @@ not, the test is skipped with the apt package to install."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,30 @@ def test_source_yields_speech(name: str) -> None:
     assert len({uid for uid, _ in got}) == N_UTTERANCES
     for uid, x in got:
         _speech_checks(uid, x)
+
+
+def test_asterisk_en_texts(tmp_path) -> None:  # noqa: ANN001
+    """The held-out real speaker's prompt texts: "name: text" lines, comments and tones skipped."""
+    import gzip
+
+    from codec import data
+
+    f = tmp_path / "core-sounds-en.txt.gz"
+    with gzip.open(f, "wt") as g:
+        g.write("; Core Asterisk Sounds in English\n\nbeep: [this is a simple beep tone]\n"
+                "digits/mon-2: March\nvm-tocancel: or pound to cancel.\n")
+    data._asterisk_en_texts.cache_clear()
+    try:
+        assert data._asterisk_en_texts(str(f)) == {"digits/mon-2": "March", "vm-tocancel": "or pound to cancel."}
+    finally:
+        data._asterisk_en_texts.cache_clear()
+
+
+def test_asterisk_en_text_installed() -> None:
+    from codec import data
+
+    if not Path(data.ASTERISK_EN_TEXT).exists():
+        pytest.skip("apt-get install asterisk-core-sounds-en (demos/setup.sh does)")
+    assert data.asterisk_en_text("en_US_f_Allison/digits/mon-2.g722") == "March"
+    assert data.asterisk_en_text("en_US_f_Allison/vm-extension.g722") == "extension"
+    assert data.asterisk_en_text("en_US_f_Allison/beeperr.g722") is None  # a tone says nothing
