@@ -1,9 +1,9 @@
 """The trained default codec on real speech it never saw (asterisk-core-sounds-en, held out from
 training): intelligibility (STOI) and log-mel distance clearly better than an untrained codec (random
 weights + k-means codebooks on the same audio: STOI 0.49, mel distance 1.55 on
-all-circuits-busy-now) and than the v1 checkpoint it replaced (0.648 / 0.458 on these three
-prompts; v2: 0.720 / 0.419). Thresholds sit a little below v2's values and above v1's, not at the
-issue's targets (STOI >= 0.80), which this checkpoint does not reach."""
+all-circuits-busy-now) and than the v2 checkpoint it replaced (on these three prompts STOI / mel:
+v1 0.648 / 0.458, v2 0.720 / 0.419, v3 0.808 / 0.338). Thresholds sit a little below v3's values
+and above v2's; over all 40 held-out prompts v3 is still below the issue's STOI target (0.76)."""
 
 from __future__ import annotations
 
@@ -39,5 +39,5 @@ def test_held_out_real_speech() -> None:
             y = model.decode(model.encode(torch.from_numpy(x)[None]))[0, 0, : x.size].numpy()
         scores.append(stoi(x, y, 16000, extended=False))
         mels.append(mel_distance(torch.from_numpy(x)[None], torch.from_numpy(y)[None], 16000))
-    assert np.mean(scores) > 0.68, scores
-    assert np.mean(mels) < 0.445, mels
+    assert np.mean(scores) > 0.77, scores
+    assert np.mean(mels) < 0.38, mels
