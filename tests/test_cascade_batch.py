@@ -108,3 +108,24 @@ def test_batched_whisper_pass_equals_one_by_one_and_a_bad_clip_fails_alone() -> 
             futs[1].result(120)
     finally:
         b.close()
+
+
+@pytest.mark.slow
+def test_bench_prints_one_by_one_and_batched_rows(tmp_path) -> None:
+    """`parley bench components --cascade-batch 2` (ct2 ASR: the quick one here) measures both
+    modes in one run, for ASR+LLM and the LLM alone, and the batched LLM rows were decoded together."""
+    import json
+
+    from components_util import parley
+
+    out = tmp_path / "cb.json"
+    r = parley("bench", "components", "--cascade-batch", "2", "--asr-backend", "ct2", "--max-new-tokens", "12",
+               "--threads", "1", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(x["stage"], x["mode"]) for x in rows] == [("ASR+LLM", "one by one"), ("ASR+LLM", "batched"),
+                                                      ("LLM", "one by one"), ("LLM", "batched")]
+    assert all(x["k"] == 2 and x["full_p50_ms"] > 0 and x["pieces_per_s"] > 0 for x in rows)
+    mean_rows = float(rows[3]["batches"].split(" x ")[-1].split()[0])  # "LLM 11 steps x 1.6 rows"
+    assert mean_rows > 1.0
+    assert "| 2 | LLM | batched |" in r.stdout

@@ -9,6 +9,8 @@ ms since the K requests were sent: ASR done, first reply piece, whole reply. Per
 and max of each, the wall time, reply pieces (~tokens) per second over all K, the batch sizes
 the batchers actually ran, the kept-cache copies per reply, and how many replies are the same
 text in both modes (greedy; fp16/bf16 batched matmuls may round differently from batch 1).
+Each K runs twice: "ASR+LLM" from the audio, and "LLM" alone on the transcripts (the decode
+loop's own gain, without the ASR in front of it).
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ class _SilentTTS:
         return np.zeros(160, np.float32)
 
 
-async def _request(engine, audio: np.ndarray, t0: float) -> ReqResult:  # noqa: ANN001 - CascadeEngine
-    """One cascade request as CascadeSession.respond runs it, up to the reply's last piece."""
+async def _request(engine, audio: np.ndarray, t0: float, heard: str | None) -> ReqResult:  # noqa: ANN001
+    """One cascade request as CascadeSession.respond runs it, up to the reply's last piece
+    (``heard`` given: the LLM alone, on that transcript)."""
     loop = asyncio.get_running_loop()
-    heard = await engine.transcribe_async(audio)
+    if heard is None:
+        heard = await engine.transcribe_async(audio)
     t_asr = time.perf_counter()
     session = engine.session()
     session.history.append({"role": "user", "content": heard or "Hello?"})
@@ -77,9 +81,11 @@ async def _request(engine, audio: np.ndarray, t0: float) -> ReqResult:  # noqa: 
                      len(pieces))
 
 
-async def _run_k(engine, clips: list[np.ndarray], k: int) -> tuple[list[ReqResult], float]:  # noqa: ANN001
+async def _run_k(engine, clips: list[np.ndarray], k: int, texts: list[str] | None  # noqa: ANN001
+                 ) -> tuple[list[ReqResult], float]:
     t0 = time.perf_counter()
-    res = await asyncio.gather(*(_request(engine, clips[i % len(clips)], t0) for i in range(k)))
+    res = await asyncio.gather(*(_request(engine, clips[i % len(clips)], t0, texts and texts[i % len(texts)])
+                                 for i in range(k)))
     return list(res), time.perf_counter() - t0
 
 
@@ -87,9 +93,10 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
-def _row(k: int, mode: str, res: list[ReqResult], wall: float, batches: str, copy: str, same: str) -> dict:
+def _row(k: int, stage: str, mode: str, res: list[ReqResult], wall: float, batches: str, copy: str,
+         same: str) -> dict:
     firsts = [r.first_ms for r in res if r.first_ms is not None]
-    return {"k": k, "mode": mode,
+    return {"k": k, "stage": stage, "mode": mode,
             "asr_p50_ms": _pct([r.asr_ms for r in res], 50), "asr_max_ms": max(r.asr_ms for r in res),
             "first_p50_ms": _pct(firsts, 50), "first_max_ms": max(firsts, default=float("nan")),
             "full_p50_ms": _pct([r.full_ms for r in res], 50), "full_max_ms": max(r.full_ms for r in res),
@@ -108,14 +115,36 @@ def _clips(cfg: BatchBenchConfig) -> list[np.ndarray]:
 
 
 def print_rows(rows: list[dict]) -> None:
-    head = ("K", "mode", "ASR done p50 / max ms", "first token p50 / max ms", "full reply p50 / max ms",
+    head = ("K", "stage", "mode", "ASR done p50 / max ms", "first token p50 / max ms", "full reply p50 / max ms",
             "wall s", "pieces/s", "batches run", "kept-cache copy", "same reply")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
-        print(f"| {r['k']} | {r['mode']} | {r['asr_p50_ms']:.0f} / {r['asr_max_ms']:.0f} | "
+        print(f"| {r['k']} | {r['stage']} | {r['mode']} | {r['asr_p50_ms']:.0f} / {r['asr_max_ms']:.0f} | "
               f"{r['first_p50_ms']:.0f} / {r['first_max_ms']:.0f} | {r['full_p50_ms']:.0f} / {r['full_max_ms']:.0f} | "
               f"{r['wall_s']:.2f} | {r['pieces_per_s']:.1f} | {r['batches']} | {r['kv_copy']} | {r['same_reply']} |")
+
+
+def _measure(seq, bat, clips: list[np.ndarray], k: int, stage: str, texts: list[str] | None) -> list[dict]:  # noqa: ANN001
+    """K requests on the one-by-one engine, then on the batched one: two rows; prints the gain."""
+    r_seq, w_seq = asyncio.run(_run_k(seq, clips, k, texts))
+    a0, g0 = replace(bat.asr_batcher.stats), replace(bat.llm_batcher.gen.stats)
+    r_bat, w_bat = asyncio.run(_run_k(bat, clips, k, texts))
+    a1, g1 = bat.asr_batcher.stats, bat.llm_batcher.gen.stats
+    same = f"{sum(a.reply == b.reply for a, b in zip(r_seq, r_bat))}/{k}"
+    n_asr, n_steps = a1.batches - a0.batches, g1.steps - g0.steps
+    asr = f"ASR {n_asr} x {(a1.items - a0.items) / max(n_asr, 1):.1f}; " if texts is None else ""
+    batches = f"{asr}LLM {n_steps} steps x {(g1.row_steps - g0.row_steps) / max(n_steps, 1):.1f} rows"
+    copy = f"{1000 * (g1.copy_s - g0.copy_s) / k:.2f} ms/reply"
+    rows = [_row(k, stage, "one by one", r_seq, w_seq, ("" if texts else f"ASR {k} x 1; ") + f"LLM {k} x 1 row",
+                 "-", same),
+            _row(k, stage, "batched", r_bat, w_bat, batches, copy, same)]
+    s, b = rows
+    print(f"K={k} {stage}: wall {s['wall_s']:.2f} -> {b['wall_s']:.2f} s (x{s['wall_s'] / b['wall_s']:.2f}), "
+          f"full reply p50 {s['full_p50_ms']:.0f} -> {b['full_p50_ms']:.0f} ms, first token p50 "
+          f"{s['first_p50_ms']:.0f} -> {b['first_p50_ms']:.0f} ms; same replies {same}; "
+          f"e.g. {r_bat[0].heard!r} -> {r_bat[0].reply.strip()[:60]!r}", flush=True)
+    return rows
 
 
 def run_bench(cfg: BatchBenchConfig) -> int:
@@ -146,23 +175,10 @@ def run_bench(cfg: BatchBenchConfig) -> int:
     try:
         seq.warm_up()
         bat.warm_up()
+        texts = [seq.transcribe(c) for c in clips]  # the LLM-only rows' transcripts
         for k in cfg.ks:
-            r_seq, w_seq = asyncio.run(_run_k(seq, clips, k))
-            a0, g0 = replace(bat.asr_batcher.stats), replace(bat.llm_batcher.gen.stats)
-            r_bat, w_bat = asyncio.run(_run_k(bat, clips, k))
-            a1, g1 = bat.asr_batcher.stats, bat.llm_batcher.gen.stats
-            same = f"{sum(a.reply == b.reply for a, b in zip(r_seq, r_bat))}/{k}"
-            n_asr, n_steps = a1.batches - a0.batches, g1.steps - g0.steps
-            batches = (f"ASR {n_asr} x {(a1.items - a0.items) / max(n_asr, 1):.1f}; "
-                       f"LLM {n_steps} steps x {(g1.row_steps - g0.row_steps) / max(n_steps, 1):.1f} rows")
-            copy = f"{1000 * (g1.copy_s - g0.copy_s) / k:.2f} ms/reply"
-            rows.append(_row(k, "one by one", r_seq, w_seq, f"ASR {k} x 1; LLM {k} x 1 row", "-", same))
-            rows.append(_row(k, "batched", r_bat, w_bat, batches, copy, same))
-            s, b = rows[-2], rows[-1]
-            print(f"K={k}: wall {s['wall_s']:.2f} -> {b['wall_s']:.2f} s (x{s['wall_s'] / b['wall_s']:.2f}), "
-                  f"full reply p50 {s['full_p50_ms']:.0f} -> {b['full_p50_ms']:.0f} ms, first token p50 "
-                  f"{s['first_p50_ms']:.0f} -> {b['first_p50_ms']:.0f} ms; same replies {same}; "
-                  f"e.g. {r_bat[0].heard!r} -> {r_bat[0].reply.strip()[:60]!r}", flush=True)
+            for stage, given in (("ASR+LLM", None), ("LLM", texts)):
+                rows += _measure(seq, bat, clips, k, stage, given)
     finally:
         for e in (seq, bat):
             asyncio.run(e.close())

@@ -51,8 +51,8 @@ class BatcherStats:
 
 def transcribe_many(asr, audios: Sequence[np.ndarray]) -> list[str]:  # noqa: ANN001 - any ASR
     """One batched call when the ASR has ``transcribe_batch``, else one call per clip."""
-    if hasattr(asr, "transcribe_batch"):
-        return [t.strip() for t in asr.transcribe_batch(list(audios))]
+    if hasattr(asr, "transcribe_batch"):  # all in one pass (its own default splits at 16)
+        return [t.strip() for t in asr.transcribe_batch(list(audios), batch_size=max(1, len(audios)))]
     return [asr.transcribe(a).strip() for a in audios]
 
 
