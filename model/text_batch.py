@@ -28,7 +28,7 @@ Not thread-safe: one thread drives it (``voice/engines/batching.py``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -155,7 +155,7 @@ class BatchedTextGenerator:
         self.stats.rows_peak = max(self.stats.rows_peak, len(self.rows))
         self._advance(list(range(n0, n0 + len(new))), logits)
 
-    def _prefill(self, new: list[_Row], n0: int) -> np.ndarray:
+    def _prefill(self, new: list[_Row], n0: int) -> torch.Tensor:
         """Right-padded prefill of the prompts' new tokens -> logits of each last prompt token (j, V)."""
         t0 = time.perf_counter()
         dev = self.gen.device
@@ -179,9 +179,8 @@ class BatchedTextGenerator:
         logits = self.pm.output(torch.stack(last)[:, None])[:, 0]  # (j, V)
         self.stats.prefills += 1
         self.stats.prefill_rows += len(new)
-        out = logits.float().cpu().numpy()
         self.stats.prefill_s += time.perf_counter() - t0
-        return out
+        return logits
 
     # --- step: one forward for all rows ---------------------------------------------------------
     @torch.inference_mode()
@@ -197,25 +196,46 @@ class BatchedTextGenerator:
         toks = torch.tensor([[w.next_tok] for w in self.rows], dtype=torch.long, device=dev)  # (n, 1)
         pos = torch.tensor([len(w.history) for w in self.rows], dtype=torch.long, device=dev)  # (n,)
         logits = self.model(toks, positions=pos, cache=self.cache.narrow(0, len(self.rows)))  # (n, 1, V)
-        rows = logits[:, -1].float().cpu().numpy()  # (n, V)
         for w in self.rows:
             w.history.append(w.next_tok)
         self.stats.steps += 1
         self.stats.row_steps += len(self.rows)
         self.stats.step_s += time.perf_counter() - t0
-        self._advance(list(range(len(self.rows))), rows)
+        self._advance(list(range(len(self.rows))), logits[:, -1])
 
-    def _advance(self, idx: list[int], logits: np.ndarray) -> None:
+    def _sample(self, idx: list[int], logits: torch.Tensor) -> tuple[list[int], list[np.ndarray | None]]:
+        """Next token of rows ``idx`` from ``logits`` (len(idx), V) -> (tokens, host logits or None).
+
+        Greedy rows without log-probabilities are decided on the device in one batched argmax
+        (``greedy_rows``: the same token as ``sample_next``); only the other rows' logits come to
+        the host (64 rows x 49k floats per step would cost milliseconds of copying and NumPy)."""
+        rows = [self.rows[i] for i in idx]
+        fast = [j for j, w in enumerate(rows) if w.req.params.temperature == 0 and not w.req.logprobs]
+        toks: list[int] = [0] * len(idx)
+        host: list[np.ndarray | None] = [None] * len(idx)
+        if fast:
+            recent = [rows[j].history[-rows[j].req.params.repetition_window:] for j in fast]
+            pen = [rows[j].req.params.repetition_penalty for j in fast]
+            for j, t in zip(fast, greedy_rows(logits[fast], recent, pen).tolist()):
+                toks[j] = t
+        slow = sorted(set(range(len(idx))) - set(fast))
+        if slow:
+            for j, row in zip(slow, logits[slow].float().cpu().numpy()):  # (V,) each
+                p = rows[j].req.params
+                toks[j] = sample_next(row, p, rows[j].history[-p.repetition_window:], rows[j].rng)
+                host[j] = row
+        return toks, host
+
+    def _advance(self, idx: list[int], logits: torch.Tensor) -> None:
         """Sample the next token of rows ``idx`` from ``logits`` (len(idx), V); emit; end rows."""
         ended: list[tuple[int, BaseException | None]] = []
-        for i, row in zip(idx, logits):
+        toks, host = self._sample(idx, logits)
+        for i, tok, row in zip(idx, toks, host):
             w = self.rows[i]
-            p = w.req.params
-            tok = sample_next(row, p, w.history[-p.repetition_window:], w.rng)
             if tok in w.stops:
                 ended.append((i, None))
                 continue
-            lp = float(log_softmax(row)[tok]) if w.req.logprobs else None
+            lp = float(log_softmax(row)[tok]) if row is not None and w.req.logprobs else None
             try:
                 w.req.sink.on_step(Step(tok, lp, w.dec.push(tok) if w.dec else ""))
             except Exception as err:  # noqa: BLE001 - a broken consumer ends its row only
@@ -292,6 +312,23 @@ class BatchedTextGenerator:
         dst.k[:, j, :, start:n].copy_(src.k[:, i, :, start:n])
         dst.v[:, j, :, start:n].copy_(src.v[:, i, :, start:n])
         dst.slot_pos[j, start:n].copy_(src.slot_pos[i, start:n])
+
+
+def greedy_rows(logits: torch.Tensor, recent: list[list[int]], penalty: list[float]) -> torch.Tensor:
+    """logits (n, V) -> (n,) argmax after each row's repetition penalty on its ``recent`` ids: the
+    token ``sample_next`` picks at temperature 0 (same float32 ops; the first index on ties)."""
+    x = logits.float().clone()  # (n, V)
+    rows = [j for j, (r, p) in enumerate(zip(recent, penalty)) if r and p != 1.0]
+    if rows:
+        width = max(len(recent[j]) for j in rows)
+        ids = torch.tensor([recent[j] + recent[j][:1] * (width - len(recent[j])) for j in rows],
+                           dtype=torch.long, device=x.device)  # (m, W), padded with a repeat (no effect)
+        pen = torch.tensor([penalty[j] for j in rows], dtype=torch.float32, device=x.device)[:, None]  # (m, 1)
+        sub = x[rows]  # (m, V)
+        sel = sub.gather(1, ids)
+        sub.scatter_(1, ids, torch.where(sel > 0, sel / pen, sel * pen))
+        x[rows] = sub
+    return x.argmax(-1)
 
 
 def _reusable(state: ChatState | None, prompt: list[int]) -> int:

@@ -65,7 +65,8 @@ def test_batched_engine_answers_sessions_asking_at_once(engine) -> None:
     qs = [(FACTS[0].question, "What is the capital of Italy?"), ("What is the capital of Italy?", FACTS[0].question)]
 
     async def both(turn: int) -> list[tuple[str, str]]:
-        return list(await asyncio.gather(*(_ask(s, speak(q[turn - 1], "flite:slt"), turn) for s, q in zip(sessions, qs))))
+        asks = (_ask(s, speak(q[turn - 1], "flite:slt"), turn) for s, q in zip(sessions, qs))
+        return list(await asyncio.gather(*asks))
 
     try:
         for turn in (1, 2):

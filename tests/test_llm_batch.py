@@ -79,13 +79,15 @@ def test_rows_join_and_leave_at_any_step_and_equal_one_by_one(tiny: TextGenerato
     prefix = [int(t) for t in rng.integers(3, 96, 20)]
     pst = _prefix_state(tiny, prefix)
     users = [[int(t) for t in rng.integers(3, 96, n)] for n in (5, 13, 2, 40, 7)]
-    params = [GREEDY, SamplingParams(temperature=0.8, seed=3), GREEDY, SamplingParams(temperature=0.0, repetition_penalty=1.0),
+    params = [GREEDY, SamplingParams(temperature=0.8, seed=3), GREEDY,
+              SamplingParams(temperature=0.0, repetition_penalty=1.0),
               SamplingParams(temperature=1.0, top_p=0.5, seed=9)]
     limits = [30, 30, 30, 12, 30]
     cancel = {2: 4}  # row 2 is cancelled after 4 tokens (barge-in) while rows after it still decode
     ref_states = [pst.fork() for _ in users]
-    ref = [_ref(tiny, prefix + u, n, p, s, cancel.get(i)) for i, (u, n, p, s) in enumerate(zip(users, limits, params, ref_states))]
-    assert [len(r) for r in ref] == [9, 30, 4, 12, 30]  # 0 ends on its stop id, 2 is cancelled, the rest at their limits
+    ref = [_ref(tiny, prefix + u, n, p, s, cancel.get(i))
+           for i, (u, n, p, s) in enumerate(zip(users, limits, params, ref_states))]
+    assert [len(r) for r in ref] == [9, 30, 4, 12, 30]  # 0 ends on a stop id, 2 is cancelled, the rest at their limit
 
     b = BatchedTextGenerator(tiny, max_rows=4)
     sinks = [Collect(cancel_after=cancel.get(i)) for i in range(len(users))]
@@ -124,6 +126,23 @@ def test_rows_join_and_leave_at_any_step_and_equal_one_by_one(tiny: TextGenerato
     assert [s.tokens for s in sinks2] == ref2
     assert [st.reused for st in states[:4]] == [rs.reused for rs in ref_states[:4]]
     assert all(st.reused >= len(a) - 5 for st, a in zip(states[:4], again))  # only the new tokens were prefilled
+
+
+def test_device_greedy_picks_the_token_of_sample_next() -> None:
+    from model.sampling import sample_next
+    from model.text_batch import greedy_rows
+
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((6, 500)).astype(np.float32)
+    logits[:, 7] = logits.max(axis=1) + 0.01  # token 7 wins unless penalized ...
+    logits[:, 9] = logits[:, 7] / 1.05  # ... then 9 (positive logits are divided by the penalty)
+    logits[5, 11] = logits[5, 7]  # a tie: the first index wins in both
+    recent = [[7, 7, 3], [], [7], [1, 2], [7, 9], [4]]
+    pen = [1.1, 1.1, 1.0, 1.3, 1.1, 1.1]
+    got = greedy_rows(torch.from_numpy(logits).to(torch.float16), recent, pen).tolist()
+    want = [sample_next(torch.from_numpy(row).to(torch.float16).float().numpy(), SamplingParams(temperature=0.0,
+            repetition_penalty=p), r) for row, r, p in zip(logits, recent, pen)]
+    assert got == want and got[0] == 9 and got[1] == 7 and got[5] == 7
 
 
 def test_a_failing_request_leaves_the_others_alone(tiny: TextGenerator) -> None:

@@ -64,7 +64,8 @@ async def _request(engine, audio: np.ndarray, t0: float, heard: str | None) -> R
     session = engine.session()
     session.history.append({"role": "user", "content": heard or "Hello?"})
     q: asyncio.Queue = asyncio.Queue()
-    cancel = engine.start_reply(session.messages(), session.llm_state, lambda p: loop.call_soon_threadsafe(q.put_nowait, p))
+    emit = lambda p: loop.call_soon_threadsafe(q.put_nowait, p)  # noqa: E731 - as CascadeSession._pipeline
+    cancel = engine.start_reply(session.messages(), session.llm_state, emit)
     pieces: list[str] = []
     first = None
     try:
@@ -125,7 +126,8 @@ def print_rows(rows: list[dict]) -> None:
               f"{r['wall_s']:.2f} | {r['pieces_per_s']:.1f} | {r['batches']} | {r['kv_copy']} | {r['same_reply']} |")
 
 
-def _measure(seq, bat, clips: list[np.ndarray], k: int, stage: str, texts: list[str] | None) -> list[dict]:  # noqa: ANN001
+def _measure(seq, bat, clips: list[np.ndarray], k: int, stage: str,  # noqa: ANN001 - two CascadeEngines
+             texts: list[str] | None) -> list[dict]:
     """K requests on the one-by-one engine, then on the batched one: two rows; prints the gain."""
     r_seq, w_seq = asyncio.run(_run_k(seq, clips, k, texts))
     a0, g0 = replace(bat.asr_batcher.stats), replace(bat.llm_batcher.gen.stats)

@@ -1,6 +1,7 @@
 """`parley bench AREA`: every benchmark of the project, one tree.
 
     components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
+                 --cascade-batch K,...: cascade one by one vs batched (voice/bench/cascade_batch.py)
     model, llm   direct speech model step time; LLM precision     (model/bench/)
     latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
     echo         echo guard and echo hints, offline (Silero + piper)  (voice/bench/echo.py)

@@ -161,7 +161,8 @@ class CascadeEngine(Engine):
             return await asyncio.wrap_future(self.asr_batcher.submit(audio_16k))
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.transcribe, audio_16k)
 
-    def start_reply(self, messages: list[dict], state: object | None, emit: Callable[[object], None]) -> Callable[[], None]:
+    def start_reply(self, messages: list[dict], state: object | None,
+                    emit: Callable[[object], None]) -> Callable[[], None]:
         """Generate a reply: ``emit`` gets its text pieces, then None (after the error on a
         failure), from a worker thread. Returns ``cancel`` (barge-in: no token after the next).
         Batched: a row of the LLM batcher's decode loop; else a pool thread under the LLM lock."""
