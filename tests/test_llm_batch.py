@@ -206,6 +206,35 @@ def test_threaded_batcher_streams_text_to_each_session(tiny: TextGenerator) -> N
         batcher.close()
 
 
+@pytest.mark.gpu
+def test_rows_on_cuda_equal_one_by_one(tiny: TextGenerator) -> None:
+    """The same on the GPU (fp32: no TF32 in matmuls by default): rows joining at different steps,
+    one cancelled, greedy picked on the device, kept caches reused by the next turn."""
+    import copy
+
+    gen = TextGenerator(copy.deepcopy(tiny.model).cuda())
+    rng = np.random.default_rng(4)
+    prompts = [[int(t) for t in rng.integers(3, 96, n)] for n in (6, 25, 3)]
+    refs_st = [ChatState() for _ in prompts]
+    ref = [_ref(gen, p, 20, GREEDY, s, 5 if i == 1 else None) for i, (p, s) in enumerate(zip(prompts, refs_st))]
+    b = BatchedTextGenerator(gen, max_rows=4)
+    sinks = [Collect(cancel_after=5 if i == 1 else None) for i in range(3)]
+    states = [ChatState() for _ in prompts]
+    b.join([RowRequest(prompts[0], 20, GREEDY, sinks[0], states[0], STOPS)])
+    b.step()
+    b.join([RowRequest(p, 20, GREEDY, s, st, STOPS) for p, s, st in zip(prompts[1:], sinks[1:], states[1:])])
+    while b.n_active:
+        b.step()
+    assert [s.tokens for s in sinks] == ref and [st.tokens for st in states] == [st.tokens for st in refs_st]
+    nxt = [st.tokens + [5, 6, 7] for st in states]
+    want = [_ref(gen, p, 8, GREEDY, s) for p, s in zip(nxt, refs_st)]
+    sinks2 = [Collect() for _ in nxt]
+    b.join([RowRequest(p, 8, GREEDY, s, st, STOPS) for p, s, st in zip(nxt, sinks2, states)])
+    while b.n_active:
+        b.step()
+    assert [s.tokens for s in sinks2] == want and [st.reused for st in states] == [st.reused for st in refs_st]
+
+
 @pytest.mark.slow
 def test_smollm2_batched_replies_equal_one_by_one() -> None:
     """The bundled SmolLM2 in fp32 (one dtype: prefill and decode run the same weights): three

@@ -113,7 +113,7 @@ case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
 tests) busy && exit 2; cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
-    tests/test_s2s_clock.py 2>&1 | tail -15 ;;
+    tests/test_s2s_clock.py tests/test_llm_batch.py 2>&1 | tail -15 ;;
 bench-clock)
   job clock_gpu $V bench clock --device $DEV --weights $WEIGHTS --codec weights/codec --batch $BATCH \
     --ticks $TICKS --json $W/clock_gpu.json ;;
