@@ -89,6 +89,17 @@ class KVCache(nn.Module):
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    def narrow(self, start: int, length: int) -> "KVCache":
+        """Rows [start, start + length) as a cache that shares this one's storage (no copy):
+        a forward on the view reads and writes those rows only (continuous batching)."""
+        view = KVCache.__new__(KVCache)
+        nn.Module.__init__(view)
+        view.static, view.ring = self.static, self.ring
+        for name in ("k", "v"):
+            view.register_buffer(name, getattr(self, name).narrow(1, start, length), persistent=False)
+        view.register_buffer("slot_pos", self.slot_pos.narrow(0, start, length), persistent=False)
+        return view
+
     @property
     def valid(self) -> torch.Tensor:
         """(B, T_max) bool: slots holding this stream's keys/values."""

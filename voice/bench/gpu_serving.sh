@@ -13,21 +13,24 @@
 #   PHASE=bench-workers      the same with --workers $WORKERS (8: per-session CPU work in 8 processes)
 #   PHASE=bench-latency      bench latency --engine direct ($TURNS turns, 10)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
-#                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12)
+#                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
+#                            cross-session batching is on by default on cuda)
+#   PHASE=bench-cascade-batch  K = $CBATCH (1,4,16,64) concurrent cascade requests (ASR + LLM, no
+#                            WebRTC), one by one vs batched across sessions, in one run (~2 min)
 #   PHASE=collect            every report (JSON) and a tarball of the logs into $OUT (<= 8 files)
 #
 # Long benches run as jobs (setsid nohup, log in /root/serve/NAME.log) and each call waits for them
 # at most WAIT s (default 540, inside the 10-minute call): if a job is not done, call the same
 # phase again at once (the machine stays warm only ~30 s between calls); it goes on waiting.
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
-# Knobs (environment): MAX (128), CMAX (16, cascade), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
+# Knobs (environment): MAX (128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
 # WORKERS (8), DEV (cuda), WEIGHTS (random); the folders W, P, SITE, KS, KC (the README's CPU check
 # sets them).
 set -u -o pipefail
 REPO=$(pwd) W=${W:-/root/serve} P=${P:-/root/parley} SITE=${SITE:-/tmp/site}
 KS=${KS:-/root/kit-serve} KC=${KC:-/root/kit-serve-cascade}
 OUT=${OUT:-$W/out} MAX=${MAX:-128} TURNS=${TURNS:-10} BATCH=${BATCH:-1,8,64,128,256} TICKS=${TICKS:-200}
-DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8}
+DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8} CBATCH=${CBATCH:-1,4,16,64}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$P
 DEADLINE=$((SECONDS + ${WAIT:-540}))
 mkdir -p $W $OUT $KS $KC
@@ -68,6 +71,13 @@ print("imports ok")
 EOF
 }
 
+install_cascade() {  # the serve-cascade kit (piper, Whisper, openai-whisper) into $SITE, once
+  [ -f $W/cascade.installed ] && return 0
+  python3 "$REPO"/distill/gpu_kit.py install $KC $SITE $SITE.prefix > $W/install_cascade.log 2>&1 \
+    || { tail -3 $W/install_cascade.log; echo "cascade kit incomplete: carry its call folders"; exit 3; }
+  touch $W/cascade.installed
+}
+
 busy() {  # a job still running (the GPU is taken): say which; status 0
   local p
   for p in $W/*.pid; do [ -f "$p" ] && kill -0 $(cat $p) 2>/dev/null && [ ! -f ${p%.pid}.rc ] \
@@ -103,7 +113,7 @@ case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
 tests) busy && exit 2; cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
-    tests/test_s2s_clock.py 2>&1 | tail -15 ;;
+    tests/test_s2s_clock.py tests/test_llm_batch.py 2>&1 | tail -15 ;;
 bench-clock)
   job clock_gpu $V bench clock --device $DEV --weights $WEIGHTS --codec weights/codec --batch $BATCH \
     --ticks $TICKS --json $W/clock_gpu.json ;;
@@ -117,21 +127,21 @@ bench-latency)
   job lat_direct $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
     --out $W/lat_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
 bench-cascade)
-  if [ ! -f $W/cascade.installed ]; then
-    python3 "$REPO"/distill/gpu_kit.py install $KC $SITE $SITE.prefix > $W/install_cascade.log 2>&1 \
-      || { tail -3 $W/install_cascade.log; echo "cascade kit incomplete: carry its call folders"; exit 3; }
-    touch $W/cascade.installed
-  fi
+  install_cascade
   CA="--server-arg=--asr-backend=torch $GPU"
   job lat_cascade $V bench latency --engine cascade --turns $TURNS --audio $KS/questions \
     --out $W/lat_cascade.json $CA \
   && job conc_cascade $V bench concurrency --engine cascade --max $CMAX --turns 2 --audio $KS/questions \
     --out $W/conc_cascade.json $CA ;;
+bench-cascade-batch)
+  install_cascade
+  job cascade_batch $V bench components --cascade-batch $CBATCH --device $DEV --asr-backend torch \
+    --audio $KS/questions --json $W/cascade_batch.json ;;
 collect)
   host > /dev/null; rm -f $OUT/*.log
   cp $W/*.json $OUT/ 2>/dev/null
   tar -czf $OUT/serving_logs.tgz -C $W $(cd $W && ls *.log *.txt 2>/dev/null)
   ls -la $OUT ;;
 *) echo "unknown PHASE=$PHASE (stage, install, tests, bench-clock, bench-concurrency, bench-workers," \
-     "bench-latency, bench-cascade, collect)"; exit 2 ;;
+     "bench-latency, bench-cascade, bench-cascade-batch, collect)"; exit 2 ;;
 esac

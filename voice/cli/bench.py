@@ -1,6 +1,7 @@
 """`parley bench AREA`: every benchmark of the project, one tree.
 
     components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
+                 --cascade-batch K,...: cascade one by one vs batched (voice/bench/cascade_batch.py)
     model, llm   direct speech model step time; LLM precision     (model/bench/)
     latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
     echo         echo guard and echo hints, offline (Silero + piper)  (voice/bench/echo.py)
@@ -293,10 +294,28 @@ def _register_components(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline measurements")
     p.add_argument("--llm", default="smollm2", help="LLM spec for model.components.llm.load_llm")
     p.add_argument("--json", help="also write the rows as JSON to this path")
+    g = p.add_argument_group("cascade batching (instead of the component rows)")
+    g.add_argument("--cascade-batch", metavar="K,...", help="K concurrent cascade requests (ASR + LLM), one by one "
+                   "vs batched across sessions, e.g. 1,4,8 (voice/bench/cascade_batch.py)")
+    g.add_argument("--device", default="cpu", help="torch device of the cascade's models (cpu, cuda)")
+    g.add_argument("--asr-backend", default="torch", choices=["torch", "ct2"],
+                   help="torch: one batched Whisper pass (default); ct2 transcribes a batch clip by clip")
+    g.add_argument("--audio", help="question WAV/FLAC folder (default: questions synthesized with flite)")
+    g.add_argument("--max-new-tokens", type=int, default=48)
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=components_cmd)
 
 
 def components_cmd(args: argparse.Namespace) -> int:
+    if args.cascade_batch:
+        from voice.bench.cascade_batch import BatchBenchConfig, run_bench as run_batch  # noqa: PLC0415
+
+        ks = tuple(int(k) for k in _split(args.cascade_batch))
+        if not ks or min(ks) < 1:
+            raise ParleyError("--cascade-batch wants request counts >= 1, e.g. 1,4,8")
+        return run_batch(BatchBenchConfig(ks=ks, device=args.device, asr_backend=args.asr_backend,
+                                          max_new_tokens=args.max_new_tokens, audio=args.audio,
+                                          threads=args.threads, json_path=args.json))
     from voice.bench.components import run_bench
 
     return run_bench(

@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
     c.add_argument("--max-new-tokens", type=int, default=unset)
     c.add_argument("--system", default=unset, help="system prompt")
+    c.add_argument("--batch", action=argparse.BooleanOptionalAction, default=unset,
+                   help="batch Whisper and LLM decoding across sessions (default: on for cuda, off on CPU)")
     d = p.add_argument_group("tone engine (tests, benchmarks)")
     d.add_argument("--delay-ms", type=float, default=unset, help="turn end -> reply (default 300)")
     d.add_argument("--reply-s", type=float, default=unset, help="tone length (default 2.0)")
@@ -84,7 +86,7 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
     "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
-                "device"),
+                "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
     "direct": ("weights", "codec", "device", "max_sessions"),
 }

@@ -10,8 +10,13 @@ Per turn (`CascadeSession.respond`):
      punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
      when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
      order, so the first agent audio is ready after the first clause, not the whole reply.
-Barge-in closes the generator: the LLM thread sees its stop flag before the next token, queued
+Barge-in closes the generator: the LLM sees its stop flag before the next token, queued
 clauses are dropped, a clause being synthesized is finished and thrown away.
+
+Many sessions: by default each model call takes its turn on a pool thread under the model's lock.
+With `batch` (default on CUDA) the ASR requests of all sessions go through one batched Whisper
+pass and every reply is a row of one continuous-batching LLM decode loop
+(`voice/engines/batching.py`, `model/text_batch.py`); the clause and TTS path is the same.
 
 History (per session): the system prompt, then the user turns and, for the agent, only what
 was played (`commit`). Past `max_history` messages the oldest are dropped down to half of it in one
@@ -26,13 +31,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR
+from voice.engines.batching import ASRBatcher, LLMBatcher, ReplyOptions
+from voice.engines.clauses import FIRST_MAX_WORDS, MAX_WORDS, SECOND_MAX_WORDS, take_clauses, trim_silence
 from voice.engines.speakable import speakable
 from voice.engines.base import (
     AgentAudio,
@@ -47,14 +54,6 @@ from voice.engines.base import (
 )
 
 log = logging.getLogger(__name__)
-
-_CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
-MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
-FIRST_MAX_WORDS = 4  # the first clause is cut here even without punctuation (first audio after ~5 tokens)
-SECOND_MAX_WORDS = 8  # the second one too: it must be ready before the short first one has played
-MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
-_BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
-
 
 @dataclass(frozen=True)
 class CascadeConfig:
@@ -72,53 +71,15 @@ class CascadeConfig:
     max_history: int = 24  # messages kept (user + agent); past it the oldest half is dropped
     threads: int = 3  # model thread pool (ASR / LLM / TTS of several sessions)
     speculative: bool = True  # start the reply at the first pause, end the turn on the LLM's score
+    batch: bool | None = None  # batch ASR and LLM decoding across sessions (None: on for cuda, off on CPU)
+    batch_rows: int = 32  # LLM replies decoded together at most (more wait for a free row)
+    asr_batch: int = 16  # ASR clips per batched pass at most
+    asr_wait_ms: float = 5.0  # after a clip, the ASR batcher waits this long for more
 
-
-def trim_silence(audio: np.ndarray, sr: int, tail: bool, keep_s: float = 0.02, floor: float = 0.01) -> np.ndarray:
-    """Cut the leading (and, with `tail`, the trailing) near-silence of a clause's audio, keeping
-    `keep_s`: the first audio starts sooner, and a clause cut mid-sentence runs into the next."""
-    loud = np.flatnonzero(np.abs(audio) > floor)
-    if not len(loud):
-        return audio
-    keep = int(keep_s * sr)
-    end = min(len(audio), loud[-1] + keep) if tail else len(audio)
-    return audio[max(0, loud[0] - keep):end]
-
-
-def _forced_cut(buf: str, max_words: int) -> int:
-    """Where to cut a long unpunctuated run: before a conjunction in its second half if there
-    is one, else before its last (maybe unfinished) word. 0: not long enough yet."""
-    spans = [m.span() for m in re.finditer(r"\S+", buf)]
-    if len(spans) <= max_words:
-        return 0
-    words = [buf[a:b].lower().strip(",.;:!?") for a, b in spans]
-    for i in range(len(spans) - 1, max(MIN_CLAUSE_WORDS, len(spans) // 2) - 1, -1):
-        if words[i] in _BREAK_WORDS:
-            return spans[i][0]
-    return spans[-1][0]
-
-
-def take_clauses(buf: str, final: bool = False, max_words: int | None = None) -> tuple[list[str], str]:
-    """Split the finished clauses off streamed text: (ready clauses, rest still growing).
-
-    A clause is ready at punctuation followed by a space (>= MIN_CLAUSE_WORDS words); a run of
-    more than `max_words` words without one is cut at a conjunction or a word boundary."""
-    ends = [m.end() for m in _CLAUSE_END.finditer(buf)]
-    cut = len(buf) if final else 0
-    if not final:
-        for e in reversed(ends):
-            if len(buf[:e].split()) >= MIN_CLAUSE_WORDS:
-                cut = e
-                break
-        if max_words is not None:
-            cut = cut + _forced_cut(buf[cut:], max_words)
-    ready, rest = buf[:cut], buf[cut:]
-    if not ready.strip():
-        return [], buf
-    from model.components.tts import split_clauses  # noqa: PLC0415
-
-    clauses = split_clauses(ready) if re.search(r"\w", ready) else []
-    return clauses, rest
+    @property
+    def batching(self) -> bool:
+        """Cross-session batching on? (2 CPU cores gain nothing from it: measured in README.md)"""
+        return str(self.device).startswith("cuda") if self.batch is None else self.batch
 
 
 class CascadeEngine(Engine):
@@ -150,6 +111,14 @@ class CascadeEngine(Engine):
         # one lock per model: sessions take turns on each model, stages of different sessions overlap
         self.asr_lock, self.llm_lock, self.tts_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.eou_lock = threading.Lock()  # end-of-turn scores (the LLM's weights are read-only)
+        self.asr_batcher: ASRBatcher | None = None  # cross-session batching (voice/engines/batching.py)
+        self.llm_batcher: LLMBatcher | None = None
+        if cfg.batching:
+            from model.components.llm import LocalChatLLM  # noqa: PLC0415
+
+            self.asr_batcher = ASRBatcher(asr, cfg.asr_batch, cfg.asr_wait_ms / 1000)
+            if isinstance(llm, LocalChatLLM):  # a URL backend batches on its own server
+                self.llm_batcher = LLMBatcher(llm, cfg.batch_rows)
         self.load_s = time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -165,6 +134,10 @@ class CascadeEngine(Engine):
                                               max_new_tokens=1, temperature=0.0, state=state):
                     pass
                 self.prefix_state = state
+        if self.asr_batcher is not None:  # the batched paths' first calls too
+            self.asr_batcher.submit(noise).result()
+        if self.llm_batcher is not None:
+            self.llm_batcher.submit([{"role": "user", "content": "Hi"}], ReplyOptions(2), lambda p: None).done.wait()
         self.synthesize("Hello there, friend.")
 
     def info(self) -> dict:
@@ -182,8 +155,47 @@ class CascadeEngine(Engine):
         with self.tts_lock:
             return self.tts.synthesize(text)
 
+    async def transcribe_async(self, audio_16k: np.ndarray) -> str:
+        """The user's words: one request of a batched ASR pass, or a pool thread taking its turn."""
+        if self.asr_batcher is not None:
+            return await asyncio.wrap_future(self.asr_batcher.submit(audio_16k))
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.transcribe, audio_16k)
+
+    def start_reply(self, messages: list[dict], state: object | None,
+                    emit: Callable[[object], None]) -> Callable[[], None]:
+        """Generate a reply: ``emit`` gets its text pieces, then None (after the error on a
+        failure), from a worker thread. Returns ``cancel`` (barge-in: no token after the next).
+        Batched: a row of the LLM batcher's decode loop; else a pool thread under the LLM lock."""
+        cfg = self.cfg
+        if self.llm_batcher is not None:
+            opts = ReplyOptions(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+            return self.llm_batcher.submit(messages, opts, emit, state).cancel
+        stop = threading.Event()
+
+        def generate() -> None:  # worker thread
+            try:
+                with self.llm_lock:
+                    if stop.is_set():  # cancelled while waiting for another session's reply
+                        return
+                    kw = {"state": state} if state is not None else {}
+                    for piece in self.llm.stream_chat(messages, max_new_tokens=cfg.max_new_tokens,
+                                                      temperature=cfg.temperature, top_p=cfg.top_p, **kw):
+                        if stop.is_set():
+                            break
+                        emit(piece)
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer
+                emit(err)
+            finally:
+                emit(None)
+
+        self.pool.submit(generate)
+        return stop.set
+
     async def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for b in (self.asr_batcher, self.llm_batcher):
+            if b is not None:
+                await asyncio.to_thread(b.close)
 
 
 class CascadeSession(EngineSession):
@@ -232,7 +244,7 @@ class CascadeSession(EngineSession):
         e = self.engine
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        text = await loop.run_in_executor(e.pool, e.transcribe, turn.audio)
+        text = await e.transcribe_async(turn.audio)
         t_asr = time.monotonic()
         yield Stage("asr", 1000 * (t_asr - t0))
         yield UserText(text)
@@ -245,9 +257,8 @@ class CascadeSession(EngineSession):
             return  # noise: nothing to answer
         self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
-        stop = threading.Event()
         out: asyncio.Queue = asyncio.Queue()
-        tasks = [asyncio.ensure_future(self._pipeline(self.messages(), stop, out, t_asr))]
+        tasks = [asyncio.ensure_future(self._pipeline(self.messages(), out, t_asr))]
         if score is not None:
             tasks.append(asyncio.ensure_future(_put_when_done(score, out)))
         held: list[EngineEvent] | None = None if score is None else []  # reply items before the score
@@ -268,35 +279,16 @@ class CascadeSession(EngineSession):
                 for h in held:
                     yield h
         finally:
-            stop.set()
-            for t in tasks:
+            for t in tasks:  # the pipeline cancels its reply (the LLM stops before its next token)
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _pipeline(self, messages: list[dict], stop: threading.Event, out: asyncio.Queue,
-                        t_asr: float) -> None:
+    async def _pipeline(self, messages: list[dict], out: asyncio.Queue, t_asr: float) -> None:
         """LLM pieces -> AgentText + clauses -> TTS -> AgentAudio, into `out` (None at the end)."""
         e = self.engine
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
         clauses: asyncio.Queue = asyncio.Queue()
-
-        def generate() -> None:  # worker thread
-            try:
-                with e.llm_lock:
-                    if stop.is_set():  # cancelled while waiting for another session's reply
-                        return
-                    kw = {"state": self.llm_state} if self.llm_state is not None else {}
-                    for piece in e.llm.stream_chat(messages, max_new_tokens=e.cfg.max_new_tokens,
-                                                   temperature=e.cfg.temperature, top_p=e.cfg.top_p, **kw):
-                        if stop.is_set():
-                            break
-                        loop.call_soon_threadsafe(pieces.put_nowait, piece)
-            except BaseException as err:  # noqa: BLE001 - handed to the event loop
-                loop.call_soon_threadsafe(pieces.put_nowait, err)
-            finally:
-                loop.call_soon_threadsafe(pieces.put_nowait, None)
-
         t_first: list[float] = []
 
         async def text_stage() -> None:
@@ -334,7 +326,7 @@ class CascadeSession(EngineSession):
                     await out.put(Stage("tts_first_audio", 1000 * (time.monotonic() - t)))
                 await out.put(AgentAudio(audio, e.tts.sample_rate, c))
 
-        llm_job = loop.run_in_executor(e.pool, generate)
+        cancel = e.start_reply(messages, self.llm_state, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
         try:
             await asyncio.gather(text_stage(), audio_stage())
             await out.put(None)
@@ -343,8 +335,7 @@ class CascadeSession(EngineSession):
         except BaseException as err:  # noqa: BLE001
             await out.put(err)
         finally:
-            stop.set()  # the LLM thread stops before its next token; nobody waits for it
-            llm_job.add_done_callback(lambda f: f.cancelled() or f.exception())
+            cancel()  # the LLM stops before its next token; nobody waits for it
 
 
 async def _put_when_done(score: asyncio.Future, out: asyncio.Queue) -> None:
