@@ -14,11 +14,13 @@
 #   poll  (SLEEP <= 540: sleeps, prints status, brings export_best/ + logs.tgz back in $OUT)
 #   collect (waits <= WAIT s for the job to end, then brings the same; WHAT=last: export/ instead)
 # A call returns <= 8 files and <= 64 MiB: one export (34-38 MB) per call. With VARIANTS=a,b the
-# arms run side by side (`parley codec sweep`); PICK=b brings arm b's export (default: the first).
+# arms run side by side (`parley codec sweep`; an arm is VARIANT[@LABEL][:ARGS], ARGS its own `train`
+# flags); PICK=LABEL brings that arm's export (default: the first).
 # The machine is released ~30 s after a call ends: issue the next call at once. Every poll brings
 # the best export so far, so a lost machine loses at most one poll interval.
 #   PHASE=start MINUTES=18 BS=64 SEG=3.2 ADV=1.0 [INIT=weights/codec] [VARIANT=25hz-sem-bypass]
 #   run 3 (issue 10), both arms from v2: VARIANTS=25hz-sem-bypass,25hz-16q-sem-bypass BS=32
+#   run 4: VARIANTS='25hz-sem-bypass,25hz-sem-bypass@seg6:--segment-s 6.4 --batch-size 16' BS=32
 set -u -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/c/repo OMP_NUM_THREADS=4
 C=/tmp/c
@@ -33,7 +35,8 @@ feed() {
   echo "train: $(ls $C/train/*.flac 2>/dev/null | wc -l) shards, $(du -sh $C/train | cut -f1)"
 }
 running() { pgrep -f "voice codec (train|sweep)" >/dev/null; }
-dirs() { if [ -n "${VARIANTS:-}" ]; then for v in ${VARIANTS//,/ }; do echo $C/out/$v; done; else echo $C/out; fi; }
+dirs() { if [ -n "${VARIANTS:-}" ]; then ls -d $C/out/*/ 2>/dev/null; else echo $C/out; fi; }
+first_arm() { local a=${VARIANTS%%,*}; a=${a%%:*}; echo "${a#*@}"; }  # VARIANT[@LABEL][:ARGS] -> folder
 status() {
   for d in $(dirs); do
     echo "== $d"; tail -1 $d/log.jsonl 2>/dev/null | cut -c1-300; tail -1 $d/eval.jsonl 2>/dev/null
@@ -43,7 +46,7 @@ status() {
   running && echo "JOB RUNNING" || echo "JOB STOPPED"
 }
 bring() {  # at most 8 files come back: one export (WHAT=best|last, of PICK in a sweep) + logs.tgz
-  d=$C/out; [ -n "${VARIANTS:-}" ] && d=$C/out/${PICK:-${VARIANTS%%,*}}
+  d=$C/out; [ -n "${VARIANTS:-}" ] && d=$C/out/${PICK:-$(first_arm)}
   e=export_best; [ "${WHAT:-best}" = last ] && e=export
   [ -d $d/$e ] && mkdir -p "$OUT/$e" && cp $d/$e/* "$OUT/$e/"
   (cd $C && tar -czf "$OUT/logs.tgz" train.log $(find out -maxdepth 2 \( -name '*.jsonl' -o -name train.log \)))

@@ -2,19 +2,48 @@
 
 A codec of ~15 M parameters leaves most of an H200 idle, so N variants trained as N processes
 at once cost little more wall time than one: the side-by-side runs that decide each lever share
-one GPU sitting. Each variant gets `out/<name>/` (ckpt.pt, log.jsonl, eval.jsonl, export/,
-train.log); `summary.json` and the table compare the last quick eval of each.
+one GPU sitting. Each arm gets `out/<label>/` (ckpt.pt, log.jsonl, eval.jsonl, export/,
+train.log, arm.json); `summary.json` and the table compare the last quick eval of each.
+
+An arm is `VARIANT[@LABEL][:ARGS]`: a variant of codec/variants.py, its folder name (default the
+variant) and `train` arguments for this arm only, after the common ones (so they win):
+`25hz-sem-bypass` and `25hz-sem-bypass@seg6:--segment-s 6.4 --batch-size 16` run side by side.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from codec.variants import get_variant
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str  # folder name under the sweep's out/
+    variant: str
+    args: tuple[str, ...] = ()  # `train` arguments for this arm only
+
+
+def parse_arm(spec: str) -> Arm:
+    """`VARIANT[@LABEL][:ARGS]` -> Arm; an unknown variant or a bad label fails here."""
+    head, _, args = spec.partition(":")
+    variant, _, label = head.partition("@")
+    get_variant(variant.strip())
+    label = (label or variant).strip()
+    if not label or "/" in label or label.startswith("."):
+        raise ValueError(f"bad arm label in {spec!r}")
+    return Arm(label, variant.strip(), tuple(shlex.split(args)))
+
+
+def _arm_variant(d: Path) -> str:
+    meta = d / "arm.json"
+    return json.loads(meta.read_text())["variant"] if meta.exists() else d.name
 
 
 def _last_json(path: Path) -> dict:
@@ -25,13 +54,13 @@ def _last_json(path: Path) -> dict:
 
 
 def summarize(out: str | Path, names: list[str] | None = None) -> list[dict]:
-    """One row per variant folder: last training log line and last quick eval."""
+    """One row per arm folder: last training log line and last quick eval."""
     out = Path(out)
     names = names or sorted(p.name for p in out.iterdir() if (p / "log.jsonl").exists())
     rows = []
     for n in names:
         lg, ev = _last_json(out / n / "log.jsonl"), _last_json(out / n / "eval.jsonl")
-        row = {"variant": n, "kbps": round(get_variant(n).codec.kbps, 2), "step": lg.get("step"),
+        row = {"variant": n, "kbps": round(get_variant(_arm_variant(out / n)).codec.kbps, 2), "step": lg.get("step"),
                "minutes": round(lg.get("time_s", 0) / 60, 1), "mel": lg.get("mel"), "sem": lg.get("sem")}
         for part in ("real", "synthetic"):
             for k in ("mel_dist", "stoi", "whisper_cos"):
@@ -51,21 +80,24 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
 
 
-def run_sweep(names: list[str], out: str | Path, train_cmd: list[str], train_args: list[str],
+def run_sweep(specs: list[str], out: str | Path, train_cmd: list[str], train_args: list[str],
               poll_s: float = 60.0) -> int:
-    """Start one training process per variant (`train_cmd --variant NAME --out DIR *train_args`,
+    """Start one training process per arm (`train_cmd --variant V --out DIR *train_args *arm.args`,
     e.g. `python -m voice codec train`), wait for all, print the comparison."""
-    for n in names:
-        get_variant(n)  # unknown names fail before anything starts
+    arms = [parse_arm(s) for s in specs]  # unknown variants fail before anything starts
+    names = [a.label for a in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two arms share a folder: {names} (give one a @LABEL)")
     out = Path(out)
     procs = {}
-    for n in names:
-        d = out / n
+    for a in arms:
+        d = out / a.label
         d.mkdir(parents=True, exist_ok=True)
-        cmd = [*train_cmd, "--variant", n, "--out", str(d), *train_args]
+        (d / "arm.json").write_text(json.dumps({"variant": a.variant, "args": [*train_args, *a.args]}) + "\n")
+        cmd = [*train_cmd, "--variant", a.variant, "--out", str(d), *train_args, *a.args]
         log = open(d / "train.log", "a")
-        procs[n] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        print(f"started {n}: pid {procs[n].pid}", flush=True)
+        procs[a.label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        print(f"started {a.label}: pid {procs[a.label].pid}", flush=True)
     t0 = time.time()
     while any(p.poll() is None for p in procs.values()):
         time.sleep(poll_s)

@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
 
     sw = cs.add_parser("sweep", help="train several variants side by side on one GPU, then compare")
-    sw.add_argument("--variants", required=True, help="comma-separated variant names (codec/variants.py)")
+    sw.add_argument("--variants", required=True,
+                    help="comma-separated arms VARIANT[@LABEL][:ARGS] (codec/variants.py; ARGS: `train` flags for that arm)")
     sw.add_argument("--out", default="runs/sweep", help="one sub-folder per variant + summary.json")
     sw.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for every `train` (e.g. -- --data D --max-minutes 18)")
     sw.set_defaults(func=_sweep)
