@@ -30,7 +30,7 @@ from model.components.eou_head import EOU_DIR, EouHead, EouHeadConfig, save_eou_
 from voice.bench.eot import SENTENCES
 from voice.eou.data import EouData, EouDataConfig, build_dataset
 
-THRESHOLD = 0.5  # the shipped threshold: chosen with `parley bench eot` (voice/README.md, End of turn)
+THRESHOLD = 0.93  # the shipped threshold, chosen with `parley bench eot` (voice/README.md, End of turn)
 
 
 @dataclass(frozen=True)
