@@ -8,7 +8,7 @@ Features (`model/components/eou.py`, one forward, the one the old score pays): x
 with h the final hidden state at the last position and m the end-token mass. The head:
     p = sigmoid(w . (x - mean) / scale + b)                   # (D,) -> scalar, D = 577
 Weights: `weights/eou/model-00001-of-00001.safetensors` (mean, scale, weight, bias; the config
-`EouHeadConfig` as JSON in the metadata) + `manifest.json` (sha256, data, training, eval); written
+`EouHeadConfig` as JSON in the metadata key "config") + `manifest.json` (sha256, data, training, eval); written
 by `parley eou train` (voice/eou/). A missing file falls back to `LogMassScorer` (logged once); a
 damaged one is a `ParleyError`.
 """
@@ -105,7 +105,8 @@ def save_eou_head(head: EouHead, out_dir: str | Path = EOU_DIR, manifest: dict |
     sd = {"mean": head.mean, "scale": head.scale, "weight": head.weight, "bias": np.array([head.bias])}
     sd = {k: torch.from_numpy(np.asarray(v, np.float32).copy()) for k, v in sd.items()}
     man = {**(manifest or {}), "format": FORMAT, "config": cfg}
-    return write_shards(sd, out_dir, {"format": FORMAT, "config": json.dumps(cfg)}, man)[0]
+    # one metadata key: safetensors writes several in a random order (the file would change each run)
+    return write_shards(sd, out_dir, {"config": json.dumps(cfg, sort_keys=True)}, man)[0]
 
 
 def head_file(folder: str | Path = EOU_DIR) -> Path | None:
@@ -125,20 +126,22 @@ def load_eou_head(folder: str | Path = EOU_DIR) -> EouHead:
     try:
         want = json.loads(man_path.read_text())["files"][f.name]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ParleyError(f"{man_path}: missing or unreadable ({type(e).__name__}); `parley eou train` rewrites it") from None
+        raise ParleyError(f"{man_path}: missing or unreadable ({type(e).__name__}); "
+                          "`parley eou train` rewrites it") from None
     if file_sha256(f) != want:
         raise ParleyError(f"{f}: corrupt (sha256 does not match manifest.json); `parley eou train` rewrites it")
     try:
         with safe_open(str(f), "np") as h:
-            meta = h.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ParleyError(f"{f}: not an end-of-turn head (format {meta.get('format')!r}, want {FORMAT})")
-            cfg = EouHeadConfig(**json.loads(meta["config"]))
+            cfg_dict = json.loads((h.metadata() or {})["config"])
+            if cfg_dict.get("format") != FORMAT:
+                raise ParleyError(f"{f}: not an end-of-turn head (format {cfg_dict.get('format')!r}, want {FORMAT})")
+            cfg = EouHeadConfig(**cfg_dict)
             t = {k: h.get_tensor(k).astype(np.float64) for k in TENSORS}
     except ParleyError:
         raise
     except Exception as e:  # safetensors / json / dataclass errors for damaged files
-        raise ParleyError(f"{f}: corrupt end-of-turn head ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ParleyError(f"{f}: corrupt end-of-turn head ({why})") from None
     shapes = {k: v.shape for k, v in t.items()}
     if any(shapes[k] != (cfg.dim,) for k in ("mean", "scale", "weight")) or shapes["bias"] != (1,):
         raise ParleyError(f"{f}: tensor shapes {shapes} do not match the config (dim {cfg.dim})")
