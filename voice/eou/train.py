@@ -31,6 +31,12 @@ from voice.bench.eot import SENTENCES
 from voice.eou.data import EouData, EouDataConfig, build_dataset
 
 THRESHOLD = 0.93  # the shipped threshold, chosen with `parley bench eot` (voice/README.md, End of turn)
+THRESHOLD_CHOICE = {  # what it was chosen on (demos/cascade/eot3.json; recorded in the manifest)
+    "bench": "parley bench eot --stop-ms 800, 2026-12-01 19:05: 20 sentences x 5 voices, same ASR rows for both",
+    "learned head 0.93": "3 % false cut-ins, 81 % of complete turns ended at the pause, mean delay 316 ms",
+    "learned head 0.9": "3 %, 84 %, 298 ms (the cut 'How far is the moon' scores 0.876: too close)",
+    "end-token mass 0.2 (before)": "3 %, 77 %, 340 ms",
+}
 
 
 @dataclass(frozen=True)
@@ -198,9 +204,13 @@ def train_head(cfg: EouTrainConfig, llm, progress: bool = True) -> dict:  # noqa
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "data": {"description": "text only, voice/eou/data.py: distill/prompts templates (filled), follow-ups, "
                                 "interruptions, back-channels, dialogue lines, voice/bench/facts.py questions, "
-                                "voice/eou/phrases.py; positives = whole utterances, negatives = prefixes cut at "
-                                "word boundaries (weights k/n, summing to neg_weight per utterance); the 20 "
-                                "sentences of voice/bench/eot.py and everything starting like them excluded",
+                                "voice/eou/phrases.py, voice/eou/grammar.py (opening x core x tail); normalized "
+                                "like the transcript; positives = whole utterances, negatives = prefixes cut at word "
+                                "boundaries (weights k/n, summing to neg_weight per utterance; not at punctuation, "
+                                "not before an optional tail, not when itself a whole); a noisy copy (a word dropped "
+                                "or added) of 30 %; an agent reply as context for half; the 20 sentences of "
+                                "voice/bench/eot.py and their near-duplicates (same first part or same last three "
+                                "words) excluded; validation = distill's held-out templates",
                  "config": dataclasses.asdict(cfg.data), "counts": data.counts(),
                  "rows": int(len(f.y)), "rows_train": int(tr.sum()), "rows_val": int(va.sum()),
                  "tokenization_mismatches": f.mismatched},
@@ -211,7 +221,7 @@ def train_head(cfg: EouTrainConfig, llm, progress: bool = True) -> dict:  # noqa
                      "torch_threads": torch.get_num_threads(),
                      "machine": f"{platform.machine()}, {platform.python_version()}"},
         "eval": {"validation (held-out templates, train-only fit)": val, "l2_sweep": sweep,
-                 "eval_sentences_text_only": sentences},
+                 "eval_sentences_text_only": sentences, "threshold_choice": THRESHOLD_CHOICE},
     }
     save_eou_head(head, Path(cfg.out_dir), manifest)
     return manifest
