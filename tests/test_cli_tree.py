@@ -10,7 +10,7 @@ from pathlib import Path
 from voice.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill"}
+COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill", "eou"}
 BENCH_AREAS = {"components", "model", "clock", "llm", "asr", "facts", "eot", "echo", "latency", "concurrency",
                "codec", "distill"}
 

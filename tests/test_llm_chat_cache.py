@@ -67,5 +67,5 @@ def test_end_of_turn_score_separates_complete_from_cut_questions(llm: LocalChatL
     for cut, full in [("What is the capital of", "What is the capital of France?"),
                       ("How many legs does", "How many legs does a spider have?")]:
         p_cut, p_full = end_of_turn_prob(llm, cut), end_of_turn_prob(llm, full)
-        assert p_cut < 0.01 < 0.1 < p_full, (cut, p_cut, p_full)  # 0.1: TurnConfig.eot_threshold
+        assert p_cut < 0.01 < 0.1 < p_full, (cut, p_cut, p_full)  # below the old threshold (eou_head.OLD_THRESHOLD)
     assert end_of_turn_prob(llm, "  ") == 0.0

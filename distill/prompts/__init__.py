@@ -28,7 +28,7 @@ SPLITS = ("train", "eval")
 EVAL_MOD = 10  # 1 in EVAL_MOD templates is held out
 _SLOT = re.compile(r"\{(\w+)\}")
 # aliases: a second distinct value of the same slot ("{city2}") and the person-name slot
-_ALIAS = {"city2": "city", "country2": "country", "animal2": "animal", "pname": "name"}
+_ALIAS = {"city2": "city", "country2": "country", "animal2": "animal", "food2": "food", "pname": "name"}
 
 
 @dataclass(frozen=True)

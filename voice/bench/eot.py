@@ -12,6 +12,9 @@ End-of-turn delay (complete utterances): pause_ms + ASR + score when it ends ear
 (the server's default: the speculative reply, ASR first, starts at the first silent chunk, and the
 turn may end once the pause reaches pause_ms) the turn ends at max(pause_ms, ASR + score) instead.
 Baseline: the VAD alone with a timeout T (cut-in when the pause >= T, delay T), for several T.
+Two scorers on the same rows (same ASR transcripts, one forward each, `model.components.eou`):
+"p" the end-token mass alone (the old score), "p_head" the learned head (weights/eou/); a
+report of `--rows-from` without "p_head" gets it from the stored transcripts.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class EotConfig:
     pause_ms: float = 200.0  # short VAD silence before the semantic check
     stop_ms: float = 544.0  # fallback: the plain VAD timeout
     thresholds: tuple[float, ...] = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
+    head_thresholds: tuple[float, ...] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+    head_dir: str | None = None  # the learned head (default: weights/eou/)
     vad_timeouts: tuple[float, ...] = (300.0, 400.0, 544.0, 640.0, 720.0, 800.0, 1000.0)
     pause_range_ms: tuple[float, float] = (300.0, 700.0)
     seed: int = 0
@@ -64,18 +69,19 @@ class EotConfig:
 
 
 def score_set(cfg: EotConfig) -> list[dict]:
-    """Every sentence x voice: {'voice','text','complete','p','asr_ms','eou_ms'} (two rows each)."""
+    """Every sentence x voice: {'voice','text','heard','complete','p','p_head','asr_ms','eou_ms'} (two rows each).
+    One forward per transcript gives both scores; eou_ms is that forward + the head."""
     import torch  # noqa: PLC0415
 
     from model.audio import resample  # noqa: PLC0415
     from model.common.audio_constants import SPEECH_SR  # noqa: PLC0415
     from model.components.asr_ct2 import load_asr  # noqa: PLC0415
-    from model.components.eou import end_of_turn_prob  # noqa: PLC0415
+    from model.components.eou import end_features  # noqa: PLC0415
     from model.components.llm import load_llm  # noqa: PLC0415
     from model.components.tts import load_voice  # noqa: PLC0415
 
     torch.set_num_threads(1)
-    asr, llm = load_asr(), load_llm()
+    asr, llm, head = load_asr(), load_llm(), _head(cfg)
     rows = []
     for name in cfg.voices:
         v = load_voice(name)
@@ -85,23 +91,41 @@ def score_set(cfg: EotConfig) -> list[dict]:
                 t0 = time.perf_counter()
                 heard = asr.transcribe(audio)
                 t1 = time.perf_counter()
-                p = end_of_turn_prob(llm, heard)
+                f = end_features(llm, heard)
+                p, p_head = (0.0, 0.0) if f is None else (float(np.exp(f[1])), float(head.prob(np.append(*f)[None])[0]))
                 t2 = time.perf_counter()
                 rows.append({"voice": name, "text": text, "heard": heard, "complete": complete, "p": p,
-                             "asr_ms": 1000 * (t1 - t0), "eou_ms": 1000 * (t2 - t1)})
+                             "p_head": p_head, "asr_ms": 1000 * (t1 - t0), "eou_ms": 1000 * (t2 - t1)})
     return rows
 
 
-def tradeoff(rows: list[dict], cfg: EotConfig) -> tuple[list[dict], list[dict]]:
-    """(semantic rule per threshold, VAD timeout per T): false cut-ins, delays."""
+def _head(cfg: EotConfig):  # noqa: ANN202 - EouHead
+    from model.components.eou_head import EOU_DIR, load_eou_head  # noqa: PLC0415
+
+    return load_eou_head(cfg.head_dir or EOU_DIR)
+
+
+def add_head_scores(rows: list[dict], cfg: EotConfig) -> list[dict]:
+    """Rows of an older report (no "p_head"): the head's score of each stored transcript."""
+    from model.components.llm import load_llm  # noqa: PLC0415
+
+    if all("p_head" in r for r in rows):
+        return rows
+    llm, head = load_llm(), _head(cfg)
+    return [{**r, "p_head": head.score(llm, r["heard"])} for r in rows]
+
+
+def tradeoff(rows: list[dict], cfg: EotConfig, key: str = "p",
+             thresholds: tuple[float, ...] | None = None) -> tuple[list[dict], list[dict]]:
+    """(semantic rule on score `key` per threshold, VAD timeout per T): false cut-ins, delays."""
     comp = [r for r in rows if r["complete"]]
     cut = [r for r in rows if not r["complete"]]
     rng = np.random.default_rng(cfg.seed)
     pauses = rng.uniform(*cfg.pause_range_ms, size=len(cut))
     out = []
-    for thr in cfg.thresholds:
+    for thr in cfg.thresholds if thresholds is None else thresholds:
         def early(r: dict) -> float:
-            if r["p"] < thr:
+            if r[key] < thr:
                 return float("inf")
             known = r["asr_ms"] + r["eou_ms"]
             return max(cfg.pause_ms, known) if cfg.early_asr else cfg.pause_ms + known
@@ -116,18 +140,27 @@ def tradeoff(rows: list[dict], cfg: EotConfig) -> tuple[list[dict], list[dict]]:
     return out, vad
 
 
-def plot(curve: list[dict], vad: list[dict], cfg: EotConfig, path: str) -> None:
+SCORERS = (("p", "end-token mass (old)"), ("p_head", "learned head (weights/eou)"))
+
+
+def plot(curves: dict[str, list[dict]], vad: list[dict], cfg: EotConfig, path: str) -> None:
+    """Mean delay vs false cut-ins: one line per scorer (labels = threshold), the VAD timeout in gray."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [100 * c["false_cut_in"] for c in curve]
-    ys = [c["mean_delay_ms"] for c in curve]
-    ax.plot(xs, ys, "o-", label=f"{cfg.pause_ms:.0f} ms pause + SmolLM2 score, fallback {cfg.stop_ms:.0f} ms")
-    for c, x, y in zip(curve, xs, ys):
-        ax.annotate(f"{c['threshold']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (key, name), marker in zip(SCORERS, ("o-", "^-")):
+        curve = curves.get(key)
+        if not curve:
+            continue
+        xs = [100 * c["false_cut_in"] for c in curve]
+        ys = [c["mean_delay_ms"] for c in curve]
+        line, = ax.plot(xs, ys, marker, label=f"{cfg.pause_ms:.0f} ms pause + {name}, fallback {cfg.stop_ms:.0f} ms")
+        for c, x, y in zip(curve, xs, ys):
+            ax.annotate(f"{c['threshold']:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                        color=line.get_color())
     ax.plot([100 * v["false_cut_in"] for v in vad], [v["mean_delay_ms"] for v in vad], "s--", color="gray",
             label="VAD timeout only (labels = timeout)")
     for v in vad:
@@ -136,24 +169,36 @@ def plot(curve: list[dict], vad: list[dict], cfg: EotConfig, path: str) -> None:
     ax.axvline(5, color="red", ls=":", label="5 % false cut-ins")
     ax.set_xlabel("false cut-ins (% of utterances with a 300-700 ms mid-sentence pause)")
     ax.set_ylabel("mean end-of-turn delay, complete utterances (ms)")
-    ax.set_title("End of turn: threshold trade-off (labels = threshold)", fontsize=9)
+    ax.set_title("End of turn: threshold trade-off, same rows for both scores (labels = threshold)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def run_eot(cfg: EotConfig, rows: list[dict] | None = None) -> dict:
-    """Scores the set (or takes `rows` of an earlier report), then the trade-off."""
-    rows = score_set(cfg) if rows is None else rows
-    curve, vad = tradeoff(rows, cfg)
-    report = {"pause_ms": cfg.pause_ms, "stop_ms": cfg.stop_ms, "early_asr": cfg.early_asr, "voices": list(cfg.voices),
+    """Scores the set (or takes `rows` of an earlier report), then the trade-off of each scorer."""
+    load_start = _load()
+    rows = score_set(cfg) if rows is None else add_head_scores(rows, cfg)
+    curves, vad = {}, []
+    for key, _ in SCORERS:
+        curves[key], vad = tradeoff(rows, cfg, key, cfg.thresholds if key == "p" else cfg.head_thresholds)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_1_5_15": [load_start, _load()],
+              "pause_ms": cfg.pause_ms, "stop_ms": cfg.stop_ms, "early_asr": cfg.early_asr, "voices": list(cfg.voices),
               "n_complete": sum(r["complete"] for r in rows), "n_paused": sum(not r["complete"] for r in rows),
               "asr_ms_mean": float(np.mean([r["asr_ms"] for r in rows])),
-              "eou_ms_mean": float(np.mean([r["eou_ms"] for r in rows])), "curve": curve, "vad_only": vad,
+              "eou_ms_mean": float(np.mean([r["eou_ms"] for r in rows])), "curves": curves, "vad_only": vad,
               "rows": rows}
     if cfg.out_json:
         with open(cfg.out_json, "w") as f:
             json.dump(report, f, indent=1)
     if cfg.out_png:
-        plot(curve, vad, cfg, cfg.out_png)
+        plot(curves, vad, cfg, cfg.out_png)
     return report

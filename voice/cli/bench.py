@@ -175,8 +175,8 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.set_defaults(func=facts_cmd)
-    p = bench_sub.add_parser("eot", help="cascade end of turn: short pause + SmolLM2 score vs VAD timeout, "
-                             "false cut-ins and delay on a labeled spoken set")
+    p = bench_sub.add_parser("eot", help="cascade end of turn: short pause + SmolLM2 scores (end-token mass and "
+                             "the learned head) vs VAD timeout, false cut-ins and delay on a labeled spoken set")
     p.add_argument("--pause-ms", type=float, default=200.0)
     p.add_argument("--stop-ms", type=float, default=544.0, help="fallback VAD timeout")
     p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
@@ -185,6 +185,7 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
     p.add_argument("--asr-at-pause", action="store_true",
                    help="time the decision as ASR started at the pause (default: at the silence onset, as the server)")
+    p.add_argument("--head", default=None, help="end-of-turn head folder (default: weights/eou/)")
     p.set_defaults(func=eot_cmd)
     p = bench_sub.add_parser("asr", help="cascade ASR: short window vs the 30 s window, speed and WER on 50 clips")
     p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
@@ -257,13 +258,17 @@ def eot_cmd(args: argparse.Namespace) -> int:
     if args.rows_from:
         with open(args.rows_from) as f:
             rows = json.load(f)["rows"]
-    report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms,
+    report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms, head_dir=args.head,
                                early_asr=not args.asr_at_pause, out_json=args.out, out_png=args.plot), rows)
     print(f"{report['n_complete']} complete, {report['n_paused']} paused utterances; "
-          f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means)")
-    for c in report["curve"]:
-        print(f"threshold {c['threshold']:<6g} false cut-ins {100 * c['false_cut_in']:5.1f} %  early "
-              f"{100 * c['early_fraction']:5.1f} %  mean delay {c['mean_delay_ms']:6.0f} ms")
+          f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means); "
+          f"load {report['load_1_5_15'][0]} -> {report['load_1_5_15'][1]}")
+    print(f"{'score':14s} {'threshold':>9s} {'false cut-ins':>13s} {'ended at pause':>14s} {'mean delay':>10s} "
+          f"{'p50 delay':>9s}")
+    for key, name in (("p", "end-token mass"), ("p_head", "learned head")):
+        for c in report["curves"][key]:
+            print(f"{name:14s} {c['threshold']:9g} {100 * c['false_cut_in']:11.1f} % {100 * c['early_fraction']:12.1f} % "
+                  f"{c['mean_delay_ms']:7.0f} ms {c['p50_delay_ms']:6.0f} ms")
     for v in report["vad_only"]:
         print(f"VAD timeout {v['timeout_ms']:<6.0f} false cut-ins {100 * v['false_cut_in']:5.1f} %")
     return 0

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from model.common.errors import ParleyError
 from voice.cli import bench as bench_areas
-from voice.cli import codec, components, distill, server
+from voice.cli import codec, components, distill, eou, server
 
 COMMANDS: tuple[ModuleType, ...] = (
     components,  # say, transcribe
@@ -24,6 +24,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     bench_areas,  # bench components, model, llm, latency, concurrency, codec, distill
     codec,  # codec prepare-data/train/eval/plot-log/encode/decode
     distill,  # distill generate/stats/tokenize/train/eval
+    eou,  # eou train/score: the cascade's end-of-turn head
 )
 
 

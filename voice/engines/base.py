@@ -53,6 +53,7 @@ class UserTurn:
 @dataclass(frozen=True)
 class EndOfTurn:
     prob: float  # a speculative reply's estimate that the user's turn is over (0..1)
+    threshold: float = 0.5  # the engine's own decision point for prob (TurnConfig.eot_threshold overrides)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class EngineSession(ABC):
     """Per-connection engine state (conversation history, caches).
 
     `speculative` engines get `respond(UserTurn(final=False))` at the first silent chunk of every
-    pause in a turn: they yield `EndOfTurn(prob)` once they know what was said, then their reply,
-    which the server holds until the turn ends (then it is played; a high prob ends it once the
+    pause in a turn: they yield `EndOfTurn(prob, threshold)` once they know what was said, then their reply,
+    which the server holds until the turn ends (then it is played; prob >= threshold ends it once the
     pause reaches `TurnConfig.pause_ms`) or the user goes on (then the task is cancelled and
     `discard(turn)` called: nothing of it is ever played or kept)."""
 

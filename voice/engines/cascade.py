@@ -75,6 +75,7 @@ class CascadeConfig:
     batch_rows: int = 32  # LLM replies decoded together at most (more wait for a free row)
     asr_batch: int = 16  # ASR clips per batched pass at most
     asr_wait_ms: float = 5.0  # after a clip, the ASR batcher waits this long for more
+    eou_head: str | None = None  # end-of-turn head folder (default weights/eou/; absent: the end-token mass)
 
     @property
     def batching(self) -> bool:
@@ -111,11 +112,14 @@ class CascadeEngine(Engine):
         # one lock per model: sessions take turns on each model, stages of different sessions overlap
         self.asr_lock, self.llm_lock, self.tts_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.eou_lock = threading.Lock()  # end-of-turn scores (the LLM's weights are read-only)
+        from model.components.eou_head import EOU_DIR, LogMassScorer, load_eou_scorer  # noqa: PLC0415
+        from model.components.llm import LocalChatLLM  # noqa: PLC0415
+
+        # the learned head on the LLM's hidden state; the end-token mass alone if there is no head file
+        self.eou = load_eou_scorer(cfg.eou_head or EOU_DIR) if isinstance(llm, LocalChatLLM) else LogMassScorer()
         self.asr_batcher: ASRBatcher | None = None  # cross-session batching (voice/engines/batching.py)
         self.llm_batcher: LLMBatcher | None = None
         if cfg.batching:
-            from model.components.llm import LocalChatLLM  # noqa: PLC0415
-
             self.asr_batcher = ASRBatcher(asr, cfg.asr_batch, cfg.asr_wait_ms / 1000)
             if isinstance(llm, LocalChatLLM):  # a URL backend batches on its own server
                 self.llm_batcher = LLMBatcher(llm, cfg.batch_rows)
@@ -229,11 +233,10 @@ class CascadeSession(EngineSession):
             del self.history[n:]
 
     def end_of_turn(self, text: str) -> float:  # worker thread
-        from model.components.eou import end_of_turn_prob  # noqa: PLC0415
-
+        """P(the user's turn is over | text, the agent's last reply): `engine.eou` (one LLM forward)."""
         last = next((m["content"] for m in reversed(self.history) if m["role"] == "assistant"), None)
         with self.engine.eou_lock:  # not llm_lock: the score runs while the reply is generated
-            return end_of_turn_prob(self.engine.llm, text, context=last)
+            return self.engine.eou.score(self.engine.llm, text, context=last)
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         self._undo.pop(turn, None)
@@ -251,16 +254,17 @@ class CascadeSession(EngineSession):
         # speculative, at a pause: is the user done? The score runs beside the reply (its own
         # lock, the other core), so it is off the path to the first audio.
         score = None if turn.final else loop.run_in_executor(e.pool, self.end_of_turn, text)
+        thr = e.eou.threshold
         if not re.search(r"\w", text):
             if score is not None:
-                yield EndOfTurn(await score)
+                yield EndOfTurn(await score, thr)
             return  # noise: nothing to answer
         self._undo[turn.turn] = len(self.history)
         self.history.append({"role": "user", "content": text})
         out: asyncio.Queue = asyncio.Queue()
         tasks = [asyncio.ensure_future(self._pipeline(self.messages(), out, t_asr))]
         if score is not None:
-            tasks.append(asyncio.ensure_future(_put_when_done(score, out)))
+            tasks.append(asyncio.ensure_future(_put_when_done(score, thr, out)))
         held: list[EngineEvent] | None = None if score is None else []  # reply items before the score
         try:
             while (item := await out.get()) is not None:
@@ -275,7 +279,7 @@ class CascadeSession(EngineSession):
                         yield h
                     held = None
             if held is not None:  # the reply was done before its score
-                yield EndOfTurn(await score)
+                yield EndOfTurn(await score, thr)
                 for h in held:
                     yield h
         finally:
@@ -338,9 +342,9 @@ class CascadeSession(EngineSession):
             cancel()  # the LLM stops before its next token; nobody waits for it
 
 
-async def _put_when_done(score: asyncio.Future, out: asyncio.Queue) -> None:
+async def _put_when_done(score: asyncio.Future, threshold: float, out: asyncio.Queue) -> None:
     """The end-of-turn score into the reply's queue, between its other items."""
-    await out.put(EndOfTurn(await score))
+    await out.put(EndOfTurn(await score, threshold))
 
 
 def create(cfg: CascadeConfig) -> CascadeEngine:

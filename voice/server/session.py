@@ -299,7 +299,8 @@ class Session:
         try:
             async for item in agen:
                 if isinstance(item, EndOfTurn):
-                    if gate is not None and gate is self._spec_gate and item.prob >= self.cfg.eot_threshold:
+                    thr = item.threshold if self.cfg.eot_threshold is None else self.cfg.eot_threshold
+                    if gate is not None and gate is self._spec_gate and item.prob >= thr:
                         self._spec_done = True  # the turn ends at the pause (now if it was reached)
                         if self._spec_paused:
                             self._end_turn_now()

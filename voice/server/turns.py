@@ -100,10 +100,9 @@ class TurnConfig:
     #                          (started at the first silent chunk) may end the turn here; 0 = never
     semantic_stop_ms: float = 800.0  # stop_ms with a speculative engine (its end-of-turn score
     #                                  ends complete turns at the pause; this is the fallback)
-    eot_threshold: float = 0.2  # end-of-turn score that ends the turn at the pause: 2 % false
-    #                             cut-ins, 76 % of complete turns ended early (parley bench eot,
-    #                             2026-12-01, short-window ASR from the silence onset; 0.1 cut in
-    #                             11 %, 0.15 also 2 % but only 0.016 above a cluster of cut ones)
+    eot_threshold: float | None = None  # end-of-turn score that ends the turn at the pause; None:
+    #                                     the engine's own (EndOfTurn.threshold: the cascade's head
+    #                                     or end-token mass, chosen by parley bench eot)
     end_drop_db: float = 30.0  # the end of speech is the last chunk within this of the peak
     preroll_ms: float = 320.0  # audio kept before the first speech chunk (soft onsets)
     max_turn_s: float = 30.0  # a turn is cut here even without a pause
