@@ -87,7 +87,7 @@ def test_first_audio_after_the_first_clause_while_the_llm_goes_on() -> None:
         async for ev in s.respond(_turn()):
             evs.append((time.monotonic() - t0, ev))
         first_audio = next((t, ev) for t, ev in evs if isinstance(ev, AgentAudio))
-        assert first_audio[1].text == "The capital of France"  # FIRST_MAX_WORDS: first audio after 4 words
+        assert first_audio[1].text == "The capital of"  # FIRST_MAX_WORDS: first audio after 3 words
         n_words_before = sum(isinstance(ev, AgentText) for t, ev in evs if t <= first_audio[0])
         assert n_words_before < len(REPLY.split()) - 5  # audio long before the reply is complete
         assert [ev.text for _, ev in evs if isinstance(ev, UserText)] == ["What is the capital of France?"]

@@ -14,7 +14,7 @@ import numpy as np
 
 _CLAUSE_END = re.compile(r"[.!?;:,]\s")  # a clause is finished once punctuation is followed by space
 MIN_CLAUSE_WORDS = 3  # shorter pieces wait for more text (natural prosody)
-FIRST_MAX_WORDS = 4  # the first clause is cut here even without punctuation (first audio after ~5 tokens)
+FIRST_MAX_WORDS = 3  # the first clause is cut here even without punctuation (first audio after ~4 tokens)
 SECOND_MAX_WORDS = 8  # the second one too: it must be ready before the short first one has played
 MAX_WORDS = 24  # later clauses likewise (TTS of a very long clause delays everything after it)
 _BREAK_WORDS = {"and", "but", "or", "so", "because", "which", "that", "when", "while", "with", "to"}
