@@ -72,13 +72,13 @@ def make_trace(index: int):
         return f"trace {index}: {type(e).__name__}: {e}"
 
 
-def _inline(todo: list[int], cfg: GenConfig, threads: int) -> Iterator:
+def _inline(todo: Iterable[int], cfg: GenConfig, threads: int) -> Iterator:
     init_worker(cfg, threads)
     for i in todo:
         yield make_trace(i)
 
 
-def _processes(todo: list[int], cfg: GenConfig, workers: int, threads: int) -> Iterator:
+def _processes(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int) -> Iterator:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -105,8 +105,18 @@ def _processes(todo: list[int], cfg: GenConfig, workers: int, threads: int) -> I
                     running.add(ex.submit(make_trace, nxt))
 
 
-def _batched(todo: list[int], cfg: GenConfig, batch) -> Iterator:
-    """The GPU machine's path (distill.batched): blocks of traces, stage by stage."""
+def _until(todo: Iterable[int], deadline: float) -> Iterator[int]:
+    """The trace indices while time is left: work started before the deadline is finished."""
+    for i in todo:
+        if time.time() >= deadline:
+            log.info("time budget spent: no new traces started")
+            return
+        yield i
+
+
+def _batched(todo: list[int], cfg: GenConfig, batch, deadline: float = float("inf")) -> Iterator:
+    """The GPU machine's path (distill.batched): blocks of traces, stage by stage; no block is
+    started after ``deadline``."""
     from distill.batched import BatchedExecutor
     from distill.pipeline import generate_traces
     from distill.plan import make_plan
@@ -116,7 +126,7 @@ def _batched(todo: list[int], cfg: GenConfig, batch) -> Iterator:
 
     ex = BatchedExecutor(replace(batch, stages=cfg.stages, speak_only=cfg.speak_only))
     try:
-        for b in range(0, len(todo), batch.block):
+        for b in _until(range(0, len(todo), batch.block), deadline):
             block = todo[b : b + batch.block]
             try:
                 plans = [make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in block]
@@ -131,7 +141,7 @@ def _batched(todo: list[int], cfg: GenConfig, batch) -> Iterator:
         ex.close()
 
 
-def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: str) -> Iterator:
+def _ray(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int, address: str) -> Iterator:
     try:
         import ray
     except ImportError:
@@ -177,9 +187,11 @@ def _ray(todo: list[int], cfg: GenConfig, workers: int, threads: int, address: s
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
              shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1,
-             batch=None) -> dict:
+             batch=None, max_minutes: float | None = None) -> dict:
     """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict. ``batch``
-    (distill.batched.BatchSpec): the batched path (GPU machine) instead of per-trace workers."""
+    (distill.batched.BatchSpec): the batched path (GPU machine) instead of per-trace workers.
+    ``max_minutes``: start no new trace (block on the batched path) after this wall time from the
+    call; what was started is finished and committed, a later run with a larger budget resumes."""
     from tqdm import tqdm
 
     from distill import store
@@ -190,6 +202,7 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         raise ParleyError("speak-only data is made on the batched path (--batched)")
     if cfg.speak_only and cfg.real_frac > 0:
         raise ParleyError("speak-only data has no real speaker: use --real-frac 0")
+    deadline = time.time() + 60 * max_minutes if max_minutes is not None else float("inf")
     root = store.prepare_out(Path(out))
     with store.DirLock(root):
         man_path = root / store.MANIFEST
@@ -224,13 +237,13 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         if not todo:
             results: Iterable = []
         elif batch is not None:
-            results = _batched(todo, cfg, batch)
+            results = _batched(todo, cfg, batch, deadline)
         elif ray_address:
-            results = _ray(todo, cfg, workers, threads, ray_address)
+            results = _ray(_until(todo, deadline), cfg, workers, threads, ray_address)
         elif workers == 1:
-            results = _inline(todo, cfg, threads)
+            results = _inline(_until(todo, deadline), cfg, threads)
         else:
-            results = _processes(todo, cfg, workers, threads)
+            results = _processes(_until(todo, deadline), cfg, workers, threads)
         writer = store.ShardWriter(root, run, max_traces=shard_traces)
         failed: list[str] = []
         t0 = time.time()
@@ -254,6 +267,7 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         dt = time.time() - t0
         summary = {"out": str(root), "n": n, "written": written, "already_done": len(inv.done),
                    "failed": len(failed), "quarantined": inv.quarantined, "seconds": round(dt, 1),
+                   "missing": len(todo) - written,  # failed, or not started (time budget)
                    "traces_per_min": round(60 * written / dt, 2) if dt > 0 and written else 0.0}
         if failed:
             log.error("%d trace(s) failed (rerun the same command to retry them): %s", len(failed), "; ".join(failed[:5]))

