@@ -18,7 +18,8 @@
 #             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts nothing)
 #   stats     $W/stats.json        tokenize  $W/data/tokens (codec $CODEC on $DEVICE)
 #   train     --stage speak for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES),
-#             export $W/w/s2s      eval      --generate-only $W/codes.npz (score here: --from-codes)
+#             export $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in whole:
+#             every poll brings the latest)   eval  --generate-only $W/codes.npz (score here: --from-codes)
 # Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
 # resumes from $W/run (last.pt). A running chain is never started twice.
 # Back in $OUT (<= 8 files, < 20 MiB): status.txt, stats.json, tokens_manifest.json, history.jsonl,
@@ -26,7 +27,7 @@
 #
 # Knobs (environment) and their defaults: GEN_MINUTES 6, N 30000 (the cap; the time budget stops
 # first), BLOCK 512, TTS_WORKERS 15, STAGES real, TRAIN_MINUTES 11, CHAIN_MINUTES 23 (0: no cap),
-# TAIL_MINUTES 2.5 (export + eval), STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
+# TAIL_MINUTES 2.5 (export + eval), EXPORT_EVERY_S 120, STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
 # --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda, PY python3, SKIP_KIT 0, and the folders
 # W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README; tests/test_gpu_speak.py) sets
 # PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1 and tiny sizes.
@@ -36,7 +37,7 @@ SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${
 DEVICE=${DEVICE:-cuda} GEN_MINUTES=${GEN_MINUTES:-6} N=${N:-30000} BLOCK=${BLOCK:-512}
 TTS_WORKERS=${TTS_WORKERS:-15} STAGES=${STAGES:-real} TRAIN_MINUTES=${TRAIN_MINUTES:-11}
 CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} STEPS=${STEPS:-100000} BS=${BS:-32}
-LOG_EVERY=${LOG_EVERY:-50} EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec}
+LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120} EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 mkdir -p $W $OUT $KIT
 V="$PY -m voice distill"
@@ -91,7 +92,7 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
   fi
   [ "${TINY:-0}" = 1 ] && tiny=(--tiny)
   $V train --data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS \
-    --run-dir $W/run --export $W/w/s2s --log-every $LOG_EVERY "${tiny[@]}" ${TRAIN_EXTRA:-}
+    --run-dir $W/run --export $W/w/s2s --export-every-s $EXPORT_EVERY_S --log-every $LOG_EVERY "${tiny[@]}" ${TRAIN_EXTRA:-}
 }
 
 chain() {

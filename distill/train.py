@@ -22,6 +22,7 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -227,8 +228,10 @@ def train(
     device: torch.device | None = None,
     rank: int = 0,
     world: int = 1,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train (or resume from ``run_dir/last.pt``); returns the final metrics (rank 0's view)."""
+    """Train (or resume from ``run_dir/last.pt``); returns the final metrics (rank 0's view).
+    ``on_checkpoint(metrics)`` runs on rank 0 after each checkpoint (the periodic export)."""
     layout: StreamLayout = model.cfg.layout
     device = device or torch.device("cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -312,6 +315,8 @@ def train(
                           "opt": opt.state_dict(), "step": step, "train_config": asdict(tc),
                           "minutes": elapsed + (time.time() - t0) / 60,
                           "config": model.cfg.to_json()}, ck)
+            if on_checkpoint is not None and not (step == tc.steps or out_of_time):  # the caller exports at the end
+                on_checkpoint(dict(metrics))
         if out_of_time:
             break
     if rank == 0:

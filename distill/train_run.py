@@ -12,6 +12,7 @@ whole pipeline.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class TrainJob:
     synthetic: int = 0  # N random turns instead of `data`
     run_dir: Path = Path("runs/s2s")  # checkpoints and logs (resumed)
     export: Path | None = None  # write the trained parts here at the end (weights/s2s)
+    export_every_s: float = 0.0  # also at checkpoints this far apart (0: only at the end): a lost machine keeps them
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled file)
     tiny: bool = False  # tiny random model (tests, smoke runs)
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
@@ -89,7 +91,7 @@ def run_training(job: TrainJob) -> int:
 
     from distill.train import setup_distributed, train
     from model.presets import full_speech_config, tiny_speech_config
-    from model.speech_ckpt import build_model, save_trained
+    from model.speech_ckpt import build_model, save_trained_atomic
     from model.common.errors import ParleyError
 
     tc = replace(job.train, warmup=min(job.train.warmup, max(1, job.train.steps // 10)))
@@ -139,20 +141,33 @@ def run_training(job: TrainJob) -> int:
         n_tr = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("training on %s (%d train / %d val turns), %d trained params, %d process(es) on %s",
                  data_desc, len(tr), len(val), n_tr, world, device)
-    metrics = train(model, tr, val, silence, tc, job.run_dir, device=device, rank=rank, world=world)
+    plain = (int, float, str, bool)
+    settings = {k: v for k, v in {**asdict(tc), **asdict(job)}.items() if isinstance(v, plain)}
+
+    def export(metrics: dict, partial: bool) -> None:
+        save_trained_atomic(model, job.export, {
+            "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
+            "steps": int(metrics.get("step", 0)), "final_metrics": metrics, "partial": partial,
+            "train_config": {**settings, "audio_head": str(cfg.audio_head.value),
+                             "stage": stage.value if stage is not None else None,
+                             "init": str(job.init) if job.init else None, **job.extra},
+        })
+        log.info("trained parts written to %s%s", job.export, " (mid-run)" if partial else "")
+
+    last_export = [time.monotonic()]
+
+    def on_checkpoint(metrics: dict) -> None:
+        if time.monotonic() - last_export[0] >= job.export_every_s:
+            export(metrics, partial=True)
+            last_export[0] = time.monotonic()
+
+    periodic = on_checkpoint if job.export and job.export_every_s > 0 else None
+    metrics = train(model, tr, val, silence, tc, job.run_dir, device=device, rank=rank, world=world,
+                    on_checkpoint=periodic)
     if rank == 0:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
         if job.export:
-            plain = (int, float, str, bool)
-            settings = {k: v for k, v in {**asdict(tc), **asdict(job)}.items() if isinstance(v, plain)}
-            save_trained(model, job.export, {
-                "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
-                "steps": int(metrics.get("step", 0)), "final_metrics": metrics,
-                "train_config": {**settings, "audio_head": str(cfg.audio_head.value),
-                                 "stage": stage.value if stage is not None else None,
-                                 "init": str(job.init) if job.init else None, **job.extra},
-            })
-            log.info("trained parts written to %s", job.export)
+            export(metrics, partial=False)
     if world > 1:  # all ranks leave together: gloo aborts a process that exits while a peer still talks
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

