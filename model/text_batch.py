@@ -135,7 +135,7 @@ class BatchedTextGenerator:
                 _end(r.sink, None)
                 continue
             new.append(_Row(r, np.random.default_rng(r.params.seed), list(r.prompt), limit, frozenset(stops),
-                            dec, _reusable(r.state, r.prompt)))
+                            dec, r.state.reusable(r.prompt) if r.state is not None else 0))
         if not new:
             return
         n0 = len(self.rows)
@@ -329,16 +329,6 @@ def greedy_rows(logits: torch.Tensor, recent: list[list[int]], penalty: list[flo
         sub.scatter_(1, ids, torch.where(sel > 0, sel / pen, sel * pen))
         x[rows] = sub
     return x.argmax(-1)
-
-
-def _reusable(state: ChatState | None, prompt: list[int]) -> int:
-    """Prompt tokens whose keys/values the state's cache holds (at most len - 1: the last is run)."""
-    if state is None or state.cache is None:
-        return 0
-    n, limit = 0, min(len(prompt) - 1, len(state.tokens))
-    while n < limit and state.tokens[n] == prompt[n]:
-        n += 1
-    return n
 
 
 def _cancelled(sink: RowSink) -> bool:

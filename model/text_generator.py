@@ -37,6 +37,16 @@ class ChatState:
     def reset(self) -> None:
         self.cache, self.tokens, self.reused = None, [], 0
 
+    def reusable(self, prompt: list[int]) -> int:
+        """Prompt tokens whose keys/values the cache holds: the common prefix of ``prompt`` and
+        ``tokens``, at most len(prompt) - 1 (the last prompt token is always run, for its logits)."""
+        if self.cache is None:
+            return 0
+        n, limit = 0, min(len(prompt) - 1, len(self.tokens))
+        while n < limit and self.tokens[n] == prompt[n]:
+            n += 1
+        return n
+
     def fork(self) -> "ChatState":
         """An independent copy (e.g. a prefilled system prompt shared by new conversations)."""
         new = ChatState()
@@ -124,11 +134,7 @@ class TextGenerator:
         if state is None:
             return self.model.new_cache(1, cache_len), 0
         old = state.cache
-        n = 0
-        if old is not None:
-            limit = min(len(prompt) - 1, len(state.tokens))
-            while n < limit and state.tokens[n] == prompt[n]:
-                n += 1
+        n = state.reusable(prompt)
         if old is None or old.max_len < cache_len:
             grown = min(self.model.cfg.max_seq_len, 2 * old.max_len) if old is not None else 0
             cache = self.model.new_cache(1, max(cache_len, grown))
