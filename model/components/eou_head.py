@@ -27,7 +27,7 @@ import numpy as np
 from model.common.checkpoint import file_sha256, write_shards
 from model.common.errors import ParleyError
 from model.common.paths import WEIGHTS_DIR
-from model.components.eou import CONTEXT_WORDS, end_features
+from model.components.eou import CONTEXT_WORDS, end_features, end_of_turn_prob
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class LogMassScorer:
     threshold: float = OLD_THRESHOLD
 
     def score(self, llm, text: str, context: str | None = None) -> float:  # noqa: ANN001
-        f = end_features(llm, text, context)
-        return 0.0 if f is None else float(np.exp(f[1]))
+        return end_of_turn_prob(llm, text, context)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ Per turn (`CascadeSession.respond`):
      the model thread pool);
   2. the LLM streams its reply in a worker thread; every piece is forwarded as AgentText;
   3. as soon as the text holds a finished clause (punctuation + space, >= 3 words; or, with no
-     punctuation, 4 words for the first clause and 24 for later ones, cut before a conjunction
-     when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
+     punctuation, 3 words for the first clause, 8 for the second and 24 for later ones
+     (`voice/engines/clauses.py`), cut before a conjunction when possible) it is sent to TTS while the LLM keeps generating; each clause's audio is yielded as AgentAudio in
      order, so the first agent audio is ready after the first clause, not the whole reply.
 Barge-in closes the generator: the LLM sees its stop flag before the next token, queued
 clauses are dropped, a clause being synthesized is finished and thrown away.
