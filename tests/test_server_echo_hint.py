@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from test_server_rtc import SR, Client, agent_speech, prompt48, start  # noqa: F401 - agent_speech: fixture
+from test_server_rtc import Client, _echo_run, agent_speech, prompt48, start  # noqa: F401 - agent_speech: fixture
 from voice.engines.tone import ToneConfig, ToneEngine
 from model.common.audio_constants import VAD_CHUNK_MS
 from voice.server.turns import ECHO_LEARN_CHUNKS, TurnConfig
@@ -57,25 +57,8 @@ def test_the_offer_carries_the_echo_hint() -> None:
 async def _run(reply_wav: str, hint: str | None, echo_delay: float | None, user_after: float | None,
                user_rms: float = 0.04) -> dict:
     """One reply of real speech; optionally the user talks `user_after` s after its first audio."""
-    engine = ToneEngine(ToneConfig(delay_ms=100, reply_wav=reply_wav))
-    runner, url, server = await start(engine, TurnConfig())
-    c = Client(url, echo_hint=hint)
-    try:
-        await c.connect()
-        c.mic.echo_delay = echo_delay
-        c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
-        await c.wait(lambda: c.of("latency"), 20)
-        if user_after is not None:
-            await asyncio.sleep(user_after)
-            c.mic.say(prompt48("auth-incorrect", user_rms))
-        await c.wait(lambda: c.of("agent_done"), 20)
-        b = c.of("barge_in")
-        return {"barge_in": bool(b), "played_ms": b[0]["played_ms"] if b else None,
-                "done": c.of("agent_done")[0], "starts": len(c.of("turn_start")),
-                "holds": sum(e["state"] == "starting" for e in c.of("vad"))}
-    finally:
-        await c.close()
-        await runner.cleanup()
+    user = prompt48("auth-incorrect", user_rms) if user_after is not None else None
+    return await _echo_run(reply_wav, echo_delay, guard=True, user=user, hint=hint, user_after=user_after or 0.0)
 
 
 def test_an_early_barge_in_interrupts_with_the_hint(agent_speech: str) -> None:

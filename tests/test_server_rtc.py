@@ -278,21 +278,26 @@ def test_barge_in_stops_the_agent_and_keeps_only_played_words() -> None:
     asyncio.run(main())
 
 
-async def _echo_run(reply_wav: str, delay_s: float, guard: bool, user: np.ndarray | None) -> dict:
+async def _echo_run(reply_wav: str, delay_s: float | None, guard: bool, user: np.ndarray | None,
+                    hint: str | None = None, user_after: float = 1.2) -> dict:
+    """One reply of real speech with its echo `delay_s` s late in the mic (None: no echo); the
+    user says `user` `user_after` s after the reply's first audio; `hint`: the client's echo hint."""
     engine = ToneEngine(ToneConfig(delay_ms=100, reply_wav=reply_wav))
     runner, url, server = await start(engine, TurnConfig(echo_guard=guard))
-    c = Client(url)
+    c = Client(url, echo_hint=hint)
     try:
         await c.connect()
         c.mic.echo_delay = delay_s
         c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
         await c.wait(lambda: c.of("latency"), 20)
         if user is not None:
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(user_after)
             c.mic.say(user)
         await c.wait(lambda: c.of("agent_done"), 20)
-        return {"barge_in": bool(c.of("barge_in")), "done": c.of("agent_done")[0],
-                "starts": len(c.of("turn_start"))}
+        b = c.of("barge_in")
+        return {"barge_in": bool(b), "played_ms": b[0]["played_ms"] if b else None,
+                "done": c.of("agent_done")[0], "starts": len(c.of("turn_start")),
+                "holds": sum(e["state"] == "starting" for e in c.of("vad"))}
     finally:
         await c.close()
         await runner.cleanup()
