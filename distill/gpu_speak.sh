@@ -19,7 +19,10 @@
 #   stats     $W/stats.json        tokenize  $W/data/tokens (codec $CODEC on $DEVICE)
 #   train     --stage speak for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES),
 #             export $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in whole:
-#             every poll brings the latest)   eval  --generate-only $W/codes.npz (score here: --from-codes)
+#             every poll brings the latest); beside it, on the same GPU and data, each side arm of ARMS
+#             ("LABEL:ARGS;..."; default "full:--full-finetune": full fine-tuning vs the LoRA main run)
+#             trains for the same minutes into $W/run_LABEL (history in logs.tgz; not exported)
+#             eval  --generate-only $W/codes.npz (score here: --from-codes)
 # Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
 # resumes from $W/run (last.pt). A running chain is never started twice.
 # Back in $OUT (<= 8 files, < 20 MiB): status.txt, stats.json, tokens_manifest.json, history.jsonl,
@@ -27,7 +30,7 @@
 #
 # Knobs (environment) and their defaults: GEN_MINUTES 6, N 30000 (the cap; the time budget stops
 # first), BLOCK 512, TTS_WORKERS 15, STAGES real, TRAIN_MINUTES 11, CHAIN_MINUTES 23 (0: no cap),
-# TAIL_MINUTES 2.5 (export + eval), EXPORT_EVERY_S 120, STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
+# TAIL_MINUTES 2.5 (export + eval), ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
 # --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda, PY python3, SKIP_KIT 0, and the folders
 # W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README; tests/test_gpu_speak.py) sets
 # PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1 and tiny sizes.
@@ -36,7 +39,7 @@ REPO=$(pwd) W=${W:-/root/speak} P=${P:-/root/parley} KIT=${KIT:-/root/kit}
 SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} GEN_MINUTES=${GEN_MINUTES:-6} N=${N:-30000} BLOCK=${BLOCK:-512}
 TTS_WORKERS=${TTS_WORKERS:-15} STAGES=${STAGES:-real} TRAIN_MINUTES=${TRAIN_MINUTES:-11}
-CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} STEPS=${STEPS:-100000} BS=${BS:-32}
+CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS-full:--full-finetune} STEPS=${STEPS:-100000} BS=${BS:-32}
 LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120} EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 mkdir -p $W $OUT $KIT
@@ -91,8 +94,23 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
     [ "$(fmin "$m < 0.5")" = 1 ] && { echo "no time left to train"; return 5; }
   fi
   [ "${TINY:-0}" = 1 ] && tiny=(--tiny)
-  $V train --data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS \
-    --run-dir $W/run --export $W/w/s2s --export-every-s $EXPORT_EVERY_S --log-every $LOG_EVERY "${tiny[@]}" ${TRAIN_EXTRA:-}
+  local common=(--data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS
+    --log-every $LOG_EVERY "${tiny[@]}")
+  local arm label pids=() labels=() rc i
+  IFS=';' read -ra arms <<< "$ARMS"
+  for arm in "${arms[@]}"; do  # side arms: same data, budget and GPU; measured, not exported
+    [ -n "$arm" ] || continue
+    label=${arm%%:*}
+    $V train "${common[@]}" --run-dir $W/run_$label ${arm#*:} > $W/train_$label.log 2>&1 &
+    pids+=($!) labels+=($label)
+    echo "arm $label: ${arm#*:} (pid $!, log train_$label.log)"
+  done
+  $V train "${common[@]}" --run-dir $W/run --export $W/w/s2s --export-every-s $EXPORT_EVERY_S ${TRAIN_EXTRA:-}
+  rc=$?
+  for i in "${!pids[@]}"; do  # a failed side arm is reported, it does not stop the chain
+    wait ${pids[$i]} && echo "arm ${labels[$i]} done" || echo "arm ${labels[$i]} FAILED: $(tail -1 $W/train_${labels[$i]}.log)"
+  done
+  return $rc
 }
 
 chain() {
@@ -138,8 +156,12 @@ status() {
     generate) tail -c 2000 $W/generate.log 2>/dev/null | tr '\r' '\n' | grep -E "traces:|INFO" | tail -2 ;;
     stats|tokenize|eval) tail -2 $W/$s.log 2>/dev/null | cut -c1-300 ;;
   esac
-  grep -h "step .* loss" $W/train.log 2>/dev/null | tail -1 | cut -c1-300  # the last logged step
-  grep -h "^{" $W/train.log 2>/dev/null | tail -1 | cut -c1-400  # the final metrics
+  local f
+  for f in $W/train.log $W/train_*.log; do  # the main run, then each side arm
+    [ -f $f ] || continue
+    grep -h "step .* loss" $f | tail -1 | sed "s|^|$(basename $f .log): |" | cut -c1-300  # the last logged step
+    grep -h "^{" $f | tail -1 | cut -c1-400  # the final metrics
+  done
   [ -f $W/generate.json ] && echo "generate: $(cut -c1-300 $W/generate.json)"
   [ -f $W/stats.log ] && head -2 $W/stats.log
   gpu utilization.gpu,memory.used
@@ -151,7 +173,7 @@ bring() {  # <= 8 files: status, stats, token manifest, history, the export (one
   cp $W/stats.json $OUT/ 2>/dev/null; cp $W/run/history.jsonl $OUT/ 2>/dev/null
   cp $W/data/tokens/manifest.json $OUT/tokens_manifest.json 2>/dev/null; cp $W/codes.npz $OUT/ 2>/dev/null
   [ -f $W/w/s2s/manifest.json ] && tar -cf $OUT/s2s.tar -C $W/w s2s
-  (cd $W && tar -czf $OUT/logs.tgz $(ls *.log *.json *.rc stage 2>/dev/null))
+  (cd $W && tar -czf $OUT/logs.tgz $(ls *.log *.json *.rc stage run*/history.jsonl 2>/dev/null))
   ls -la $OUT | grep -v total
 }
 

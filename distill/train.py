@@ -169,6 +169,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 16  # per process
     lr: float = 3e-4
+    backbone_lr_scale: float = 0.2  # full fine-tuning: pretrained backbone weights learn at lr x this
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -236,13 +237,14 @@ def train(
     device = device or torch.device("cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tc.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
-    )
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    pretrained = {n for n, _ in named if n.startswith("backbone.") and "lora" not in n}  # full fine-tuning
+    groups = [{"params": [p for n, p in named if (p.ndim >= 2) == dec and (n in pretrained) == pre],
+               "weight_decay": tc.weight_decay if dec else 0.0, "lr_scale": tc.backbone_lr_scale if pre else 1.0}
+              for dec in (True, False) for pre in (False, True)]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, betas=(0.9, 0.95),
+                            fused=device.type == "cuda")
     step, elapsed = 0, 0.0  # elapsed: training minutes of earlier sittings (resume)
     ck = run_dir / "last.pt"
     if ck.exists():
@@ -291,7 +293,7 @@ def train(
     while step < tc.steps:
         lr = lr_at(step, tc, elapsed + (time.time() - t0) / 60)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)  # older checkpoints: no scale
         batch = batch_at(step, train_turns, tc.batch_size, rank)
         with autocast:
             loss, m = compute_loss(fwd, batch, tc.loss, layout)

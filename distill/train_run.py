@@ -38,6 +38,7 @@ class TrainJob:
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled file)
     tiny: bool = False  # tiny random model (tests, smoke runs)
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
+    full_finetune: bool = False  # every backbone weight trains (no adapters); the export holds the backbone
     audio_head: AudioHead | str = "depth"
     val_frac: float = 0.05
     init: Path | None = None  # start from these trained parts (the previous curriculum stage's export)
@@ -107,10 +108,14 @@ def run_training(job: TrainJob) -> int:
     aux = stage is not None and stage.value != "speak" and tc.loss.user_text_weight > 0  # the user-text head
     if job.tiny:
         text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
-        cfg = tiny_speech_config(job.lora_rank or 4, job.audio_head, text_card=text_card, user_text_head=aux, **sizes)
+        rank_ = 0 if job.full_finetune else job.lora_rank or 4
+        cfg = tiny_speech_config(rank_, job.audio_head, text_card=text_card, user_text_head=aux,
+                                 train_backbone=job.full_finetune, **sizes)
         model = build_model(cfg, pretrained=False)
     else:
-        cfg = full_speech_config(job.lora_rank or 8, job.audio_head, job.gguf, user_text_head=aux, **sizes)
+        rank_ = 0 if job.full_finetune else job.lora_rank or 8
+        cfg = full_speech_config(rank_, job.audio_head, job.gguf, user_text_head=aux,
+                                 train_backbone=job.full_finetune, **sizes)
         model = build_model(cfg, gguf_path=job.gguf)
     layout = cfg.layout
     if job.init is not None:
@@ -148,7 +153,7 @@ def run_training(job: TrainJob) -> int:
         save_trained_atomic(model, job.export, {
             "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
             "steps": int(metrics.get("step", 0)), "final_metrics": metrics, "partial": partial,
-            "train_config": {**settings, "audio_head": str(cfg.audio_head.value),
+            "train_config": {**settings, "audio_head": str(cfg.audio_head.value), "lora_rank": cfg.lora_rank,
                              "stage": stage.value if stage is not None else None,
                              "init": str(job.init) if job.init else None, **job.extra},
         })

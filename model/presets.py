@@ -9,7 +9,8 @@ if TYPE_CHECKING:
 
 
 def tiny_speech_config(lora_rank: int = 4, audio_head: AudioHead | str = "depth", n_q: int = 4, card: int = 16,
-                       text_card: int = 64, user_text_head: bool = False) -> SpeechConfig:
+                       text_card: int = 64, user_text_head: bool = False,
+                       train_backbone: bool = False) -> SpeechConfig:
     """A tiny random model (tests, smoke runs): 2 layers of width 32, no SmolLM2."""
     from model.depth import DepthConfig
     from model.layout import StreamLayout
@@ -21,11 +22,12 @@ def tiny_speech_config(lora_rank: int = 4, audio_head: AudioHead | str = "depth"
     bb = LlamaConfig(vocab_size=text_card, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
     return SpeechConfig(backbone=bb, layout=layout, depth=DepthConfig(dim=32, n_layers=2, n_heads=4, ffn_dim=64),
                         audio_emb_dim=16, lora_rank=lora_rank, audio_head=audio_head,
-                        user_text_head=user_text_head)
+                        user_text_head=user_text_head, train_backbone=train_backbone)
 
 
 def full_speech_config(lora_rank: int = 8, audio_head: AudioHead | str = "depth", gguf: str | None = None,
-                       n_q: int = 8, card: int = 2048, user_text_head: bool = False) -> SpeechConfig:
+                       n_q: int = 8, card: int = 2048, user_text_head: bool = False,
+                       train_backbone: bool = False) -> SpeechConfig:
     """The served model: SmolLM2 backbone (from `gguf`, default bundled) over the full codec."""
     from model.gguf import smollm2_config
     from model.layout import StreamLayout
@@ -35,4 +37,4 @@ def full_speech_config(lora_rank: int = 8, audio_head: AudioHead | str = "depth"
     delays = tuple(range(n_q)) if AudioHead(audio_head) is AudioHead.DELAY else (0,) * n_q
     layout = StreamLayout(n_q=n_q, card=card, text_card=bb.vocab_size, delays=delays)
     return SpeechConfig(backbone=bb, layout=layout, lora_rank=lora_rank, audio_head=audio_head,
-                        user_text_head=user_text_head)
+                        user_text_head=user_text_head, train_backbone=train_backbone)

@@ -56,6 +56,7 @@ class SpeechConfig:
     lora_targets: tuple[str, ...] = LORA_TARGETS
     audio_head: AudioHead = AudioHead.DEPTH
     user_text_head: bool = False  # aux head writing the user's words (Listen / Converse stages)
+    train_backbone: bool = False  # full fine-tuning: every backbone weight trains (then lora_rank is 0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio_head", AudioHead(self.audio_head))  # JSON gives a str
@@ -78,6 +79,7 @@ class SpeechConfig:
             lora_targets=tuple(d["lora_targets"]),
             audio_head=d.get("audio_head", "depth"),
             user_text_head=d.get("user_text_head", False),
+            train_backbone=d.get("train_backbone", False),
         )
 
 
@@ -109,7 +111,9 @@ class SpeechModel(nn.Module):
         self.cfg = cfg
         L, d = cfg.layout, cfg.backbone.dim
         self.backbone = Llama(cfg.backbone)
-        self.backbone.requires_grad_(False)
+        if cfg.train_backbone and cfg.lora_rank > 0:
+            raise ValueError("train_backbone (full fine-tuning) takes no LoRA adapters: set lora_rank=0")
+        self.backbone.requires_grad_(cfg.train_backbone)
         if cfg.lora_rank > 0:
             apply_lora(self.backbone, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
         self.user_emb = CodebookEmbedding(L.n_q, L.card + 1, cfg.audio_emb_dim, d)

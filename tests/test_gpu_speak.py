@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ def test_generate_time_budget_stops_then_resumes(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
-    """stage -> start (the chain: generate, stats, tokenize, train, eval) -> collect, ~20 s on CPU."""
+    """stage -> start (the chain: generate, stats, tokenize, train + a full fine-tuning side arm, eval) ->
+    collect, ~25 s on CPU."""
     from codec.io import save_codec
     from codec.model import CodecConfig, ParleyCodec
 
@@ -62,6 +64,10 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     assert back == {"status.txt", "stats.json", "tokens_manifest.json", "history.jsonl", "s2s.tar", "codes.npz",
                     "logs.tgz"}  # <= 8 files
     assert json.loads((w / "out" / "stats.json").read_text())["traces"] == 12
+    assert "train_full:" in out and "arm full done" in (w / "train.log").read_text()  # the side arm (ARMS)
+    with tarfile.open(w / "out" / "logs.tgz") as tar:
+        assert {"run/history.jsonl", "run_full/history.jsonl", "train_full.log"} <= set(tar.getnames())
+    assert json.loads((w / "run_full" / "history.jsonl").read_text().splitlines()[-1])["step"] >= 1
     assert "start" in phase("start")  # a second start resumes: nothing left to generate, train resumes
     out = phase("collect")
     assert "CHAIN DONE" in out, out

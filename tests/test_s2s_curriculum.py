@@ -169,3 +169,59 @@ def test_periodic_export_mid_run_then_the_final_one(tmp_path: Path, monkeypatch:
     _, _, man = read_trained(tmp_path / "w")
     assert man["partial"] is False and man["steps"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "w"]  # no .tmp / .old left behind
+
+
+def test_full_finetune_trains_the_backbone_at_its_scaled_lr(tmp_path: Path) -> None:
+    """`--full-finetune`: no adapters, every backbone weight trains (its group at lr x backbone_lr_scale),
+    the loss falls, and the export holds the backbone and loads back into a model of the same config."""
+    from model.presets import tiny_speech_config
+    from model.speech_ckpt import build_model, read_trained, save_trained_atomic
+
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="lora_rank=0"):
+        build_model(tiny_speech_config(4, train_backbone=True), pretrained=False)
+    cfg = tiny_speech_config(0, text_card=64, n_q=4, card=16, train_backbone=True)
+    model = build_model(cfg, pretrained=False)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    tc = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup=4, log_every=1, eval_every=1000, ckpt_every=1000,
+                     max_frames=64, backbone_lr_scale=0.5, curriculum=CurriculumConfig(Stage.SPEAK))
+    train(model, stage_items(_rule_turns(24), Stage.SPEAK), [], SIL, tc, tmp_path / "run")
+    hist = [__import__("json").loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert np.mean([h["loss"] for h in hist[-3:]]) < 0.8 * np.mean([h["loss"] for h in hist[:3]])
+    moved = [n for n, p in model.backbone.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert len(moved) == len(before)  # every backbone weight trained
+    sd = model.trainable_state_dict()
+    assert all(f"backbone.{n}" in sd for n in before)
+    save_trained_atomic(model, tmp_path / "w", {"steps": 40})
+    cfg2, sd2, _ = read_trained(tmp_path / "w")
+    assert cfg2.train_backbone and cfg2.lora_rank == 0
+    back = build_model(cfg2, pretrained=False)
+    back.load_trainable(sd2)
+    for k, v in sd.items():  # int8 storage: within 1/254 of each row's absmax
+        tol = v.abs().amax(-1, keepdim=True) / 250 if v.ndim >= 2 else 1e-6
+        assert ((back.state_dict()[k] - v).abs() <= tol).all(), k
+
+
+def test_backbone_lr_scale_sets_the_pretrained_group(tmp_path: Path) -> None:
+    """The optimizer's backbone group runs at lr x backbone_lr_scale; new parts and LoRA at lr."""
+    from model.presets import tiny_speech_config
+    from model.speech_ckpt import build_model
+
+    seen: dict[str, float] = {}
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        for g in self.param_groups:
+            seen[f"{g['lr_scale']}"] = g["lr"]
+        return real_step(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        model = build_model(tiny_speech_config(0, text_card=64, n_q=4, card=16, train_backbone=True), pretrained=False)
+        tc = TrainConfig(steps=1, batch_size=2, lr=1e-3, warmup=1, log_every=1, eval_every=100, ckpt_every=100,
+                         max_frames=32, backbone_lr_scale=0.25, curriculum=CurriculumConfig(Stage.SPEAK))
+        train(model, stage_items(_rule_turns(4), Stage.SPEAK), [], SIL, tc, tmp_path)
+    finally:
+        torch.optim.AdamW.step = real_step
+    assert seen["1.0"] == pytest.approx(1e-3) and seen["0.25"] == pytest.approx(2.5e-4)

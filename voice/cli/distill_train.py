@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 
-_TRAIN_CONFIG = ("steps", "batch_size", "lr", "warmup", "max_frames", "max_minutes", "log_every", "ckpt_every",
+_TRAIN_CONFIG = ("steps", "batch_size", "lr", "backbone_lr_scale", "warmup", "max_frames", "max_minutes", "log_every", "ckpt_every",
                  "eval_every", "seed")  # options that set distill.train.TrainConfig fields of the same name
 
 
@@ -39,6 +39,9 @@ def _add_train(sub) -> None:
     p.add_argument("--max-frames", type=int, default=unset)
     p.add_argument("--max-minutes", type=float, default=unset, help="stop and checkpoint after this wall time")
     p.add_argument("--lora-rank", type=int, default=None, help="default 8 (4 with --tiny)")
+    p.add_argument("--full-finetune", action="store_true",
+                   help="train every backbone weight (at --backbone-lr-scale x lr) instead of LoRA adapters")
+    p.add_argument("--backbone-lr-scale", type=float, default=unset, help="backbone lr / lr with --full-finetune (0.2)")
     p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
                    help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
     p.add_argument("--val-frac", type=float, default=0.05)
@@ -69,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
     return run_training(TrainJob(
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
         export=args.export, export_every_s=args.export_every_s, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
-        audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
+        full_finetune=args.full_finetune, audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
     ))
 
 
