@@ -67,6 +67,10 @@ def run_evaluation(job: EvalJob) -> int:
     from model.speech_sampling import SpeechSamplingParams
 
     data = list(job.data)
+    if not data and not job.from_codes:
+        from model.common.errors import ParleyError
+
+        raise ParleyError("give --data DIR (token shards from `parley distill tokenize`), or --from-codes FILE")
     device = torch.device(job.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if job.from_codes:
         items = _load_generated(job.from_codes)
@@ -92,8 +96,12 @@ def run_evaluation(job: EvalJob) -> int:
     codec = load_codec(job.codec)
     asr = WhisperASR.load(job.asr)
     tok = load_tokenizer(job.gguf)
-    turns, _, _ = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
-    teacher = {t.name: t.agent for t in turns}
+    teacher = None  # the teacher's codes give the ceiling column; codes scored away from their data go without
+    if data:
+        turns, _, _ = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
+        teacher = {t.name: t.agent for t in turns}
+    else:
+        log.info("no --data: scoring %d generated turns without the teacher's codes (no ceiling column)", len(items))
     result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher)
     print(table(result))
     for r in result["rows"][:5]:

@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate the direct speech model on held-out traces")
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="token folder(s) from `parley distill tokenize`")
+    p.add_argument("--data", type=Path, nargs="+", default=[],
+                   help="token folder(s) from `parley distill tokenize` (with --from-codes: optional, the ceiling column)")
     p.add_argument("--weights", type=Path, default=None, help="speech-model weights (default weights/s2s)")
     p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled file)")
     p.add_argument("--codec", default=None, help="codec weights (default weights/codec)")
