@@ -1,4 +1,4 @@
-"""`parley distill train` and `parley distill eval`: the direct speech model.
+"""`parley distill train`, `eval` and `curves`: the direct speech model.
 
 Each handler builds a typed job (TrainJob + TrainConfig, EvalJob); options left out keep the
 defaults of those dataclasses. Registration is cheap (argparse only).
@@ -10,14 +10,27 @@ import argparse
 from pathlib import Path
 
 
-_TRAIN_CONFIG = ("steps", "batch_size", "lr", "backbone_lr_scale", "warmup", "max_frames", "max_minutes", "log_every", "ckpt_every",
-                 "eval_every", "seed")  # options that set distill.train.TrainConfig fields of the same name
+_TRAIN_CONFIG = ("steps", "batch_size", "lr", "backbone_lr_scale", "warmup", "max_frames", "max_minutes",
+                 "log_every", "ckpt_every", "eval_every", "seed")  # options that set distill.train.TrainConfig fields of the same name
 
 
 def register_train_eval(sub) -> None:
-    """`distill train` and `distill eval` under the `distill` subparsers `sub`."""
+    """`distill train`, `eval` and `curves` under the `distill` subparsers `sub`."""
     _add_train(sub)
     _add_eval(sub)
+    p = sub.add_parser("curves", help="plot training runs side by side (train and validation metrics vs minutes)")
+    p.add_argument("runs", nargs="+", help="run folders (--run-dir of train), each LABEL=DIR or DIR")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--title", default="")
+    p.set_defaults(func=_curves)
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from distill.curves import plot_runs
+
+    runs = [(r.split("=", 1)[0], Path(r.split("=", 1)[1])) if "=" in r else (Path(r).name, Path(r)) for r in args.runs]
+    print(plot_runs(runs, args.out, args.title))
+    return 0
 
 
 def _add_train(sub) -> None:
