@@ -33,3 +33,19 @@ def test_a_broken_command_module_stops_parley_with_its_error() -> None:
             "from voice.cli.main import main; main(['--help'])")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "voice.cli.codec" in r.stderr
+
+
+def test_serve_max_sessions_default_and_direct_dtype() -> None:
+    """The direct engine on a CPU holds one real-time session (the model steps every slot): default 1;
+    elsewhere 4; an explicit value wins. --dtype reaches the direct engine's config."""
+    from voice.cli.server import _engine_config, max_sessions
+
+    parser = build_parser()
+    assert max_sessions(parser.parse_args(["serve", "--engine", "direct", "--device", "cpu"])) == 1
+    assert max_sessions(parser.parse_args(["serve", "--engine", "direct", "--device", "cuda"])) == 4
+    assert max_sessions(parser.parse_args(["serve", "--engine", "cascade", "--device", "cpu"])) == 4
+    assert max_sessions(parser.parse_args(["serve", "--engine", "direct", "--device", "cpu", "--max-sessions", "3"])) == 3
+    args = parser.parse_args(["serve", "--engine", "direct", "--dtype", "float32", "--max-sessions", "2"])
+    cfg = _engine_config(args)
+    assert cfg.dtype == "float32" and cfg.max_sessions == 2
+    assert _engine_config(parser.parse_args(["serve", "--engine", "direct"])).dtype == "bfloat16"

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--engine", default="cascade", choices=[k.value for k in EngineKind])
-    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (more: 503)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="concurrent sessions (more: 503); default 4, 1 for the direct engine on a CPU (one real-time "
+                        "session is what a 2-core CPU holds: the model steps every slot)")
     p.add_argument("--workers", type=int, default=0,
                    help="front worker processes for WebRTC/Opus/VAD (SO_REUSEPORT); the engine stays in "
                    "this process (default 0: everything in one process)")
@@ -54,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=unset,
                    help="direct engine: speech-model weights folder, or random (full size) / tiny (random, smoke)")
     p.add_argument("--codec", default=unset, help="direct engine: codec weights folder, or tiny (random, smoke)")
+    p.add_argument("--dtype", default=unset, choices=["bfloat16", "float32", "float16"],
+                   help="direct engine: the speech model's dtype (default bfloat16, also on CPU)")
     p.set_defaults(func=serve_cmd)
 
     t = sub.add_parser(
@@ -88,7 +92,7 @@ _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options
     "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
                 "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "codec", "device", "max_sessions"),
+    "direct": ("weights", "codec", "device", "max_sessions", "dtype"),
 }
 
 
@@ -105,6 +109,19 @@ def _engine_config(args: argparse.Namespace):  # noqa: ANN202 - one of the engin
     return config_class(**given)
 
 
+def max_sessions(args: argparse.Namespace) -> int:
+    """--max-sessions, or its default: 4, but 1 for the direct engine on a CPU."""
+    if args.max_sessions is not None:
+        return args.max_sessions
+    if args.engine != "direct":
+        return 4
+    if args.device not in (None, "auto"):
+        return 1 if args.device == "cpu" else 4
+    import torch  # noqa: PLC0415
+
+    return 4 if torch.cuda.is_available() else 1
+
+
 def serve_cmd(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
@@ -112,6 +129,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
     from voice.engines import create_engine  # noqa: PLC0415
     from voice.server.app import Server, ServerConfig, run_server  # noqa: PLC0415
 
+    args.max_sessions = max_sessions(args)
     if args.max_sessions < 1:
         raise ParleyError("--max-sessions must be at least 1")
     if not (0 < args.port < 65536):

@@ -40,6 +40,7 @@ class DirectConfig:
     fast_codec: bool = True  # on CPU, stream the codec through codec.fast (ONNX Runtime, 1 thread)
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled one)
     device: str | None = None  # cpu / cuda (default: cuda when present)
+    dtype: str = "bfloat16"  # the speech model's; bf16 on this 2-core CPU: 36.6 ms per frame vs 58.3 fp32
     max_sessions: int = 4  # generator slots (static batch)
     max_frames: int = 2048  # sliding context window per session (164 s)
     max_reply_s: float = 15.0
@@ -122,7 +123,8 @@ class DirectEngine(Engine):
             codec.eval().to(dev)
             sil = codec.encode(torch.zeros(1, self.hop * 4, device=dev))  # (1, K, 4)
         self.silence = sil[0, : self.layout.n_q, -1].cpu().numpy()  # (K,) the codec's silence frame
-        self.gen = SpeechGenerator(model, max_batch=cfg.max_sessions, max_frames=cfg.max_frames, device=dev)
+        self.gen = SpeechGenerator(model, max_batch=cfg.max_sessions, max_frames=cfg.max_frames, device=dev,
+                                   dtype=getattr(torch, cfg.dtype))
         streamed = _streaming_codec(codec, cfg, dev)
         self.codec_runtime = "torch" if streamed is codec else "onnx"
         self.clock = FrameClock(self.gen, streamed, self.silence)
@@ -133,7 +135,7 @@ class DirectEngine(Engine):
         return {"engine": self.name, "sessions": self.cfg.max_sessions, "device": str(self.gen.device),
                 "frame_ms": 1000 * self.hop / self.sample_rate,
                 "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec",
-                "codec_runtime": self.codec_runtime}
+                "codec_runtime": self.codec_runtime, "dtype": self.cfg.dtype}
 
     def stats(self, since: int = 0) -> dict:
         """The frame clock's timing over its ticks numbered >= ``since`` (see FrameClock.timing)."""
