@@ -147,10 +147,13 @@ def _pass(root: Path, tdir: Path, man: dict, codec, with_clean: bool, include_op
     mpath = tdir / "manifest.json"
     for p in store.shard_paths(root):
         prev = man["shards"].get(p.name)
-        if (prev and prev.get("sealed") and prev.get("source_bytes") == p.stat().st_size
-                and (tdir / prev["file"]).exists()):
-            continue  # sealed shards never change: no need to read it again
-        s = store.scan_shard(p)
+        try:
+            if (prev and prev.get("sealed") and prev.get("source_bytes") == p.stat().st_size
+                    and (tdir / prev["file"]).exists()):
+                continue  # sealed shards never change: no need to read it again
+            s = store.scan_shard(p)
+        except FileNotFoundError:  # a resuming generator moved a corrupt shard to quarantine/
+            continue
         if s.error:
             log.warning("%s is corrupt (%s): not tokenized", p.name, s.error)
             continue
