@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 11, run 1 (stage 1, Speak) on the GPU machine, one phase per device call (distill/README.md,
-# "Plan of the GPU session for issue 11, run 1"). Run from the repository root there:
+# Issue 11 (stage 1, Speak) on the GPU machine, one phase per device call (distill/README.md,
+# "Plan of the GPU session for issue 11"). Run from the repository root there:
 # `PHASE=start bash distill/gpu_speak.sh`. The machine has no registry: the kit built here
 # (`parley distill kit .carry/kit-speak --profile speak`) travels one call folder per call (carry);
 # every phase first stages the call folders that came with it.
@@ -12,40 +12,66 @@
 #   PHASE=collect  wait up to WAIT s (540) for the chain to end, print status, bring what exists
 #   PHASE=status   status only (no wait, nothing brought)
 #
-# The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, a failed step stops it
-# with "FAILED NAME" in $W/chain.log and the status):
+# The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, its exit status to
+# $W/NAME.rc; "FAILED NAME" in $W/chain.log and the status). OVERLAP=1 (default): three steps at once,
 #   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no block starts later; a hard
-#             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts nothing)
-#   stats     $W/stats.json        tokenize  $W/data/tokens (codec $CODEC on $DEVICE)
-#   train     --stage speak for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES),
-#             export $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in whole:
-#             every poll brings the latest); beside it, on the same GPU and data, each side arm of ARMS
-#             ("LABEL:ARGS;..."; default "full:--full-finetune": full fine-tuning vs the LoRA main run)
-#             trains for the same minutes into $W/run_LABEL (history in logs.tgz; not exported)
-#             eval  --generate-only $W/codes.npz (score here: --from-codes)
+#             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts
+#             nothing), then stats ($W/stats.json), then the marker $W/generate.done
+#   tokenize  --follow: encodes each shard the generator seals ($W/data/tokens, codec $CODEC on
+#             $DEVICE), a pass every TOK_POLL_S, a last pass once $W/generate.done exists
+#   train     --follow, from MIN_TURNS tokenized turns on: every RELOAD_S the new token shards join
+#             the pool; it trains for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES)
+#             and exports $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in
+#             whole: every poll brings the latest); beside it, on the same GPU and data, each side arm of
+#             ARMS ("LABEL:ARGS;..."; default "full:--full-finetune") trains the same minutes into
+#             $W/run_LABEL (history in logs.tgz; not exported). A generator still running when
+#             training ends is stopped (SIGTERM: it seals what it wrote).
+# then eval --generate-only $W/codes.npz (score here: --from-codes). A failed generate or tokenize
+# stops the data, not the training; a failed train or eval stops the chain.
+# OVERLAP=0: the steps one after the other (generate -> stats -> tokenize -> train -> eval; run 1).
+# CPU split (OVERLAP=1): TTS_WORKERS = cores - 2 - trainers (main run + arms); one core for
+# generate's driver (LLM rounds, sampling threads, shard writer), one for the tokenize loop and the
+# system, one per training process (its Python loop builds the batches): 12 of 16 with one arm.
 # Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
-# resumes from $W/run (last.pt). A running chain is never started twice.
+# resumes from $W/run (last.pt; --follow reloads the whole pool). A running chain is never started twice.
 # Back in $OUT (<= 8 files, < 20 MiB): status.txt, stats.json, tokens_manifest.json, history.jsonl,
 # s2s.tar (the export: manifest.json + safetensors; `tar -xf s2s.tar -C weights/`), codes.npz, logs.tgz.
 #
-# Knobs (environment) and their defaults: GEN_MINUTES 6, N 30000 (the cap; the time budget stops
-# first), BLOCK 512, TTS_WORKERS 15, STAGES real, TRAIN_MINUTES 11, CHAIN_MINUTES 23 (0: no cap),
-# TAIL_MINUTES 2.5 (export + eval), ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32, LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1:
-# --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda, PY python3, SKIP_KIT 0, and the folders
-# W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README; tests/test_gpu_speak.py) sets
-# PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1 and tiny sizes.
+# Knobs (environment) and their defaults (OVERLAP=1 / OVERLAP=0): CHAIN_MINUTES 23 (0: no cap),
+# TAIL_MINUTES 2.5 (export + eval), GEN_MINUTES CHAIN_MINUTES - TAIL_MINUTES - 4 / 6, TRAIN_MINUTES
+# CHAIN_MINUTES / 11, TTS_WORKERS cores - 2 - trainers / 15, BLOCK 256 / 512, MIN_TURNS 600,
+# RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
+# STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
+# LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
+# PY python3, SKIP_KIT 0, and the folders W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README;
+# tests/test_gpu_speak.py) sets PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1
+# and tiny sizes.
 set -u -o pipefail
+fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
+lesser() { awk "BEGIN { a = $1; b = $2; print (a < b ? a : b) }"; }  # lesser A B (floats)
+greater() { awk "BEGIN { a = $1; b = $2; print (a > b ? a : b) }"; }
 REPO=$(pwd) W=${W:-/root/speak} P=${P:-/root/parley} KIT=${KIT:-/root/kit}
 SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${PY:-python3}
-DEVICE=${DEVICE:-cuda} GEN_MINUTES=${GEN_MINUTES:-6} N=${N:-30000} BLOCK=${BLOCK:-512}
-TTS_WORKERS=${TTS_WORKERS:-15} STAGES=${STAGES:-real} TRAIN_MINUTES=${TRAIN_MINUTES:-11}
-CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS-full:--full-finetune} STEPS=${STEPS:-100000} BS=${BS:-32}
-LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120} EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec}
+DEVICE=${DEVICE:-cuda} OVERLAP=${OVERLAP:-1} N=${N:-30000} STAGES=${STAGES:-real}
+CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS-full:--full-finetune}
+STEPS=${STEPS:-100000} BS=${BS:-32} LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120}
+EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec} SHARD_TRACES=${SHARD_TRACES:-100}
+MIN_TURNS=${MIN_TURNS:-600} RELOAD_S=${RELOAD_S:-60} TOK_POLL_S=${TOK_POLL_S:-10}
+IFS=';' read -ra ARM_LIST <<< "$ARMS"
+TRAINERS=1; for a in "${ARM_LIST[@]}"; do [ -n "$a" ] && TRAINERS=$((TRAINERS + 1)); done
+if [ "$OVERLAP" = 1 ]; then
+  GEN_MINUTES=${GEN_MINUTES:-$([ "$CHAIN_MINUTES" != 0 ] && greater "$CHAIN_MINUTES - $TAIL_MINUTES - 4" 1 || echo 6)}
+  TRAIN_MINUTES=${TRAIN_MINUTES:-$([ "$CHAIN_MINUTES" != 0 ] && echo $CHAIN_MINUTES || echo 11)}
+  TTS_WORKERS=${TTS_WORKERS:-$(greater "$(nproc 2>/dev/null || echo 16) - 2 - $TRAINERS" 1)}
+  BLOCK=${BLOCK:-256}
+else
+  GEN_MINUTES=${GEN_MINUTES:-6} TRAIN_MINUTES=${TRAIN_MINUTES:-11} TTS_WORKERS=${TTS_WORKERS:-15} BLOCK=${BLOCK:-512}
+fi
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 mkdir -p $W $OUT $KIT
 V="$PY -m voice distill"
 GEN=(--out $W/data --n $N --batched --speak-only --device $DEVICE --tts-workers $TTS_WORKERS
-  --block $BLOCK --stages $STAGES)
+  --block $BLOCK --shard-traces $SHARD_TRACES --stages $STAGES)
 
 stage() {  # the kit's call folders that came with this call -> $KIT/
   local d
@@ -58,26 +84,33 @@ stage() {  # the kit's call folders that came with this call -> $KIT/
 gpu() { command -v nvidia-smi >/dev/null || return 0; nvidia-smi --query-gpu="$1" --format=csv,noheader; }
 running() { [ -f $W/chain.pid ] && kill -0 "$(cat $W/chain.pid)" 2>/dev/null; }
 note() { echo "$(date -u +%T) $*" | tee -a $W/chain.log; }
-fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
+left_s() { fmin "$(cat $W/deadline) - $(date +%s)"; }  # seconds to the chain's cap
 
-step() {  # step NAME CMD...: run CMD in $P, log to $W/NAME.log; stop the chain when it fails
+step() {  # step NAME CMD...: run CMD in $P, log to $W/NAME.log, exit status to $W/NAME.rc; -> it
   local name=$1 rc; shift
-  echo "$name" > $W/stage; note "start $name: $*"
+  touch $W/$name.started; note "start $name: $*"
   (cd $P && "$@") > $W/$name.log 2>&1; rc=$?
   echo $rc > $W/$name.rc
   [ $rc -eq 0 ] && { note "done $name"; return 0; }
   note "FAILED $name (exit $rc): $(tail -c 400 $W/$name.log | tr '\r' '\n' | grep -v '^$' | tail -2 | tr '\n' ' ')"
-  echo "FAILED $name" > $W/stage; exit $rc
+  return $rc
+}
+
+must() {  # must NAME CMD...: a step the chain cannot go on without (its failure ends the chain)
+  echo "$1" > $W/stage
+  step "$@" || { local rc=$?; echo "FAILED $1" > $W/stage; exit $rc; }
 }
 
 generate() {  # the time budget; behind it a hard stop (SIGTERM: generate commits what it wrote)
   local rc n
   timeout -k 60 $(fmin "int(60 * $GEN_MINUTES + ${GEN_GRACE_S:-180})") $V generate "${GEN[@]}" \
-    --max-minutes $GEN_MINUTES; rc=$?
+    --max-minutes $GEN_MINUTES &
+  echo $! > $W/generate.pid; wait $!; rc=$?  # the pid: the chain stops it when training has ended
   tail -1 $W/generate.log 2>/dev/null | grep '^{' > $W/generate.json
   case $rc in
     0) ;;
     1) echo "some traces failed: going on with what was written" ;;
+    143) echo "stopped by the chain (SIGTERM): the writer sealed what was written" ;;
     *) echo "hard stop (exit $rc): a resume that starts nothing seals the store"
        $V generate "${GEN[@]}" --max-minutes 0 --no-progress || return 6 ;;
   esac
@@ -87,18 +120,19 @@ generate() {  # the time budget; behind it a hard stop (SIGTERM: generate commit
 }
 
 train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MINUTES
-  local m=$TRAIN_MINUTES tiny=()
+  local m=$TRAIN_MINUTES tiny=() follow=()
   if [ "$CHAIN_MINUTES" != 0 ]; then
-    m=$(fmin "t = ($(cat $W/deadline) - $(date +%s)) / 60 - $TAIL_MINUTES; t < $m ? t : $m")
+    local t; t=$(fmin "$(left_s) / 60 - $TAIL_MINUTES")
+    [ "$(fmin "$t < 0.5")" = 1 ] && { echo "no time left to train ($t min)"; return 5; }
+    m=$(lesser $t $m)  # (run 1's script took t alone: TRAIN_MINUTES 14 did not cap its 15.7 minutes)
     echo "train for $m min (TRAIN_MINUTES $TRAIN_MINUTES, chain cap $CHAIN_MINUTES)"
-    [ "$(fmin "$m < 0.5")" = 1 ] && { echo "no time left to train"; return 5; }
   fi
   [ "${TINY:-0}" = 1 ] && tiny=(--tiny)
+  [ "$OVERLAP" = 1 ] && follow=(--follow --reload-every-s $RELOAD_S)
   local common=(--data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS
-    --log-every $LOG_EVERY "${tiny[@]}")
+    --log-every $LOG_EVERY "${tiny[@]}" "${follow[@]}")
   local arm label pids=() labels=() rc i
-  IFS=';' read -ra arms <<< "$ARMS"
-  for arm in "${arms[@]}"; do  # side arms: same data, budget and GPU; measured, not exported
+  for arm in "${ARM_LIST[@]}"; do  # side arms: same data, budget and GPU; measured, not exported
     [ -n "$arm" ] || continue
     label=${arm%%:*}
     $V train "${common[@]}" --run-dir $W/run_$label ${arm#*:} > $W/train_$label.log 2>&1 &
@@ -113,15 +147,57 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
   return $rc
 }
 
+token_turns() {  # turns in the token manifest so far (0 before the first shard)
+  $PY -c "import json, sys; print(sum(s['turns'] for s in json.load(open(sys.argv[1]))['shards'].values()))" \
+    $W/data/tokens/manifest.json 2>/dev/null || echo 0
+}
+
+wait_data() {  # until MIN_TURNS turns are tokenized, tokenize has ended, or time runs short
+  local n=0
+  while :; do
+    n=$(token_turns)
+    [ "$n" -ge "$MIN_TURNS" ] || [ -f $W/tokenize.rc ] && break
+    [ "$CHAIN_MINUTES" != 0 ] && [ "$(fmin "$(left_s) < 60 * ($TAIL_MINUTES + 0.5)")" = 1 ] && break
+    sleep 2
+  done
+  note "training starts: $n turns tokenized (MIN_TURNS $MIN_TURNS)"
+}
+
+overlapped() {  # generate + stats | tokenize --follow | train --follow, at once
+  echo "generate+tokenize+train" > $W/stage
+  rm -f $W/generate.done $W/generate.pid
+  { step generate generate && step stats bash -c "$V stats $W/data --json > $W/stats.json && $V stats $W/data"
+    touch $W/generate.done; } &  # the marker ends the tokenize loop, whatever happened
+  local gen=$! tok rc
+  step tokenize $V tokenize $W/data --device $DEVICE --codec $CODEC --follow --until $W/generate.done \
+    --poll-s $TOK_POLL_S &
+  tok=$!
+  wait_data
+  step train train; rc=$?
+  if [ ! -f $W/generate.done ] && [ -f $W/generate.pid ] && kill -0 "$(cat $W/generate.pid)" 2>/dev/null; then
+    note "stopping generate: training has ended"
+    kill -TERM "$(cat $W/generate.pid)"
+  fi
+  wait $gen; wait $tok
+  [ $rc -eq 0 ] || { echo "FAILED train" > $W/stage; exit $rc; }
+}
+
 chain() {
-  note "chain starts (pid $$): GEN_MINUTES=$GEN_MINUTES TRAIN_MINUTES=$TRAIN_MINUTES CHAIN_MINUTES=$CHAIN_MINUTES"
-  step generate generate
-  step stats bash -c "$V stats $W/data --json > $W/stats.json && $V stats $W/data"
-  step tokenize $V tokenize $W/data --device $DEVICE --codec $CODEC
-  step train train
-  step eval $V eval --data $W/data/tokens --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
+  note "chain starts (pid $$): OVERLAP=$OVERLAP GEN_MINUTES=$GEN_MINUTES TRAIN_MINUTES=$TRAIN_MINUTES" \
+    "CHAIN_MINUTES=$CHAIN_MINUTES TTS_WORKERS=$TTS_WORKERS BLOCK=$BLOCK MIN_TURNS=$MIN_TURNS"
+  if [ "$OVERLAP" = 1 ]; then
+    overlapped
+  else
+    must generate generate
+    must stats bash -c "$V stats $W/data --json > $W/stats.json && $V stats $W/data"
+    must tokenize $V tokenize $W/data --device $DEVICE --codec $CODEC
+    must train train
+  fi
+  must eval $V eval --data $W/data/tokens --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
     --device $DEVICE --generate-only $W/codes.npz
-  echo done > $W/stage; note "CHAIN DONE"
+  local f failed=""
+  for f in $W/*.rc; do [ "$(cat $f)" = 0 ] || failed+=" $(basename $f .rc)"; done
+  echo done > $W/stage; note "CHAIN DONE${failed:+ (failed:$failed)}"
 }
 
 install() {  # the kit into $SITE (stdlib + pip --no-index), the repo to $P, the imports and CUDA
@@ -149,17 +225,27 @@ EOF
 }
 
 status() {
-  local s; s=$(cat $W/stage 2>/dev/null || echo "not started")
+  local s n f st=""; s=$(cat $W/stage 2>/dev/null || echo "not started")
   echo "== stage: $s"
-  grep -E "start |done |FAILED|DONE|hard stop|no time" $W/chain.log 2>/dev/null | tail -8
-  case "$s" in  # the running step's last progress line (tqdm writes \r)
-    generate) tail -c 2000 $W/generate.log 2>/dev/null | tr '\r' '\n' | grep -E "traces:|INFO" | tail -2 ;;
-    stats|tokenize|eval) tail -2 $W/$s.log 2>/dev/null | cut -c1-300 ;;
-  esac
-  local f
+  grep -E "start |done |FAILED|DONE|hard stop|no time|training starts|stopping" $W/chain.log 2>/dev/null | tail -10
+  for n in generate stats tokenize train eval; do  # each step: running, done or failed
+    [ -f $W/$n.started ] || continue
+    if [ ! -f $W/$n.rc ]; then st+=" $n:running"; elif [ "$(cat $W/$n.rc)" = 0 ]; then st+=" $n:done"
+    else st+=" $n:FAILED"; fi
+  done
+  [ -n "$st" ] && echo "steps:$st"
+  for n in generate stats tokenize eval; do  # the last progress line of each running step (tqdm writes \r)
+    [ -f $W/$n.started ] && [ ! -f $W/$n.rc ] || continue
+    case $n in
+      generate) tail -c 2000 $W/generate.log 2>/dev/null | tr '\r' '\n' | grep -E "traces:|INFO" | tail -2 ;;
+      tokenize) grep -E "tokens:|tokenized" $W/tokenize.log 2>/dev/null | tail -1 ;;
+      *) tail -2 $W/$n.log 2>/dev/null ;;
+    esac | cut -c1-300 | sed "s|^|$n: |"
+  done
   for f in $W/train.log $W/train_*.log; do  # the main run, then each side arm
     [ -f $f ] || continue
     grep -h "step .* loss" $f | tail -1 | sed "s|^|$(basename $f .log): |" | cut -c1-300  # the last logged step
+    grep -h "reload:" $f | tail -1 | sed "s|.*reload:|$(basename $f .log) pool:|" | cut -c1-300  # --follow
     grep -h "^{" $f | tail -1 | cut -c1-400  # the final metrics
   done
   [ -f $W/generate.json ] && echo "generate: $(cut -c1-300 $W/generate.json)"
@@ -190,7 +276,7 @@ start)
   gpu name,memory.used,memory.total
   install
   [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
-  rm -f $W/stage $W/*.rc $W/chain.pid
+  rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
   (cd $P && PHASE=chain setsid nohup bash -c 'echo $$ > "$0/chain.pid"; exec bash distill/gpu_speak.sh' $W \
     > $W/chain.out 2>&1 < /dev/null &)

@@ -10,6 +10,7 @@ nothing) are kept: the model must learn to stay quiet too. Splits come from the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,13 @@ def layout_for(data: Path | list[Path], text_card: int) -> StreamLayout:
 
 
 def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "train", limit: int | None = None,
-               gguf: str | None = None, encode=None) -> tuple[list[Turn], np.ndarray, str]:
+               gguf: str | None = None, encode=None,
+               shards: Collection[str] | None = None) -> tuple[list[Turn], np.ndarray, str]:
     """-> (turns, silence codes (K,), description). ``data``: one token folder or several
-    (tokenized with the same codec). ``encode``: text -> ids (default SmolLM2's tokenizer)."""
+    (tokenized with the same codec). ``encode``: text -> ids (default SmolLM2's tokenizer).
+    ``shards``: only these trace shards of the manifest (distill.pool, `train --follow`)."""
     if isinstance(data, (list, tuple)):
-        parts = [load_turns(d, layout, split, None, gguf, encode) for d in data]
+        parts = [load_turns(d, layout, split, None, gguf, encode, shards) for d in data]
         ids = {str(load_manifest(Path(d)).get("codec_id")) for d in data}
         if len(ids) > 1:
             raise ParleyError(f"token folders were made with different codecs: {sorted(ids)}")
@@ -61,7 +64,7 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
     turns: list[Turn] = []
     n_silent = 0
     splits = {"eval", "eval_real"} if split == "eval" else {split}  # eval_real: the real speaker
-    for tt in iter_token_turns(Path(data), splits=splits):
+    for tt in iter_token_turns(Path(data), splits=splits, shards=shards):
         m = tt.meta
         if tt.user.shape[1] == 0:
             continue

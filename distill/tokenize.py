@@ -2,6 +2,9 @@
 
 Resumable: a trace shard that already has its token shard (same source size and codec) is
 skipped; shards still being written are skipped unless --include-open (then redone each time).
+``--follow --until FILE``: beside a running generator, encode each shard once it is sealed (a pass
+every ``--poll-s``) until FILE exists, then a last pass; a trainer may read the folder meanwhile
+(`train --follow`): each .npz is in place before the manifest, rewritten atomically, names it.
 """
 
 from __future__ import annotations
@@ -84,13 +87,20 @@ class ClipBatcher:
 
 
 def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: bool = False,
-             include_open: bool = False, device: str = "cpu", batch_s: float = 0.0) -> dict:
-    """``batch_s`` > 0: encode the clips of a shard in batches of that many padded seconds (GPU)."""
+             include_open: bool = False, device: str = "cpu", batch_s: float = 0.0, follow: bool = False,
+             until: Path | None = None, poll_s: float = 10.0) -> dict:
+    """``batch_s`` > 0: encode the clips of a shard in batches of that many padded seconds (GPU).
+    ``follow``: keep encoding shards as the generator seals them, a pass every ``poll_s`` seconds,
+    until the file ``until`` exists (the generator has ended), then one last pass."""
     import torch
 
     from codec import load_codec
 
     root = Path(root)
+    if follow and (until is None or include_open):
+        raise ParleyError("--follow needs --until FILE (written when the generator ends) and no --include-open")
+    while follow and not (root / store.SHARDS).is_dir() and not Path(until).exists():
+        time.sleep(poll_s)  # the generator has not made its folder yet
     if not (root / store.SHARDS).is_dir():
         raise ParleyError(f"{root} is not a trace folder (no {store.SHARDS}/ inside)")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -98,7 +108,6 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
     cid = codec_id(codec_path)
     if codec.cfg.bins > 65536:
         raise ParleyError("codec has more than 65536 bins: uint16 token shards cannot hold it")
-    fps = codec.frame_rate
     tdir = Path(out) if out else root / "tokens"
     tdir.mkdir(parents=True, exist_ok=True)
     mpath = tdir / "manifest.json"
@@ -108,23 +117,52 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
         man = {}
     sil = _encode(codec, np.zeros(codec.sample_rate, np.float32), codec.sample_rate)
     man.update(format=FORMAT, codec=codec.cfg.to_dict(), codec_path=str(codec_path), codec_id=cid,
-               frame_rate=fps, n_q=codec.cfg.n_q, bins=codec.cfg.bins,
+               frame_rate=codec.frame_rate, n_q=codec.cfg.n_q, bins=codec.cfg.bins,
                silence=[int(v) for v in sil[:, sil.shape[1] // 2]], source=str(root.resolve()))
     man.setdefault("shards", {})
-    done = skipped = turns_total = 0
     t0 = time.time()
+    total = {"shards_tokenized": 0, "turns": 0, "open_shards_skipped": 0, "passes": 0}
+    while True:
+        last = not follow or Path(until).exists()  # read before the pass: the last one sees every shard sealed
+        done, skipped, turns = _pass(root, tdir, man, codec, with_clean, include_open, batch_s)
+        total.update(shards_tokenized=total["shards_tokenized"] + done, turns=total["turns"] + turns,
+                     open_shards_skipped=skipped, passes=total["passes"] + 1)
+        if follow and done:
+            log.info("tokens: +%d shard(s) (+%d turns); %d shards, %d turns in %s", done, turns,
+                     len(man["shards"]), sum(v.get("turns", 0) for v in man["shards"].values()), tdir)
+        if last:
+            break
+        time.sleep(poll_s)
+    store.write_json_atomic(mpath, man)
+    if not follow:
+        del total["passes"]
+    return {"tokens": str(tdir), **total, "shards_total": len(man["shards"]), "seconds": round(time.time() - t0, 1)}
+
+
+def _pass(root: Path, tdir: Path, man: dict, codec, with_clean: bool, include_open: bool,
+          batch_s: float) -> tuple[int, int, int]:
+    """Encode every sealed shard not in ``man`` yet (and open ones with ``include_open``); each
+    .npz, then the manifest, is written atomically. -> (shards done, open shards skipped, turns)."""
+    done = skipped = turns_total = 0
+    mpath = tdir / "manifest.json"
     for p in store.shard_paths(root):
-        s = store.scan_shard(p)
+        prev = man["shards"].get(p.name)
+        try:
+            if (prev and prev.get("sealed") and prev.get("source_bytes") == p.stat().st_size
+                    and (tdir / prev["file"]).exists()):
+                continue  # sealed shards never change: no need to read it again
+            s = store.scan_shard(p)
+        except FileNotFoundError:  # a resuming generator moved a corrupt shard to quarantine/
+            continue
         if s.error:
             log.warning("%s is corrupt (%s): not tokenized", p.name, s.error)
             continue
         if not s.sealed and not include_open:
             skipped += 1
             continue
-        prev = man["shards"].get(p.name)
         if s.sealed and prev and prev.get("source_bytes") == s.size and (tdir / prev["file"]).exists():
             continue
-        arrays, meta = _tokenize_shard(p, codec, fps, with_clean, batch_s)
+        arrays, meta = _tokenize_shard(p, codec, codec.frame_rate, with_clean, batch_s)
         fname = p.stem + ".npz"
         tmp = tdir / f".{fname}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
@@ -137,13 +175,11 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
         man["shards"][p.name] = {"file": fname, "source_bytes": s.size, "sealed": s.sealed,
                                  "traces": len(s.traces), "turns": len(meta),
                                  "frames_user": int(arrays["user"].shape[1]), "frames_agent": int(arrays["agent"].shape[1])}
-        store.write_json_atomic(mpath, man)
+        store.write_json_atomic(mpath, man)  # a trainer reading it sees only complete .npz files
         done += 1
         turns_total += len(meta)
         log.info("tokenized %s: %d turns", p.name, len(meta))
-    store.write_json_atomic(mpath, man)
-    return {"tokens": str(tdir), "shards_tokenized": done, "open_shards_skipped": skipped, "turns": turns_total,
-            "shards_total": len(man["shards"]), "seconds": round(time.time() - t0, 1)}
+    return done, skipped, turns_total
 
 
 def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool, batch_s: float = 0.0) -> tuple[dict, list[dict]]:

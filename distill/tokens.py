@@ -21,7 +21,7 @@ Each .npz holds the turns of one trace shard, concatenated on the frame axis:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +56,15 @@ def load_manifest(path: Path) -> dict:
     return man
 
 
-def iter_token_turns(path: Path, splits: set[str] | None = None) -> Iterator[TokenTurn]:
-    """Every tokenized turn under `path` (a trace folder or its tokens/ folder)."""
+def iter_token_turns(path: Path, splits: set[str] | None = None,
+                     shards: Collection[str] | None = None) -> Iterator[TokenTurn]:
+    """Every tokenized turn under `path` (a trace folder or its tokens/ folder); ``shards``: only
+    the turns of these trace shards (names as in the manifest; `train --follow` loads new ones)."""
     d = token_dir(path)
     man = load_manifest(d)
     for name in sorted(man["shards"]):
+        if shards is not None and name not in shards:
+            continue
         f = d / man["shards"][name]["file"]
         with np.load(f) as z:
             meta = json.loads(z["meta"].tobytes())

@@ -230,9 +230,12 @@ def train(
     rank: int = 0,
     world: int = 1,
     on_checkpoint: Callable[[dict], None] | None = None,
+    refresh: Callable[[], object] | None = None,
 ) -> dict:
     """Train (or resume from ``run_dir/last.pt``); returns the final metrics (rank 0's view).
-    ``on_checkpoint(metrics)`` runs on rank 0 after each checkpoint (the periodic export)."""
+    ``on_checkpoint(metrics)`` runs on rank 0 after each checkpoint (the periodic export).
+    ``refresh()`` runs before every step and may append to ``train_turns`` / ``val_turns`` (`train
+    --follow`: ``distill.pool.TurnPool.maybe_refresh``; each rank reloads on its own clock)."""
     layout: StreamLayout = model.cfg.layout
     device = device or torch.device("cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +294,8 @@ def train(
     history: list[dict] = []
     model.train()
     while step < tc.steps:
+        if refresh is not None:
+            refresh()
         lr = lr_at(step, tc, elapsed + (time.time() - t0) / 60)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)  # older checkpoints: no scale

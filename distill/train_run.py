@@ -6,7 +6,9 @@
 
 `run_training(TrainJob(...))` resumes from ``RUN_DIR/last.pt`` when it exists. ``tiny`` builds a
 tiny random model (no SmolLM2) and ``synthetic=N`` uses N random turns: the smoke test of the
-whole pipeline.
+whole pipeline. ``follow`` (`--follow`) trains while the token folders still grow: every
+``reload_every_s`` the shards tokenized since join the pool (distill.pool; validation by trace key),
+the optimizer and the step go on.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class TrainJob:
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
     full_finetune: bool = False  # every backbone weight trains (no adapters); the export holds the backbone
     audio_head: AudioHead | str = "depth"
-    val_frac: float = 0.05
+    val_frac: float = 0.05  # share of validation items (follow: of traces, by a hash of the key)
+    follow: bool = False  # reload token shards added while training (a generator + `tokenize --follow` feed it)
+    reload_every_s: float = 60.0  # follow: seconds between reloads
     init: Path | None = None  # start from these trained parts (the previous curriculum stage's export)
     extra: dict = field(default_factory=dict)  # kept in the exported manifest
 
@@ -120,7 +124,16 @@ def run_training(job: TrainJob) -> int:
     layout = cfg.layout
     if job.init is not None:
         _init_from(model, job.init)
-    if job.synthetic:
+    pool = None
+    if job.follow and not job.synthetic:
+        from distill.pool import TurnPool
+
+        pool = TurnPool(job.data, layout, stage, job.val_frac, gguf=job.gguf, every_s=job.reload_every_s)
+        pool.maybe_refresh()
+        if not pool.train:
+            raise ParleyError(f"train --follow: no training items in {', '.join(map(str, job.data))} yet")
+        tr, val, silence, data_desc = pool.train, pool.val, pool.silence, pool.describe()
+    elif job.synthetic:
         turns = synthetic_turns(job.synthetic, layout, tc.seed)
         silence = np.zeros(layout.n_q, dtype=np.int64)
         data_desc = f"{job.synthetic} synthetic turns"
@@ -130,18 +143,19 @@ def run_training(job: TrainJob) -> int:
         from distill.s2s_data import load_turns
 
         turns, silence, data_desc = load_turns(list(job.data), layout, gguf=job.gguf)
-    if stage is not None:
-        from distill.curriculum import stage_items
+    if pool is None:
+        if stage is not None:
+            from distill.curriculum import stage_items
 
-        turns = stage_items(turns, stage)
-        data_desc += f", stage {stage.value}: {len(turns)} items"
-    if len(turns) < 2:
-        raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
-    order = list(range(len(turns)))
-    random.Random(1234).shuffle(order)
-    n_val = max(1, int(len(turns) * job.val_frac))
-    val = [turns[i] for i in order[:n_val]]
-    tr = [turns[i] for i in order[n_val:]]
+            turns = stage_items(turns, stage)
+            data_desc += f", stage {stage.value}: {len(turns)} items"
+        if len(turns) < 2:
+            raise ParleyError(f"need at least 2 turns to train, found {len(turns)}")
+        order = list(range(len(turns)))
+        random.Random(1234).shuffle(order)
+        n_val = max(1, int(len(turns) * job.val_frac))
+        val = [turns[i] for i in order[:n_val]]
+        tr = [turns[i] for i in order[n_val:]]
     if rank == 0:
         n_tr = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("training on %s (%d train / %d val turns), %d trained params, %d process(es) on %s",
@@ -151,7 +165,7 @@ def run_training(job: TrainJob) -> int:
 
     def export(metrics: dict, partial: bool) -> None:
         save_trained_atomic(model, job.export, {
-            "training_data": data_desc, "train_turns": len(tr), "val_turns": len(val),
+            "training_data": pool.describe() if pool else data_desc, "train_turns": len(tr), "val_turns": len(val),
             "steps": int(metrics.get("step", 0)), "final_metrics": metrics, "partial": partial,
             "train_config": {**settings, "audio_head": str(cfg.audio_head.value), "lora_rank": cfg.lora_rank,
                              "stage": stage.value if stage is not None else None,
@@ -168,7 +182,7 @@ def run_training(job: TrainJob) -> int:
 
     periodic = on_checkpoint if job.export and job.export_every_s > 0 else None
     metrics = train(model, tr, val, silence, tc, job.run_dir, device=device, rank=rank, world=world,
-                    on_checkpoint=periodic)
+                    on_checkpoint=periodic, refresh=pool.maybe_refresh if pool else None)
     if rank == 0:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
         if job.export:

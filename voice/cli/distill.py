@@ -56,7 +56,8 @@ def _tokenize(args: argparse.Namespace) -> int:
     print(json.dumps(tokenize(args.dir, args.codec, out=args.out, with_clean=args.with_clean,
                               include_open=args.include_open, device=args.device,
                               batch_s=args.batch_s if args.batch_s is not None else
-                              (300.0 if args.device.startswith("cuda") else 0.0))))
+                              (300.0 if args.device.startswith("cuda") else 0.0),
+                              follow=args.follow, until=args.until, poll_s=args.poll_s)))
     return 0
 
 
@@ -138,6 +139,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="codec device (cuda is much faster: ~3 s CPU per turn here)")
     p.add_argument("--batch-s", type=float, default=None,
                    help="encode clips in zero-padded batches of this many seconds (default 300 on cuda, 0 = one by one)")
+    p.add_argument("--follow", action="store_true",
+                   help="beside a running generator: encode shards as they are sealed until --until exists, "
+                        "then a last pass")
+    p.add_argument("--until", type=Path, default=None, help="--follow: the file that says the generator has ended")
+    p.add_argument("--poll-s", type=float, default=10.0, help="--follow: seconds between passes (10)")
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
     _add_kit(dsub)

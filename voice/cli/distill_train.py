@@ -57,7 +57,12 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone-lr-scale", type=float, default=unset, help="backbone lr / lr with --full-finetune (0.2)")
     p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
                    help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
-    p.add_argument("--val-frac", type=float, default=0.05)
+    p.add_argument("--val-frac", type=float, default=0.05,
+                   help="validation share (0.05); with --follow a share of traces, chosen by a hash of the trace key")
+    p.add_argument("--follow", action="store_true",
+                   help="the --data folders still grow (a generator + `tokenize --follow`): every --reload-every-s, "
+                        "shards tokenized since join the training pool; stops at --max-minutes / --steps as usual")
+    p.add_argument("--reload-every-s", type=float, default=60.0, help="--follow: seconds between reloads (60)")
     p.add_argument("--log-every", type=int, default=unset)
     p.add_argument("--ckpt-every", type=int, default=unset)
     p.add_argument("--eval-every", type=int, default=unset)
@@ -86,6 +91,7 @@ def _train(args: argparse.Namespace) -> int:
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
         export=args.export, export_every_s=args.export_every_s, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
         full_finetune=args.full_finetune, audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
+        follow=args.follow, reload_every_s=args.reload_every_s,
     ))
 
 
