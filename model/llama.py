@@ -133,6 +133,11 @@ class KVCache(nn.Module):
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> None:
         """k, v: (B, n_kv, T, hd) written at the slots of ``positions`` (B, T) of ``layer``."""
         B, H, T, D = k.shape
+        if not k.is_cuda:  # on CPU a 16-bit scatter_ copies the whole layer (95 us at 2048 slots), index_put_: 7 us
+            rows, slots = torch.arange(B, device=k.device)[:, None].expand(B, T), self.slots(positions)
+            self.k[layer].permute(0, 2, 1, 3).index_put_((rows, slots), k.transpose(1, 2).to(self.k.dtype))
+            self.v[layer].permute(0, 2, 1, 3).index_put_((rows, slots), v.transpose(1, 2).to(self.v.dtype))
+            return
         idx = self.slots(positions)[:, None, :, None].expand(B, H, T, D)
         self.k[layer].scatter_(2, idx, k.to(self.k.dtype))
         self.v[layer].scatter_(2, idx, v.to(self.v.dtype))

@@ -20,7 +20,7 @@ def test_bench_clock_cpu_tiny(tmp_path) -> None:
                         "--device", "cpu", "--threads", "1", "--json", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| cpu | tiny | tiny | float32 | False | 2 |" in r.stdout
+    assert "| cpu | tiny | tiny | bfloat16 | quant | False | 2 |" in r.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [x["batch"] for x in rows] == [1, 2] and all(x["step"]["p50_ms"] > 0 for x in rows)
     assert subprocess.run([sys.executable, "-m", "voice", "bench", "clock", "--batch", "x"],

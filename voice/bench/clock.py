@@ -47,7 +47,8 @@ def run_bench(cfg: ClockBenchConfig) -> int:
     rows = []
     for B in cfg.batches:
         codec = _streaming_codec(_load_codec(dcfg).to(dev), dcfg, dev)
-        gen = SpeechGenerator(model, max_batch=B, max_frames=2048, device=dev)
+        gen = SpeechGenerator(model, max_batch=B, max_frames=2048, device=dev, dtype=getattr(torch, dcfg.dtype),
+                              cpu_step=dcfg.cpu_step)  # as the engine serves
         clock = FrameClock(gen, codec, np.zeros(gen.layout.n_q, dtype=np.int64))
         slots = [clock.join(lambda f: None) for _ in range(B)]
         rng = np.random.default_rng(0)
@@ -64,7 +65,9 @@ def run_bench(cfg: ClockBenchConfig) -> int:
         fit = int(B * fc["frame_ms"] / p99) if p99 <= fc["frame_ms"] else 0
         row = {"device": str(dev), "weights": cfg.weights, "codec": cfg.codec or "weights/codec",
                "codec_runtime": "torch" if isinstance(codec, torch.nn.Module) else "onnx",
-               "dtype": str(gen.dtype).replace("torch.", ""), "graph": gen.use_graph, "batch": B,
+               "dtype": str(gen.dtype).replace("torch.", ""),
+               "cpu_step": gen.cpu_step.value if dev.type == "cpu" else "-",
+               "graph": gen.use_graph, "batch": B,
                "threads": torch.get_num_threads(), **{k: fc[k] for k in ("tick", "encode", "step", "decode")},
                "missed": fc["missed"], "sessions_in_real_time_p99": fit}
         rows.append(row)
@@ -73,12 +76,13 @@ def run_bench(cfg: ClockBenchConfig) -> int:
               f"step {fc['step']['p50_ms']:.1f}, decode {fc['decode']['p50_ms']:.1f} ms p50", flush=True)
         del clock, gen, codec
     print()
-    print("| device | weights | codec | dtype | graph | batch | tick p50 / p99 ms | share p50 / p99 | "
+    print("| device | weights | codec | dtype | cpu step | graph | batch | tick p50 / p99 ms | share p50 / p99 | "
           "encode p50 / p99 | step p50 / p99 | decode p50 / p99 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     pp = lambda d: f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}"  # noqa: E731
     for r in rows:
-        print(f"| {r['device']} | {r['weights']} | {r['codec']} | {r['dtype']} | {r['graph']} | {r['batch']} | "
+        print(f"| {r['device']} | {r['weights']} | {r['codec']} | {r['dtype']} | {r['cpu_step']} | {r['graph']} | "
+              f"{r['batch']} | "
               f"{pp(r['tick'])} | {r['tick']['share_p50']:.0%} / {r['tick']['share_p99']:.0%} | "
               f"{pp(r['encode'])} | {pp(r['step'])} | {pp(r['decode'])} |")
     if cfg.json_path:

@@ -154,7 +154,13 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes")
     p.add_argument("--context", type=int, default=128, help="frames already in each session's context")
     p.add_argument("--steps", type=int, default=0, help="timed steps (default: 50 on CUDA, 5 on CPU)")
-    p.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--cpu-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                   help="the exact CPU step's dtype (default bfloat16, as served)")
+    p.add_argument("--cpu-step", default="exact,quant",
+                   help="CPU steps side by side: exact (the reference modules), fast (fused, bf16 weights), "
+                        "quant (fused, 4/8-bit weights: served on CPU); default exact,quant")
+    p.add_argument("--weights", default="gguf",
+                   help="gguf (SmolLM2 backbone + random speech parts, default), random, or a trained folder")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
     p.add_argument("--audio-head", default="depth", help="depth, delay or depth,delay (compare both)")
@@ -203,17 +209,22 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
 
 def model_cmd(args: argparse.Namespace) -> int:
     from model.bench.step import StepBenchConfig, run_bench
+    from model.cpu_step import CpuStep
 
     heads = tuple(_split(args.audio_head))
     if bad := [h for h in heads if h not in ("depth", "delay")]:
         raise ParleyError(f"--audio-head: unknown head(s) {bad} (depth, delay)")
+    cpu_steps = tuple(_split(args.cpu_step))
+    if bad := [c for c in cpu_steps if c not in {s.value for s in CpuStep}] or not cpu_steps:
+        raise ParleyError(f"--cpu-step: unknown step(s) {bad} ({', '.join(s.value for s in CpuStep)})")
     try:
         batches = tuple(int(b) for b in _split(args.batch))
     except ValueError:
         raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
     return run_bench(StepBenchConfig(
         device=args.device, batches=batches, context=args.context, steps=args.steps, cpu_dtype=args.cpu_dtype,
-        threads=args.threads, tiny=args.tiny, audio_heads=heads, gguf=args.gguf, json_path=args.json))
+        cpu_steps=cpu_steps, weights=args.weights, threads=args.threads, tiny=args.tiny, audio_heads=heads,
+        gguf=args.gguf, json_path=args.json))
 
 
 def clock_cmd(args: argparse.Namespace) -> int:

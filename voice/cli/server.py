@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default=unset, help="direct engine: codec weights folder, or tiny (random, smoke)")
     p.add_argument("--dtype", default=unset, choices=["bfloat16", "float32", "float16"],
                    help="direct engine: the speech model's dtype (default bfloat16, also on CPU)")
+    p.add_argument("--cpu-step", default=unset, choices=["quant", "fast", "exact"],
+                   help="direct engine on CPU: quant (default: fused step, int4/int8 weights), fast (fused, bf16), "
+                        "exact (the reference modules in --dtype)")
     p.set_defaults(func=serve_cmd)
 
     t = sub.add_parser(
@@ -92,7 +95,7 @@ _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options
     "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
                 "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "codec", "device", "max_sessions", "dtype"),
+    "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step"),
 }
 
 

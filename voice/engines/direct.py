@@ -40,7 +40,10 @@ class DirectConfig:
     fast_codec: bool = True  # on CPU, stream the codec through codec.fast (ONNX Runtime, 1 thread)
     gguf: str | None = None  # SmolLM2 GGUF (default: the bundled one)
     device: str | None = None  # cpu / cuda (default: cuda when present)
-    dtype: str = "bfloat16"  # the speech model's; bf16 on this 2-core CPU: 36.6 ms per frame vs 58.3 fp32
+    dtype: str = "bfloat16"  # the speech model's (exact step); bf16 on this 2-core CPU: 36.6 ms per frame vs 58.3 fp32
+    cpu_step: str = "quant"  # on CPU (model.cpu_step.CpuStep): quant (fused, int4/int8 weights, ~18 ms per
+    # frame here), fast (fused, bf16), exact (the reference modules in `dtype`); ignored on CUDA
+    cpu_threads: int = 1  # torch threads on CPU (process-wide): the other core stays with WebRTC/Opus/VAD
     max_sessions: int = 4  # generator slots (static batch)
     max_frames: int = 2048  # sliding context window per session (164 s)
     max_reply_s: float = 15.0
@@ -110,6 +113,8 @@ class DirectEngine(Engine):
 
         self.cfg = cfg
         dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dev.type == "cpu" and cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
         model = model if model is not None else _load_model(cfg, dev)
         codec = codec if codec is not None else _load_codec(cfg)
         if detokenize is None:
@@ -124,7 +129,7 @@ class DirectEngine(Engine):
             sil = codec.encode(torch.zeros(1, self.hop * 4, device=dev))  # (1, K, 4)
         self.silence = sil[0, : self.layout.n_q, -1].cpu().numpy()  # (K,) the codec's silence frame
         self.gen = SpeechGenerator(model, max_batch=cfg.max_sessions, max_frames=cfg.max_frames, device=dev,
-                                   dtype=getattr(torch, cfg.dtype))
+                                   dtype=getattr(torch, cfg.dtype), cpu_step=cfg.cpu_step)
         streamed = _streaming_codec(codec, cfg, dev)
         self.codec_runtime = "torch" if streamed is codec else "onnx"
         self.clock = FrameClock(self.gen, streamed, self.silence)
@@ -132,10 +137,13 @@ class DirectEngine(Engine):
         self.clock.start()
 
     def info(self) -> dict:
+        import torch
+
         return {"engine": self.name, "sessions": self.cfg.max_sessions, "device": str(self.gen.device),
                 "frame_ms": 1000 * self.hop / self.sample_rate,
                 "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec",
-                "codec_runtime": self.codec_runtime, "dtype": self.cfg.dtype}
+                "codec_runtime": self.codec_runtime, "dtype": self.cfg.dtype, "cpu_step": self.gen.cpu_step.value,
+                "torch_threads": torch.get_num_threads()}
 
     def stats(self, since: int = 0) -> dict:
         """The frame clock's timing over its ticks numbered >= ``since`` (see FrameClock.timing)."""
