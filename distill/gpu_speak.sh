@@ -14,7 +14,7 @@
 #
 # The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, a failed step stops it
 # with "FAILED NAME" in $W/chain.log and the status):
-#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no block starts later; a hard
+#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no trace starts later; a hard
 #             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts nothing)
 #   stats     $W/stats.json        tokenize  $W/data/tokens (codec $CODEC on $DEVICE)
 #   train     --stage speak for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES),

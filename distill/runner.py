@@ -115,30 +115,29 @@ def _until(todo: Iterable[int], deadline: float) -> Iterator[int]:
 
 
 def _batched(todo: list[int], cfg: GenConfig, batch, deadline: float = float("inf")) -> Iterator:
-    """The GPU machine's path (distill.batched): blocks of traces, stage by stage; no block is
-    started after ``deadline``."""
+    """The GPU machine's path (distill.batched, distill.flow): up to ``batch.block`` traces in
+    flight, TTS on worker processes while the LLM runs batched here; no trace starts after
+    ``deadline`` (the ones in flight are finished)."""
+    from dataclasses import replace
+
     from distill.batched import BatchedExecutor
-    from distill.pipeline import generate_traces
+    from distill.flow import stream_traces
     from distill.plan import make_plan
     from distill.store import encode_trace
 
-    from dataclasses import replace
-
     ex = BatchedExecutor(replace(batch, stages=cfg.stages, speak_only=cfg.speak_only))
+    plans = (make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in _until(todo, deadline))
+    finished = False
     try:
-        for b in _until(range(0, len(todo), batch.block), deadline):
-            block = todo[b : b + batch.block]
-            try:
-                plans = [make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in block]
-                results = generate_traces(plans, ex)
-            except Exception as e:  # the block stays missing; a rerun retries it
-                log.debug("block %d.. failed", block[0], exc_info=True)
-                yield from (f"trace {i}: {type(e).__name__}: {e}" for i in block)
-                continue
-            for r in results:
+        for index, r in stream_traces(plans, ex, batch.block, batch.llm_batch, batch.asr_batch):
+            if isinstance(r, Exception):  # the trace stays missing; a rerun retries it
+                log.debug("trace %d failed", index, exc_info=r)
+                yield f"trace {index}: {type(r).__name__}: {r}"
+            else:
                 yield encode_trace(r.record, r.audio)
+        finished = True
     finally:
-        ex.close()
+        ex.close(cancel=not finished)  # SIGTERM / an error: drop the queued TTS jobs
 
 
 def _ray(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int, address: str) -> Iterator:
@@ -262,6 +261,8 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
                         on_write(r)
                 bar.update(1)
         finally:
+            if hasattr(results, "close"):
+                results.close()  # workers / TTS processes stop; queued jobs are dropped
             writer.close()
             bar.close()
         dt = time.time() - t0

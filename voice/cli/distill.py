@@ -107,16 +107,17 @@ def _add_generate(sub) -> None:
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="start no new trace (batched: block) after this wall time; the rest is left for a resume")
+                   help="start no new trace after this wall time (those in flight finish); a rerun resumes")
     b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
-    b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
+    b.add_argument("--batched", action="store_true",
+                   help="TTS on CPU processes fed per turn, Whisper + LLM batched (distill/batched.py, flow.py)")
     b.add_argument("--speak-only", action="store_true",
                    help="Speak-stage data: LLM replies said by piper joe; no Whisper, user voices, espeak-ng, flite")
     b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
     b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
     b.add_argument("--asr-batch", type=int, default=32)
     b.add_argument("--llm-batch", type=int, default=128)
-    b.add_argument("--block", type=int, default=256, help="traces per block (one LLM batch per turn round)")
+    b.add_argument("--block", type=int, default=256, help="traces in flight (LLM batches are drawn from them)")
     p.set_defaults(func=_generate)
 
 
