@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,11 +186,14 @@ def _ray(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int, addres
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
              shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1,
-             batch=None, max_minutes: float | None = None) -> dict:
+             batch=None, max_minutes: float | None = None, stop: Callable[[], bool] | None = None) -> dict:
     """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict. ``batch``
     (distill.batched.BatchSpec): the batched path (GPU machine) instead of per-trace workers.
     ``max_minutes``: start no new trace (block on the batched path) after this wall time from the
-    call; what was started is finished and committed, a later run with a larger budget resumes."""
+    call; what was started is finished and committed, a later run with a larger budget resumes.
+    ``stop``: checked after each result; once true, no more are taken (the open shard is sealed,
+    the summary has ``stopped``): the CLI's SIGTERM, when its SystemExit was swallowed (a signal
+    handler's exception inside a C callback, e.g. soundfile's FLAC I/O, is only printed)."""
     from tqdm import tqdm
 
     from distill import store
@@ -260,6 +263,9 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
                     if on_write is not None:
                         on_write(r)
                 bar.update(1)
+                if stop is not None and stop():
+                    log.warning("stopped: the traces written so far are committed")
+                    break
         finally:
             if hasattr(results, "close"):
                 results.close()  # workers / TTS processes stop; queued jobs are dropped
@@ -268,8 +274,10 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
         dt = time.time() - t0
         summary = {"out": str(root), "n": n, "written": written, "already_done": len(inv.done),
                    "failed": len(failed), "quarantined": inv.quarantined, "seconds": round(dt, 1),
-                   "missing": len(todo) - written,  # failed, or not started (time budget)
+                   "missing": len(todo) - written,  # failed, or not started (time budget, stop)
                    "traces_per_min": round(60 * written / dt, 2) if dt > 0 and written else 0.0}
+        if stop is not None and stop():
+            summary["stopped"] = True
         if failed:
             log.error("%d trace(s) failed (rerun the same command to retry them): %s", len(failed), "; ".join(failed[:5]))
         return summary

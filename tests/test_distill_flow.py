@@ -1,9 +1,13 @@
 """The streaming scheduler of the batched path (distill/flow.py): the TTS processes stay busy (wall
 time near pool work / W), records equal the one-by-one path, a failing trace fails alone, the
-window bounds what starts."""
+window and the time budget bound what starts, and SIGTERM seals the open shard."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +19,7 @@ from distill.flow import stream_traces
 from distill.pipeline import content_view, generate_trace
 from distill.plan import make_plan
 from distill.stages import FakeStages, StageKind, StagesSpec
+from model.common.paths import REPO_ROOT
 
 
 def _same(a, b) -> None:
@@ -117,3 +122,28 @@ def test_generate_with_tts_processes_equals_workers_path(tmp_path: Path) -> None
     assert s["written"] == 16 and s["failed"] == 0 and sorted(recs["w"]) == sorted(recs["b"])
     for i in recs["w"]:
         assert content_view({**recs["w"][i], "models": None}) == content_view({**recs["b"][i], "models": None})
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_seals_the_open_shard_then_resume_completes(tmp_path: Path) -> None:
+    from distill import store
+
+    out = tmp_path / "d"
+    cmd = [sys.executable, "-m", "voice", "distill", "generate", "--out", str(out), "--n", "200", "--stages",
+           "fake:0.02", "--batched", "--device", "cpu", "--tts-workers", "2", "--block", "8", "--no-progress"]
+    p = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 60 and not any(s.stat().st_size > 0 for s in store.shard_paths(out)):
+        time.sleep(0.1)
+    os.kill(p.pid, signal.SIGTERM)
+    t_term = time.time()
+    assert p.wait(timeout=30) == 143
+    assert time.time() - t_term < 10  # queued TTS jobs are dropped, not run
+    shards = store.shard_paths(out)
+    assert shards and all(store.scan_shard(s).sealed for s in shards)
+    mid = sum(len(store.scan_shard(s).traces) for s in shards)
+    assert 0 < mid < 200
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=100)
+    assert r.returncode == 0, r.stderr
+    seen = [i for s in store.shard_paths(out) for i in store.scan_shard(s).traces]
+    assert sorted(seen) == list(range(200))  # resumed, no duplicates

@@ -32,14 +32,22 @@ def _generate(args: argparse.Namespace) -> int:
                           llm_batch=args.llm_batch, block=args.block)
     import signal
     import sys
+    import threading
 
-    # SIGTERM (`timeout`, a job stopped) -> SystemExit: the shard writer commits and seals what was written
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (`timeout`, a job stopped) -> SystemExit: the shard writer commits and seals what was
+    # written; raised inside a C callback (FLAC I/O) it is only printed, then the flag stops the run
+    term = threading.Event()
+
+    def on_term(*_) -> None:
+        term.set()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
                        shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads,
-                       batch=batch, max_minutes=args.max_minutes)
+                       batch=batch, max_minutes=args.max_minutes, stop=term.is_set)
     print(json.dumps(summary))
-    return 1 if summary["failed"] else 0
+    return 143 if summary.get("stopped") else 1 if summary["failed"] else 0
 
 
 def _stats(args: argparse.Namespace) -> int:
