@@ -6,7 +6,11 @@
   ``tts_workers`` CPU processes (spawned, each loads the TTS voices once, one thread each);
 - Whisper and the LLM run on ``device``, batched across traces (``WhisperASR.transcribe_batch``,
   ``distill.llm_batch.chat_batch``), one model copy in the driver process;
-- ``distill.pipeline.generate_traces`` drives them stage by stage over a block of traces.
+- ``distill.flow.stream_traces`` drives them (``generate --batched``): up to ``block`` traces in
+  flight, each turn's speech submitted to the TTS processes as soon as its text exists, the LLM
+  batched over the replies that wait for it while the processes speak others (``submit_user``,
+  ``submit_agent``, ``hear``, ``llm``); ``distill.pipeline.generate_traces`` drives the same
+  executor stage by stage over a list of traces (``user_speech``, ``asr``, ``llm``, ``agent_tts``).
 - ``speak_only``: data of the Speak stage without Whisper, user voices, espeak-ng or flite: the
   user's clip is silence, ``asr_text`` is the planned user text, the LLM answers it and piper joe
   says the reply (the agent speech + word-timed monologue are what Speak trains on).
@@ -20,6 +24,7 @@ from the CPU fp16 decoder: a trace is reproducible per (seed, index, device), an
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +34,7 @@ from model.common.audio_constants import SPEECH_SR
 from distill.stages import StageKind, StagesSpec
 
 _TTS = None  # the worker process's TTS stages
+TTS_NICE = 10  # TTS processes yield the CPU to the driver: they use the cores it leaves idle
 SPEAK_USER_S = 0.32  # speak-only traces: the user's clip is this much silence (4 codec frames)
 
 
@@ -41,16 +47,20 @@ class BatchSpec:
     tts_workers: int = 0  # CPU processes for the TTS stages; 0: in this process
     asr_batch: int = 32
     llm_batch: int = 128
-    block: int = 256  # traces per generate_traces call (one LLM batch per turn round)
+    block: int = 256  # traces in flight (stream_traces' window; LLM batches are drawn from them)
     speak_only: bool = False  # Speak data: no user voices, no Whisper (asr_text = the planned text)
 
 
-def _init_tts(spec: StagesSpec) -> None:
+def _init_tts(spec: StagesSpec, nice: int = 0) -> None:
     global _TTS
+    import os
+
     import torch
 
     from distill.stages import FakeStages, TTSStages
 
+    if nice:
+        os.nice(nice)  # the driver (LLM, scheduling, writing) is the serial path: it goes first
     torch.set_num_threads(1)
     _TTS = FakeStages(spec.sleep_s) if spec.kind is StageKind.FAKE else TTSStages(threads=1)
 
@@ -67,6 +77,20 @@ def _agent_job(text: str) -> tuple[tuple, float]:
     return r, (time.perf_counter() - t0) * 1000
 
 
+def _ready() -> int:
+    return 0
+
+
+def _done(fn, arg) -> Future:
+    """``fn(arg)`` computed here, as a finished future (the TTS without worker processes)."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(arg))
+    except Exception as e:
+        fut.set_exception(e)
+    return fut
+
+
 class BatchedExecutor:
     """``distill.pipeline.Executor`` over a TTS process pool and batched Whisper / LLM on a device."""
 
@@ -78,13 +102,14 @@ class BatchedExecutor:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(spec.tts_workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_tts, initargs=(spec.stages,))
+                                             initializer=_init_tts, initargs=(spec.stages, TTS_NICE))
+            self._pool.submit(_ready)  # starts every process now: they load piper while the LLM loads here
         else:
             _init_tts(spec.stages)
         if spec.stages.kind is StageKind.FAKE:
             from distill.stages import FakeStages
 
-            self._gpu = FakeStages(spec.stages.sleep_s)
+            self._gpu = FakeStages()  # a batched call sleeps sleep_s once, like one call on a GPU
         else:
             from distill.stages import RealStages
 
@@ -97,10 +122,35 @@ class BatchedExecutor:
             self.models["path"] = (f"batched speak-only: LLM on {spec.device}, piper on {spec.tts_workers or 1} "
                                    f"CPU process(es); user audio {SPEAK_USER_S} s of silence, asr_text = planned text")
         self._said: list[str] = []  # speak-only: the planned texts of the last user_speech call
+        self.workers = max(1, spec.tts_workers)
+        self._quiet = np.zeros(int(SPEAK_USER_S * SPEECH_SR), np.float32)
 
-    def close(self) -> None:
+    def close(self, cancel: bool = False) -> None:
+        """Stop the TTS processes (``cancel``: drop queued jobs, finish the running ones)."""
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=cancel)
+
+    # --- streaming (distill.flow.stream_traces): one turn at a time ----------------------------
+    def _submit(self, fn, arg) -> Future:
+        return _done(fn, arg) if self._pool is None else self._pool.submit(fn, arg)
+
+    def submit_user(self, job) -> Future:
+        """-> Future of ((clean, augmented, pauses), ms); speak-only: silence, done at once."""
+        if self.spec.speak_only:
+            return _done(lambda _: ((self._quiet, self._quiet, []), 0.0), None)
+        return self._submit(_user_job, job)
+
+    def submit_agent(self, text: str) -> Future:
+        """-> Future of ((audio, sr, word timings, timing source), ms)."""
+        return self._submit(_agent_job, text)
+
+    def hear(self, clips: list[tuple[np.ndarray, str]]) -> tuple[list[str], list[float]]:
+        """(augmented clip, planned text) -> what ASR hears (speak-only: the planned text)."""
+        if self.spec.speak_only:
+            return [t for _, t in clips], [0.0] * len(clips)
+        return self._asr([a for a, _ in clips])
+
+    # --- stage by stage (distill.pipeline.generate_traces): many items per call ----------------
 
     def _map(self, fn, items: list) -> tuple[list, list[float]]:
         if not items:
@@ -114,21 +164,24 @@ class BatchedExecutor:
     def user_speech(self, jobs):
         if self.spec.speak_only:  # generate_traces calls asr next, on these clips in this order
             self._said = [pt.text for _, pt in jobs]
-            quiet = np.zeros(int(SPEAK_USER_S * SPEECH_SR), np.float32)
-            return [(quiet, quiet, []) for _ in jobs], [0.0] * len(jobs)
+            return [(self._quiet, self._quiet, []) for _ in jobs], [0.0] * len(jobs)
         return self._map(_user_job, jobs)
 
     def agent_tts(self, texts):
         return self._map(_agent_job, texts)
 
     def asr(self, audios: list[np.ndarray]) -> tuple[list[str], list[float]]:
-        if not audios:
-            return [], []
-        if self.spec.speak_only:
+        if self.spec.speak_only and audios:
             assert len(self._said) == len(audios), "speak-only: asr must follow user_speech"
             return list(self._said), [0.0] * len(audios)
+        return self._asr(audios)
+
+    def _asr(self, audios: list[np.ndarray]) -> tuple[list[str], list[float]]:
+        if not audios:
+            return [], []
         t0 = time.perf_counter()
         if self.spec.stages.kind is StageKind.FAKE:
+            time.sleep(self.spec.stages.sleep_s)
             out = [self._gpu.asr(a) for a in audios]
         else:
             out = [t.strip() for t in self._gpu.whisper.transcribe_batch(audios, batch_size=self.spec.asr_batch)]
@@ -140,6 +193,7 @@ class BatchedExecutor:
             return [], []
         t0 = time.perf_counter()
         if self.spec.stages.kind is StageKind.FAKE:
+            time.sleep(self.spec.stages.sleep_s)
             out = [self._gpu.llm(m, s) for m, s in reqs]
         else:
             from distill.llm_batch import ChatRequest, ChatSettings, chat_batch

@@ -14,7 +14,7 @@
 #
 # The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, its exit status to
 # $W/NAME.rc; "FAILED NAME" in $W/chain.log and the status). OVERLAP=1 (default): three steps at once,
-#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no block starts later; a hard
+#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no trace starts later; a hard
 #             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts
 #             nothing), then stats ($W/stats.json), then the marker $W/generate.done
 #   tokenize  --follow: encodes each shard the generator seals ($W/data/tokens, codec $CODEC on

@@ -128,80 +128,137 @@ def generate_trace(plan: TracePlan, stages: Stages) -> TraceResult:
     return generate_traces([plan], SerialExecutor(stages))[0]
 
 
+class TraceBuilder:
+    """One trace between its stages: what each stage gives goes in, the record comes out.
+
+    The order of a trace's steps is fixed (user speech and ASR of every turn, then per turn:
+    ``start_turn`` -> LLM -> ``set_reply`` -> agent TTS -> ``finish_turn``); in which order the
+    traces take their steps is the scheduler's choice (``generate_traces`` stage by stage,
+    ``distill.flow.stream_traces`` as results arrive), so the record is the same either way.
+    """
+
+    def __init__(self, plan: TracePlan) -> None:
+        self.plan = plan
+        n = len(plan.turns)
+        self.turn = 0  # the turn under way
+        self._speech: list = [None] * n  # (clean, aug, pauses) per turn
+        self._heard: list[str] = [""] * n
+        self._ms: list[dict[str, float]] = [{} for _ in range(n)]  # user_speech / asr ms per turn
+        self.recs: list[dict] = []
+        self.audio: dict[str, tuple[np.ndarray, int]] = {}
+        self.history: list[dict] = []
+        self.prev_reply_s = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.turn >= len(self.plan.turns)
+
+    def user_jobs(self) -> list[tuple[str, PlannedTurn]]:
+        """(voice, planned turn) of every turn: the user speech jobs (``user_speech_job``)."""
+        return [(self.plan.voice, pt) for pt in self.plan.turns]
+
+    def set_user(self, j: int, speech: tuple, ms: float) -> None:
+        self._speech[j] = speech
+        self._ms[j]["user_speech"] = ms
+
+    def asr_input(self, j: int) -> tuple[np.ndarray, str]:
+        """What ASR hears of turn j (the augmented clip) and the planned text (speak-only: the answer)."""
+        return self._speech[j][1], self.plan.turns[j].text
+
+    def set_heard(self, j: int, text: str, ms: float) -> None:
+        self._heard[j] = text
+        self._ms[j]["asr"] = ms
+
+    def start_turn(self) -> tuple[list[dict], int] | None:
+        """Open the record of the turn under way; -> its LLM request (messages, seed), or None
+        when the agent does not answer this turn (silence, backchannel)."""
+        j, pt = self.turn, self.plan.turns[self.turn]
+        clean, aug, pauses = self._speech[j]
+        self.audio[f"t{j}.user"] = (aug, SPEECH_SR)
+        self.audio[f"t{j}.user_clean"] = (clean, SPEECH_SR)
+        self.recs.append({
+            "kind": pt.kind, "user_text": pt.text, "template": pt.template, "recording": pt.recording,
+            "augment": pt.augment.to_dict(), "pauses_s": pauses, "audio_seed": pt.audio_seed,
+            "llm_seed": pt.llm_seed, "asr_text": self._heard[j], "reply_raw": "", "reply_text": "",
+            "teacher": None,  # the LLM's token ids of reply_raw and their log-probs (local LLM)
+            "user_audio": f"t{j}.user", "user_clean_audio": f"t{j}.user_clean", "user_sr": SPEECH_SR,
+            "user_dur_s": round(len(aug) / SPEECH_SR, 3),
+            "overlap_prev_at_s": (round(pt.overlap_prev_at * self.prev_reply_s, 3)
+                                  if pt.overlap_prev_at is not None else None),
+            "timings_ms": dict(self._ms[j]),
+        })
+        if pt.kind in ("silence", "backchannel"):  # real turns only
+            return None
+        msgs = [{"role": "system", "content": SYSTEM_PROMPT}, *self.history, {"role": "user", "content": self._heard[j]}]
+        return msgs, pt.llm_seed
+
+    def set_reply(self, raw: str, teacher: dict | None, ms: float) -> str:
+        """The LLM's reply to the turn under way -> the text to speak ("" : nothing to say)."""
+        rec = self.recs[self.turn]
+        rec.update(reply_raw=raw, reply_text=clean_reply(raw), teacher=teacher)
+        rec["timings_ms"]["llm"] = ms
+        return rec["reply_text"]
+
+    def finish_turn(self, spoken: tuple | None = None, ms: float | None = None) -> None:
+        """Close the turn under way with its agent speech ((audio, sr, words, how), wall ms) or
+        without (no reply); the next turn is then under way."""
+        rec, pt = self.recs[self.turn], self.plan.turns[self.turn]
+        if spoken is not None:
+            x, sr, words, how = spoken
+            rec["timings_ms"]["agent_tts"] = ms
+            dur = len(x) / sr
+            self.audio[f"t{self.turn}.agent"] = (x, sr)
+            rec.update(agent_audio=f"t{self.turn}.agent", agent_sr=sr, agent_dur_s=round(dur, 3), word_timings=words,
+                       timing_source=how)
+            heard_reply = rec["reply_text"]
+            if pt.cut_reply_at is not None:
+                cut = round(pt.cut_reply_at * dur, 3)
+                heard_reply = heard_part(words, cut)
+                rec.update(interrupted_at_s=cut, reply_heard=heard_reply)
+            self.history += [{"role": "user", "content": rec["asr_text"]},
+                             {"role": "assistant", "content": heard_reply}]
+            self.prev_reply_s = dur
+        else:
+            rec.update(agent_audio=None, agent_sr=None, agent_dur_s=0.0, word_timings=[], timing_source="none")
+            if pt.kind == "silence":
+                self.prev_reply_s = 0.0
+        rec["timings_ms"] = rec.pop("timings_ms")  # last key, as before
+        self.turn += 1
+
+    def result(self, models: dict[str, str], total_ms: float) -> TraceResult:
+        """The finished trace; ``total_ms``: its share of the wall time."""
+        plan = self.plan
+        record = {
+            "format": FORMAT, "plan_version": PLAN_VERSION, "key": f"{plan.index:08d}", "index": plan.index,
+            "seed": plan.seed, "split": plan.split, "case": plan.case, "user_voice": plan.voice,
+            "system_prompt": SYSTEM_PROMPT, "models": models, "turns": self.recs,
+            "timings_ms": {"total": round(total_ms, 1)},
+        }
+        return TraceResult(record, self.audio)
+
+
 def generate_traces(plans: list[TracePlan], ex: Executor) -> list[TraceResult]:
     """Many traces stage by stage: all user speech, all ASR, then per turn round the LLM and the
     agent TTS of every trace (a reply's history needs the previous round). Same records as one by one."""
     t_start = time.perf_counter()
-    jobs = [(plan.voice, pt) for plan in plans for pt in plan.turns]
-    speech, sp_ms = ex.user_speech(jobs)
+    bs = [TraceBuilder(plan) for plan in plans]
+    jobs = [(b, j) for b in bs for j in range(len(b.plan.turns))]
+    speech, sp_ms = ex.user_speech([b.user_jobs()[j] for b, j in jobs])
     heard, asr_ms = ex.asr([aug for _, aug, _ in speech])
-    flat = iter(range(len(jobs)))
-    idx = [[next(flat) for _ in plan.turns] for plan in plans]  # plan p, turn j -> flat job index
-    recs: list[list[dict]] = [[] for _ in plans]
-    audio: list[dict] = [{} for _ in plans]
-    history: list[list[dict]] = [[] for _ in plans]
-    prev_reply_s = [0.0] * len(plans)
-    for j in range(max((len(p.turns) for p in plans), default=0)):
-        live = [p for p, plan in enumerate(plans) if j < len(plan.turns)]
-        for p in live:
-            pt, f = plans[p].turns[j], idx[p][j]
-            clean, aug, pauses = speech[f]
-            audio[p][f"t{j}.user"] = (aug, SPEECH_SR)
-            audio[p][f"t{j}.user_clean"] = (clean, SPEECH_SR)
-            recs[p].append({
-                "kind": pt.kind, "user_text": pt.text, "template": pt.template, "recording": pt.recording,
-                "augment": pt.augment.to_dict(), "pauses_s": pauses, "audio_seed": pt.audio_seed,
-                "llm_seed": pt.llm_seed, "asr_text": heard[f], "reply_raw": "", "reply_text": "",
-                "teacher": None,  # the LLM's token ids of reply_raw and their log-probs (local LLM)
-                "user_audio": f"t{j}.user", "user_clean_audio": f"t{j}.user_clean", "user_sr": SPEECH_SR,
-                "user_dur_s": round(len(aug) / SPEECH_SR, 3),
-                "overlap_prev_at_s": (round(pt.overlap_prev_at * prev_reply_s[p], 3)
-                                      if pt.overlap_prev_at is not None else None),
-                "timings_ms": {"user_speech": sp_ms[f], "asr": asr_ms[f]},
-            })
-        ask = [p for p in live if plans[p].turns[j].kind not in ("silence", "backchannel")]  # real turns only
-        msgs = [[{"role": "system", "content": SYSTEM_PROMPT}, *history[p], {"role": "user", "content": heard[idx[p][j]]}]
-                for p in ask]
-        replies, llm_ms = ex.llm([(m, plans[p].turns[j].llm_seed) for m, p in zip(msgs, ask)])
-        for p, (raw, teacher), ms in zip(ask, replies, llm_ms):
-            recs[p][j].update(reply_raw=raw, reply_text=clean_reply(raw), teacher=teacher)
-            recs[p][j]["timings_ms"]["llm"] = ms
-        speak = [p for p in ask if recs[p][j]["reply_text"]]
-        spoken, tts_ms = ex.agent_tts([recs[p][j]["reply_text"] for p in speak])
-        said = dict(zip(speak, zip(spoken, tts_ms)))
-        for p in live:
-            rec, pt = recs[p][j], plans[p].turns[j]
-            if p in said:
-                (x, sr, words, how), ms = said[p]
-                rec["timings_ms"]["agent_tts"] = ms
-                dur = len(x) / sr
-                audio[p][f"t{j}.agent"] = (x, sr)
-                rec.update(agent_audio=f"t{j}.agent", agent_sr=sr, agent_dur_s=round(dur, 3), word_timings=words,
-                           timing_source=how)
-                heard_reply = rec["reply_text"]
-                if pt.cut_reply_at is not None:
-                    cut = round(pt.cut_reply_at * dur, 3)
-                    heard_reply = heard_part(words, cut)
-                    rec.update(interrupted_at_s=cut, reply_heard=heard_reply)
-                history[p] += [{"role": "user", "content": rec["asr_text"]},
-                               {"role": "assistant", "content": heard_reply}]
-                prev_reply_s[p] = dur
-            else:
-                rec.update(agent_audio=None, agent_sr=None, agent_dur_s=0.0, word_timings=[], timing_source="none")
-                if pt.kind == "silence":
-                    prev_reply_s[p] = 0.0
-            rec["timings_ms"] = rec.pop("timings_ms")  # last key, as before
+    for (b, j), sp, s_ms, h, a_ms in zip(jobs, speech, sp_ms, heard, asr_ms):
+        b.set_user(j, sp, s_ms)
+        b.set_heard(j, h, a_ms)
+    while live := [b for b in bs if not b.done]:
+        reqs = [(b, b.start_turn()) for b in live]
+        ask = [(b, r) for b, r in reqs if r is not None]
+        replies, llm_ms = ex.llm([r for _, r in ask])
+        speak = [b for (b, _), (raw, teacher), ms in zip(ask, replies, llm_ms) if b.set_reply(raw, teacher, ms)]
+        spoken, tts_ms = ex.agent_tts([b.recs[b.turn]["reply_text"] for b in speak])
+        said = {id(b): (x, ms) for b, x, ms in zip(speak, spoken, tts_ms)}
+        for b in live:
+            b.finish_turn(*said.get(id(b), (None, None)))
     total = _ms(t_start)
-    out = []
-    for p, plan in enumerate(plans):
-        record = {
-            "format": FORMAT, "plan_version": PLAN_VERSION, "key": f"{plan.index:08d}", "index": plan.index,
-            "seed": plan.seed, "split": plan.split, "case": plan.case, "user_voice": plan.voice,
-            "system_prompt": SYSTEM_PROMPT, "models": ex.models, "turns": recs[p],
-            "timings_ms": {"total": round(total / len(plans), 1)},
-        }
-        out.append(TraceResult(record, audio[p]))
-    return out
+    return [b.result(ex.models, total / len(plans)) for b in bs]
 
 
 def content_view(record: dict) -> dict:

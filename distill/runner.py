@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,30 +115,29 @@ def _until(todo: Iterable[int], deadline: float) -> Iterator[int]:
 
 
 def _batched(todo: list[int], cfg: GenConfig, batch, deadline: float = float("inf")) -> Iterator:
-    """The GPU machine's path (distill.batched): blocks of traces, stage by stage; no block is
-    started after ``deadline``."""
+    """The GPU machine's path (distill.batched, distill.flow): up to ``batch.block`` traces in
+    flight, TTS on worker processes while the LLM runs batched here; no trace starts after
+    ``deadline`` (the ones in flight are finished)."""
+    from dataclasses import replace
+
     from distill.batched import BatchedExecutor
-    from distill.pipeline import generate_traces
+    from distill.flow import stream_traces
     from distill.plan import make_plan
     from distill.store import encode_trace
 
-    from dataclasses import replace
-
     ex = BatchedExecutor(replace(batch, stages=cfg.stages, speak_only=cfg.speak_only))
+    plans = (make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in _until(todo, deadline))
+    finished = False
     try:
-        for b in _until(range(0, len(todo), batch.block), deadline):
-            block = todo[b : b + batch.block]
-            try:
-                plans = [make_plan(cfg.seed, i, cfg.eval_frac, cfg.real_frac) for i in block]
-                results = generate_traces(plans, ex)
-            except Exception as e:  # the block stays missing; a rerun retries it
-                log.debug("block %d.. failed", block[0], exc_info=True)
-                yield from (f"trace {i}: {type(e).__name__}: {e}" for i in block)
-                continue
-            for r in results:
+        for index, r in stream_traces(plans, ex, batch.block, batch.llm_batch, batch.asr_batch):
+            if isinstance(r, Exception):  # the trace stays missing; a rerun retries it
+                log.debug("trace %d failed", index, exc_info=r)
+                yield f"trace {index}: {type(r).__name__}: {r}"
+            else:
                 yield encode_trace(r.record, r.audio)
+        finished = True
     finally:
-        ex.close()
+        ex.close(cancel=not finished)  # SIGTERM / an error: drop the queued TTS jobs
 
 
 def _ray(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int, address: str) -> Iterator:
@@ -187,11 +186,14 @@ def _ray(todo: Iterable[int], cfg: GenConfig, workers: int, threads: int, addres
 # --- driver ----------------------------------------------------------------------------------
 def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: str | None = None,
              shard_traces: int = 100, progress: bool = True, on_write=None, threads: int = 1,
-             batch=None, max_minutes: float | None = None) -> dict:
+             batch=None, max_minutes: float | None = None, stop: Callable[[], bool] | None = None) -> dict:
     """Generate traces 0..n-1 into `out` (resuming). Returns a summary dict. ``batch``
     (distill.batched.BatchSpec): the batched path (GPU machine) instead of per-trace workers.
     ``max_minutes``: start no new trace (block on the batched path) after this wall time from the
-    call; what was started is finished and committed, a later run with a larger budget resumes."""
+    call; what was started is finished and committed, a later run with a larger budget resumes.
+    ``stop``: checked after each result; once true, no more are taken (the open shard is sealed,
+    the summary has ``stopped``): the CLI's SIGTERM, when its SystemExit was swallowed (a signal
+    handler's exception inside a C callback, e.g. soundfile's FLAC I/O, is only printed)."""
     from tqdm import tqdm
 
     from distill import store
@@ -261,14 +263,21 @@ def generate(out: Path, n: int, cfg: GenConfig, workers: int = 1, ray_address: s
                     if on_write is not None:
                         on_write(r)
                 bar.update(1)
+                if stop is not None and stop():
+                    log.warning("stopped: the traces written so far are committed")
+                    break
         finally:
+            if hasattr(results, "close"):
+                results.close()  # workers / TTS processes stop; queued jobs are dropped
             writer.close()
             bar.close()
         dt = time.time() - t0
         summary = {"out": str(root), "n": n, "written": written, "already_done": len(inv.done),
                    "failed": len(failed), "quarantined": inv.quarantined, "seconds": round(dt, 1),
-                   "missing": len(todo) - written,  # failed, or not started (time budget)
+                   "missing": len(todo) - written,  # failed, or not started (time budget, stop)
                    "traces_per_min": round(60 * written / dt, 2) if dt > 0 and written else 0.0}
+        if stop is not None and stop():
+            summary["stopped"] = True
         if failed:
             log.error("%d trace(s) failed (rerun the same command to retry them): %s", len(failed), "; ".join(failed[:5]))
         return summary

@@ -32,14 +32,22 @@ def _generate(args: argparse.Namespace) -> int:
                           llm_batch=args.llm_batch, block=args.block)
     import signal
     import sys
+    import threading
 
-    # SIGTERM (`timeout`, a job stopped) -> SystemExit: the shard writer commits and seals what was written
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (`timeout`, a job stopped) -> SystemExit: the shard writer commits and seals what was
+    # written; raised inside a C callback (FLAC I/O) it is only printed, then the flag stops the run
+    term = threading.Event()
+
+    def on_term(*_) -> None:
+        term.set()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     summary = generate(args.out, args.n, cfg, workers=args.workers, ray_address=args.ray,
                        shard_traces=args.shard_traces, progress=not args.no_progress, threads=args.threads,
-                       batch=batch, max_minutes=args.max_minutes)
+                       batch=batch, max_minutes=args.max_minutes, stop=term.is_set)
     print(json.dumps(summary))
-    return 1 if summary["failed"] else 0
+    return 143 if summary.get("stopped") else 1 if summary["failed"] else 0
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -108,16 +116,17 @@ def _add_generate(sub) -> None:
     p.add_argument("--shard-traces", type=int, default=100, help="traces per shard")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="start no new trace (batched: block) after this wall time; the rest is left for a resume")
+                   help="start no new trace after this wall time (those in flight finish); a rerun resumes")
     b = p.add_argument_group("batched path (GPU machine): Whisper + LLM batched on --device, TTS on CPU processes")
-    b.add_argument("--batched", action="store_true", help="stage by stage over blocks of traces (distill/batched.py)")
+    b.add_argument("--batched", action="store_true",
+                   help="TTS on CPU processes fed per turn, Whisper + LLM batched (distill/batched.py, flow.py)")
     b.add_argument("--speak-only", action="store_true",
                    help="Speak-stage data: LLM replies said by piper joe; no Whisper, user voices, espeak-ng, flite")
     b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
     b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
     b.add_argument("--asr-batch", type=int, default=32)
     b.add_argument("--llm-batch", type=int, default=128)
-    b.add_argument("--block", type=int, default=256, help="traces per block (one LLM batch per turn round)")
+    b.add_argument("--block", type=int, default=256, help="traces in flight (LLM batches are drawn from them)")
     p.set_defaults(func=_generate)
 
 
