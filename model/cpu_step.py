@@ -1,27 +1,32 @@
-"""The direct speech model's per-frame step on a CPU at batch 1-2: fused, int8 weights.
+"""The direct speech model's per-frame step on a CPU at batch 1-2: fused, 4/8-bit weights.
 
 The generator's reference step (``SpeechGenerator._step_impl``) runs the modules of
 ``model/speech.py`` eagerly: ~3,000 small torch ops per frame for 30 backbone layers, 8 depth
-passes that re-run their growing prefix, and bf16 matrix-vector products that read 270 MB of
-weights. On a 2-core CPU that is ~35-55 ms per 40 ms frame (profile in model/README.md). This
-module computes the same step with the same weights, re-packed once:
+passes that each re-run their growing prefix, and bf16 matrix-vector products over 270 MB of
+weights: 54-61 ms per 40 ms frame on this 2-core CPU (1 thread; profile in model/README.md). This
+module computes the same step from the same weights, packed once (``CpuStep.QUANT``, the default
+of the direct engine on CPU: ~18 ms):
 
-- **int8 weights** (``CpuStep.INT8``, the CPU default): every matrix of the step (backbone
-  ``wq|wk|wv``, ``wo``, ``w1|w3``, ``w2``, the tied text head + PAD row, the depth transformer's
-  input projections, layers and its 8 codebook heads) is stored int8 per output row (absmax
-  scale, bf16) and multiplied by ``torch._weight_int8pack_mm`` (bf16 activations; the aten CPU
-  kernel that torch's own weight-only int8 lowering calls): half the bytes of bf16 and ~2-4x
-  faster per call. ``CpuStep.FAST``: the same code with bf16 weights (to tell the two gains
-  apart).
-- **fewer ops**: one matrix for q|k|v and one for gate|up, RoPE by a flip, the residual stream
-  in fp32, the KV cache in fp32 (attention through one fp32 SDPA call per layer, no per-layer
-  conversions of the cache), one additive mask per frame, and a depth transformer that decodes
-  incrementally (a K-slot key/value buffer per layer: 8 positions per frame instead of 36) with
-  the h_t projections of all K codebooks in one product.
+- **the backbone in int4, losslessly**: its matrices come from the GGUF's Q4_1 blocks (16 levels
+  per 32 inputs), which ``torch.ops.aten._weight_int4pack_mm_for_cpu`` (group 32, a scale and a
+  zero per group) holds exactly, up to bf16 scales; the LoRA adapters stay apart as two thin fp32
+  products (merged, they would leave the grid). A matrix that is not on such a grid (random or
+  fully fine-tuned weights) falls back to int8.
+- **the rest in int8** per output row (``torch._weight_int8pack_mm``: the tied text head + the
+  PAD row, the depth transformer's input projections, layers and 8 codebook heads): absmax scales.
+  (Both are the aten CPU kernels behind torch's weight-only quantization; torchao's eager int8
+  path dequantizes the whole matrix per call on CPU and was slower than bf16 here.)
+- **fewer ops**: one product for q|k|v and one for gate|up, RMSNorm weights folded into the next
+  product (int8/bf16) so the norm is one scalar per row, RoPE by a flip, the residual stream and
+  the KV cache in fp32 (one fp32 SDPA call per layer, no per-layer cache conversion), one additive
+  mask per frame, and a depth transformer that decodes incrementally (a K-slot key/value buffer per
+  layer: 8 positions per frame instead of 36) with the h_t projections of all K codebooks in one
+  product.
 
-Sampling is the reference's (``sample_batch``: same temperatures, top-k, Gumbel-max), so only the
-logits differ, by the int8 rounding of the weights (tests/test_s2s_cpu_step.py bounds it on the real
-weights). The cache is the backbone's ``KVCache`` (``setup_cache``: ring, per-row reset), in fp32.
+``CpuStep.FAST`` is the same code with bf16 weights (to tell the two gains apart). Sampling is the
+reference's (``sample_batch``: same temperatures, top-k, Gumbel-max), so only the logits differ
+(tests/test_s2s_cpu_step.py: on the real weights as close to the fp32 model as the exact bf16
+step). The cache is the backbone's ``KVCache`` (``setup_cache``: ring, per-row reset), in fp32.
 """
 
 from __future__ import annotations

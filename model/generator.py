@@ -10,8 +10,8 @@ their current position is overwritten by their next real step.
 
 On CUDA the whole per-frame step (embeddings, 30 backbone layers, text head, K depth passes,
 sampling) is captured once in a CUDA graph. On a CPU, ``cpu_step`` picks the reference step run
-eagerly (``exact``) or the fused step of ``model/cpu_step.py`` (``fast``: bf16 weights, ``int8``:
-int8 weights; the same sampling, ~2x less time per frame at batch 1).
+eagerly (``exact``) or the fused step of ``model/cpu_step.py`` (``quant``: int4/int8 weights, ~3x
+less time per frame at batch 1; ``fast``: bf16 weights), with the same sampling.
 The KV cache is a ring of ``max_frames`` slots per session (``KVCache(ring=True)``): a
 conversation goes on past that length, each step attending to the last ``max_frames`` frames.
 """
