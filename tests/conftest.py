@@ -1,6 +1,8 @@
-"""Shared pytest set-up: GPU tests are skipped without CUDA."""
+"""Shared pytest set-up: GPU tests are skipped without CUDA; shared fixtures."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +27,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_codec(tmp_path_factory) -> Path:
+    """A tiny random codec folder (4 codebooks of 32), for tokenizing fake traces fast."""
+    import torch
+
+    from codec.io import save_codec
+    from codec.model import CodecConfig, ParleyCodec
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("codec")
+    save_codec(ParleyCodec(CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=4, bins=32)), d, {"note": "tiny random"})
+    return d

@@ -23,19 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CFG = GenConfig(seed=5, stages="fake", eval_frac=0.1)
 
 
-@pytest.fixture(scope="module")
-def tiny_codec(tmp_path_factory) -> Path:
-    import torch
-
-    from codec.io import save_codec
-    from codec.model import CodecConfig, ParleyCodec
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("codec")
-    save_codec(ParleyCodec(CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=4, bins=32)), d, {"note": "tiny random"})
-    return d
-
-
 def fake_encode(text: str) -> list[int]:  # one token per character, ids < 64
     return [ord(c) % 64 for c in text]
 

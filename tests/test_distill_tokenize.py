@@ -16,19 +16,6 @@ from distill.tokens import iter_token_turns, load_manifest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def tiny_codec(tmp_path_factory) -> Path:
-    import torch
-
-    from codec.io import save_codec
-    from codec.model import CodecConfig, ParleyCodec
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("codec")
-    save_codec(ParleyCodec(CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=4, bins=32)), d, {"note": "tiny random"})
-    return d
-
-
 def test_tokenize_traces(tmp_path: Path, tiny_codec: Path) -> None:
     d = tmp_path / "t"
     generate(d, 6, GenConfig(seed=3, stages="fake"), shard_traces=4, progress=False)
