@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from distill import store
 from distill.runner import GenConfig, generate
