@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from distill import store
 from distill.runner import GenConfig, generate
 from distill.tokens import iter_token_turns, load_manifest
