@@ -19,7 +19,7 @@ from model.cpu_step import CpuStep, FusedCpuStep  # noqa: E402
 from model.generator import SpeechGenerator  # noqa: E402
 from model.lora import LoRALinear, merge_lora  # noqa: E402
 from model.speech import SpeechModel  # noqa: E402
-from tests.test_s2s_model import GREEDY, STAIR, tiny_model, user_stream  # noqa: E402
+from tests.test_s2s_model import GREEDY, STAIR, drive_join_leave, tiny_model, user_stream  # noqa: E402
 
 
 def run(model: SpeechModel, user: np.ndarray, step: CpuStep, max_frames: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -121,19 +121,7 @@ def test_fused_sessions_join_and_leave() -> None:
     alone = {name: run(model, u, CpuStep.QUANT) for name, u in streams.items()}
     gen = SpeechGenerator(copy.deepcopy(model), max_batch=3, max_frames=32, sampling=GREEDY, cpu_step="quant")
     assert gen.cpu_step is CpuStep.QUANT and gen.model.backbone.cache.k.dtype == torch.float32
-    slot, t_of, got = {}, {n: 0 for n in streams}, {n: [] for n in streams}
-    for frame in range(24):
-        for name in {0: ["a"], 2: ["b"], 3: ["c"]}.get(frame, []):
-            slot[name] = gen.join()
-        if "a" in slot and t_of["a"] == 8:
-            gen.leave(slot.pop("a"))
-            slot["d"] = gen.join()
-        push = {s: streams[n][:, t_of[n]] for n, s in slot.items() if t_of[n] < 8 and not (n == "b" and frame == 5)}
-        outs = gen.step(push)
-        for name, s in slot.items():
-            if s in outs:
-                got[name].append(outs[s])
-                t_of[name] += 1
+    got = drive_join_leave(gen, streams, length=8, frames=24)
     for name in streams:
         assert [o.text for o in got[name]] == list(alone[name][0]), name
         assert (np.stack([o.audio for o in got[name]], axis=1) == alone[name][1]).all(), name

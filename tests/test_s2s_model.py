@@ -85,31 +85,37 @@ def test_streaming_equals_full_forward(head: str) -> None:
     assert (text2[:8] == text[:8]).all() and (audio2[:, :8] == audio[:, :8]).all()
 
 
+def drive_join_leave(gen: SpeechGenerator, streams: dict[str, np.ndarray], length: int,
+                     frames: int) -> dict[str, list]:
+    """Sessions a, b, c join at frames 0, 2, 3; a leaves after ``length`` frames and d joins at once
+    (reusing its slot); b skips frame 5. -> each session's frame outputs, in order."""
+    slot: dict[str, int] = {}
+    t_of = {name: 0 for name in streams}
+    got: dict[str, list] = {name: [] for name in streams}
+    schedule = {0: ["a"], 2: ["b"], 3: ["c"]}
+    for frame in range(frames):
+        for name in schedule.get(frame, []):
+            slot[name] = gen.join()
+        if "a" in slot and t_of["a"] == length:
+            gen.leave(slot.pop("a"))
+            slot["d"] = gen.join()  # reuses a's slot (and its cache row) at once
+        push = {s: streams[n][:, t_of[n]] for n, s in slot.items()
+                if t_of[n] < length and not (n == "b" and frame == 5)}  # b skips one step
+        outs = gen.step(push)
+        for name, s in slot.items():
+            if s in outs:
+                got[name].append(outs[s])
+                t_of[name] += 1
+    return got
+
+
 def test_batched_sessions_join_and_leave(model: SpeechModel) -> None:
     """Three sessions in a 2... 3-slot generator, starting and stopping at different frames, one
     pausing a frame, and a new session reusing a freed slot: each equals its run alone."""
     streams = {name: user_stream(10 + i, 10) for i, name in enumerate("abcd")}
     alone = {name: run_alone(model, u) for name, u in streams.items()}
     gen = SpeechGenerator(model, max_batch=3, max_frames=32, sampling=GREEDY)
-    slot: dict[str, int] = {}
-    t_of = {name: 0 for name in streams}
-    got: dict[str, list] = {name: [] for name in streams}
-    schedule = {0: ["a"], 2: ["b"], 3: ["c"]}  # joins; "a" leaves after 10 frames, then "d" joins
-    for frame in range(30):
-        for name in schedule.get(frame, []):
-            slot[name] = gen.join()
-        if "a" in slot and t_of["a"] == 10:
-            gen.leave(slot.pop("a"))
-            slot["d"] = gen.join()  # reuses a's slot (and its cache row) at once
-        push = {}
-        for name, s in slot.items():
-            if t_of[name] < 10 and not (name == "b" and frame == 5):  # b skips one step
-                push[s] = streams[name][:, t_of[name]]
-        outs = gen.step(push)
-        for name, s in slot.items():
-            if s in outs:
-                got[name].append(outs[s])
-                t_of[name] += 1
+    got = drive_join_leave(gen, streams, length=10, frames=30)
     for name in streams:
         assert len(got[name]) == 10, name
         text = np.array([o.text for o in got[name]])
