@@ -102,12 +102,12 @@ def run_training(job: TrainJob) -> int:
     tc = replace(job.train, warmup=min(job.train.warmup, max(1, job.train.steps // 10)))
     rank, world, device = setup_distributed()
     torch.manual_seed(tc.seed)
-    sizes = {}
+    sizes, codec = {}, None
     if job.data and not job.synthetic:
         from distill.tokens import load_manifest
 
         man = load_manifest(job.data[0])
-        sizes = {"n_q": int(man["n_q"]), "card": int(man["bins"])}
+        sizes, codec = {"n_q": int(man["n_q"]), "card": int(man["bins"])}, man.get("codec_id")
     stage = tc.curriculum.stage if tc.curriculum is not None else None
     aux = stage is not None and stage.value != "speak" and tc.loss.user_text_weight > 0  # the user-text head
     if job.tiny:
@@ -165,7 +165,8 @@ def run_training(job: TrainJob) -> int:
 
     def export(metrics: dict, partial: bool) -> None:
         save_trained_atomic(model, job.export, {
-            "training_data": pool.describe() if pool else data_desc, "train_turns": len(tr), "val_turns": len(val),
+            "training_data": pool.describe() if pool else data_desc, "codec_id": codec,
+            "train_turns": len(tr), "val_turns": len(val),
             "steps": int(metrics.get("step", 0)), "final_metrics": metrics, "partial": partial,
             "train_config": {**settings, "audio_head": str(cfg.audio_head.value), "lora_rank": cfg.lora_rank,
                              "stage": stage.value if stage is not None else None,

@@ -107,6 +107,12 @@ def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tenso
     return SpeechConfig.from_json(cfg_json), dequantize(sd), man
 
 
+def trained_codec_id(weights_dir: Path | str = DEFAULT_DIR) -> str | None:
+    """The codec version (`codec.io.codec_id`) whose tokens the export was trained on; None if unknown."""
+    p = Path(weights_dir) / "manifest.json"
+    return json.loads(p.read_text()).get("codec_id") if p.exists() else None
+
+
 def load_speech_model(
     weights_dir: Path | str = DEFAULT_DIR,
     gguf_path: str | None = None,

@@ -186,3 +186,6 @@ def test_follow_resume_reloads_the_pool_from_disk(tmp_path: Path, tiny_codec: Pa
     man = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert man["steps"] == 4 and man["train_turns"] > first["train_turns"] and man["train_config"]["follow"] is True
     assert "4 shard(s)" in man["training_data"]
+    from codec.io import codec_id
+
+    assert man["codec_id"] == codec_id(tiny_codec)  # the export names the codec whose tokens it learnt

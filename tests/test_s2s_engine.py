@@ -113,3 +113,21 @@ def test_cpu_engine_streams_the_fast_codec(parts, fast: bool) -> None:
         assert eng.info()["codec_runtime"] == ("onnx" if fast else "torch")
     finally:
         asyncio.run(eng.close())
+
+
+def test_codec_mismatch_warns(tmp_path, tiny_codec, caplog) -> None:  # noqa: ANN001
+    """A speech model trained on another codec version's tokens loads with a warning naming both."""
+    import json
+    import logging
+
+    from codec.io import codec_id
+    from voice.engines.direct import _check_codec
+
+    w = tmp_path / "s2s"
+    w.mkdir()
+    for trained_on, warns in ((codec_id(tiny_codec), False), ("0123456789abcdef", True)):
+        (w / "manifest.json").write_text(json.dumps({"codec_id": trained_on}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="voice.engines.direct"):
+            _check_codec(w, tiny_codec)
+        assert ("trained on codec 0123456789abcdef" in caplog.text) == warns

@@ -71,8 +71,23 @@ def _load_model(cfg: DirectConfig, device):  # noqa: ANN001, ANN202
         from model.speech_ckpt import DEFAULT_DIR, load_speech_model
 
         model = load_speech_model(cfg.weights or DEFAULT_DIR, gguf_path=cfg.gguf, device=device)
+        _check_codec(cfg.weights or DEFAULT_DIR, cfg.codec)
     merge_lora(model.backbone)
     return model.eval()
+
+
+def _check_codec(weights, codec) -> None:  # noqa: ANN001
+    """Warn when the speech model learnt the tokens of another codec version than the one loaded:
+    its codes then mean other sounds (retrain it on the new codec's tokens: issue 11)."""
+    if codec == "tiny":
+        return
+    from codec.io import codec_id
+    from model.speech_ckpt import trained_codec_id
+
+    want, have = trained_codec_id(weights), codec_id(codec)
+    if want is not None and want != have:
+        log.warning("the speech model in %s was trained on codec %s tokens, the codec loaded is %s: "
+                    "its speech will not be intelligible until it is retrained on this codec", weights, want, have)
 
 
 def _load_codec(cfg: DirectConfig):  # noqa: ANN202
