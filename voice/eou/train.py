@@ -5,7 +5,7 @@
 1. Data: `voice/eou/data.py` (utterances, cut points, weights; deterministic).
 2. Features: one forward per utterance (+ context) gives the whole and every cut prefix
    (`eou.features_at`); each prefix's tokens are checked to be a prefix of the whole's.
-3. Fit: features standardized, weighted L2 logistic regression (full batch L-BFGS, float64);
+3. Fit: features standardized, weighted L2 logistic regression (scikit-learn, L-BFGS, float64);
    L2 strength chosen on the validation split (held-out templates) by weighted log loss, then
    refit on train + validation with it (the shipped head).
 4. Report: validation numbers of the train-only fit, and text-only scores of the 20 evaluation
@@ -101,31 +101,16 @@ def extract(llm, data: EouData, cfg: EouTrainConfig, progress: bool = True) -> F
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, max_iter: int = 500
-                 ) -> tuple[np.ndarray, float, list[float]]:
-    """Weighted L2 logistic regression on standardized x (N, D): (weight (D,), bias, loss per step).
-    Loss = sum_i w_i BCE(sigmoid(x_i . v + b), y_i) / sum_i w_i + l2 / 2 |v|^2 (bias not penalized)."""
-    import torch  # noqa: PLC0415
+                 ) -> tuple[np.ndarray, float]:
+    """Weighted L2 logistic regression on standardized x (N, D): (weight (D,), bias). Minimizes
+    sum_i w_i BCE(sigmoid(x_i . v + b), y_i) / sum_i w_i + l2 / 2 |v|^2 (bias not penalized), i.e.
+    scikit-learn's objective with C = 1 / l2 and the weights normalized to sum 1 (L-BFGS, float64)."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
-    X = torch.from_numpy(np.ascontiguousarray(x, np.float64))
-    Y = torch.from_numpy(np.asarray(y, np.float64))
-    W = torch.from_numpy(np.asarray(w, np.float64) / np.sum(w))
-    v = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([v, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-    losses: list[float] = []
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        z = X @ v + b
-        loss = (W * torch.nn.functional.binary_cross_entropy_with_logits(z, Y, reduction="none")).sum()
-        loss = loss + 0.5 * l2 * (v * v).sum()
-        loss.backward()
-        losses.append(float(loss.detach()))
-        return loss
-
-    opt.step(closure)
-    return v.detach().numpy().copy(), float(b.detach()[0]), losses
+    w = np.asarray(w, np.float64)
+    lr = LogisticRegression(C=1.0 / l2, solver="lbfgs", max_iter=max_iter, tol=1e-10)
+    lr.fit(np.asarray(x, np.float64), np.asarray(y), sample_weight=w / w.sum())
+    return lr.coef_[0].copy(), float(lr.intercept_[0])
 
 
 def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,27 +120,21 @@ def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(np.sum(w * -(y * np.log(p) + (1 - y) * np.log(1 - p))) / np.sum(w))
+    from sklearn.metrics import log_loss  # noqa: PLC0415
+
+    return float(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12), sample_weight=w, labels=[0, 1]))
 
 
 def auc(p: np.ndarray, y: np.ndarray) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
-    pos, neg = p[y == 1], p[y == 0]
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    allp = np.concatenate([pos, neg])
-    for v in np.unique(allp):  # average ranks of ties
-        m = allp == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    return float(roc_auc_score(y, p))
 
 
 def _head(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, cfg: EouTrainConfig, dim: int) -> EouHead:
     mean, scale = standardize(x)
-    v, b, _ = fit_logistic((x - mean) / scale, y, w, l2, cfg.max_iter)
+    v, b = fit_logistic((x - mean) / scale, y, w, l2, cfg.max_iter)
     return EouHead(EouHeadConfig(hidden_dim=dim, threshold=cfg.threshold), mean, scale, v, b)
 
 
