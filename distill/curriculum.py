@@ -109,7 +109,7 @@ class Grid:
             txt = place_text(turn.reply_tokens, turn.token_frames, a0, self.T, self.layout)
         else:
             txt = align_text(turn.reply_tokens, a0, a0 + turn.agent.shape[1], self.T, self.layout, turn.reply_char_lens)
-        txt[a0 + L :] = self.layout.text_pad  # words after the agent stopped were never said
+        txt[max(a0 + L - self.layout.text_lead, 0) :] = self.layout.text_pad  # words after the agent stopped were never said
         self.text = np.where(txt != self.layout.text_pad, txt, self.text)
         return a0 + length
 

@@ -42,6 +42,7 @@ class TrainJob:
     lora_rank: int | None = None  # None: 4 for tiny, 8 for the full model
     full_finetune: bool = False  # every backbone weight trains (no adapters); the export holds the backbone
     audio_head: AudioHead | str = "depth"
+    text_lead: int = 0  # each word's monologue token this many frames before its speech (model.layout)
     val_frac: float = 0.05  # share of validation items (follow: of traces, by a hash of the key)
     follow: bool = False  # reload token shards added while training (a generator + `tokenize --follow` feed it)
     reload_every_s: float = 60.0  # follow: seconds between reloads
@@ -114,12 +115,12 @@ def run_training(job: TrainJob) -> int:
         text_card = 49152 if sizes else 64  # real data: SmolLM2's tokenizer ids
         rank_ = 0 if job.full_finetune else job.lora_rank or 4
         cfg = tiny_speech_config(rank_, job.audio_head, text_card=text_card, user_text_head=aux,
-                                 train_backbone=job.full_finetune, **sizes)
+                                 train_backbone=job.full_finetune, text_lead=job.text_lead, **sizes)
         model = build_model(cfg, pretrained=False)
     else:
         rank_ = 0 if job.full_finetune else job.lora_rank or 8
         cfg = full_speech_config(rank_, job.audio_head, job.gguf, user_text_head=aux,
-                                 train_backbone=job.full_finetune, **sizes)
+                                 train_backbone=job.full_finetune, text_lead=job.text_lead, **sizes)
         model = build_model(cfg, gguf_path=job.gguf)
     layout = cfg.layout
     if job.init is not None:

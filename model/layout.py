@@ -52,6 +52,7 @@ class StreamLayout:
     text_card: int = 49152  # backbone text vocabulary (SmolLM2)
     delays: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0, 0)  # agent codebook k is delayed by delays[k]
     user_text_delay: int = 2  # aux user-text token of a word sits this many frames after its start
+    text_lead: int = 0  # the monologue's token of a word sits this many frames before the word's speech
 
     # Derived ids and sizes ---------------------------------------------------------------
     @property
@@ -94,6 +95,8 @@ def validate_layout(layout: StreamLayout) -> None:
         raise ValueError(f"{len(layout.delays)} delays for {layout.n_q} codebooks")
     if any(d < 0 for d in layout.delays):
         raise ValueError(f"negative delay in {layout.delays}")
+    if layout.text_lead < 0:
+        raise ValueError(f"negative text lead {layout.text_lead}")
     if layout.delays[0] != 0:
         raise ValueError("codebook 0 must not be delayed (the text and codebook 0 lead)")
     if list(layout.delays) != sorted(layout.delays):
@@ -186,14 +189,16 @@ def align_text(
 
 
 def place_text(tokens: list[int], frames: list[int], start: int, n_steps: int, layout: StreamLayout) -> np.ndarray:
-    """Token i at frame ``start + frames[i]`` (from word timings), pushed right when a frame is
-    taken (the tokens of one word follow each other); PAD elsewhere; cut at ``n_steps``."""
+    """Token i at frame ``start + frames[i] - layout.text_lead`` (from word timings; >= 0), pushed
+    right when a frame is taken (the tokens of one word follow each other); PAD elsewhere; cut at
+    ``n_steps``. With a lead the model writes each word before it says it (Kyutai's TTS lets the text
+    lead the audio the same way)."""
     if len(tokens) != len(frames):
         raise ValueError(f"{len(tokens)} tokens but {len(frames)} frames")
     out = np.full(n_steps, layout.text_pad, dtype=np.int64)
     nxt = 0
     for tok, f in zip(tokens, frames):
-        f = max(start + int(f), nxt)
+        f = max(start + int(f) - layout.text_lead, nxt)
         if f >= n_steps:
             break
         out[f] = tok

@@ -57,6 +57,8 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone-lr-scale", type=float, default=unset, help="backbone lr / lr with --full-finetune (0.2)")
     p.add_argument("--audio-head", default="depth", choices=["depth", "delay"],
                    help="depth transformer over codebooks, or parallel heads with a stair delay pattern")
+    p.add_argument("--text-lead", type=int, default=0,
+                   help="frames each word's monologue token comes before its speech in the training layout (0)")
     p.add_argument("--val-frac", type=float, default=0.05,
                    help="validation share (0.05); with --follow a share of traces, chosen by a hash of the trace key")
     p.add_argument("--follow", action="store_true",
@@ -90,7 +92,8 @@ def _train(args: argparse.Namespace) -> int:
     return run_training(TrainJob(
         train=train, data=tuple(args.data or ()), synthetic=args.synthetic, run_dir=args.run_dir,
         export=args.export, export_every_s=args.export_every_s, gguf=args.gguf, tiny=args.tiny, lora_rank=args.lora_rank,
-        full_finetune=args.full_finetune, audio_head=args.audio_head, val_frac=args.val_frac, init=args.init,
+        full_finetune=args.full_finetune, audio_head=args.audio_head, text_lead=args.text_lead,
+        val_frac=args.val_frac, init=args.init,
         follow=args.follow, reload_every_s=args.reload_every_s,
     ))
 
