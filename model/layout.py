@@ -32,7 +32,9 @@ step t. With delays (0, 1, 1, 1, 1, 1, 1, 1) (Moshi's acoustic delay) and K = 4 
 The agent frame f can be decoded once step f + max(delays) is done: the acoustic delay costs
 ``max(delays)`` frames of latency (80 ms for Moshi's pattern, 0 for the default here). Silent
 agent frames carry the codec's tokens of silence (the stream is never empty), so the decoder
-always gets real codes. Special token ids sit past the real vocabularies:
+always gets real codes. ``text_lead`` (training data only) puts each word's text tokens that many
+frames before its speech, so the model writes a word before it says it. Special token ids sit past
+the real vocabularies:
 text ``PAD = text_card``, ``BOS = text_card + 1``; audio ``INIT = card``.
 """
 
