@@ -4,6 +4,10 @@ A generator and `parley distill tokenize --follow` keep adding token shards. ``T
 loads the shards it has not loaded yet and appends their items (a stage's items: turns, or whole
 traces for Converse) to ``train`` or ``val``; ``train`` samples from the lists as they are.
 
+Folders given that never grow (the prior sessions' token folders, unpacked by distill.token_pack)
+are loaded whole at the first refresh and stay as they are; a folder without a manifest yet (this
+session's, before its first shard is tokenized) is skipped until one appears.
+
 Validation is chosen per trace (``is_val_trace``: crc32 of the trace key against ``val_frac``), so
 a trace lands on the same side in every reload, resume and run, never on both. The lists only grow:
 ``val`` keeps its order and ``distill.train`` scores its first 64 items, a fixed set once the pool
@@ -26,7 +30,7 @@ import numpy as np
 
 from distill.curriculum import Stage, Turn, stage_items
 from distill.s2s_data import load_turns
-from distill.tokens import load_manifest
+from distill.tokens import load_manifest, token_dir
 from model.common.errors import ParleyError
 from model.layout import StreamLayout
 
@@ -76,6 +80,7 @@ class TurnPool:
         self.silence: np.ndarray | None = None  # (K,) codes of a silent frame
         self.loaded: list[set[str]] = [set() for _ in self.data]  # trace-shard names per folder
         self.turns = 0
+        self.folder_turns = [0 for _ in self.data]  # turns loaded per folder (describe)
         self.seconds = 0.0  # user + agent speech of the loaded turns
         self.codec_id: str | None = None
         self._next = 0.0  # time.monotonic() of the next maybe_refresh
@@ -86,6 +91,8 @@ class TurnPool:
         shards = turns = 0
         n_tr, n_val = len(self.train), len(self.val)
         for i, d in enumerate(self.data):
+            if not (token_dir(d) / "manifest.json").exists():
+                continue  # not tokenized yet
             man = load_manifest(d)
             cid = str(man.get("codec_id"))
             if self.codec_id not in (None, cid):
@@ -106,6 +113,7 @@ class TurnPool:
             self.loaded[i].update(names)
             shards, turns = shards + len(names), turns + len(got)
             self.turns += len(got)
+            self.folder_turns[i] += len(got)
             self.seconds += sum(t.user.shape[1] + t.agent.shape[1] for t in got) / float(man["frame_rate"])
         return Reload(shards, turns, len(self.train) - n_tr, len(self.val) - n_val, time.monotonic() - t0)
 
@@ -122,6 +130,7 @@ class TurnPool:
     def describe(self) -> str:
         """One line: items, speech hours, folders."""
         stage = f", stage {self.stage.value}" if self.stage is not None else ""
-        return (f"{len(self.train)} train / {len(self.val)} val items{stage} from {self.turns} turns in "
+        per = f" ({' + '.join(map(str, self.folder_turns))})" if len(self.data) > 1 else ""
+        return (f"{len(self.train)} train / {len(self.val)} val items{stage} from {self.turns} turns{per} in "
                 f"{sum(map(len, self.loaded))} shard(s), {self.seconds / 3600:.2f} h of user+agent speech, "
                 f"{' + '.join(map(str, self.data))}, codec {self.codec_id}")

@@ -45,13 +45,17 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
                gguf: str | None = None, encode=None,
                shards: Collection[str] | None = None) -> tuple[list[Turn], np.ndarray, str]:
     """-> (turns, silence codes (K,), description). ``data``: one token folder or several
-    (tokenized with the same codec). ``encode``: text -> ids (default SmolLM2's tokenizer).
+    (tokenized with the same codec; the turns of folder i >= 1 are named ``i/KEY.TURN``, their trace
+    ``i/KEY``: each session's keys start at 00000000). ``encode``: text -> ids (default SmolLM2's tokenizer).
     ``shards``: only these trace shards of the manifest (distill.pool, `train --follow`)."""
     if isinstance(data, (list, tuple)):
         parts = [load_turns(d, layout, split, None, gguf, encode, shards) for d in data]
         ids = {str(load_manifest(Path(d)).get("codec_id")) for d in data}
         if len(ids) > 1:
             raise ParleyError(f"token folders were made with different codecs: {sorted(ids)}")
+        for i, p in enumerate(parts[1:], 1):  # sessions reuse trace keys: later folders' turns get "i/"
+            for t in p[0]:  # (folder 0 keeps its names: the same eval set from one session to the next)
+                t.name, t.trace = f"{i}/{t.name}", f"{i}/{t.trace}"
         turns = [t for p in parts for t in p[0]][: limit or None]
         return turns, parts[0][1], " + ".join(p[2] for p in parts)
     man = load_manifest(Path(data))

@@ -105,9 +105,10 @@ def run_training(job: TrainJob) -> int:
     torch.manual_seed(tc.seed)
     sizes, codec = {}, None
     if job.data and not job.synthetic:
-        from distill.tokens import load_manifest
+        from distill.tokens import load_manifest, token_dir
 
-        man = load_manifest(job.data[0])
+        made = [d for d in job.data if (token_dir(d) / "manifest.json").exists()]  # --follow: some may not exist yet
+        man = load_manifest(made[0] if made else job.data[0])
         sizes, codec = {"n_q": int(man["n_q"]), "card": int(man["bins"])}, man.get("codec_id")
     stage = tc.curriculum.stage if tc.curriculum is not None else None
     aux = stage is not None and stage.value != "speak" and tc.loss.user_text_weight > 0  # the user-text head
