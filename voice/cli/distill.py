@@ -69,6 +69,34 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack_tokens(args: argparse.Namespace) -> int:
+    from distill.token_pack import pack_summary, pack_tokens
+
+    print(pack_summary(pack_tokens(args.src, args.dest, args.max_mib)))
+    return 0
+
+
+def _unpack_tokens(args: argparse.Namespace) -> int:
+    from distill.token_pack import unpack_tokens
+
+    print(unpack_tokens(args.carried, args.dest, args.codec).line(args.carried.name))
+    return 0
+
+
+def _add_token_pack(sub) -> None:
+    p = sub.add_parser("pack-tokens", help="a token folder's sealed shards -> tar.gz parts + sha256 index, each "
+                                           "part small enough to come back from a GPU call (distill/token_pack.py)")
+    p.add_argument("src", type=Path, help="token folder (or the trace folder holding tokens/)")
+    p.add_argument("dest", type=Path, help="output folder (emptied first; an unchanged selection is kept)")
+    p.add_argument("--max-mib", type=float, default=9.0, help="most MiB of one part (9: 7 parts fit one call)")
+    p.set_defaults(func=_pack_tokens)
+    p = sub.add_parser("unpack-tokens", help="parts + index (pack-tokens) -> a token folder, sha256 checked")
+    p.add_argument("carried", type=Path, help="folder with tokens.index.json and the parts")
+    p.add_argument("dest", type=Path, help="the token folder to write (atomically)")
+    p.add_argument("--codec", type=Path, default=None, help="refuse a pack tokenized with another codec")
+    p.set_defaults(func=_unpack_tokens)
+
+
 def _kit(args: argparse.Namespace) -> int:
     from distill.gpu_kit import KitConfig, KitProfile, build_kit
 
@@ -156,3 +184,4 @@ def register(sub) -> None:
     p.set_defaults(func=_tokenize)
     distill_train.register_train_eval(dsub)
     _add_kit(dsub)
+    _add_token_pack(dsub)
