@@ -3,31 +3,43 @@
 # "Plan of the GPU session for issue 11"). Run from the repository root there:
 # `PHASE=start bash distill/gpu_speak.sh`. The machine has no registry: the kit built here
 # (`parley distill kit .carry/kit-speak --profile speak`) travels one call folder per call (carry);
-# every phase first stages the call folders that came with it.
+# every phase first stages the call folders that came with it, and the token packs of earlier
+# sessions (CARRY/tokens-NAME: tokens.index.json + tokens.partNN, from their `bring_tokens`; the parts
+# may come over several calls): once all parts are there, sha256-checked, unpacked to $W/prior/NAME.
 #
-#   PHASE=stage    stage the carried call folders into $KIT (and print the GPU once)
-#   PHASE=start    stage; install the kit; copy the repo to $P; check the imports and CUDA; launch
-#                  the chain in the background (it outlives the call), wait START_WAIT s, print status
+#   PHASE=stage    stage the carried call folders into $KIT and the token packs (and print the GPU once)
+#   PHASE=start    stage; install the kit; copy the repo to $P; check the imports and CUDA; check the
+#                  priors (a prior of another codec or seed is refused, one line; the chain goes on
+#                  without it) and choose the seed; launch the chain in the background (it outlives
+#                  the call), wait START_WAIT s, print status
 #   PHASE=poll     wait up to SLEEP s (480; less when the chain ends), print status, bring what exists
 #   PHASE=collect  wait up to WAIT s (540) for the chain to end, print status, bring what exists
 #   PHASE=status   status only (no wait, nothing brought)
+#   PHASE=bring_tokens  after collect: this session's sealed token shards (distill/token_pack.py) as
+#                  a tar.gz cut in parts of <= PART_MIB MiB: $OUT gets tokens.index.json + PARTS_PER_CALL
+#                  parts from PART_FROM (0); it prints "more parts: ... PART_FROM=N" when a call is not enough.
+#                  Here: put each call's files into .carry/tokens-runN/ (N: the session's seed) and carry
+#                  every such folder into the next sessions: their data accumulates.
 #
 # The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, its exit status to
 # $W/NAME.rc; "FAILED NAME" in $W/chain.log and the status). OVERLAP=1 (default): three steps at once,
-#   generate  --batched --speak-only for GEN_MINUTES (`--max-minutes`: no trace starts later; a hard
-#             `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume that starts
-#             nothing), then stats ($W/stats.json), then the marker $W/generate.done
+#   generate  --batched --speak-only --seed SEED for GEN_MINUTES (`--max-minutes`: no trace starts
+#             later; a hard `timeout` GEN_GRACE_S (180) after it, then the store is sealed by a resume
+#             that starts nothing), then stats ($W/stats.json), then the marker $W/generate.done
 #   tokenize  --follow: encodes each shard the generator seals ($W/data/tokens, codec $CODEC on
 #             $DEVICE), a pass every TOK_POLL_S, a last pass once $W/generate.done exists
-#   train     --follow, from MIN_TURNS tokenized turns on: every RELOAD_S the new token shards join
-#             the pool; it trains for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES)
+#   train     --follow on the priors (oldest first) + $W/data/tokens, from MIN_TURNS tokenized turns
+#             on (the priors' count: with enough of them it starts at once): every RELOAD_S the new
+#             token shards join the pool; it trains for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES)
 #             and exports $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in
 #             whole: every poll brings the latest); beside it, on the same GPU and data, each side arm of
 #             ARMS ("LABEL:ARGS;..."; default "full:--full-finetune") trains the same minutes into
 #             $W/run_LABEL (history in logs.tgz; not exported). A generator still running when
 #             training ends is stopped (SIGTERM: it seals what it wrote).
-# then eval --generate-only $W/codes.npz (score here: --from-codes). A failed generate or tokenize
-# stops the data, not the training; a failed train or eval stops the chain.
+# then eval --generate-only $W/codes.npz on the priors + this session's folder (score here:
+# --from-codes; the first EVAL_LIMIT held-out turns, the oldest folder's: from run 2 on the same set in
+# every session). A failed generate or tokenize stops the data, not the training; a failed train or
+# eval stops the chain.
 # OVERLAP=0: the steps one after the other (generate -> stats -> tokenize -> train -> eval; run 1).
 # CPU split (OVERLAP=1): TTS_WORKERS = cores - 2 - trainers (main run + arms); one core for
 # generate's driver (LLM rounds, sampling threads, shard writer), one for the tokenize loop and the
@@ -43,9 +55,12 @@
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
 # STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
 # LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
-# PY python3, SKIP_KIT 0, and the folders W, P, KIT, SITE, PREFIX, OUT. The CPU dry run (README;
+# PY python3, SKIP_KIT 0, SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
+# run 2 uses 2, run 3 3, ...; a SEED a prior used is refused), PART_MIB 9, PARTS_PER_CALL
+# min(7, 63 / PART_MIB) (<= 8 files, <= 64 MiB back), PART_FROM 0, and the folders W, P, KIT, SITE,
+# PREFIX, OUT, CARRY (.carry). The CPU dry run (README;
 # tests/test_gpu_speak.py) sets PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1
-# and tiny sizes.
+# and tiny sizes (the test also carries session 1's tokens into a session 2).
 set -u -o pipefail
 fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
 lesser() { awk "BEGIN { a = $1; b = $2; print (a < b ? a : b) }"; }  # lesser A B (floats)
@@ -57,6 +72,8 @@ CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS
 STEPS=${STEPS:-100000} BS=${BS:-32} LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120}
 EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec} SHARD_TRACES=${SHARD_TRACES:-100}
 MIN_TURNS=${MIN_TURNS:-600} RELOAD_S=${RELOAD_S:-60} TOK_POLL_S=${TOK_POLL_S:-10}
+CARRY=${CARRY:-$REPO/.carry} PART_MIB=${PART_MIB:-9} PART_FROM=${PART_FROM:-0}
+PARTS_PER_CALL=${PARTS_PER_CALL:-$(awk "BEGIN { n = int(63 / $PART_MIB); print (n > 7 ? 7 : n < 1 ? 1 : n) }")}
 IFS=';' read -ra ARM_LIST <<< "$ARMS"
 TRAINERS=1; for a in "${ARM_LIST[@]}"; do [ -n "$a" ] && TRAINERS=$((TRAINERS + 1)); done
 if [ "$OVERLAP" = 1 ]; then
@@ -68,10 +85,12 @@ else
   GEN_MINUTES=${GEN_MINUTES:-6} TRAIN_MINUTES=${TRAIN_MINUTES:-11} TTS_WORKERS=${TTS_WORKERS:-15} BLOCK=${BLOCK:-512}
 fi
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-mkdir -p $W $OUT $KIT
+mkdir -p $W $OUT $KIT $W/prior
 V="$PY -m voice distill"
+PACK="$PY $REPO/distill/token_pack.py"
+PRIORS=(); [ -f $W/priors.txt ] && mapfile -t PRIORS < $W/priors.txt  # `start` checked them (oldest first)
 GEN=(--out $W/data --n $N --batched --speak-only --device $DEVICE --tts-workers $TTS_WORKERS
-  --block $BLOCK --shard-traces $SHARD_TRACES --stages $STAGES)
+  --block $BLOCK --shard-traces $SHARD_TRACES --stages $STAGES --seed "$(cat $W/seed 2>/dev/null || echo "${SEED:-2}")")
 
 stage() {  # the kit's call folders that came with this call -> $KIT/
   local d
@@ -79,6 +98,22 @@ stage() {  # the kit's call folders that came with this call -> $KIT/
     [ -d "$d" ] && cp -r "$d" $KIT/ && echo "staged $(basename $d): $(du -sh $d | cut -f1)"
   done
   echo "kit-speak: $(ls -d $KIT/call* 2>/dev/null | wc -l) call folder(s) in $KIT"
+  local codec=(); [ -d "$CODEC" ] && codec=(--codec $CODEC)  # (the codec is moved out for the kit calls)
+  for d in "$CARRY"/tokens-*; do  # prior sessions' token packs: parts gather in $W/carry over calls
+    [ -d "$d" ] || continue
+    mkdir -p $W/carry/$(basename $d) && cp -u "$d"/* $W/carry/$(basename $d)/
+    $PACK unpack $W/carry/$(basename $d) $W/prior/$(basename $d) "${codec[@]}"
+  done
+}
+
+check_priors() {  # the unpacked priors against this session's codec; the seed -> $W/seed, $W/priors.txt
+  $PACK priors $W/prior --codec $CODEC ${SEED:+--seed $SEED} --out $W || return 2
+  mapfile -t PRIORS < $W/priors.txt
+}
+
+turns_in() {  # turns in the token folders given (0 for one without a manifest yet)
+  $PY -c "import json, os, sys; print(sum(sum(s['turns'] for s in json.load(open(f))['shards'].values())
+    for f in (d + '/manifest.json' for d in sys.argv[1:]) if os.path.exists(f)))" "$@" 2>/dev/null || echo 0
 }
 
 gpu() { command -v nvidia-smi >/dev/null || return 0; nvidia-smi --query-gpu="$1" --format=csv,noheader; }
@@ -129,7 +164,7 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
   fi
   [ "${TINY:-0}" = 1 ] && tiny=(--tiny)
   [ "$OVERLAP" = 1 ] && follow=(--follow --reload-every-s $RELOAD_S)
-  local common=(--data $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS
+  local common=(--data "${PRIORS[@]}" $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS
     --log-every $LOG_EVERY "${tiny[@]}" "${follow[@]}")
   local arm label pids=() labels=() rc i
   for arm in "${ARM_LIST[@]}"; do  # side arms: same data, budget and GPU; measured, not exported
@@ -147,20 +182,15 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
   return $rc
 }
 
-token_turns() {  # turns in the token manifest so far (0 before the first shard)
-  $PY -c "import json, sys; print(sum(s['turns'] for s in json.load(open(sys.argv[1]))['shards'].values()))" \
-    $W/data/tokens/manifest.json 2>/dev/null || echo 0
-}
-
-wait_data() {  # until MIN_TURNS turns are tokenized, tokenize has ended, or time runs short
-  local n=0
+wait_data() {  # until MIN_TURNS turns (priors included) are tokenized, tokenize has ended, or time runs short
+  local n=0 p; p=$(turns_in "${PRIORS[@]}")
   while :; do
-    n=$(token_turns)
-    [ "$n" -ge "$MIN_TURNS" ] || [ -f $W/tokenize.rc ] && break
+    n=$(turns_in $W/data/tokens)
+    [ $((n + p)) -ge "$MIN_TURNS" ] || [ -f $W/tokenize.rc ] && break
     [ "$CHAIN_MINUTES" != 0 ] && [ "$(fmin "$(left_s) < 60 * ($TAIL_MINUTES + 0.5)")" = 1 ] && break
     sleep 2
   done
-  note "training starts: $n turns tokenized (MIN_TURNS $MIN_TURNS)"
+  note "training starts: $n turns tokenized + $p in ${#PRIORS[@]} prior folder(s) (MIN_TURNS $MIN_TURNS)"
 }
 
 overlapped() {  # generate + stats | tokenize --follow | train --follow, at once
@@ -184,7 +214,8 @@ overlapped() {  # generate + stats | tokenize --follow | train --follow, at once
 
 chain() {
   note "chain starts (pid $$): OVERLAP=$OVERLAP GEN_MINUTES=$GEN_MINUTES TRAIN_MINUTES=$TRAIN_MINUTES" \
-    "CHAIN_MINUTES=$CHAIN_MINUTES TTS_WORKERS=$TTS_WORKERS BLOCK=$BLOCK MIN_TURNS=$MIN_TURNS"
+    "CHAIN_MINUTES=$CHAIN_MINUTES TTS_WORKERS=$TTS_WORKERS BLOCK=$BLOCK MIN_TURNS=$MIN_TURNS" \
+    "seed $(cat $W/seed 2>/dev/null) priors: ${PRIORS[*]:-none}"
   if [ "$OVERLAP" = 1 ]; then
     overlapped
   else
@@ -193,8 +224,9 @@ chain() {
     must tokenize $V tokenize $W/data --device $DEVICE --codec $CODEC
     must train train
   fi
-  must eval $V eval --data $W/data/tokens --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
-    --device $DEVICE --generate-only $W/codes.npz
+  local ev=("${PRIORS[@]}"); [ -f $W/data/tokens/manifest.json ] && ev+=($W/data/tokens)
+  must eval $V eval --data "${ev[@]}" --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
+    --device $DEVICE --generate-only $W/codes.npz  # priors first: the same held-out turns each session
   local f failed=""
   for f in $W/*.rc; do [ "$(cat $f)" = 0 ] || failed+=" $(basename $f .rc)"; done
   echo done > $W/stage; note "CHAIN DONE${failed:+ (failed:$failed)}"
@@ -248,6 +280,7 @@ status() {
     grep -h "reload:" $f | tail -1 | sed "s|.*reload:|$(basename $f .log) pool:|" | cut -c1-300  # --follow
     grep -h "^{" $f | tail -1 | cut -c1-400  # the final metrics
   done
+  [ -f $W/seed ] && echo "seed $(cat $W/seed); priors: ${#PRIORS[@]} folder(s), $(turns_in "${PRIORS[@]}") turns"
   [ -f $W/generate.json ] && echo "generate: $(cut -c1-300 $W/generate.json)"
   [ -f $W/stats.log ] && head -2 $W/stats.log
   gpu utilization.gpu,memory.used
@@ -263,6 +296,19 @@ bring() {  # <= 8 files: status, stats, token manifest, history, the export (one
   ls -la $OUT | grep -v total
 }
 
+bring_tokens() {  # this session's sealed token shards: the index + PARTS_PER_CALL parts from PART_FROM
+  running && echo "the chain is still running: packing the shards sealed so far"
+  if [ "$PART_FROM" = 0 ] || [ ! -f $W/tokens_pack/tokens.index.json ]; then  # a later call keeps the pack
+    $PACK pack $W/data/tokens $W/tokens_pack --max-mib $PART_MIB || exit 1
+  fi
+  local n i end; n=$(ls $W/tokens_pack/tokens.part* | wc -l); end=$((PART_FROM + PARTS_PER_CALL))
+  cp $W/tokens_pack/tokens.index.json $OUT/
+  for ((i = PART_FROM; i < end && i < n; i++)); do cp $W/tokens_pack/tokens.part$(printf %02d $i) $OUT/; done
+  echo "parts $PART_FROM-$(( (end < n ? end : n) - 1 )) of $n (0-$((n - 1)))"
+  [ $end -lt $n ] && echo "more parts: PHASE=bring_tokens PART_FROM=$end"
+  ls -la $OUT | grep -v total
+}
+
 wait_chain() {  # wait_chain SECONDS: sleep while the chain runs
   local end=$((SECONDS + $1))
   while running && [ $SECONDS -lt $end ]; do sleep 5; done
@@ -275,6 +321,7 @@ start)
   running && { echo "the chain is running: PHASE=poll"; status; exit 2; }
   gpu name,memory.used,memory.total
   install
+  check_priors || { echo "start refused"; exit 2; }
   [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
   rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
@@ -286,5 +333,6 @@ chain) chain ;;
 poll) wait_chain "${SLEEP:-480}"; status; bring ;;
 collect) wait_chain "${WAIT:-540}"; status; bring ;;
 status) status ;;
-*) echo "unknown PHASE=$PHASE (stage, start, poll, collect, status)"; exit 2 ;;
+bring_tokens) bring_tokens ;;
+*) echo "unknown PHASE=$PHASE (stage, start, poll, collect, status, bring_tokens)"; exit 2 ;;
 esac

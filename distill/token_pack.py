@@ -15,9 +15,10 @@ into parts of at most ``max_mib`` MiB that each fit a device call:
 
 ``unpack`` waits (returns ``incomplete``) until every part has come, checks each sha256 and the
 whole, refuses a pack tokenized with another codec, and extracts into DEST atomically.
-``priors`` checks the unpacked folders before a chain: a folder of another codec is refused
-(one line; the chain goes on without it), the session's seed defaults to one after the largest
-prior seed (at least 2) and a SEED that a prior already used is refused (its traces would repeat).
+``priors`` checks the unpacked folders before a chain: a folder of another codec, or of a seed an
+earlier folder has, is refused (one line; the chain goes on without it); the session's seed
+defaults to one after the largest prior seed (at least 2: run 1 used 0), and a SEED that a prior
+already used is refused (its traces would repeat).
 
 Run as a file (the stage phase, before the kit is installed) it needs the standard library and
 numpy; ``--codec`` imports ``codec.io`` (torch).
@@ -126,7 +127,8 @@ def pack_tokens(src: Path, dest: Path, max_mib: float = 9.0) -> dict:
             parts.append({"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)})
     index = {
         "format": PACK_FORMAT, "codec_id": man.get("codec_id"), "seed": packed["seed"], "shards": len(keep),
-        "traces": sum(v.get("traces", 0) for v in keep.values()), "turns": sum(v.get("turns", 0) for v in keep.values()),
+        "traces": sum(v.get("traces", 0) for v in keep.values()),
+        "turns": sum(v.get("turns", 0) for v in keep.values()),
         "agent_hours": round(sum(v.get("frames_agent", 0) for v in keep.values()) / float(man["frame_rate"]) / 3600, 3),
         "left_out": len(man["shards"]) - len(keep), "bytes": size, "sha256": _sha256(whole), "selection": selection,
         "max_mib": max_mib, "parts": parts,
@@ -138,7 +140,8 @@ def pack_tokens(src: Path, dest: Path, max_mib: float = 9.0) -> dict:
 
 def pack_summary(index: dict) -> str:
     """The index as one JSON line, parts counted."""
-    return json.dumps({k: v for k, v in index.items() if k not in ("parts", "selection")} | {"parts": len(index["parts"])})
+    short = {k: v for k, v in index.items() if k not in ("parts", "selection")}
+    return json.dumps(short | {"parts": len(index["parts"])})
 
 
 @dataclass
@@ -226,7 +229,7 @@ class Priors:
 
     seed: int
     folders: list[Path]  # accepted, oldest first (natural order of the names)
-    lines: list[str]  # one per folder, "REFUSED ..." for a refused one
+    lines: list[str]  # one per folder ("prior NAME refused: why" for a refused one)
 
 
 def check_priors(root: Path, codec: Path | None, seed: int | None = None) -> Priors:
@@ -241,8 +244,11 @@ def check_priors(root: Path, codec: Path | None, seed: int | None = None) -> Pri
         try:
             if ours is not None:
                 refuse_codec(d.name, man.get("codec_id"), ours, codec)  # type: ignore[arg-type]
+            if man.get("seed") is not None and int(man["seed"]) in seeds:
+                raise ParleyError(f"prior {d.name} refused: seed {man['seed']} as prior {seeds[int(man['seed'])]} "
+                                  "(the same traces twice)")
         except ParleyError as e:
-            lines.append(f"REFUSED {e}")
+            lines.append(str(e))
             continue
         turns = sum(v.get("turns", 0) for v in man["shards"].values())
         folders.append(d)
@@ -251,7 +257,8 @@ def check_priors(root: Path, codec: Path | None, seed: int | None = None) -> Pri
         lines.append(f"prior {d.name}: seed {man.get('seed')}, {len(man['shards'])} shards, {turns} turns")
     chosen = seed if seed is not None else max(2, 1 + max(seeds, default=0))
     if chosen in seeds:
-        raise ParleyError(f"SEED {chosen} was used by prior {seeds[chosen]}: its traces would repeat (pick another SEED)")
+        raise ParleyError(f"SEED {chosen} was used by prior {seeds[chosen]}: its traces would repeat "
+                          "(pick another SEED)")
     return Priors(chosen, folders, lines)
 
 

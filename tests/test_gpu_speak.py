@@ -1,10 +1,13 @@
 """distill/gpu_speak.sh (issue 11): the phased GPU script, dry-run on CPU with tiny settings (the
-overlapped chain, then a sequential resume), and `generate --max-minutes` (the budget it relies on)."""
+overlapped chain, its tokens brought back and carried into a second session that trains on both, then
+a sequential resume), and `generate --max-minutes` (the budget it relies on)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -34,23 +37,25 @@ def test_generate_time_budget_stops_then_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
-    """stage -> start (the overlapped chain: generate + stats, tokenize --follow and train --follow + a
-    full fine-tuning side arm at once, then eval) -> collect; then start again with OVERLAP=0 (the
-    sequential chain resumes: nothing to generate, train from last.pt) -> collect."""
+    """Session 1: stage -> start (the overlapped chain: generate + stats, tokenize --follow and train --follow
+    + a full fine-tuning side arm at once, then eval) -> collect -> bring_tokens (parts over several calls).
+    Session 2: its parts carried in over two stage calls, another seed; the chain trains on both folders;
+    then start again with OVERLAP=0 (the sequential chain resumes: nothing to generate, train from last.pt)."""
     from codec.io import save_codec
     from codec.model import CodecConfig, ParleyCodec
+    from distill.tokens import iter_token_turns
 
     codec = tmp_path / "codec"
     save_codec(ParleyCodec(CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=4, bins=32)), codec, {"note": "tiny"})
-    w = tmp_path / "w"
+    w, carry = tmp_path / "w", tmp_path / "carry"
     env = {**os.environ, "PY": sys.executable, "SKIP_KIT": "1", "DEVICE": "cpu", "STAGES": "fake:0.01",
            "TINY": "1", "N": "12", "BLOCK": "4", "TTS_WORKERS": "1", "GEN_MINUTES": "1", "TRAIN_MINUTES": "0.3",
            "CHAIN_MINUTES": "3", "TAIL_MINUTES": "0.5", "STEPS": "4", "BS": "4", "LOG_EVERY": "1",
            "EVAL_LIMIT": "2", "CODEC": str(codec), "W": str(w), "P": str(tmp_path / "repo"),
            "KIT": str(tmp_path / "kit"), "START_WAIT": "1", "WAIT": "200", "SHARD_TRACES": "4", "MIN_TURNS": "4",
-           "RELOAD_S": "2", "TOK_POLL_S": "1"}
+           "RELOAD_S": "2", "TOK_POLL_S": "1", "CARRY": str(tmp_path / "nothing")}
 
     def phase(name: str, **more: str) -> str:
         r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO_ROOT, env={**env, "PHASE": name, **more},
@@ -66,6 +71,7 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     assert back == {"status.txt", "stats.json", "tokens_manifest.json", "history.jsonl", "s2s.tar", "codes.npz",
                     "logs.tgz"}  # <= 8 files
     assert json.loads((w / "out" / "stats.json").read_text())["traces"] == 12
+    assert json.loads((w / "data" / "manifest.json").read_text())["seed"] == 2  # no priors: SEED 2
     assert "train_full:" in out and "arm full done" in (w / "train.log").read_text()  # the side arm (ARMS)
     chain = (w / "chain.log").read_text()
     assert chain.index("start tokenize") < chain.index("done generate") and "training starts" in chain  # at once
@@ -75,8 +81,52 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     with tarfile.open(w / "out" / "logs.tgz") as tar:
         assert {"run/history.jsonl", "run_full/history.jsonl", "train_full.log"} <= set(tar.getnames())
     assert json.loads((w / "run_full" / "history.jsonl").read_text().splitlines()[-1])["step"] >= 1
+
+    # bring_tokens: the index + at most PARTS_PER_CALL parts a call, PART_FROM continues
+    pack, part_from, calls = carry / "tokens-run2", 0, 0
+    pack.mkdir(parents=True)
+    while True:
+        o = tmp_path / f"out{calls}"
+        out = phase("bring_tokens", OUT=str(o), PART_MIB="0.001", PARTS_PER_CALL="2", PART_FROM=str(part_from))
+        got = sorted(f.name for f in o.iterdir())
+        assert got[0] == "tokens.index.json" and 2 <= len(got) <= 3, got  # <= 8 in a real call
+        for f in o.iterdir():
+            shutil.copy(f, pack)
+        calls += 1
+        m = re.search(r"more parts: PHASE=bring_tokens PART_FROM=(\d+)", out)
+        if not m:
+            break
+        part_from = int(m.group(1))
+    index = json.loads((pack / "tokens.index.json").read_text())
+    assert calls >= 2 and len(index["parts"]) == len(list(pack.glob("tokens.part*")))
+    assert index["shards"] == 3 and index["seed"] == 2 and index["left_out"] == 0
+
+    # session 2: the parts come over two stage calls (a part missing at first); SEED defaults to 3
+    w2 = tmp_path / "w2"
+    env.update(W=str(w2), P=str(tmp_path / "repo2"), CARRY=str(carry), MIN_TURNS=str(index["turns"] + 1), ARMS="")
+    held = tmp_path / "held"
+    held.mkdir()
+    shutil.move(pack / index["parts"][-1]["file"], held)
+    assert "waiting for tokens.part" in phase("stage")
+    shutil.move(held / index["parts"][-1]["file"], pack)
+    assert "tokens-run2: unpacked, seed 2, 3 shards" in phase("stage")
+    out = phase("start")
+    assert "prior tokens-run2: seed 2" in out and "seed 3" in out
+    out = phase("collect")
+    assert "CHAIN DONE" in out and "priors: 1 folder(s)" in out, out
+    assert json.loads((w2 / "data" / "manifest.json").read_text())["seed"] == 3
+    prior = sum(1 for t in iter_token_turns(w2 / "prior" / "tokens-run2", splits={"train"}) if t.user.shape[1])
+    pools = re.findall(r"from (\d+) turns \((\d+) \+ (\d+)\)", (w2 / "train.log").read_text())
+    total, p, new = map(int, pools[-1])  # the last pool line: the prior's turns + this session's
+    assert p == prior > 0 and new > 0 and total == p + new, pools
+    with tarfile.open(w2 / "out" / "s2s.tar") as tar:
+        manifest = json.load(tar.extractfile("s2s/manifest.json"))  # type: ignore[arg-type]
+    assert f"({p} + " in manifest["training_data"] and "tokens-run2" in manifest["training_data"]
+    assert "in 1 prior folder(s)" in (w2 / "chain.log").read_text()
+
     assert "start" in phase("start", OVERLAP="0")  # resumes sequentially: nothing to generate, train resumes
     out = phase("collect", OVERLAP="0")
     assert "CHAIN DONE" in out, out
-    assert json.loads((w / "generate.json").read_text())["already_done"] == 12
-    assert "resumed from" in (w / "train.log").read_text() and "reload:" not in (w / "train.log").read_text()
+    assert json.loads((w2 / "generate.json").read_text())["already_done"] == 12
+    log = (w2 / "train.log").read_text()
+    assert "resumed from" in log and "reload:" not in log and "tokens-run2" in log  # both folders, not followed

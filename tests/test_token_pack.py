@@ -91,7 +91,7 @@ def test_damaged_part_and_other_codec_are_refused(run2: Path, tmp_path: Path, ti
 
 def test_priors_seed_rule_codec_refusal_and_order(run2: Path, tmp_path: Path, tiny_codec: Path) -> None:
     root = tmp_path / "prior"
-    for name, seed in (("tokens-run10", 9), ("tokens-run2", 2), ("tokens-run3", 3)):
+    for name, seed in (("tokens-run10", 9), ("tokens-run2", 2), ("tokens-run3", 3), ("tokens-run3-copy", 3)):
         shutil.copytree(run2, root / name)
         man = json.loads((root / name / "manifest.json").read_text())
         man["seed"] = seed
@@ -100,7 +100,8 @@ def test_priors_seed_rule_codec_refusal_and_order(run2: Path, tmp_path: Path, ti
         (root / name / "manifest.json").write_text(json.dumps(man))
     pr = check_priors(root, tiny_codec)
     assert [d.name for d in pr.folders] == ["tokens-run2", "tokens-run3"]  # oldest first; run10 refused
-    assert pr.seed == 4 and any(line.startswith("REFUSED prior tokens-run10") for line in pr.lines)
+    assert pr.seed == 4 and any(line.startswith("prior tokens-run10 refused: tokenized with codec") for line in pr.lines)
+    assert any(line.startswith("prior tokens-run3-copy refused: seed 3") for line in pr.lines)
     assert check_priors(root, tiny_codec, seed=7).seed == 7
     with pytest.raises(ParleyError, match="SEED 3 was used by prior tokens-run3"):
         check_priors(root, tiny_codec, seed=3)
