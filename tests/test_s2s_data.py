@@ -64,7 +64,8 @@ def test_several_folders_and_mismatches(tmp_path: Path) -> None:
     _write_tokens(tmp_path / "b")
     layout = layout_for(tmp_path / "a", text_card=64)
     turns, _, _ = load_turns([tmp_path / "a", tmp_path / "b"], layout, encode=fake_encode)
-    assert len(turns) == 4
+    assert [t.name for t in turns] == ["00000000.0", "00000001.0", "1/00000000.0", "1/00000001.0"]  # keys repeat
+    assert [t.trace for t in turns] == ["00000000", "00000001", "1/00000000", "1/00000001"]
     _write_tokens(tmp_path / "c", codec_id="other")
     with pytest.raises(ParleyError):
         load_turns([tmp_path / "a", tmp_path / "c"], layout, encode=fake_encode)
