@@ -93,8 +93,9 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: io.BufferedIOBase, size: 
 
 
 def pack_tokens(src: Path, dest: Path, max_mib: float = 9.0) -> dict:
-    """Pack the sealed shards of token folder ``src`` into ``dest`` (emptied first) -> the index.
-    The same selection already packed there is kept as it is (a later call may bring more parts)."""
+    """Pack the sealed shards of token folder ``src`` into ``dest`` (its earlier parts and index are
+    removed first; nothing else) -> the index. The same selection already packed there is kept as it
+    is (a later call may bring more parts)."""
     tdir = token_dir(src)
     man = load_manifest(tdir)
     keep = {k: v for k, v in sorted(man["shards"].items()) if v.get("sealed") and (tdir / v["file"]).exists()}
@@ -108,9 +109,9 @@ def pack_tokens(src: Path, dest: Path, max_mib: float = 9.0) -> dict:
     if old.get("selection") == selection and all(
             (dest / p["file"]).exists() and (dest / p["file"]).stat().st_size == p["bytes"] for p in old["parts"]):
         return old
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [*dest.glob("tokens.part[0-9]*"), dest / INDEX]:
+        f.unlink(missing_ok=True)
     whole = dest / ".tokens.tar.gz.tmp"
     with open(whole, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -186,6 +187,8 @@ def unpack_tokens(carried: Path, dest: Path, codec: Path | None = None) -> Unpac
     done = dest / "pack.json"
     if done.exists() and json.loads(done.read_text()).get("sha256") == index["sha256"]:
         return Unpacked("present", index)
+    if dest.exists() and any(dest.iterdir()) and not done.exists():
+        raise ParleyError(f"{dest} exists and holds no unpacked pack: not replaced")
     missing = [p["file"] for p in index["parts"] if not (carried / p["file"]).exists()]
     if missing:
         return Unpacked("incomplete", index, missing)

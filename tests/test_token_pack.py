@@ -71,6 +71,8 @@ def test_pack_parts_unpack_roundtrip(run2: Path, tmp_path: Path) -> None:
     want = [(t.meta["key"], t.meta["turn"], t.agent.tolist()) for t in iter_token_turns(run2, shards=sealed)]
     assert got == want and got
     assert unpack_tokens(carried, prior).state == "present"
+    with pytest.raises(ParleyError, match="not replaced"):  # a folder that no unpack made stays as it is
+        unpack_tokens(carried, run2)
 
 
 def test_damaged_part_and_other_codec_are_refused(run2: Path, tmp_path: Path, tiny_codec: Path) -> None:

@@ -87,7 +87,7 @@ def _add_token_pack(sub) -> None:
     p = sub.add_parser("pack-tokens", help="a token folder's sealed shards -> tar.gz parts + sha256 index, each "
                                            "part small enough to come back from a GPU call (distill/token_pack.py)")
     p.add_argument("src", type=Path, help="token folder (or the trace folder holding tokens/)")
-    p.add_argument("dest", type=Path, help="output folder (emptied first; an unchanged selection is kept)")
+    p.add_argument("dest", type=Path, help="output folder (its earlier parts are replaced; an unchanged selection is kept)")
     p.add_argument("--max-mib", type=float, default=9.0, help="most MiB of one part (9: 7 parts fit one call)")
     p.set_defaults(func=_pack_tokens)
     p = sub.add_parser("unpack-tokens", help="parts + index (pack-tokens) -> a token folder, sha256 checked")
