@@ -134,6 +134,20 @@ def test_masked_decode_equals_the_library_infer() -> None:
     assert (ours.audio[0] - ref.flatten()).abs().max() < 1e-5
 
 
+def test_bf16_decoder_keeps_the_durations() -> None:
+    """decoder_dtype: the decoder alone in bfloat16; durations (float32) stay exact, audio ~1% RMS."""
+    from model.components.piper_batch import TorchPiper
+
+    ref = torch_joe()
+    half = TorchPiper.load(*joe_paths(), device="cpu", decoder_dtype=torch.bfloat16)
+    assert half.net.dec.conv_pre.weight.dtype == torch.bfloat16
+    assert half.net.flow.flows[0].pre.weight.dtype == torch.float32
+    ids = [ref.sentences(t)[0][1] for t in TEXTS[1:]]
+    for a, b in zip(half.infer_ids(ids, 0.0, 1.0, 0.0), ref.infer_ids(ids, 0.0, 1.0, 0.0)):
+        assert a.audio.dtype == np.float32 and np.array_equal(a.id_samples, b.id_samples)
+        assert np.sqrt(np.mean((a.audio - b.audio) ** 2)) < 0.05 * np.sqrt(np.mean(b.audio ** 2))
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     from model.components.piper_batch import TorchPiper

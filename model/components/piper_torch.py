@@ -172,10 +172,12 @@ def build_synthesizer(dims: VitsDims) -> torch.nn.Module:
 
 
 def load_synthesizer(onnx_voice, num_speakers: int = 1, device: str | torch.device = "cpu",
-                     dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, VitsDims]:
+                     dtype: torch.dtype = torch.float32,
+                     decoder_dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, VitsDims]:
     """An exported piper voice (`.onnx` path, or a loaded `onnx.ModelProto`) -> (`SynthesizerTrn` on
     `device` / `dtype`, its dims). Every ONNX weight is placed and every model parameter filled, or a
-    ParleyError says which."""
+    ParleyError says which. ``decoder_dtype``: the HiFi-GAN decoder's (most of the compute) alone, so
+    the durations (float32) stay those of onnxruntime while the audio is decoded in bf16 / fp16."""
     import onnx
 
     if num_speakers > 1:
@@ -196,11 +198,14 @@ def load_synthesizer(onnx_voice, num_speakers: int = 1, device: str | torch.devi
         raise ParleyError(f"ONNX voice does not fit SynthesizerTrn({dims}): unfilled {missing[:8]}, "
                           f"unplaced {extra[:8]}, shape mismatches {bad[:8]}")
     net.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in arrays.items()}, strict=True)
-    return net.to(device=device, dtype=dtype), dims
+    net = net.to(device=device, dtype=dtype)
+    if decoder_dtype is not None:
+        net.dec.to(dtype=decoder_dtype)
+    return net, dims
 
 
 class VitsOutput(NamedTuple):
-    audio: torch.Tensor  # (B, T_y * hop) float, zero past each item's length
+    audio: torch.Tensor  # (B, T_y * hop) float32, zero past each item's length
     audio_lengths: torch.Tensor  # (B,) long: samples of each item (= y_lengths * hop)
     durations: torch.Tensor  # (B, T_x) long: samples per phoneme id (w_ceil * hop; 0 on padding)
 
@@ -243,6 +248,7 @@ def infer_batch(net: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor, 
     z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
     z = net.flow(z_p, y_mask, g=None, reverse=True)  # (B, C, T_y)
     hop = math.prod(up.stride[0] for up in net.dec.ups)
-    audio = _decode_masked(net.dec, z * y_mask, y_mask)  # (B, T_y * hop)
-    audio = audio * y_mask.squeeze(1).repeat_interleave(hop, dim=1)  # conv_post reaches 3 samples past the end
+    dec_dtype = net.dec.conv_pre.weight.dtype  # may differ from the rest (load_synthesizer's decoder_dtype)
+    audio = _decode_masked(net.dec, (z * y_mask).to(dec_dtype), y_mask.to(dec_dtype)).float()  # (B, T_y * hop)
+    audio = audio * y_mask.squeeze(1).float().repeat_interleave(hop, dim=1)  # conv_post reaches 3 samples past the end
     return VitsOutput(audio, y_lengths * hop, w_ceil.squeeze(1).long() * hop)
