@@ -159,3 +159,12 @@ def test_cuda_matches_cpu() -> None:
         if c.audio.shape == g.audio.shape:  # TF32 convolutions may move a duration over a frame boundary
             assert np.abs(c.audio - g.audio).max() < 0.05
         assert abs(len(c.audio) - len(g.audio)) <= 2 * 256
+
+
+def test_bench_tts_prints_the_table(capsys) -> None:
+    from model.bench.tts import TtsBenchConfig, run_bench
+
+    assert run_bench(TtsBenchConfig(batches=(1, 3), n=3, rounds=1)) == 0
+    out = capsys.readouterr().out
+    rows = [r for r in out.splitlines() if r.startswith("| onnxruntime") or r.startswith("| torch cpu")]
+    assert len(rows) == 3 and all(r.rstrip(" |").endswith("| 0") for r in rows[1:])  # no length mismatches
