@@ -11,6 +11,9 @@
   batched over the replies that wait for it while the processes speak others (``submit_user``,
   ``submit_agent``, ``hear``, ``llm``); ``distill.pipeline.generate_traces`` drives the same
   executor stage by stage over a list of traces (``user_speech``, ``asr``, ``llm``, ``agent_tts``).
+- ``tts_device`` (``--tts-device cuda``): agent speech instead in torch on that device, the
+  sentences of many traces' replies in one call (``distill.agent_tts.BatchedAgentTTS``, a driver
+  thread); user speech stays on the processes (none are started for speak-only data);
 - ``speak_only``: data of the Speak stage without Whisper, user voices, espeak-ng or flite: the
   user's clip is silence, ``asr_text`` is the planned user text, the LLM answers it and piper joe
   says the reply (the agent speech + word-timed monologue are what Speak trains on).
@@ -49,6 +52,8 @@ class BatchSpec:
     llm_batch: int = 128
     block: int = 256  # traces in flight (stream_traces' window; LLM batches are drawn from them)
     speak_only: bool = False  # Speak data: no user voices, no Whisper (asr_text = the planned text)
+    tts_device: str = ""  # agent speech (piper joe) in torch on this device, batched; "": on the TTS processes
+    tts_batch: int = 64  # sentences per torch TTS call (tts_device)
 
 
 def _init_tts(spec: StagesSpec, nice: int = 0) -> None:
@@ -97,14 +102,20 @@ class BatchedExecutor:
     def __init__(self, spec: BatchSpec) -> None:
         self.spec = spec
         self._pool = None
-        if spec.tts_workers > 0:
+        self._agent = None
+        if spec.tts_device:
+            from distill.agent_tts import BatchedAgentTTS
+
+            self._agent = BatchedAgentTTS(spec.tts_device, spec.tts_batch)
+        cpu_tts = not (spec.speak_only and self._agent is not None)  # else no TTS is left for processes
+        if cpu_tts and spec.tts_workers > 0:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(spec.tts_workers, mp_context=mp.get_context("spawn"),
                                              initializer=_init_tts, initargs=(spec.stages, TTS_NICE))
             self._pool.submit(_ready)  # starts every process now: they load piper while the LLM loads here
-        else:
+        elif cpu_tts:
             _init_tts(spec.stages)
         if spec.stages.kind is StageKind.FAKE:
             from distill.stages import FakeStages
@@ -118,17 +129,26 @@ class BatchedExecutor:
                                    threads=1 if spec.device == "cpu" else 4, llm_dtype="float32")
         self.models = {**self._gpu.models, "path": f"batched: Whisper + LLM on {spec.device}, "
                                                   f"TTS on {spec.tts_workers or 1} CPU process(es)"}
+        piper = f"piper on {spec.tts_workers or 1} CPU process(es)"
+        if self._agent is not None:
+            piper = f"piper batched in torch on {spec.tts_device}"
+            self.models["agent_tts"] = (f"piper en_US-joe-medium (noise 0) in torch (model.components.piper_torch), "
+                                        f"batched on {spec.tts_device}")
+            self.models["path"] += f"; agent TTS: {piper}"
         if spec.speak_only:
-            self.models["path"] = (f"batched speak-only: LLM on {spec.device}, piper on {spec.tts_workers or 1} "
-                                   f"CPU process(es); user audio {SPEAK_USER_S} s of silence, asr_text = planned text")
+            self.models["path"] = (f"batched speak-only: LLM on {spec.device}, {piper}; user audio {SPEAK_USER_S} s "
+                                   f"of silence, asr_text = planned text")
         self._said: list[str] = []  # speak-only: the planned texts of the last user_speech call
-        self.workers = max(1, spec.tts_workers)
+        # the flow runs the LLM while fewer agent jobs than this wait (a torch TTS call takes a batch)
+        self.workers = spec.tts_batch if self._agent is not None else max(1, spec.tts_workers)
         self._quiet = np.zeros(int(SPEAK_USER_S * SPEECH_SR), np.float32)
 
     def close(self, cancel: bool = False) -> None:
         """Stop the TTS processes (``cancel``: drop queued jobs, finish the running ones)."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=cancel)
+        if self._agent is not None:
+            self._agent.close(cancel)
 
     # --- streaming (distill.flow.stream_traces): one turn at a time ----------------------------
     def _submit(self, fn, arg) -> Future:
@@ -142,6 +162,8 @@ class BatchedExecutor:
 
     def submit_agent(self, text: str) -> Future:
         """-> Future of ((audio, sr, word timings, timing source), ms)."""
+        if self._agent is not None:
+            return self._agent.submit(text)
         return self._submit(_agent_job, text)
 
     def hear(self, clips: list[tuple[np.ndarray, str]]) -> tuple[list[str], list[float]]:
@@ -168,7 +190,7 @@ class BatchedExecutor:
         return self._map(_user_job, jobs)
 
     def agent_tts(self, texts):
-        return self._map(_agent_job, texts)
+        return self._agent.speak_timed(texts) if self._agent is not None else self._map(_agent_job, texts)
 
     def asr(self, audios: list[np.ndarray]) -> tuple[list[str], list[float]]:
         if self.spec.speak_only and audios:

@@ -136,31 +136,39 @@ class DeterministicPiper:
     def synthesize_aligned(self, text: str, speed: float = 1.0) -> tuple[np.ndarray, list[list]]:
         """-> (audio float32 mono, phoneme-word spans [[phonemes, start_s, end_s], ...])."""
         cfg = self._cfg(noise_scale=0.0, noise_w_scale=0.0, length_scale=1.0 / speed)
-        audio, spans, t = [], [], 0
-        for ch in self.voice.synthesize(text, cfg, include_alignments=self.aligned):
-            a = ch.audio_float_array
-            if ch.phoneme_alignments:
-                cur, start, pos = "", None, t
-                for al in ch.phoneme_alignments:
-                    ph, n = al.phoneme, int(al.num_samples)
-                    if ph in (" ", "^", "$") or ph in ",.?!;:":
-                        if cur:
-                            spans.append([cur, start / self.sample_rate, pos / self.sample_rate])
-                        cur, start = "", None
-                    else:
-                        if start is None:
-                            start = pos
-                        cur += ph
-                    pos += n
-                if cur:
-                    spans.append([cur, start / self.sample_rate, pos / self.sample_rate])
-            audio.append(a)
-            t += len(a)
-        x = np.concatenate(audio) if audio else np.zeros(0, np.float32)
-        return x.astype(np.float32), spans
+        return aligned_audio(self.voice.synthesize(text, cfg, include_alignments=self.aligned), self.sample_rate)
 
     def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
         return self.synthesize_aligned(text, speed)[0]
+
+
+def aligned_audio(chunks, sample_rate: int) -> tuple[np.ndarray, list[list]]:
+    """piper AudioChunks (one per sentence) -> (their audio joined, float32; phoneme-word spans
+    [[phonemes, start_s, end_s], ...]): a span is the phonemes between separators (space, BOS "^",
+    EOS "$", punctuation), timed by the alignments' sample counts. The ONNX path (`DeterministicPiper`)
+    and the torch one (distill/agent_tts.py) both go through here."""
+    audio, spans, t = [], [], 0
+    for ch in chunks:
+        a = ch.audio_float_array
+        if ch.phoneme_alignments:
+            cur, start, pos = "", None, t
+            for al in ch.phoneme_alignments:
+                ph, n = al.phoneme, int(al.num_samples)
+                if ph in (" ", "^", "$") or ph in ",.?!;:":
+                    if cur:
+                        spans.append([cur, start / sample_rate, pos / sample_rate])
+                    cur, start = "", None
+                else:
+                    if start is None:
+                        start = pos
+                    cur += ph
+                pos += n
+            if cur:
+                spans.append([cur, start / sample_rate, pos / sample_rate])
+        audio.append(a)
+        t += len(a)
+    x = np.concatenate(audio) if audio else np.zeros(0, np.float32)
+    return x.astype(np.float32), spans
 
 
 _WORD = re.compile(r"[\w'’-]+")

@@ -3,6 +3,7 @@
     components   load time / speed of VAD, ASR, TTS and LLM       (voice/bench/components.py)
                  --cascade-batch K,...: cascade one by one vs batched (voice/bench/cascade_batch.py)
     model, llm   direct speech model step time; LLM precision     (model/bench/)
+    tts          piper joe: onnxruntime one by one vs torch batched (model/bench/tts.py, cli/bench_tts.py)
     latency, concurrency   client-side, over real WebRTC          (voice/bench/, voice/client/)
     echo         echo guard and echo hints, offline (Silero + piper)  (voice/bench/echo.py)
     codec        codec speed and latency                          (codec/bench.py)
@@ -17,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from model.common.errors import ParleyError
+from voice.cli.bench_tts import register_tts
 
 
 def _split(value: str | list[str] | None) -> list[str]:
@@ -47,6 +49,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     """Every area of `parley bench`, in the order `parley bench --help` lists them."""
     _register_components(bench_sub)
     _register_model(bench_sub)
+    register_tts(bench_sub)
     _register_webrtc(bench_sub)
     _register_codec(bench_sub)
     _register_distill(bench_sub)

@@ -28,8 +28,11 @@ def _generate(args: argparse.Namespace) -> int:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ParleyError(f"--device {args.device}: this torch has no CUDA device (pass --device cpu)")
 
+        if args.tts_device.startswith("cuda") and not torch.cuda.is_available():
+            raise ParleyError(f"--tts-device {args.tts_device}: this torch has no CUDA device")
         batch = BatchSpec(cfg.stages, device=args.device, tts_workers=args.tts_workers, asr_batch=args.asr_batch,
-                          llm_batch=args.llm_batch, block=args.block)
+                          llm_batch=args.llm_batch, block=args.block, tts_device=args.tts_device,
+                          tts_batch=args.tts_batch)
     import signal
     import sys
     import threading
@@ -152,6 +155,9 @@ def _add_generate(sub) -> None:
                    help="Speak-stage data: LLM replies said by piper joe; no Whisper, user voices, espeak-ng, flite")
     b.add_argument("--device", default="cuda", help="Whisper and LLM device with --batched (cuda | cpu)")
     b.add_argument("--tts-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="TTS processes")
+    b.add_argument("--tts-device", default="", help="agent speech (piper joe) in torch on this device (cuda | cpu), "
+                   "many traces' sentences per call (distill/agent_tts.py); default: on the TTS processes")
+    b.add_argument("--tts-batch", type=int, default=64, help="sentences per torch TTS call (--tts-device)")
     b.add_argument("--asr-batch", type=int, default=32)
     b.add_argument("--llm-batch", type=int, default=128)
     b.add_argument("--block", type=int, default=256, help="traces in flight (LLM batches are drawn from them)")
