@@ -55,7 +55,8 @@
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
 # STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
 # LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
-# PY python3, SKIP_KIT 0, SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
+# PY python3, SKIP_KIT 0, TTS_DEVICE auto on cuda, else "" ("": CPU processes; cuda; auto: `start` benches piper joe
+# in torch on the GPU and takes it when 2x the processes; TTS_BATCH 64), SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
 # run 2 uses 2, run 3 3, ...; a SEED a prior used is refused), PART_MIB 9, PARTS_PER_CALL
 # min(7, 63 / PART_MIB) (<= 8 files, <= 64 MiB back), PART_FROM 0, and the folders W, P, KIT, SITE,
 # PREFIX, OUT, CARRY (.carry). The CPU dry run (README;
@@ -91,6 +92,28 @@ PACK="$PY $REPO/distill/token_pack.py"
 PRIORS=(); [ -f $W/priors.txt ] && mapfile -t PRIORS < $W/priors.txt  # `start` checked them (oldest first)
 GEN=(--out $W/data --n $N --batched --speak-only --device $DEVICE --tts-workers $TTS_WORKERS
   --block $BLOCK --shard-traces $SHARD_TRACES --stages $STAGES --seed "$(cat $W/seed 2>/dev/null || echo "${SEED:-2}")")
+TTS_ON=$(cat $W/tts_device 2>/dev/null || echo "")  # `start` picks it (TTS_DEVICE)
+[ -n "$TTS_ON" ] && GEN+=(--tts-device "$TTS_ON" --tts-batch "${TTS_BATCH:-64}")
+
+pick_tts() {  # TTS_DEVICE: "" CPU processes, cuda, or auto: torch batched on the GPU if the bench says
+  # it beats the TTS processes by 2x (piper joe, `parley bench tts`: onnxruntime one by one, 1 thread)
+  rm -f $W/tts_device
+  case "${TTS_DEVICE-$([ "$DEVICE" = cuda ] && echo auto)}" in
+  "") echo "agent TTS: $TTS_WORKERS CPU processes" ;;
+  auto)
+    (cd $P && timeout 120 $PY -m voice bench tts --device $DEVICE --batch 16,64 --n 64 --rounds 1 --json $W/tts_bench.json \
+      2>&1 | grep -v -i warn | tail -5)
+    local pick
+    pick=$($PY -c "import json, sys; r = json.load(open(sys.argv[1]))['rows']
+ort = r[0]['audio_per_s'] * int(sys.argv[2]); best = max(x['audio_per_s'] for x in r[1:])
+ok = all(x.get('length_mismatches', 0) <= 2 for x in r[1:])
+print('$DEVICE' if ok and best > 2 * ort else '', f'(torch {best:.0f} audio s/s vs {sys.argv[2]} processes ~{ort:.0f})')" \
+      $W/tts_bench.json $TTS_WORKERS 2>/dev/null) || pick=" (bench failed)"
+    [ -n "${pick%% *}" ] && echo "${pick%% *}" > $W/tts_device
+    echo "agent TTS: $([ -f $W/tts_device ] && echo "torch on $DEVICE" || echo "$TTS_WORKERS CPU processes") ${pick#* }" ;;
+  *) echo "$TTS_DEVICE" > $W/tts_device; echo "agent TTS: torch on $TTS_DEVICE" ;;
+  esac
+}
 
 stage() {  # the kit's call folders that came with this call -> $KIT/
   local d
@@ -322,6 +345,7 @@ start)
   gpu name,memory.used,memory.total
   install
   check_priors || { echo "start refused"; exit 2; }
+  pick_tts
   [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
   rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
