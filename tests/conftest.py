@@ -18,15 +18,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _torch_threads(n: int):  # noqa: ANN202 - a fixture body: n torch threads, restored after
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small convolutions: OpenMP threads only contend on a loaded 2-core machine."""
-    import torch
+    yield from _torch_threads(1)
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    yield from _torch_threads(2)
 
 
 @pytest.fixture(scope="module")

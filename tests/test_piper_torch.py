@@ -19,21 +19,13 @@ torch = pytest.importorskip("torch")
 from model.common.errors import ParleyError  # noqa: E402
 from model.components.tts import joe_paths  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_threads")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
 
 # three sentences of different lengths (13, 83 and 247 phoneme ids; 0.6, 2.0 and 5.8 s)
 TEXTS = ["Yes.", "Hello there, how are you doing today?",
          "The quick brown fox jumps over the lazy dog and then it runs far away into the forest, forty two times."]
 ORT_TOL = 1e-3  # max abs difference to onnxruntime's audio (measured 2e-5 .. 7e-5, peaks ~0.5)
 BATCH_TOL = 1e-4  # batched vs one by one (different GEMM shapes round differently; measured <= 6e-5)
-
-
-@pytest.fixture(scope="module")
-def torch_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)
