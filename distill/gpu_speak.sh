@@ -345,8 +345,8 @@ start)
   gpu name,memory.used,memory.total
   install
   check_priors || { echo "start refused"; exit 2; }
-  pick_tts
   [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
+  pick_tts  # before the launch, inside the chain's minutes (the deadline counts from here)
   rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
   (cd $P && PHASE=chain setsid nohup bash -c 'echo $$ > "$0/chain.pid"; exec bash distill/gpu_speak.sh' $W \
