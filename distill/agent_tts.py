@@ -119,3 +119,20 @@ class BatchedAgentTTS:
         self._q.put(None)
         self._thread.join()
         self._thread = None
+
+
+def choose_tts_device(bench: dict, workers: int, device: str = "cuda", margin: float = 2.0,
+                      max_mismatch: int = 2) -> tuple[str, str]:
+    """From `parley bench tts --json` rows: (``device`` or "" for the CPU processes, why).
+
+    The torch path wins when its best batch makes ``margin`` x the audio of ``workers`` onnxruntime
+    processes (one-by-one rate x workers) and no batch moved more than ``max_mismatch`` lengths
+    (a duration rounding to the next frame on the GPU)."""
+    rows = bench.get("rows") or []
+    if len(rows) < 2:
+        return "", "(no torch rows in the bench)"
+    procs = rows[0]["audio_per_s"] * workers
+    best = max(r["audio_per_s"] for r in rows[1:])
+    worst = max(int(r.get("length_mismatches", 0)) for r in rows[1:])
+    why = f"(torch {best:.0f} audio s/s vs {workers} processes ~{procs:.0f}; length mismatches <= {worst})"
+    return (device if best > margin * procs and worst <= max_mismatch else ""), why

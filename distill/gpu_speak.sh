@@ -104,11 +104,9 @@ pick_tts() {  # TTS_DEVICE: "" CPU processes, cuda, or auto: torch batched on th
     (cd $P && timeout 120 $PY -m voice bench tts --device $DEVICE --batch 16,64 --n 64 --rounds 1 --json $W/tts_bench.json \
       2>&1 | grep -v -i warn | tail -5)
     local pick
-    pick=$($PY -c "import json, sys; r = json.load(open(sys.argv[1]))['rows']
-ort = r[0]['audio_per_s'] * int(sys.argv[2]); best = max(x['audio_per_s'] for x in r[1:])
-ok = all(x.get('length_mismatches', 0) <= 2 for x in r[1:])
-print('$DEVICE' if ok and best > 2 * ort else '', f'(torch {best:.0f} audio s/s vs {sys.argv[2]} processes ~{ort:.0f})')" \
-      $W/tts_bench.json $TTS_WORKERS 2>/dev/null) || pick=" (bench failed)"
+    pick=$(cd $P && $PY -c "import json, sys; from distill.agent_tts import choose_tts_device as c
+print(*c(json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]))" $W/tts_bench.json $TTS_WORKERS $DEVICE \
+      2>/dev/null) || pick=" (bench failed)"
     [ -n "${pick%% *}" ] && echo "${pick%% *}" > $W/tts_device
     echo "agent TTS: $([ -f $W/tts_device ] && echo "torch on $DEVICE" || echo "$TTS_WORKERS CPU processes") ${pick#* }" ;;
   *) echo "$TTS_DEVICE" > $W/tts_device; echo "agent TTS: torch on $TTS_DEVICE" ;;

@@ -90,3 +90,17 @@ def test_speak_only_traces_with_torch_agent_tts(tmp_path: Path) -> None:
         x, sr, words, how = ref(t["reply_text"])
         assert t["agent_sr"] == sr and t["agent_dur_s"] == round(len(x) / sr, 3)
         assert (t["word_timings"], t["timing_source"]) == (words, how)
+
+
+def test_choose_tts_device_takes_torch_only_when_it_clearly_wins() -> None:
+    from distill.agent_tts import choose_tts_device
+
+    ort = {"path": "onnxruntime", "batch": 1, "audio_per_s": 19.0}
+    fast = {"path": "torch cuda", "batch": 64, "audio_per_s": 2500.0, "length_mismatches": 0}
+    assert choose_tts_device({"rows": [ort, fast]}, 12)[0] == "cuda"  # 2500 > 2 x 12 x 19
+    slow = {**fast, "audio_per_s": 400.0}
+    assert choose_tts_device({"rows": [ort, slow]}, 12)[0] == ""  # 400 < 456
+    moved = {**fast, "length_mismatches": 5}
+    assert choose_tts_device({"rows": [ort, fast, moved]}, 12)[0] == ""  # durations moved too often
+    device, why = choose_tts_device({"rows": [ort]}, 12)
+    assert device == "" and "no torch rows" in why
