@@ -34,7 +34,7 @@
 #             and exports $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in
 #             whole: every poll brings the latest); beside it, on the same GPU and data, each side arm of
 #             ARMS ("LABEL:ARGS;..."; default "full:--full-finetune") trains the same minutes into
-#             $W/run_LABEL (history in logs.tgz; not exported). A generator still running when
+#             $W/run_LABEL and exports $W/w_LABEL/s2s at the end. A generator still running when
 #             training ends is stopped (SIGTERM: it seals what it wrote).
 # then eval --generate-only $W/codes.npz on the priors + this session's folder (score here:
 # --from-codes; the first EVAL_LIMIT held-out turns, the oldest folder's: from run 2 on the same set in
@@ -46,8 +46,9 @@
 # system, one per training process (its Python loop builds the batches): 12 of 16 with one arm.
 # Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
 # resumes from $W/run (last.pt; --follow reloads the whole pool). A running chain is never started twice.
-# Back in $OUT (<= 8 files, < 20 MiB): status.txt, stats.json, tokens_manifest.json, history.jsonl,
-# s2s.tar (the export: manifest.json + safetensors; `tar -xf s2s.tar -C weights/`), codes.npz, logs.tgz.
+# Back in $OUT (<= 8 files, < 20 MiB + 16 MiB per LoRA arm): status.txt, stats.json, tokens_manifest.json, history.jsonl,
+# s2s.tar (the export: manifest.json + safetensors; `tar -xf s2s.tar -C weights/`), codes.npz, logs.tgz,
+# arms.tar (each side arm's export w_LABEL/s2s if LoRA-sized, and its eval codes codes_LABEL.npz).
 #
 # Knobs (environment) and their defaults (OVERLAP=1 / OVERLAP=0): CHAIN_MINUTES 23 (0: no cap),
 # TAIL_MINUTES 2.5 (export + eval), GEN_MINUTES CHAIN_MINUTES - TAIL_MINUTES - 4 / 6, TRAIN_MINUTES
@@ -188,10 +189,10 @@ train() {  # what the chain's cap leaves (minus export + eval), at most TRAIN_MI
   local common=(--data "${PRIORS[@]}" $W/data/tokens --stage speak --max-minutes $m --steps $STEPS --batch-size $BS
     --log-every $LOG_EVERY "${tiny[@]}" "${follow[@]}")
   local arm label pids=() labels=() rc i
-  for arm in "${ARM_LIST[@]}"; do  # side arms: same data, budget and GPU; measured, not exported
+  for arm in "${ARM_LIST[@]}"; do  # side arms: same data, budget and GPU; exported at the end, evaluated
     [ -n "$arm" ] || continue
     label=${arm%%:*}
-    $V train "${common[@]}" --run-dir $W/run_$label ${arm#*:} > $W/train_$label.log 2>&1 &
+    $V train "${common[@]}" --run-dir $W/run_$label --export $W/w_$label/s2s ${arm#*:} > $W/train_$label.log 2>&1 &
     pids+=($!) labels+=($label)
     echo "arm $label: ${arm#*:} (pid $!, log train_$label.log)"
   done
@@ -248,6 +249,12 @@ chain() {
   local ev=("${PRIORS[@]}"); [ -f $W/data/tokens/manifest.json ] && ev+=($W/data/tokens)
   must eval $V eval --data "${ev[@]}" --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
     --device $DEVICE --generate-only $W/codes.npz  # priors first: the same held-out turns each session
+  local a label
+  for a in "${ARM_LIST[@]}"; do  # each side arm on the same turns (a failure is reported, not fatal)
+    label=${a%%:*}; [ -n "$a" ] && [ -f $W/w_$label/s2s/manifest.json ] || continue
+    step eval_$label $V eval --data "${ev[@]}" --weights $W/w_$label/s2s --split eval --limit $EVAL_LIMIT \
+      --device $DEVICE --generate-only $W/codes_$label.npz || note "arm $label: eval failed"
+  done
   local f failed=""
   for f in $W/*.rc; do [ "$(cat $f)" = 0 ] || failed+=" $(basename $f .rc)"; done
   echo done > $W/stage; note "CHAIN DONE${failed:+ (failed:$failed)}"
@@ -309,11 +316,15 @@ status() {
   running && echo "JOB RUNNING" || echo "JOB STOPPED"
 }
 
-bring() {  # <= 8 files: status, stats, token manifest, history, the export (one tar), codes, logs
+bring() {  # 8 files: status, stats, token manifest, history, the export (one tar), codes, logs, arms.tar
   status > $OUT/status.txt 2>&1
   cp $W/stats.json $OUT/ 2>/dev/null; cp $W/run/history.jsonl $OUT/ 2>/dev/null
   cp $W/data/tokens/manifest.json $OUT/tokens_manifest.json 2>/dev/null; cp $W/codes.npz $OUT/ 2>/dev/null
   [ -f $W/w/s2s/manifest.json ] && tar -cf $OUT/s2s.tar -C $W/w s2s
+  local arms=() d  # the side arms' exports (LoRA-sized ones: a full backbone is ~150 MB) and eval codes
+  for d in $W/w_*; do [ -d $d ] && [ "$(du -sm $d | cut -f1)" -le 24 ] && arms+=($(basename $d)); done
+  arms+=($(cd $W && ls codes_*.npz 2>/dev/null))
+  [ ${#arms[@]} -gt 0 ] && tar -cf $OUT/arms.tar -C $W "${arms[@]}"
   (cd $W && tar -czf $OUT/logs.tgz $(ls *.log *.json *.rc stage run*/history.jsonl 2>/dev/null))
   ls -la $OUT | grep -v total
 }

@@ -69,7 +69,10 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     assert "CHAIN DONE" in out and "JOB STOPPED" in out, out
     back = {p.name for p in (w / "out").iterdir()}
     assert back == {"status.txt", "stats.json", "tokens_manifest.json", "history.jsonl", "s2s.tar", "codes.npz",
-                    "logs.tgz"}  # <= 8 files
+                    "logs.tgz", "arms.tar"}  # <= 8 files
+    with tarfile.open(w / "out" / "arms.tar") as t:  # the side arm's export and its eval codes
+        names = set(t.getnames())
+    assert "w_full/s2s/manifest.json" in names and "codes_full.npz" in names, names
     assert json.loads((w / "out" / "stats.json").read_text())["traces"] == 12
     assert json.loads((w / "data" / "manifest.json").read_text())["seed"] == 2  # no priors: SEED 2
     assert "train_full:" in out and "arm full done" in (w / "train.log").read_text()  # the side arm (ARMS)
