@@ -43,7 +43,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.store import write_json_atomic
 from distill.tokens import load_manifest, token_dir
+from model.common.checkpoint import file_sha256
 from model.common.errors import ParleyError
 
 MIB = 2**20
@@ -54,20 +56,6 @@ CHUNK = 4 * MIB
 
 def _part(i: int) -> str:
     return f"tokens.part{i:02d}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(CHUNK):
-            h.update(b)
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def natural_key(name: str) -> list:
@@ -125,17 +113,17 @@ def pack_tokens(src: Path, dest: Path, max_mib: float = 9.0) -> dict:
         for i in range(-(-size // step)):
             p = dest / _part(i)
             p.write_bytes(fh.read(step))
-            parts.append({"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)})
+            parts.append({"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
     index = {
         "format": PACK_FORMAT, "codec_id": man.get("codec_id"), "seed": packed["seed"], "shards": len(keep),
         "traces": sum(v.get("traces", 0) for v in keep.values()),
         "turns": sum(v.get("turns", 0) for v in keep.values()),
         "agent_hours": round(sum(v.get("frames_agent", 0) for v in keep.values()) / float(man["frame_rate"]) / 3600, 3),
-        "left_out": len(man["shards"]) - len(keep), "bytes": size, "sha256": _sha256(whole), "selection": selection,
+        "left_out": len(man["shards"]) - len(keep), "bytes": size, "sha256": file_sha256(whole), "selection": selection,
         "max_mib": max_mib, "parts": parts,
     }
     whole.unlink()
-    _write_json_atomic(dest / INDEX, index)
+    write_json_atomic(dest / INDEX, index)
     return index
 
 
@@ -194,7 +182,7 @@ def unpack_tokens(carried: Path, dest: Path, codec: Path | None = None) -> Unpac
         return Unpacked("incomplete", index, missing)
     for p in index["parts"]:
         f = carried / p["file"]
-        if f.stat().st_size != p["bytes"] or _sha256(f) != p["sha256"]:
+        if f.stat().st_size != p["bytes"] or file_sha256(f) != p["sha256"]:
             raise ParleyError(f"{f}: size or sha256 differs from {INDEX} (damaged on the way): carry it again")
     if codec is not None:
         refuse_codec(carried.name, index["codec_id"], codec_id_of(codec), codec)
@@ -207,7 +195,7 @@ def unpack_tokens(carried: Path, dest: Path, codec: Path | None = None) -> Unpac
         for p in index["parts"]:
             with open(carried / p["file"], "rb") as fh:
                 shutil.copyfileobj(fh, out, CHUNK)
-    if _sha256(whole) != index["sha256"]:
+    if file_sha256(whole) != index["sha256"]:
         raise ParleyError(f"{carried}: the joined parts' sha256 differs from {INDEX}")
     with tarfile.open(whole, "r:gz") as tar:
         for m in tar.getmembers():  # plain files in one folder only
@@ -218,7 +206,7 @@ def unpack_tokens(carried: Path, dest: Path, codec: Path | None = None) -> Unpac
             with open(tmp / m.name, "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)
     whole.unlink()
-    _write_json_atomic(tmp / "pack.json", index)
+    write_json_atomic(tmp / "pack.json", index)
     load_manifest(tmp)  # a readable token manifest came out
     if dest.exists():
         shutil.rmtree(dest)
