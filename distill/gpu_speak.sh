@@ -247,13 +247,12 @@ chain() {
     must train train
   fi
   local ev=("${PRIORS[@]}"); [ -f $W/data/tokens/manifest.json ] && ev+=($W/data/tokens)
-  must eval $V eval --data "${ev[@]}" --weights $W/w/s2s --split eval --limit $EVAL_LIMIT \
-    --device $DEVICE --generate-only $W/codes.npz  # priors first: the same held-out turns each session
+  local eval=($V eval --data "${ev[@]}" --split eval --limit $EVAL_LIMIT --device $DEVICE)  # priors first:
+  must eval "${eval[@]}" --weights $W/w/s2s --generate-only $W/codes.npz  # the same held-out turns each session
   local a label
-  for a in "${ARM_LIST[@]}"; do  # each side arm on the same turns (a failure is reported, not fatal)
+  for a in "${ARM_LIST[@]}"; do  # each side arm on the same turns (`step` reports a failure; not fatal)
     label=${a%%:*}; [ -n "$a" ] && [ -f $W/w_$label/s2s/manifest.json ] || continue
-    step eval_$label $V eval --data "${ev[@]}" --weights $W/w_$label/s2s --split eval --limit $EVAL_LIMIT \
-      --device $DEVICE --generate-only $W/codes_$label.npz || note "arm $label: eval failed"
+    step eval_$label "${eval[@]}" --weights $W/w_$label/s2s --generate-only $W/codes_$label.npz
   done
   local f failed=""
   for f in $W/*.rc; do [ "$(cat $f)" = 0 ] || failed+=" $(basename $f .rc)"; done
