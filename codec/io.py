@@ -95,6 +95,7 @@ def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu
         load_state(model, sd)
     except RuntimeError as e:  # missing / mis-shaped tensors (a shard lost or from another version)
         raise ParleyError(f"{folder}: codec weights do not match their config ({str(e).splitlines()[0]})") from None
+    model.codec_id = codec_id(folder)  # the version its tokens are tied to travels with the object
     return model.to(device).eval()
 
 

@@ -105,6 +105,7 @@ class ParleyCodec(StreamingModule[State]):
     def __init__(self, cfg: CodecConfig = CodecConfig()) -> None:
         super().__init__()
         self.cfg = cfg
+        self.codec_id: str | None = None  # codec.io.codec_id of the weights `load_codec` read (tokens are tied to it)
         kw = dict(channels=cfg.channels, dimension=cfg.dimension, n_filters=cfg.n_filters,
                   n_residual_layers=cfg.n_residual_layers, ratios=cfg.ratios, norm=cfg.norm,
                   causal=cfg.causal, pad_mode=cfg.pad_mode, true_skip=cfg.true_skip,

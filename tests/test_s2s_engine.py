@@ -120,14 +120,20 @@ def test_codec_mismatch_warns(tmp_path, tiny_codec, caplog) -> None:  # noqa: AN
     import json
     import logging
 
-    from codec.io import codec_id
+    from codec.io import codec_id, load_codec
     from voice.engines.direct import _check_codec
 
     w = tmp_path / "s2s"
     w.mkdir()
+    loaded = load_codec(tiny_codec)
+    assert loaded.codec_id == codec_id(tiny_codec)
     for trained_on, warns in ((codec_id(tiny_codec), False), ("0123456789abcdef", True)):
         (w / "manifest.json").write_text(json.dumps({"codec_id": trained_on}))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="voice.engines.direct"):
-            _check_codec(w, tiny_codec)
+            _check_codec(w, loaded)
         assert ("trained on codec 0123456789abcdef" in caplog.text) == warns
+    caplog.clear()  # an injected codec of unknown version (no codec_id) is not checked
+    with caplog.at_level(logging.WARNING, logger="voice.engines.direct"):
+        _check_codec(w, object())
+    assert caplog.text == ""

@@ -71,21 +71,18 @@ def _load_model(cfg: DirectConfig, device):  # noqa: ANN001, ANN202
         from model.speech_ckpt import DEFAULT_DIR, load_speech_model
 
         model = load_speech_model(cfg.weights or DEFAULT_DIR, gguf_path=cfg.gguf, device=device)
-        _check_codec(cfg.weights or DEFAULT_DIR, cfg.codec)
     merge_lora(model.backbone)
     return model.eval()
 
 
 def _check_codec(weights, codec) -> None:  # noqa: ANN001
-    """Warn when the speech model learnt the tokens of another codec version than the one loaded:
-    its codes then mean other sounds (retrain it on the new codec's tokens: issue 11)."""
-    if codec == "tiny":
-        return
-    from codec.io import codec_id
+    """Warn when the speech model learnt the tokens of another codec version than the codec in use
+    (loaded or injected: `load_codec` sets its `codec_id`): its codes then mean other sounds
+    (retrain it on the new codec's tokens: issue 11). A codec of unknown version is not checked."""
     from model.speech_ckpt import trained_codec_id
 
-    want, have = trained_codec_id(weights), codec_id(codec)
-    if want is not None and want != have:
+    want, have = trained_codec_id(weights), getattr(codec, "codec_id", None)
+    if want is not None and have is not None and want != have:
         log.warning("the speech model in %s was trained on codec %s tokens, the codec loaded is %s: "
                     "its speech will not be intelligible until it is retrained on this codec", weights, want, have)
 
@@ -130,8 +127,13 @@ class DirectEngine(Engine):
         dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dev.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
+        trained = model is None and cfg.weights not in ("tiny", "random")
         model = model if model is not None else _load_model(cfg, dev)
         codec = codec if codec is not None else _load_codec(cfg)
+        if trained:
+            from model.speech_ckpt import DEFAULT_DIR
+
+            _check_codec(cfg.weights or DEFAULT_DIR, codec)
         if detokenize is None:
             from model.gguf import load_tokenizer
 
