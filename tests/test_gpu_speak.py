@@ -133,3 +133,24 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     assert json.loads((w2 / "generate.json").read_text())["already_done"] == 12
     log = (w2 / "train.log").read_text()
     assert "resumed from" in log and "reload:" not in log and "tokens-run2" in log  # both folders, not followed
+
+
+@pytest.mark.timeout(300)
+def test_cpu_prior_packs_with_the_next_seed(tmp_path: Path, tiny_codec: Path) -> None:
+    """distill/cpu_prior.sh: Speak traces made here, tokenized, packed into CARRY/tokens-cpuSEED; the
+    seed is one after the largest carried one, and the pack unpacks as a prior of that seed."""
+    from distill.token_pack import check_priors, unpack_tokens
+
+    carry = tmp_path / "carry"
+    env = dict(os.environ, PY=sys.executable, CARRY=str(carry), CODEC=str(tiny_codec), STAGES="fake:0.01",
+               MINUTES="0.03", TTS_WORKERS="1", BLOCK="4", NICE="0", POLL_S="1")
+    for seed in (1, 2):
+        r = subprocess.run(["bash", str(REPO_ROOT / "distill" / "cpu_prior.sh")], cwd=REPO_ROOT, capture_output=True,
+                           text=True, env=dict(env, DATA=str(tmp_path / f"d{seed}")))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"seed {seed}," in r.stdout
+        index = json.loads((carry / f"tokens-cpu{seed}" / "tokens.index.json").read_text())
+        assert index["seed"] == seed and index["turns"] > 0 and index["codec_id"]
+        unpack_tokens(carry / f"tokens-cpu{seed}", tmp_path / "prior" / f"tokens-cpu{seed}", codec=tiny_codec)
+    priors = check_priors(tmp_path / "prior", tiny_codec)
+    assert [p.name for p in priors.folders] == ["tokens-cpu1", "tokens-cpu2"] and priors.seed == 3
