@@ -18,7 +18,7 @@
 #   PHASE=bring_tokens  after collect: this session's sealed token shards (distill/token_pack.py) as
 #                  a tar.gz cut in parts of <= PART_MIB MiB: $OUT gets tokens.index.json + PARTS_PER_CALL
 #                  parts from PART_FROM (0); it prints "more parts: ... PART_FROM=N" when a call is not enough.
-#                  Here: put each call's files into .carry/tokens-runN/ (N: the session's seed) and carry
+#                  Here: put each call's files into ~/.cache/parley/packs/tokens-runN/ (N: the seed) and carry
 #                  every such folder into the next sessions: their data accumulates.
 #
 # The chain (PHASE=chain, started by `start`; each step logs to $W/NAME.log, its exit status to

@@ -137,12 +137,12 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_cpu_prior_packs_with_the_next_seed(tmp_path: Path, tiny_codec: Path) -> None:
-    """distill/cpu_prior.sh: Speak traces made here, tokenized, packed into CARRY/tokens-cpuSEED; the
+    """distill/cpu_prior.sh: Speak traces made here, tokenized, packed into PACKS/tokens-cpuSEED; the
     seed is one after the largest carried one, and the pack unpacks as a prior of that seed."""
     from distill.token_pack import check_priors, unpack_tokens
 
-    carry = tmp_path / "carry"
-    env = dict(os.environ, PY=sys.executable, CARRY=str(carry), CODEC=str(tiny_codec), STAGES="fake:0.01",
+    carry = tmp_path / "packs"
+    env = dict(os.environ, PY=sys.executable, PACKS=str(carry), CODEC=str(tiny_codec), STAGES="fake:0.01",
                MINUTES="0.03", TTS_WORKERS="1", BLOCK="4", NICE="0", POLL_S="1")
     for seed in (1, 2):
         r = subprocess.run(["bash", str(REPO_ROOT / "distill" / "cpu_prior.sh")], cwd=REPO_ROOT, capture_output=True,
