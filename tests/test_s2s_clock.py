@@ -148,6 +148,24 @@ def test_thread_paced_and_a_stalled_session_does_not_hold_others(parts) -> None:
     assert np.median(gaps) == pytest.approx(0.05, abs=0.02)
 
 
+def test_late_ticks_catch_up_on_the_grid_and_a_stall_resyncs() -> None:
+    """next_deadline: ticks that overrun (a slow one every 4th) keep the clock on its frame grid on
+    average; a stall longer than the allowed lag restarts the grid instead of bursting."""
+    from voice.engines.clock import next_deadline
+
+    frame, now, nxt, late, resyncs = 0.04, 0.0, 0.0, 0, 0
+    for i in range(100):  # ticks of 20 ms, every 4th 70 ms (mean 32.5 ms, under the 40 ms frame)
+        now = max(now, nxt) + (0.07 if i % 4 == 3 else 0.02)  # a tick starts at its deadline or when the last ends
+        nxt, was_late, resync = next_deadline(nxt, now, frame, max_lag_frames=2)
+        late, resyncs = late + was_late, resyncs + resync
+    assert late == 49 and resyncs == 0  # each 70 ms tick and the 20 ms one after it end late (the last has none)
+    assert now == pytest.approx(3.96 + 0.07)  # on the grid: the last (70 ms) tick began at its 3.96 s deadline
+    # (restarting the grid at each overrun, as before, ends at 4.75 s: the clock falls behind real time)
+    stall = nxt + 0.5
+    assert next_deadline(nxt, stall, frame, max_lag_frames=2) == (stall, True, True)
+    assert next_deadline(nxt, nxt + 0.06, frame, max_lag_frames=2) == (nxt + frame, True, False)
+
+
 @pytest.mark.gpu
 def test_cuda_clock_captures_once_across_join_and_leave(parts) -> None:
     """On CUDA the generator step is one graph, captured at the first tick and kept across

@@ -17,7 +17,10 @@ A session can be ``muted``: its input is then the codec's silence codes (half du
 the agent replies, as in training) and its audio inbox is discarded.
 
 ``tick()`` runs one frame (tests drive it by hand); ``start()`` runs it on a thread paced on the
-monotonic clock (a tick that overruns its period is counted, the next one starts at once).
+monotonic clock's frame grid (``next_deadline``): a tick that overruns its period is counted and
+the next ones start at once until the clock is back on the grid, so a few slow ticks cost no real
+time on average (the inbox holds the frames that came meanwhile); a clock more than ``max_backlog``
+frames behind restarts the grid from now (``resyncs``) rather than replay a stall as a burst.
 ``timing()`` gives p50/p99 ms per stage and the share of the frame period (for the benchmark).
 """
 
@@ -80,7 +83,7 @@ class FrameClock:
         self.lock = threading.Lock()  # join/leave/tick
         self.times: collections.deque = collections.deque(maxlen=history)  # (enc, step, dec, tick, n, i)
         self.n_ticks = 0
-        self.overruns = self.missed = self.dropped = 0  # totals since reset_timing
+        self.overruns = self.missed = self.dropped = self.resyncs = 0  # totals since reset_timing
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -200,19 +203,18 @@ class FrameClock:
         while not self._stop.is_set():
             if self.slots:
                 self.tick()
-            nxt += self.frame_s
+            nxt, late, resync = next_deadline(nxt, time.monotonic(), self.frame_s, self.max_backlog)
+            if self.slots:
+                self.overruns += late
+                self.resyncs += resync
             delay = nxt - time.monotonic()
-            if delay < 0:  # overran: start the next tick now, do not try to catch up
-                if self.slots:
-                    self.overruns += 1
-                nxt = time.monotonic()
-            else:
+            if delay > 0:
                 self._stop.wait(delay)
 
     # --- timing -----------------------------------------------------------------------------
     def reset_timing(self) -> None:
         self.times.clear()
-        self.overruns = self.missed = self.dropped = 0
+        self.overruns = self.missed = self.dropped = self.resyncs = 0
 
     def timing(self, since: int = 0) -> dict:
         """Per stage (encode, step, decode, tick): p50/p99 ms and share of the frame over the
@@ -220,7 +222,7 @@ class FrameClock:
         t = np.array(self.times, dtype=np.float64).reshape(-1, 6)
         t = t[t[:, 5] >= since]
         res: dict = {"frame_ms": 1000 * self.frame_s, "ticks": len(t), "next_tick": self.n_ticks,
-                     "overruns": self.overruns,
+                     "overruns": self.overruns, "resyncs": self.resyncs,
                      "device": str(self.device), "slots": self.B,
                      "sessions_p50": float(np.median(t[:, 4])) if len(t) else 0.0}
         for i, name in enumerate(STAGES):
@@ -231,3 +233,15 @@ class FrameClock:
                          "share_p99": round(p99 / (1000 * self.frame_s), 4)}
         res["missed"], res["dropped"] = self.missed, self.dropped
         return res
+
+
+def next_deadline(nxt: float, now: float, frame_s: float, max_lag_frames: int) -> tuple[float, bool, bool]:
+    """The deadline of the next tick after the one due at ``nxt`` ended at ``now`` -> (deadline,
+    late: it ended after the next deadline, resync: more than ``max_lag_frames`` behind, the grid
+    restarts from now). A late clock keeps its grid and catches up by ticking at once."""
+    nxt += frame_s
+    if now <= nxt:
+        return nxt, False, False
+    if now - nxt > max_lag_frames * frame_s:
+        return now, True, True
+    return nxt, True, False
