@@ -346,7 +346,29 @@ def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
             done = c.of("agent_done")[0]
             assert not c.of("barge_in") and len(c.of("turn_start")) == 1
             assert not done["interrupted"] and done["text"] == engine.text, done
-            assert done["played_ms"] == 4000
+            assert done["played_ms"] == 4000 and done["gap_ms"] == 0
+        finally:
+            await c.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_a_reply_streamed_slower_than_real_time_reports_its_gaps() -> None:
+    """An engine that streams its reply at half real time: the output runs dry between pieces and
+    agent_done says how much silence was inserted (~ the reply's length); the whole reply still plays."""
+
+    async def main() -> None:
+        engine = ToneEngine(ToneConfig(delay_ms=100, reply_s=1.0, stream_speed=0.5))
+        runner, url, server = await start(engine)
+        c = Client(url)
+        try:
+            await c.connect()
+            c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
+            await c.wait(lambda: c.of("agent_done"), 20)
+            done = c.of("agent_done")[0]
+            assert not done["interrupted"] and done["played_ms"] == 1000, done
+            assert 600 <= done["gap_ms"] <= 1300, done
         finally:
             await c.close()
             await runner.cleanup()

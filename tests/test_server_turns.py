@@ -359,3 +359,28 @@ def test_echo_bench_wrong_hints_do_not_interrupt_and_right_ones_help() -> None:
     soft = {h: run_case(EchoCase(h, user_db=-15.0), agent, user, vad).start_s for h in EchoHint}
     assert soft[EchoHint.NEAR_FIELD] is not None and soft[EchoHint.CANCELLED] is not None, soft
     assert soft[EchoHint.UNKNOWN] is None or soft[EchoHint.UNKNOWN] > soft[EchoHint.CANCELLED] >= soft[EchoHint.NEAR_FIELD], soft
+
+
+def test_agent_track_counts_gaps_only_while_a_reply_streams() -> None:
+    """A frame the queue cannot fill while the session marks the turn as streaming is a gap (the engine
+    fell behind real time); not after the reply ended, not after a barge-in's flush."""
+
+    async def main() -> None:
+        tr = AgentTrack()
+        tr.streaming = 2
+        tr.enqueue(2, np.full(WEBRTC_FRAME * 3 // 2, 0.5, np.float32))  # 1.5 frames of speech
+        for _ in range(3):  # full, half (gap), empty (gap)
+            await tr.recv()
+        assert tr.starved == {2: 2}
+        tr.enqueue(2, np.full(WEBRTC_FRAME, 0.5, np.float32))  # the engine caught up
+        await tr.recv()
+        assert tr.starved == {2: 2}
+        tr.streaming = None  # the reply's generator ended: the silence after it is no gap
+        await tr.recv()
+        tr.streaming = 3
+        tr.flush()  # barge-in
+        await tr.recv()
+        assert tr.starved == {2: 2} and tr.streaming is None
+        tr.stop()
+
+    asyncio.run(main())

@@ -37,6 +37,7 @@ class TalkResult:
     stages: dict[str, float]  # server's stage breakdown (ms)
     reply: np.ndarray = field(repr=False)  # (T,) float32 48 kHz: agent audio from its onset
     events: list[dict] = field(repr=False, default_factory=list)
+    gap_ms: int | None = None  # silence the server inserted mid-reply (engine behind real time); None: not reported
 
     @property
     def reply_audible(self) -> bool:
@@ -122,6 +123,7 @@ class VoiceClient:
             stages=dict(lat.get("stages", {})) if lat else {},
             reply=reply,
             events=evs,
+            gap_ms=_gap_ms(evs),
         )
 
 
@@ -148,6 +150,11 @@ def talk(question: str | Path, url: str = "http://127.0.0.1:8080", out: str | Pa
     return result
 
 
+def _gap_ms(evs: list[dict]) -> int | None:
+    gaps = [e["gap_ms"] for e in evs if e.get("type") == "agent_done" and "gap_ms" in e]
+    return sum(gaps) if gaps else None
+
+
 def print_result(r: TalkResult) -> None:
     print(f"you said:   {r.transcript or '(nothing recognized)'}")
     print(f"agent said: {r.agent_text or '(no reply)'}")
@@ -157,3 +164,5 @@ def print_result(r: TalkResult) -> None:
     stages = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in r.stages.items())
     server = f"; server {r.server_total_ms:.0f} ms ({stages})" if r.server_total_ms is not None else ""
     print(f"latency:    {r.latency_ms:.0f} ms voice-to-voice at the client{server}")
+    if r.gap_ms is not None:
+        print(f"gaps:       {r.gap_ms} ms of silence inserted mid-reply (the engine behind real time)")

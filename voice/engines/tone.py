@@ -44,6 +44,7 @@ class ToneConfig:
     level: float = 0.25  # tone amplitude (-12 dBFS)
     reply_wav: str | None = None  # play this file instead of the tone
     words_per_s: float = 2.5  # "text" of the tone
+    stream_speed: float = 0.0  # 0: the reply at once; s > 0: in 40 ms pieces at s x real time (s < 1: an engine behind)
 
 
 def tone(cfg: ToneConfig) -> np.ndarray:
@@ -98,7 +99,13 @@ class ToneSession(EngineSession):
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         yield Stage("engine", e.cfg.delay_ms)
         yield AgentText(e.text)
-        yield AgentAudio(e.audio, e.sr, e.text)
+        if e.cfg.stream_speed <= 0:
+            yield AgentAudio(e.audio, e.sr, e.text)
+            return
+        piece, t0 = int(0.04 * e.sr), time.monotonic()
+        for k, i in enumerate(range(0, len(e.audio), piece)):
+            await asyncio.sleep(max(0.0, t0 + k * 0.04 / e.cfg.stream_speed - time.monotonic()))
+            yield AgentAudio(e.audio[i : i + piece], e.sr, e.text if i == 0 else "")
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         if played_text:

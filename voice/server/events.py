@@ -22,8 +22,9 @@ the session started, server clock). Turn numbers start at 1.
     {"type": "barge_in", "turn": 3, "played_ms": 1220, "stop_ms": 0.1, "t": ...}
         the user interrupted the reply to turn 3; stop_ms: VAD decision -> output flushed
     {"type": "agent_done", "turn": 3, "text": "The capital of France is Paris.",
-     "interrupted": false, "played_ms": 2300, "t": ...}
-        the reply is over; text = what was actually played (kept in the history)
+     "interrupted": false, "played_ms": 2300, "gap_ms": 0, "t": ...}
+        the reply is over; text = what was actually played (kept in the history); gap_ms: silence
+        the output had to insert while the engine was still generating (it fell behind real time)
     {"type": "error", "message": "...", "t": ...}
         an engine failure on one turn (the session goes on)
 """

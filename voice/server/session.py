@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_SR
+from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_FRAME_S, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
@@ -322,6 +322,7 @@ class Session:
                     segs.append(self.out.enqueue(ut.turn, x, item.text))
                     if first:
                         first = False
+                        self.out.streaming = ut.turn  # from now on a frame it cannot fill is a gap
                         decided = self._decided.pop(ut.turn, ut.t_decided)
                         stages = {"vad_endpoint_ms": round(1000 * (decided - ut.t_speech_end), 1), **stages}
                         if not ut.final:
@@ -341,6 +342,8 @@ class Session:
             self.send(ev.ERROR, turn=ut.turn, message=f"engine failed: {e}")
         finally:
             await agen.aclose()
+            if self.out.streaming == ut.turn:
+                self.out.streaming = None
         if gate is not None:
             await gate.wait()  # a speculative reply that said nothing still waits for its turn
             if heard is not None:
@@ -357,8 +360,9 @@ class Session:
         segs = self._segments.pop(turn, [])
         text = played_text(segs)
         played_ms = round(1000 * sum(s.sent for s in segs) / WEBRTC_SR)
+        gap_ms = round(1000 * WEBRTC_FRAME_S * self.out.starved.pop(turn, 0))
         self.engine_session.commit(turn, text, interrupted)
-        self.send(ev.AGENT_DONE, turn=turn, text=text, interrupted=interrupted, played_ms=played_ms)
+        self.send(ev.AGENT_DONE, turn=turn, text=text, interrupted=interrupted, played_ms=played_ms, gap_ms=gap_ms)
 
     def _interrupt(self, t_decided: float) -> None:
         """Barge-in: silence the output now, cancel the reply, keep what was played."""

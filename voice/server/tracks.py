@@ -7,7 +7,9 @@ connection always carries audio) and advances each segment's `sent` counter, whi
 server knows what the user actually heard. `flush()` empties the queue synchronously: the
 frame returned by the next `recv()` is silent, so barge-in stops the agent within one frame.
 `pause()` / `resume()` hold the queue (silent frames, nothing consumed) while the VAD decides
-whether a sound during the agent's speech is an interruption.
+whether a sound during the agent's speech is an interruption. While the session marks a turn's
+reply as `streaming` (its engine still generating), a frame the queue cannot fill is a gap the user
+hears (the engine fell behind real time): `starved[turn]` counts them.
 Samples are taken from the queue only when a frame is returned (after the pacing sleep).
 """
 
@@ -70,6 +72,8 @@ class AgentTrack(MediaStreamTrack):
         self.idle.set()
         self.paused = False  # hold: silent frames, the queue is kept (possible barge-in)
         self.underruns = 0  # frames returned more than one frame late
+        self.streaming: int | None = None  # the turn whose reply the engine is generating (set by the session)
+        self.starved: dict[int, int] = {}  # turn -> frames the queue could not fill while it streamed
 
     # -- control (event loop thread) ---------------------------------------------------------
     def enqueue(self, turn: int, audio: np.ndarray, text: str = "") -> Segment:
@@ -84,6 +88,7 @@ class AgentTrack(MediaStreamTrack):
         dropped = list(self._queue)
         self._queue.clear()
         self.idle.set()
+        self.streaming = None  # a barge-in's silence is no gap
         return dropped
 
     def pause(self) -> None:
@@ -112,6 +117,8 @@ class AgentTrack(MediaStreamTrack):
             i += n
             if seg.done:
                 self._queue.popleft()
+        if i < WEBRTC_FRAME and self.streaming is not None:
+            self.starved[self.streaming] = self.starved.get(self.streaming, 0) + 1
         if not self._queue:
             self.idle.set()
         return out
