@@ -5,7 +5,8 @@
 - user speech (espeak-ng / flite / piper + augmentation) and agent speech (piper joe) run on
   ``tts_workers`` CPU processes (spawned, each loads the TTS voices once, one thread each);
 - Whisper and the LLM run on ``device``, batched across traces (``WhisperASR.transcribe_batch``,
-  ``distill.llm_batch.chat_batch``), one model copy in the driver process;
+  ``distill.llm_batch.chat_batch``: up to ``llm_batch`` replies decoded together, continuous
+  batching), one model copy in the driver process;
 - ``distill.flow.stream_traces`` drives them (``generate --batched``): up to ``block`` traces in
   flight, each turn's speech submitted to the TTS processes as soon as its text exists, the LLM
   batched over the replies that wait for it while the processes speak others (``submit_user``,
@@ -49,7 +50,7 @@ class BatchSpec:
     device: str = "cpu"  # Whisper and the LLM: "cuda" on the GPU machine
     tts_workers: int = 0  # CPU processes for the TTS stages; 0: in this process
     asr_batch: int = 32
-    llm_batch: int = 128
+    llm_batch: int = 128  # LLM replies decoded together (more wait and join as rows leave)
     block: int = 256  # traces in flight (stream_traces' window; LLM batches are drawn from them)
     speak_only: bool = False  # Speak data: no user voices, no Whisper (asr_text = the planned text)
     tts_device: str = ""  # agent speech (piper joe) in torch on this device, batched; "": on the TTS processes
@@ -218,13 +219,8 @@ class BatchedExecutor:
             time.sleep(self.spec.stages.sleep_s)
             out = [self._gpu.llm(m, s) for m, s in reqs]
         else:
-            from distill.llm_batch import ChatRequest, ChatSettings, chat_batch
-            from distill.stages import LLM_MAX_NEW_TOKENS, LLM_MAX_SENTENCES, LLM_TEMPERATURE
+            from distill.llm_batch import ChatRequest, chat_batch
 
-            cs = ChatSettings(LLM_MAX_NEW_TOKENS, LLM_TEMPERATURE, 0.9, LLM_MAX_SENTENCES)
-            out = []
-            for i in range(0, len(reqs), self.spec.llm_batch):
-                chunk = [ChatRequest(m, s) for m, s in reqs[i : i + self.spec.llm_batch]]
-                out += chat_batch(self._gpu.chat, chunk, cs)
+            out = chat_batch(self._gpu.chat, [ChatRequest(m, s) for m, s in reqs], max_rows=self.spec.llm_batch)
         ms = (time.perf_counter() - t0) * 1000 / len(reqs)
         return out, [round(ms, 1)] * len(reqs)

@@ -34,6 +34,13 @@ LLM_MAX_SENTENCES = 2  # generation stops after the 2nd sentence (clean_reply ke
 _SENT_END = re.compile(r"[.!?](?:\s|$)")
 
 
+def enough_sentences(parts: list[str], max_sentences: int = LLM_MAX_SENTENCES) -> bool:
+    """The teacher's stop rule on a reply's text pieces so far: the last piece ends a sentence
+    and ``max_sentences`` sentences have ended."""
+    return bool(parts) and parts[-1].rstrip().endswith((".", "!", "?")) and \
+        len(_SENT_END.findall("".join(parts))) >= max_sentences
+
+
 class StageKind(str, enum.Enum):
     REAL = "real"  # the models
     FAKE = "fake"  # deterministic stand-ins
@@ -196,7 +203,7 @@ class RealStages(TTSStages):
                 lps.append(round(float(st.logprob), 4) if st.logprob is not None else None)
             if st.text:
                 parts.append(st.text)
-                if st.text.rstrip().endswith((".", "!", "?")) and len(_SENT_END.findall("".join(parts))) >= LLM_MAX_SENTENCES:
+                if enough_sentences(parts):
                     break  # enough for a spoken reply: save the decoding time
         return "".join(parts), {"tokens": toks, "logprobs": lps}
 

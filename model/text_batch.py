@@ -4,9 +4,11 @@
     gen.join([RowRequest(prompt_ids, 48, params, sink, state), ...])  # one batched prefill, first tokens
     while gen.n_active:
         gen.step()                        # one forward for every active row; tokens go to each sink
+    gen.close()                           # the sampling threads
 
 Rows join at any step (the joiners' prompts are prefilled together, right-padded) and leave at
-any step (stop id, token limit, ``sink.cancelled()``). Each row keeps its own sampling RNG,
+any step (stop id, token limit, ``sink.cancelled()``; ``drop_cancelled`` frees those places
+before a join). Each row keeps its own sampling RNG,
 repetition history, incremental detokenizer and stop rule, so it yields the tokens that
 ``TextGenerator.stream`` yields alone (equal on CPU fp32 in the tests; batched matmuls in
 fp16/bf16 may round differently, as any batching does).
@@ -22,12 +24,17 @@ of the state's cache and the new prompt is copied into the row and only the rest
 leave the row's positions are copied back. So the first token does not grow with the history,
 and a turn after a batched reply reuses it as after a one-by-one reply. Cost: two copies of the
 conversation's keys/values per reply (~23 KB per token for SmolLM2 in 16 bit; microseconds on a GPU).
-Not thread-safe: one thread drives it (``voice/engines/batching.py``).
+Sampling: greedy rows are picked on the device (``greedy_rows``); from ``SAMPLE_THREADS_FROM``
+sampled rows on, rows are sampled on host threads (NumPy releases the GIL in the heavy parts; each
+row draws from its own RNG, so the tokens do not depend on the threads).
+Not thread-safe: one thread drives it (``voice/engines/batching.py``, ``distill/llm_batch.py``).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +45,8 @@ from model.llama import KVCache
 from model.sampling import SamplingParams, log_softmax, sample_next
 from model.text_generator import CACHE_ROUND, PREFILL_CHUNK, ChatState, Step, TextGenerator
 from model.tokenizer import IncrementalDecoder
+
+SAMPLE_THREADS_FROM = 16  # sampled rows per step from which they are sampled on threads
 
 
 class RowSink(Protocol):
@@ -97,8 +106,11 @@ class BatchStats:
 class BatchedTextGenerator:
     """Continuous batching on one ``TextGenerator``'s weights (its decoder, prefill model, tokenizer)."""
 
-    def __init__(self, gen: TextGenerator, max_rows: int = 32) -> None:
+    def __init__(self, gen: TextGenerator, max_rows: int = 32, threads: int = 0) -> None:
+        """``threads``: host threads that sample rows (0: min(8, cores)); started on first use."""
         self.gen, self.max_rows = gen, max_rows
+        self.threads = threads or min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
         self.model, self.pm = gen.model, gen.prefill_model or gen.model
         self.cache: KVCache | None = None  # (n_layers, R, n_kv, T, hd), grown on demand
         self.rows: list[_Row] = []
@@ -184,11 +196,16 @@ class BatchedTextGenerator:
 
     # --- step: one forward for all rows ---------------------------------------------------------
     @torch.inference_mode()
-    def step(self) -> None:
-        """Drop cancelled rows, feed every row its last token (one forward), sample the next."""
+    def drop_cancelled(self) -> None:
+        """Let the rows whose sink is cancelled leave now (no tail: not a natural end)."""
         for i in reversed(range(len(self.rows))):
             if _cancelled(self.rows[i].req.sink):
                 self._leave(i, None, natural=False)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Drop cancelled rows, feed every row its last token (one forward), sample the next."""
+        self.drop_cancelled()
         if not self.rows:
             return
         t0 = time.perf_counter()
@@ -203,16 +220,17 @@ class BatchedTextGenerator:
         self.stats.step_s += time.perf_counter() - t0
         self._advance(list(range(len(self.rows))), logits[:, -1])
 
-    def _sample(self, idx: list[int], logits: torch.Tensor) -> tuple[list[int], list[np.ndarray | None]]:
-        """Next token of rows ``idx`` from ``logits`` (len(idx), V) -> (tokens, host logits or None).
+    def _sample(self, idx: list[int], logits: torch.Tensor) -> tuple[list[int], list[float | None]]:
+        """Next token of rows ``idx`` from ``logits`` (len(idx), V) -> (tokens, log-probs or None).
 
         Greedy rows without log-probabilities are decided on the device in one batched argmax
         (``greedy_rows``: the same token as ``sample_next``); only the other rows' logits come to
-        the host (64 rows x 49k floats per step would cost milliseconds of copying and NumPy)."""
+        the host (64 rows x 49k floats per step would cost milliseconds of copying and NumPy),
+        sampled on threads from ``SAMPLE_THREADS_FROM`` rows on."""
         rows = [self.rows[i] for i in idx]
         fast = [j for j, w in enumerate(rows) if w.req.params.temperature == 0 and not w.req.logprobs]
         toks: list[int] = [0] * len(idx)
-        host: list[np.ndarray | None] = [None] * len(idx)
+        lps: list[float | None] = [None] * len(idx)
         if fast:
             recent = [rows[j].history[-rows[j].req.params.repetition_window:] for j in fast]
             pen = [rows[j].req.params.repetition_penalty for j in fast]
@@ -220,22 +238,40 @@ class BatchedTextGenerator:
                 toks[j] = t
         slow = sorted(set(range(len(idx))) - set(fast))
         if slow:
-            for j, row in zip(slow, logits[slow].float().cpu().numpy()):  # (V,) each
-                p = rows[j].req.params
-                toks[j] = sample_next(row, p, rows[j].history[-p.repetition_window:], rows[j].rng)
-                host[j] = row
-        return toks, host
+            host = logits[slow].float().cpu().numpy()  # (len(slow), V)
+
+            def draw(k: int) -> tuple[int, float | None]:  # touches row slow[k] only: thread-safe
+                w, row = rows[slow[k]], host[k]
+                p = w.req.params
+                tok = sample_next(row, p, w.history[-p.repetition_window:], w.rng)
+                return tok, (float(log_softmax(row)[tok]) if w.req.logprobs else None)
+
+            ks = range(len(slow))
+            threaded = len(slow) >= SAMPLE_THREADS_FROM and self.threads > 1
+            for j, (t, lp) in zip(slow, self._threads().map(draw, ks) if threaded else map(draw, ks)):
+                toks[j], lps[j] = t, lp
+        return toks, lps
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="parley-sample")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the sampling threads (a later step starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _advance(self, idx: list[int], logits: torch.Tensor) -> None:
         """Sample the next token of rows ``idx`` from ``logits`` (len(idx), V); emit; end rows."""
         ended: list[tuple[int, BaseException | None]] = []
-        toks, host = self._sample(idx, logits)
-        for i, tok, row in zip(idx, toks, host):
+        toks, lps = self._sample(idx, logits)
+        for i, tok, lp in zip(idx, toks, lps):
             w = self.rows[i]
             if tok in w.stops:
                 ended.append((i, None))
                 continue
-            lp = float(log_softmax(row)[tok]) if row is not None and w.req.logprobs else None
             try:
                 w.req.sink.on_step(Step(tok, lp, w.dec.push(tok) if w.dec else ""))
             except Exception as err:  # noqa: BLE001 - a broken consumer ends its row only

@@ -54,25 +54,84 @@ def test_generate_batched_store_equals_workers(tmp_path: Path) -> None:
         assert content_view({**a, "models": None}) == content_view({**b, "models": None})
 
 
-def test_batched_decoding_equals_one_by_one() -> None:
-    from distill.llm_batch import generate_batch
+@pytest.fixture(scope="module")
+def teacher():  # noqa: ANN201 - model.components.llm.LocalChatLLM
+    """A tiny random Llama with the real tokenizer, its output biased towards sentence ends, two
+    tokens that split a character (a tail at a natural end) and the stop id: every way a reply ends."""
+    from model.components.llm import LocalChatLLM
+    from model.gguf import load_tokenizer
     from model.llama import Llama, LlamaConfig
-    from model.sampling import SamplingParams
     from model.text_generator import TextGenerator
 
+    tok = load_tokenizer()
     torch.manual_seed(0)
-    model = Llama(LlamaConfig(vocab_size=96, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
-                              max_seq_len=128)).eval()
-    rng = np.random.default_rng(0)
-    prompts = [[int(t) for t in rng.integers(3, 96, n)] for n in [5, 17, 9, 1] * 5]  # 20 rows: sampled on threads
-    params = [SamplingParams(temperature=0.8, top_p=0.9, seed=s) for s in range(20)]
-    stops = {0}
-    batched = generate_batch(model, prompts, params, 20, stops)
-    gen = TextGenerator(model)
-    for p, sp, row in zip(prompts, params, batched):
-        single = [(s.token, s.logprob) for s in gen.generate(p, 20, sp, stops, logprobs=True)]
-        assert [t for t, _ in row] == [t for t, _ in single]
-        assert np.allclose([lp for _, lp in row], [lp for _, lp in single], atol=1e-4)
+    model = Llama(LlamaConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
+                              max_seq_len=256)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.4)  # peaked logits: no near-ties for batched rounding to flip
+        head = torch.nn.Linear(32, tok.vocab_size)
+        head.weight.copy_(model.output.weight)
+        head.bias.zero_()
+        head.bias[[tok.encode(c)[0] for c in ".!?"]] = 10.0
+        head.bias[[321, 459]] = 10.0  # byte tokens that leave a UTF-8 character open
+        head.bias[sorted(tok.stop_ids)] = 9.0
+        model.output = head
+    return LocalChatLLM(TextGenerator(model, tok))
+
+
+@pytest.mark.timeout(120)
+def test_chat_batch_equals_one_by_one(teacher, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """More requests than rows: they join as rows leave and each reply (text, tokens, log-probs) is
+    RealStages.llm's one by one: cut after the 2nd sentence (no tail), a natural end keeps the tail."""
+    from types import SimpleNamespace
+
+    import distill.llm_batch as lb
+    from distill.stages import RealStages, enough_sentences
+
+    n = 12
+    monkeypatch.setattr("distill.stages.LLM_MAX_NEW_TOKENS", n)
+    reqs = [lb.ChatRequest([{"role": "user", "content": "Hi there? " * (i % 5 + 1)}], seed=i) for i in range(32)]
+    one = [RealStages.llm(SimpleNamespace(chat=teacher), r.messages, r.seed) for r in reqs]
+    joins: list[tuple[int, int]] = []
+    gens: set = set()
+    join = lb.BatchedTextGenerator.join
+
+    def spy(self, rows):  # noqa: ANN001, ANN202
+        joins.append((self.n_active, len(rows)))
+        gens.add(self)
+        return join(self, rows)
+
+    monkeypatch.setattr(lb.BatchedTextGenerator, "join", spy)
+    many = lb.chat_batch(teacher, reqs, lb.ChatSettings(max_new_tokens=n), max_rows=16)  # 16 rows: sampled on threads
+    assert joins[0] == (0, 16) and any(active > 0 for active, _ in joins[1:])  # joined while others decoded
+    assert all(active + k <= 16 for active, k in joins)
+    for (text, t1), (got, t2) in zip(one, many):
+        assert got == text and t2["tokens"] == t1["tokens"]
+        assert np.allclose(t2["logprobs"], t1["logprobs"], atol=1e-4)
+    cut = [enough_sentences([t]) and len(m["tokens"]) < n for t, m in one]
+    tail = [t.endswith("\ufffd") for t, _ in one]  # a pushed piece never ends inside a character
+    assert sum(cut) >= 5 and sum(tail) >= 1 and any(len(m["tokens"]) == n for _, m in one)
+    # a row is fed each token but its last, and the token before a stop id: a cut row left at once
+    fed = sum(len(m["tokens"]) - 1 if c or len(m["tokens"]) == n else len(m["tokens"]) for (_, m), c in zip(one, cut))
+    assert len(gens) == 1 and gens.pop().stats.row_steps == fed
+
+
+def test_reply_sink_drops_the_tail_of_a_cut_reply() -> None:
+    from distill.llm_batch import _ReplySink
+    from model.text_generator import Step
+
+    s = _ReplySink(max_sentences=2)
+    for i, piece in enumerate(["Yes.", " Sure", "!"]):
+        assert not s.cancelled()
+        s.on_step(Step(i, -0.5, piece))
+    s.on_step(Step(-1, None, "\ufffd"))  # the token limit's tail after the rule's last token
+    assert s.cancelled() and "".join(s.parts) == "Yes. Sure!" and s.tokens == [0, 1, 2] and s.logprobs == [-0.5] * 3
+    natural = _ReplySink(max_sentences=2)
+    natural.on_step(Step(7, None, "Hm."))
+    natural.on_step(Step(-1, None, "\ufffd"))
+    assert not natural.cancelled() and "".join(natural.parts) == "Hm.\ufffd" and natural.tokens == [7]
 
 
 @pytest.mark.timeout(120)

@@ -26,6 +26,7 @@ class Collect:
 
     def __init__(self, cancel_after: int | None = None, fail_at: int | None = None) -> None:
         self.tokens: list[int] = []
+        self.logprobs: list[float | None] = []
         self.ends: list[BaseException | None] = []
         self.cancel_after, self.fail_at = cancel_after, fail_at
 
@@ -34,6 +35,7 @@ class Collect:
             raise RuntimeError("consumer broke")
         if step.token >= 0:
             self.tokens.append(step.token)
+            self.logprobs.append(step.logprob)
 
     def on_end(self, error: BaseException | None) -> None:
         self.ends.append(error)
@@ -143,6 +145,28 @@ def test_device_greedy_picks_the_token_of_sample_next() -> None:
     want = [sample_next(torch.from_numpy(row).to(torch.float16).float().numpy(), SamplingParams(temperature=0.0,
             repetition_penalty=p), r) for row, r, p in zip(logits, recent, pen)]
     assert got == want and got[0] == 9 and got[1] == 7 and got[5] == 7
+
+
+def test_many_sampled_rows_on_threads_equal_one_by_one(tiny: TextGenerator) -> None:
+    """From SAMPLE_THREADS_FROM sampled rows on, rows are sampled on threads: each row's tokens and
+    log-probabilities are still those of TextGenerator alone (each row draws from its own RNG)."""
+    from model.text_batch import SAMPLE_THREADS_FROM
+
+    rng = np.random.default_rng(5)
+    prompts = [[int(t) for t in rng.integers(3, 96, n)] for n in [5, 17, 9, 1] * 5]  # 20 rows
+    params = [SamplingParams(temperature=0.8, top_p=0.9, seed=s) for s in range(len(prompts))]
+    assert len(prompts) >= SAMPLE_THREADS_FROM
+    b = BatchedTextGenerator(tiny, max_rows=len(prompts), threads=4)
+    sinks = [Collect() for _ in prompts]
+    b.join([RowRequest(p, 20, sp, s, None, STOPS, logprobs=True) for p, sp, s in zip(prompts, params, sinks)])
+    while b.n_active:
+        b.step()
+    assert b._pool is not None  # the threads did sample
+    b.close()
+    for p, sp, s in zip(prompts, params, sinks):
+        single = list(tiny.generate(p, 20, sp, STOPS, logprobs=True))
+        assert s.tokens == [x.token for x in single]
+        assert np.allclose(s.logprobs, [x.logprob for x in single], atol=1e-5)
 
 
 def test_a_failing_request_leaves_the_others_alone(tiny: TextGenerator) -> None:

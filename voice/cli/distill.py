@@ -159,7 +159,8 @@ def _add_generate(sub) -> None:
                    "many traces' sentences per call (distill/agent_tts.py); default: on the TTS processes")
     b.add_argument("--tts-batch", type=int, default=64, help="sentences per torch TTS call (--tts-device)")
     b.add_argument("--asr-batch", type=int, default=32)
-    b.add_argument("--llm-batch", type=int, default=128)
+    b.add_argument("--llm-batch", type=int, default=128,
+                   help="LLM replies decoded together (continuous batching: waiting ones join as rows leave)")
     b.add_argument("--block", type=int, default=256, help="traces in flight (LLM batches are drawn from them)")
     p.set_defaults(func=_generate)
 

@@ -225,6 +225,7 @@ class LLMBatcher:
                 for job in [*pending, *(i for i in items if i is not _CLOSE)]:
                     job.sink.on_end(err)
                 self.gen.abort(err)
+                self.gen.close()
                 return
             pending.extend(items)
             joiners = []
