@@ -36,8 +36,8 @@ mkdir -p "$DATA" "$PACKS"
 V=("$PY" -m voice distill)
 say "seed $SEED, $MINUTES min, $TTS_WORKERS TTS worker(s), codec $CODEC -> $DATA, then $DEST"
 
-rm -f "$DATA.done"
-nice -n $((NICE + 5)) "${V[@]}" tokenize "$DATA" --codec "$CODEC" --device cpu --follow --until "$DATA.done" \
+rm -f "$DATA.done"  # one thread for tokenize: beside busy cores, OpenMP's spinning threads burn CPU for nothing
+OMP_NUM_THREADS=1 nice -n $((NICE + 5)) "${V[@]}" tokenize "$DATA" --codec "$CODEC" --device cpu --follow --until "$DATA.done" \
   --poll-s "${POLL_S:-60}" > "$DATA.tokenize.log" 2>&1 &
 tok=$!
 trap 'touch "$DATA.done"; kill $tok 2>/dev/null' INT TERM  # an interrupted generate seals what it wrote
