@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import gc
 import json
@@ -157,6 +158,19 @@ async def start(engine: ToneEngine, turn: TurnConfig = TurnConfig()) -> tuple[we
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", server  # noqa: SLF001
+
+
+@contextlib.asynccontextmanager
+async def connected(engine: ToneEngine):  # noqa: ANN201
+    """A server for ``engine`` and a client connected to it; both closed after."""
+    runner, url, _ = await start(engine)
+    c = Client(url)
+    try:
+        await c.connect()
+        yield c
+    finally:
+        await c.close()
+        await runner.cleanup()
 
 
 # --------------------------------------------------------------------------- real audio
@@ -334,10 +348,7 @@ def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
 
     async def main() -> None:
         engine = ToneEngine(ToneConfig(delay_ms=100, reply_s=4.0))
-        runner, url, server = await start(engine)
-        c = Client(url)
-        try:
-            await c.connect()
+        async with connected(engine) as c:
             c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
             await c.wait(lambda: c.of("latency"), 20)
             await asyncio.sleep(1.0)
@@ -347,9 +358,6 @@ def test_a_cough_during_the_reply_only_holds_it_for_a_moment() -> None:
             assert not c.of("barge_in") and len(c.of("turn_start")) == 1
             assert not done["interrupted"] and done["text"] == engine.text, done
             assert done["played_ms"] == 4000 and done["gap_ms"] == 0
-        finally:
-            await c.close()
-            await runner.cleanup()
 
     asyncio.run(main())
 
@@ -359,18 +367,11 @@ def test_a_reply_streamed_slower_than_real_time_reports_its_gaps() -> None:
     agent_done says how much silence was inserted (~ the reply's length); the whole reply still plays."""
 
     async def main() -> None:
-        engine = ToneEngine(ToneConfig(delay_ms=100, reply_s=1.0, stream_speed=0.5))
-        runner, url, server = await start(engine)
-        c = Client(url)
-        try:
-            await c.connect()
+        async with connected(ToneEngine(ToneConfig(delay_ms=100, reply_s=1.0, stream_speed=0.5))) as c:
             c.mic.say(np.concatenate([prompt48("vm-sorry"), np.zeros(SR, np.float32)]))
             await c.wait(lambda: c.of("agent_done"), 20)
             done = c.of("agent_done")[0]
             assert not done["interrupted"] and done["played_ms"] == 1000, done
             assert 600 <= done["gap_ms"] <= 1300, done
-        finally:
-            await c.close()
-            await runner.cleanup()
 
     asyncio.run(main())
