@@ -104,6 +104,7 @@ function onEvent(e) {
         if (e.interrupted) agentLine.classList.add("interrupted");
       }
       agentLine = null;
+      if (e.gap_ms > 0) addLine("sys", `the engine fell behind real time: ${e.gap_ms} ms of gaps in this reply`);
       break;
     case "barge_in":
       addLine("sys", `you interrupted the agent after ${(e.played_ms / 1000).toFixed(1)} s`);
