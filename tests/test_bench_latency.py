@@ -234,3 +234,33 @@ def test_server_closing_the_session_ends_the_run_with_what_was_measured() -> Non
     assert 1 <= len(turns) < 6 and all(t.v2v_ms is not None for t in turns)
     assert note == f"the server closed the session after {len(turns)} of 6 turns"
     assert after_close_s < 15  # ended by the closed connection, not by a 20 s reply timeout per turn
+
+
+def test_concurrency_step_with_an_engine_behind_real_time_is_not_held() -> None:
+    """A server whose engine streams replies at half real time keeps sending frames (silence where
+    audio is missing), so the client sees no underrun: the step fails on the replies' gaps."""
+    from aiohttp import web
+
+    from voice.bench.concurrency import ConcurrencyConfig, measure_concurrency
+    from voice.engines.tone import ToneConfig, ToneEngine
+    from voice.server.app import Server, ServerConfig
+
+    async def run(speed: float):  # noqa: ANN202
+        server = Server(ToneEngine(ToneConfig(delay_ms=200, reply_s=1.5, stream_speed=speed)),
+                        ServerConfig(port=free_port()))
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", server.cfg.port).start()
+        try:
+            cfg = ConcurrencyConfig(max_sessions=1, turns=1, stagger_s=0.0)
+            return await measure_concurrency(f"http://127.0.0.1:{server.cfg.port}", default_utterances(), cfg,
+                                             log=lambda *_: None)
+        finally:
+            await runner.cleanup()
+
+    slow, live = asyncio.run(run(0.5)), asyncio.run(run(1.5))
+    (step,) = slow.steps
+    assert not step.held and step.reason.startswith("reply gaps") and 0.3 < step.gap_rate < 0.7, step
+    assert step.underrun_rate <= 0.01 and "gaps" in slow.table()
+    (step,) = live.steps
+    assert step.held and step.gap_rate == 0.0, step

@@ -5,7 +5,10 @@ sessions connect, start at random offsets within `stagger_s` (users do not speak
 run `turns` ordinary turns each. A step is **held** when
   * no session was refused, timed out, failed to connect or was closed by the server,
   * output underruns stay under `underrun_limit` (fraction of received frames that missed
-    their slot in a player with a `jitter_ms` buffer), and
+    their slot in a player with a `jitter_ms` buffer),
+  * the replies' gaps stay under `gap_limit` (silence the server inserted while an engine was still
+    generating, `agent_done`'s `gap_ms`, as a fraction of the replies' played + gap time: an engine
+    behind real time shows here, not in the underruns, since the server keeps sending frames), and
   * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
     the p90 of the single-session step, i.e. "latency degraded by contention").
 The ramp stops at the first step not held; the answer is the largest step held.
@@ -40,6 +43,7 @@ class ConcurrencyConfig:
     stagger_s: float = 2.0  # sessions start at uniform(0, stagger_s)
     p90_limit_ms: float | None = None  # None: 2 x the single-session p90
     underrun_limit: float = 0.01  # fraction of received frames
+    gap_limit: float = 0.01  # fraction of the replies' time filled with silence by the server
     jitter_ms: float = 60.0
     seed: int = 0
 
@@ -51,6 +55,7 @@ class Step:
     reason: str = ""
     v2v: dict | None = None  # Summary as dict
     underrun_rate: float = 0.0
+    gap_rate: float = 0.0  # replies' gap_ms / (played_ms + gap_ms), from the servers' agent_done events
     timeouts: int = 0
     failed_sessions: int = 0
     client_max_lag_ms: float = 0.0  # worst lateness of the client's own sender
@@ -84,14 +89,15 @@ class ConcurrencyReport:
         }
 
     def table(self) -> str:
-        head = f"{'sessions':>8}{'held':>6}{'p50':>8}{'p90':>8}{'max':>8}{'underruns':>11}{'timeouts':>10}  reason"
+        head = (f"{'sessions':>8}{'held':>6}{'p50':>8}{'p90':>8}{'max':>8}{'underruns':>11}{'gaps':>7}"
+                f"{'timeouts':>10}  reason")
         lines = [f"engine {self.engine} @ {self.url}: voice-to-voice (ms) per step", head, "-" * len(head)]
         for s in self.steps:
             v = s.v2v or {}
             f = lambda k: f"{v[k]:.0f}" if k in v else "-"  # noqa: E731
             lines.append(
                 f"{s.sessions:>8}{'yes' if s.held else 'NO':>6}{f('p50'):>8}{f('p90'):>8}{f('max'):>8}"
-                f"{s.underrun_rate:>10.1%} {s.timeouts:>10}  {s.reason}"
+                f"{s.underrun_rate:>10.1%} {s.gap_rate:>6.1%} {s.timeouts:>10}  {s.reason}"
             )
         lines.append(f"largest number of real-time sessions held: {self.max_held}")
         clock = [s for s in self.steps if s.frame_clock]
@@ -169,7 +175,7 @@ async def run_step(
     )
     step = Step(sessions=n, wall_s=time.monotonic() - t0)
     step.frame_clock = ((await server_json(url, f"/stats?since={since}")) or {}).get("frame_clock")
-    v2v, frames, under = [], 0, 0
+    v2v, frames, under, played_ms, gap_ms = [], 0, 0, 0, 0
     errors, lost = [], []
     for sess, turns, err in results:
         if sess is None:
@@ -187,9 +193,14 @@ async def run_step(
             frames += rec.frames_between(t_from, float("inf"))
             under += rec.underruns(t_from, float("inf"), cfg.jitter_ms / 1000)
         step.client_max_lag_ms = max(step.client_max_lag_ms, sess.player.max_lag * 1000)
+        for e in sess.events:
+            if e.type == "agent_done":
+                played_ms += e.data.get("played_ms") or 0
+                gap_ms += e.data.get("gap_ms") or 0
     s: Summary | None = summarize(v2v)
     step.v2v = None if s is None else s.to_dict()
     step.underrun_rate = under / frames if frames else 0.0
+    step.gap_rate = gap_ms / (played_ms + gap_ms) if played_ms + gap_ms else 0.0
     if errors and step.failed_sessions == n and n == 1:
         raise ParleyError(errors[0])  # not even one session: the server is not usable
     if errors:
@@ -226,6 +237,8 @@ async def measure_concurrency(
                 step.reason = "no turn answered"
             elif step.underrun_rate > cfg.underrun_limit:
                 step.reason = f"underruns {step.underrun_rate:.1%} > {cfg.underrun_limit:.1%}"
+            elif step.gap_rate > cfg.gap_limit:
+                step.reason = f"reply gaps {step.gap_rate:.1%} > {cfg.gap_limit:.1%} (the engine behind real time)"
             elif limit is not None and p90 > limit:
                 step.reason = f"p90 {p90:.0f} ms > limit {limit:.0f} ms"
         step.held = not step.reason

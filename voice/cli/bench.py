@@ -89,6 +89,8 @@ def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
                    help="p90 voice-to-voice limit (default: 2x the single-session p90)")
     c.add_argument("--underrun-limit", type=float, default=0.01,
                    help="largest fraction of frames with underrun (default 0.01)")
+    c.add_argument("--gap-limit", type=float, default=0.01,
+                   help="largest fraction of the replies' time the server filled with silence (default 0.01)")
     c.set_defaults(func=concurrency_cmd)
 
 
@@ -147,7 +149,7 @@ def concurrency_cmd(args: argparse.Namespace) -> int:
     _quiet_logs(args)
     targets = _targets(args)
     cfg = ConcurrencyConfig(max_sessions=args.max, turns=args.turns, p90_limit_ms=args.p90_limit_ms,
-                            underrun_limit=args.underrun_limit, seed=args.seed)
+                            underrun_limit=args.underrun_limit, gap_limit=args.gap_limit, seed=args.seed)
     return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out)
 
 
