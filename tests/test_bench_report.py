@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voice.bench.events import server_total_ms, turn_stages, turn_texts
+from voice.bench.events import server_total_ms, turn_gap_ms, turn_stages, turn_texts
 from voice.bench.plot import breakdown, plot_reports
 from voice.bench.report import LatencyReport, TurnResult
 from voice.client.peer import Event
@@ -20,7 +20,7 @@ EVENTS = [  # as sent by voice/server/session.py (schema in voice/server/events.
     Event(5.0, {"type": "user_transcript", "turn": 2, "text": "stop", "t": 40}),
     Event(5.5, {"type": "latency", "turn": 2, "total_ms": 700.0,
                 "stages": {"vad_endpoint_ms": 500.0, "engine_ms": 200.0}, "t": 50}),
-    Event(7.0, {"type": "agent_done", "turn": 2, "text": "OK", "interrupted": False, "t": 60}),
+    Event(7.0, {"type": "agent_done", "turn": 2, "text": "OK", "interrupted": False, "gap_ms": 120, "t": 60}),
 ]
 
 
@@ -32,6 +32,7 @@ def test_events_per_turn() -> None:
     # the barge-in turn's window also holds the end of the interrupted reply
     assert turn_texts(EVENTS, 3.5, None) == ("stop", "OK")
     assert turn_stages(EVENTS, 3.5, None) == {"vad_endpoint": 500.0, "engine": 200.0}
+    assert turn_gap_ms(EVENTS, 3.5, None) == 120 and turn_gap_ms(EVENTS, 0.5, 3.5) is None  # (an older server)
 
 
 def _report() -> LatencyReport:
@@ -51,7 +52,7 @@ def test_report_json_table_plot(tmp_path) -> None:  # noqa: ANN001
     rep = _report()
     c = rep.counts()
     assert c == {"turns": 4, "answered": 2, "early": 1, "timed_out": 1, "barge_ins": 1,
-                 "barge_ins_not_stopped": 0, "underruns": 0}
+                 "barge_ins_not_stopped": 0, "underruns": 0, "reply_gap_ms": 0}
     assert rep.v2v().n == 2 and rep.v2v().max == 1200.0  # early / timed-out turns left out
     assert rep.unseen_by_server().p50 == 125.0
     d = json.loads(json.dumps(rep.to_dict()))

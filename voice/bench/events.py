@@ -85,13 +85,27 @@ def turn_texts(
     barge-in the window also holds the end of the interrupted previous reply). The agent text
     is what was played ("agent_done"), or the generated deltas when no "agent_done" came.
     """
-    mine = [e for e in events if _in(e, t_from, t_to)]
-    user = [e for e in mine if e.type in USER_TEXT_TYPES]
-    if not user:
+    user, same = _server_turn(events, t_from, t_to)
+    if user is None:
         return None, None
-    turn = user[-1].data.get("turn")
-    same = [e for e in events if e.data.get("turn") == turn and e.t >= t_from]
     done = [_text(e.data) for e in same if e.type == AGENT_DONE]
     agent = [_text(e.data) for e in same if e.type in AGENT_TEXT_TYPES]
     agent_text = done[0] if done else ("".join(agent) if agent else None)
-    return _text(user[-1].data), agent_text
+    return _text(user.data), agent_text
+
+
+def turn_gap_ms(events: Sequence[_Event], t_from: float, t_to: float | None) -> int | None:
+    """Silence the server inserted in the reply of the server turn answered in [t_from, t_to)
+    (``agent_done``'s ``gap_ms``: its engine behind real time); None when not reported."""
+    _, same = _server_turn(events, t_from, t_to)
+    gaps = [e.data["gap_ms"] for e in same if e.type == AGENT_DONE and "gap_ms" in e.data]
+    return gaps[0] if gaps else None
+
+
+def _server_turn(events: Sequence[_Event], t_from: float, t_to: float | None) -> tuple[_Event | None, list[_Event]]:
+    """The last user-transcript event in the window and every event of its server turn from t_from on."""
+    user = [e for e in events if _in(e, t_from, t_to) and e.type in USER_TEXT_TYPES]
+    if not user:
+        return None, []
+    turn = user[-1].data.get("turn")
+    return user[-1], [e for e in events if e.data.get("turn") == turn and e.t >= t_from]

@@ -238,6 +238,7 @@ def _attach_events(
             if bi is not None and isinstance(bi.get("stop_ms"), (int, float)):
                 tr.server_stop_ms = float(bi["stop_ms"])
         tr.user_text, tr.agent_text = ev.turn_texts(sess.events, t_from, t_to)
+        tr.gap_ms = ev.turn_gap_ms(sess.events, t_from, t_to)
         tr.underruns = sess.recorder.underruns(t_from, t_to or time.monotonic(), cfg.jitter_ms / 1000)
 
 

@@ -33,6 +33,7 @@ class TurnResult:
     user_text: str | None = None  # transcript from the server, if sent
     agent_text: str | None = None  # agent text from the server, if sent
     underruns: int = 0  # playout underruns during the turn
+    gap_ms: int | None = None  # silence the server inserted mid-reply (engine behind real time); None: not sent
 
 
 @dataclass
@@ -86,6 +87,7 @@ class LatencyReport:
             "barge_ins": len(bi),
             "barge_ins_not_stopped": sum(not t.stopped for t in bi),
             "underruns": sum(t.underruns for t in self.turns),
+            "reply_gap_ms": sum(t.gap_ms or 0 for t in self.turns),
         }
 
     def table(self) -> str:
@@ -101,7 +103,8 @@ class LatencyReport:
         foot = (
             f"turns {c['turns']}, answered {c['answered']}, early {c['early']}, "
             f"timed out {c['timed_out']}, barge-ins {c['barge_ins']} "
-            f"(not stopped {c['barge_ins_not_stopped']}), underruns {c['underruns']}"
+            f"(not stopped {c['barge_ins_not_stopped']}), underruns {c['underruns']}, "
+            f"reply gaps {c['reply_gap_ms']} ms"
         )
         load = self.host.get("load_avg_1m_at_start"), self.host.get("load_avg_1m")
         if load[0] is not None and load[1] is not None:
