@@ -67,9 +67,12 @@ class _ReplySink:
 
 
 def chat_batch(chat, requests: list[ChatRequest], cs: ChatSettings = ChatSettings(),  # noqa: ANN001
-               max_rows: int = 128) -> list[tuple[str, dict]]:
+               max_rows: int = 128, join_min: int | None = None) -> list[tuple[str, dict]]:
     """LocalChatLLM + requests -> [(reply text, {"tokens", "logprobs"})], as ``RealStages.llm`` one
-    by one; ``max_rows`` replies decode together, the rest join as rows leave."""
+    by one; ``max_rows`` replies decode together, the rest join as rows leave. A join costs one
+    prefill forward, so waiting requests join once ``join_min`` rows are free (default a quarter
+    of ``max_rows``; at once when all the rest fit or nothing decodes), not at every step."""
+    join_min = max(1, max_rows // 4) if join_min is None else max(1, join_min)
     sinks = [_ReplySink(cs.max_sentences) for _ in requests]
     todo = deque(RowRequest(chat._prompt(r.messages, cs.max_new_tokens), cs.max_new_tokens,
                             SamplingParams(temperature=cs.temperature, top_p=cs.top_p, seed=r.seed,
@@ -79,7 +82,7 @@ def chat_batch(chat, requests: list[ChatRequest], cs: ChatSettings = ChatSetting
     try:
         while todo or gen.n_active:
             gen.drop_cancelled()  # rows cut by the rule: their places go to waiting requests now
-            if todo and gen.free:
+            if todo and (gen.free >= min(join_min, len(todo)) or not gen.n_active):
                 gen.join([todo.popleft() for _ in range(min(gen.free, len(todo)))])
             if gen.n_active:
                 gen.step()

@@ -107,6 +107,7 @@ def test_chat_batch_equals_one_by_one(teacher, monkeypatch: pytest.MonkeyPatch) 
     many = lb.chat_batch(teacher, reqs, lb.ChatSettings(max_new_tokens=n), max_rows=16)  # 16 rows: sampled on threads
     assert joins[0] == (0, 16) and any(active > 0 for active, _ in joins[1:])  # joined while others decoded
     assert all(active + k <= 16 for active, k in joins)
+    assert len(joins) <= 2 + (len(reqs) - 16) // 4  # later joins wait for 4 free rows (one prefill each)
     for (text, t1), (got, t2) in zip(one, many):
         assert got == text and t2["tokens"] == t1["tokens"]
         assert np.allclose(t2["logprobs"], t1["logprobs"], atol=1e-4)
