@@ -28,6 +28,14 @@ def _split(value: str | list[str] | None) -> list[str]:
     return [p.strip() for v in items for p in v.split(",") if p.strip()]
 
 
+def _ints(value: str | None, flag: str) -> tuple[int, ...]:
+    """A comma-separated list of integers (``flag`` names it in the one-line error)."""
+    try:
+        return tuple(int(x) for x in _split(value))
+    except ValueError:
+        raise ParleyError(f"{flag}: expected comma-separated integers, got {value!r}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url",
@@ -222,10 +230,7 @@ def model_cmd(args: argparse.Namespace) -> int:
     cpu_steps = tuple(_split(args.cpu_step))
     if bad := [c for c in cpu_steps if c not in {s.value for s in CpuStep}] or not cpu_steps:
         raise ParleyError(f"--cpu-step: unknown step(s) {bad} ({', '.join(s.value for s in CpuStep)})")
-    try:
-        batches = tuple(int(b) for b in _split(args.batch))
-    except ValueError:
-        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    batches = _ints(args.batch, "--batch")
     return run_bench(StepBenchConfig(
         device=args.device, batches=batches, context=args.context, steps=args.steps, cpu_dtype=args.cpu_dtype,
         cpu_steps=cpu_steps, weights=args.weights, threads=args.threads, tiny=args.tiny, audio_heads=heads,
@@ -235,10 +240,7 @@ def model_cmd(args: argparse.Namespace) -> int:
 def clock_cmd(args: argparse.Namespace) -> int:
     from voice.bench.clock import ClockBenchConfig, run_bench
 
-    try:
-        batches = tuple(int(b) for b in _split(args.batch))
-    except ValueError:
-        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    batches = _ints(args.batch, "--batch")
     if not batches or min(batches) < 1 or args.ticks < 1:
         raise ParleyError("--batch and --ticks must be positive")
     return run_bench(ClockBenchConfig(batches=batches, ticks=args.ticks, weights=args.weights, codec=args.codec,
@@ -331,7 +333,7 @@ def components_cmd(args: argparse.Namespace) -> int:
     if args.cascade_batch:
         from voice.bench.cascade_batch import BatchBenchConfig, run_bench as run_batch  # noqa: PLC0415
 
-        ks = tuple(int(k) for k in _split(args.cascade_batch))
+        ks = _ints(args.cascade_batch, "--cascade-batch")
         if not ks or min(ks) < 1:
             raise ParleyError("--cascade-batch wants request counts >= 1, e.g. 1,4,8")
         return run_batch(BatchBenchConfig(ks=ks, device=args.device, asr_backend=args.asr_backend,

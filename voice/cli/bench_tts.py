@@ -24,11 +24,9 @@ def register_tts(bench_sub: argparse._SubParsersAction) -> None:
 
 def tts_cmd(args: argparse.Namespace) -> int:
     from model.bench.tts import TtsBenchConfig, run_bench
+    from voice.cli.bench import _ints  # (loaded: it registers this command)
 
-    try:
-        batches = tuple(int(b) for b in args.batch.split(",") if b.strip())
-    except ValueError:
-        raise ParleyError(f"--batch: expected comma-separated integers, got {args.batch!r}") from None
+    batches = _ints(args.batch, "--batch")
     if not batches or min(batches) < 1 or args.n < 1 or args.rounds < 1:
         raise ParleyError("--batch, --n and --rounds must be positive")
     return run_bench(TtsBenchConfig(device=args.device, batches=batches, n=args.n, decoder_dtype=args.decoder_dtype,
