@@ -22,15 +22,7 @@ MINUTES=${MINUTES:-100} BLOCK=${BLOCK:-64} NICE=${NICE:-10} PART_MIB=${PART_MIB:
 TTS_WORKERS=${TTS_WORKERS:-$(n=$(nproc); echo $((n > 1 ? n - 1 : 1)))}
 say() { echo "[cpu prior] $(date -u +%T) $*"; }
 
-if [ -z "${SEED:-}" ]; then  # one after the largest seed carried so far (each seed's traces exist once)
-  SEED=$("$PY" - "$PACKS" <<'EOF'
-import json, sys
-from pathlib import Path
-seeds = [json.loads(p.read_text()).get("seed") for p in Path(sys.argv[1]).glob("tokens-*/tokens.index.json")]
-print(max([1] + [int(s) + 1 for s in seeds if s is not None]))
-EOF
-) || exit 2
-fi
+SEED=${SEED:-$("$PY" distill/token_pack.py next-seed "$PACKS")} || exit 2  # one after the largest pack's
 DATA=${DATA:-data/cpu$SEED} DEST=$PACKS/tokens-cpu$SEED
 mkdir -p "$DATA" "$PACKS"
 V=("$PY" -m voice distill)

@@ -3,6 +3,7 @@
     python3 distill/token_pack.py pack W/data/tokens W/tokens_pack [--max-mib 9]     # there, after a chain
     python3 distill/token_pack.py unpack .carry/tokens-run2 W/prior/tokens-run2      # there, next session
     python3 distill/token_pack.py priors W/prior --codec weights/codec [--seed N] --out W
+    python3 distill/token_pack.py next-seed ~/.cache/parley/packs                     # here: cpu_prior.sh's seed
     parley distill pack-tokens / unpack-tokens                                         # the same, via the CLI
 
 A pack (DEST/) is a deterministic tar.gz of a token folder (``manifest.json`` with only the
@@ -223,6 +224,17 @@ class Priors:
     lines: list[str]  # one per folder ("prior NAME refused: why" for a refused one)
 
 
+def seed_after(seeds, at_least: int) -> int:  # noqa: ANN001
+    """A new session's seed: one after the largest seed used (each seed's traces exist once)."""
+    return max(at_least, 1 + max(seeds, default=at_least - 1))
+
+
+def pack_seeds(packs: Path) -> list[int]:
+    """The seeds of the packs ``packs/tokens-*`` (their indexes; before any unpacking)."""
+    idx = (json.loads(f.read_text()) for f in Path(packs).glob(f"tokens-*/{INDEX}"))
+    return [int(i["seed"]) for i in idx if i.get("seed") is not None]
+
+
 def check_priors(root: Path, codec: Path | None, seed: int | None = None) -> Priors:
     """Check the unpacked folders in ``root`` against this session's codec and seed."""
     root = Path(root)
@@ -246,7 +258,7 @@ def check_priors(root: Path, codec: Path | None, seed: int | None = None) -> Pri
         if man.get("seed") is not None:
             seeds[int(man["seed"])] = d.name
         lines.append(f"prior {d.name}: seed {man.get('seed')}, {len(man['shards'])} shards, {turns} turns")
-    chosen = seed if seed is not None else max(2, 1 + max(seeds, default=0))
+    chosen = seed if seed is not None else seed_after(seeds, at_least=2)
     if chosen in seeds:
         raise ParleyError(f"SEED {chosen} was used by prior {seeds[chosen]}: its traces would repeat "
                           "(pick another SEED)")
@@ -269,12 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--codec", type=Path, required=True)
     a.add_argument("--seed", type=int, default=None)
     a.add_argument("--out", type=Path, required=True)
+    a = sub.add_parser("next-seed", help="one after the largest seed of the packs in a folder (at least 1)")
+    a.add_argument("packs", type=Path)
     args = p.parse_args(argv)
     try:
         if args.cmd == "pack":
             print(pack_summary(pack_tokens(args.src, args.dest, args.max_mib)))
         elif args.cmd == "unpack":
             print(unpack_tokens(args.carried, args.dest, args.codec).line(args.carried.name))
+        elif args.cmd == "next-seed":
+            print(seed_after(pack_seeds(args.packs), at_least=1))
         else:
             pr = check_priors(args.root, args.codec, args.seed)
             print("\n".join(pr.lines + [f"seed {pr.seed}" + ("" if args.seed is not None else
