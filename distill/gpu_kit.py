@@ -27,7 +27,6 @@ if __name__ == "__main__":  # run as a file, its folder leads sys.path and disti
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stdlib's: the repo root
 
 import fnmatch
-import hashlib
 import json
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from distill.kit_profiles import (BENCH_QUESTIONS, SLIM, SLIM_KEEP, KitProfile, carries_gguf, carries_questions,
                                   profile_items)
+from model.common.checkpoint import file_sha256
 
 MIB = 2**20
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
@@ -117,14 +117,6 @@ class KitManifest:
                            "total_mib": round(total / MIB, 1), "call_budget_mib": round(self.call_budget_mib, 1),
                            "calls": self.calls, "joined": self.joined, "files": [asdict(f) for f in self.files]},
                           indent=1)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MIB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -237,7 +229,7 @@ def build_kit(cfg: KitConfig) -> KitManifest:
         kind = {".whl": "wheel", ".deb": "deb", ".gguf": "gguf", ".flac": "audio"}.get(src.suffix, "lib")
         parts = _pieces(src, int((cfg.part_mib or budget_mib) * MIB), stage)
         if len(parts) > 1:
-            man.joined[src.name] = sha256(src)
+            man.joined[src.name] = file_sha256(src)
         pieces += [(p, kind + ("-part" if len(parts) > 1 else ""), src.name if len(parts) > 1 else "") for p in parts]
     budget = int(budget_mib * MIB)
     loads: list[int] = []
@@ -251,7 +243,7 @@ def build_kit(cfg: KitConfig) -> KitManifest:
         dest = out / f"call{c + 1}" / p.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest)
-        man.files.append(KitFile(str(dest.relative_to(out)), kind, size, sha256(dest), joins))
+        man.files.append(KitFile(str(dest.relative_to(out)), kind, size, file_sha256(dest), joins))
     man.calls = {f"call{i + 1}": b for i, b in enumerate(loads)}
     man.files.sort(key=lambda f: f.name)
     shutil.rmtree(stage)
@@ -272,7 +264,7 @@ def install_kit(kit: Path, site: Path | None = None, prefix: Path | None = None,
         raise SystemExit(f"no kit.json in {kit} or its call folders")
     man = json.loads(found[0].read_text())
     site, prefix = Path(site or kit / "site"), Path(prefix or kit / "prefix")
-    bad = [f["name"] for f in man["files"] if not (kit / f["name"]).exists() or sha256(kit / f["name"]) != f["sha256"]]
+    bad = [f["name"] for f in man["files"] if not (kit / f["name"]).exists() or file_sha256(kit / f["name"]) != f["sha256"]]
     if bad:
         raise SystemExit(f"missing or damaged kit files (carry their call folders again): {bad}")
     work = kit / "joined"
@@ -282,7 +274,7 @@ def install_kit(kit: Path, site: Path | None = None, prefix: Path | None = None,
         with open(work / name, "wb") as out:
             for p in parts:
                 out.write((kit / p).read_bytes())
-        if sha256(work / name) != digest:
+        if file_sha256(work / name) != digest:
             raise SystemExit(f"{name}: joined file has the wrong sha256")
     files = [kit / f["name"] for f in man["files"] if not f["joins"]] + [work / n for n in man["joined"]]
     wheels = [str(p) for p in files if p.suffix == ".whl"]
