@@ -52,8 +52,11 @@ def cascade_url():
 
 
 def _has_question_words(text: str) -> bool:
-    t = text.lower()
-    return "capital" in t and "france" in t
+    """Whisper tiny.en heard the question: at most one of its six words wrong. Its int8 kernels
+    differ between CPUs, and on one CI machine it heard "the capital of friends"."""
+    from distill.eval import wer
+
+    return wer(QUESTION, text) <= 1 / 6 + 1e-9
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
@@ -107,7 +110,7 @@ def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tm
     print(r.stdout, r.stderr[-2000:])
     assert r.returncode == 0, r.stderr[-2000:]
     said = next(line for line in r.stdout.splitlines() if line.startswith("you said:"))
-    assert _has_question_words(said), r.stdout
+    assert _has_question_words(said.removeprefix("you said:")), r.stdout
     assert "agent said:" in r.stdout and "(no reply)" not in r.stdout
     assert "ms voice-to-voice" in r.stdout
     from model.audio import load_audio

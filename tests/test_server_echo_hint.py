@@ -65,14 +65,18 @@ def test_an_early_barge_in_interrupts_with_the_hint(agent_speech: str) -> None:
     """The user talks 400 ms after the first reply's audio is queued; no echo comes back. With the
     hint the agent stops before it has played LEARN_MS (the agent speech the guard needs to learn
     the echo path); without it the worst-case guard takes the user for the agent's echo until it
-    has learned, so the agent plays on longer, as before. A user 12 dB under the agent needs the
-    headset hint (-40 dB); one 6 dB under gets through with "cancelled" (-30 dB)."""
+    has learned, so the agent plays on longer, as before, or to its end: the soft user heard while
+    the guard learns is learned as echo too, and whether the rest of the utterance then gets
+    through depends on timing (it did not on one CI machine). A user 12 dB under the agent needs
+    the headset hint (-40 dB); one 6 dB under gets through with "cancelled" (-30 dB)."""
     played = {}
     for hint, user_rms in (("near_field", 0.02), (None, 0.02), ("cancelled", 0.04)):
         r = asyncio.run(_run(agent_speech, hint, echo_delay=None, user_after=0.4, user_rms=user_rms))
         print(hint, user_rms, {k: v for k, v in r.items() if k != "done"})
-        assert r["barge_in"] and r["done"]["interrupted"], (hint, r)  # sooner or later
-        played[hint] = r["played_ms"]
+        assert r["barge_in"] == r["done"]["interrupted"], (hint, r)
+        if hint is not None:
+            assert r["barge_in"], (hint, r)
+        played[hint] = r["played_ms"] if r["barge_in"] else r["done"]["played_ms"]
     assert played["near_field"] < LEARN_MS and played["cancelled"] < LEARN_MS, played
     assert played[None] > played["near_field"], played
 
