@@ -12,6 +12,10 @@ its agent codes are decoded by the codec and transcribed by Whisper. Scores per 
 - ``ceiling_wer``: the teacher's own agent codes through the codec and Whisper (what the codec
   allows at best).
 
+A group's WERs are corpus WERs (all edits / all reference words, as ASR reports them); the mean of
+per-turn WERs (``*_turn_mean``, the table's second figure) lets one looping Whisper transcript of a
+four-word turn ("I'll, I'll, ..." = 1,250 %) outweigh sixty good turns.
+
 Generation runs batched (all turns are sessions of one generator) on GPU or CPU; decoding and
 ASR can be split off (``generate`` writes codes, ``score`` reads them) so GPU minutes go to the
 model only.
@@ -46,6 +50,15 @@ def wer(ref: str, hyp: str) -> float:
     if not r.split():
         return float(bool(h.split()))
     return float(jiwer.wer(r, h)) if h.split() else 1.0
+
+
+def corpus_wer(pairs: list[tuple[str, str]]) -> float:
+    """Edits over all (ref, hyp) pairs / reference words (pairs with an empty reference left out)."""
+    pairs = [(normalize(r), h) for r, h in pairs if normalize(r)]
+    if not pairs:
+        return float("nan")
+    edits = sum(len(r.split()) * wer(r, h) for r, h in pairs)  # wer = edits / words of r
+    return edits / sum(len(r.split()) for r, _ in pairs)
 
 
 def content_recall(ref: str, hyp: str) -> float:
@@ -123,22 +136,30 @@ def score(items: list[Generated], codec, asr, detokenize, teacher_codes: dict[st
         if teacher_codes is not None and it.name in teacher_codes and teacher_codes[it.name].shape[-1] > 0:
             with torch.no_grad():
                 tw = codec.decode(torch.as_tensor(teacher_codes[it.name])[None].to(next(codec.parameters()).device))
-            row["ceiling_wer"] = wer(it.reply, asr.transcribe(tw[0, 0].float().cpu().numpy()))
+            row["ceiling_transcript"] = asr.transcribe(tw[0, 0].float().cpu().numpy())
+            row["ceiling_wer"] = wer(it.reply, row["ceiling_transcript"])
         rows.append(row)
     groups: dict[str, dict] = {}
     for g in sorted({r["group"] for r in rows}) + ["all"]:
         sel = [r for r in rows if g == "all" or r["group"] == g]
         keys = ["wer", "content", "mono_wer", "mono_vs_teacher", "words", "ceiling_wer"]
-        groups[g] = {"n": len(sel), **{k: float(np.nanmean([r[k] for r in sel if k in r])) if any(k in r for r in sel) else None
-                                       for k in keys}}
+        means = {k: float(np.nanmean([r[k] for r in sel if k in r])) if any(k in r for r in sel) else None for k in keys}
+        corpus = {"wer": corpus_wer([(r["reply"], r["transcript"]) for r in sel]),
+                  "mono_wer": corpus_wer([(r["monologue"], r["transcript"]) for r in sel]),
+                  "mono_vs_teacher": corpus_wer([(r["reply"], r["monologue"]) for r in sel])}
+        if any("ceiling_wer" in r for r in sel):
+            corpus["ceiling_wer"] = corpus_wer([(r["reply"], r["ceiling_transcript"]) for r in sel if "ceiling_wer" in r])
+        groups[g] = {"n": len(sel), **means, **corpus, **{f"{k}_turn_mean": means[k] for k in corpus}}
     return {"rows": rows, "groups": groups}
 
 
 def table(result: dict) -> str:
-    lines = ["| voices | n | WER vs teacher | content recall | monologue vs speech WER | monologue vs teacher WER | "
+    lines = ["WERs: corpus / mean of turns", "",
+             "| voices | n | WER vs teacher | content recall | monologue vs speech WER | monologue vs teacher WER | "
              "transcribed as words | codec+ASR ceiling WER |", "|---|---|---|---|---|---|---|---|"]
     f = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}%"  # noqa: E731
+    two = lambda m, k: f"{f(m.get(k))} / {f(m.get(k + '_turn_mean'))}"  # noqa: E731
     for g, m in result["groups"].items():
-        lines.append(f"| {g} | {m['n']} | {f(m['wer'])} | {f(m['content'])} | {f(m['mono_wer'])} | "
-                     f"{f(m['mono_vs_teacher'])} | {f(m['words'])} | {f(m['ceiling_wer'])} |")
+        lines.append(f"| {g} | {m['n']} | {two(m, 'wer')} | {f(m['content'])} | {two(m, 'mono_wer')} | "
+                     f"{two(m, 'mono_vs_teacher')} | {f(m['words'])} | {two(m, 'ceiling_wer')} |")
     return "\n".join(lines)

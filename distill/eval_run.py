@@ -3,6 +3,7 @@
     parley distill eval --data DIR [--weights weights/s2s --limit 64 --device cpu]
     parley distill eval --data DIR --generate-only codes.npz    # on the GPU machine
     parley distill eval --data DIR --from-codes codes.npz       # decode + Whisper here
+    parley distill eval --data DIR --teacher                    # the teacher's own codes: the ceiling
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class EvalJob:
     greedy: bool = False  # greedy decoding instead of sampling
     generate_only: Path | None = None  # write generated codes here and stop
     from_codes: Path | None = None  # score codes written by generate_only
+    teacher: bool = False  # score the data's own agent codes and reply tokens (what a perfect model makes)
     out: Path | None = None  # write per-turn results (JSON)
 
 
@@ -72,8 +74,19 @@ def run_evaluation(job: EvalJob) -> int:
 
         raise ParleyError("give --data DIR (token shards from `parley distill tokenize`), or --from-codes FILE")
     device = torch.device(job.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if job.from_codes and job.teacher:
+        from model.common.errors import ParleyError
+
+        raise ParleyError("--teacher scores the data's own codes: give it without --from-codes")
     if job.from_codes:
         items = _load_generated(job.from_codes)
+    elif job.teacher:
+        from distill.eval import Generated
+        from distill.s2s_data import layout_for, load_turns
+
+        turns, _, desc = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
+        log.info("scoring the teacher's own codes: %s", desc)
+        items = [Generated(t.name, t.voice or "?", t.reply_text, list(t.reply_tokens), t.agent) for t in turns]
     else:
         from model.speech_ckpt import DEFAULT_DIR, load_speech_model
 

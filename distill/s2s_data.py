@@ -42,14 +42,15 @@ def layout_for(data: Path | list[Path], text_card: int) -> StreamLayout:
 
 
 def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "train", limit: int | None = None,
-               gguf: str | None = None, encode=None,
-               shards: Collection[str] | None = None) -> tuple[list[Turn], np.ndarray, str]:
+               gguf: str | None = None, encode=None, shards: Collection[str] | None = None,
+               keep_foreign: bool = False) -> tuple[list[Turn], np.ndarray, str]:
     """-> (turns, silence codes (K,), description). ``data``: one token folder or several
     (tokenized with the same codec; the turns of folder i >= 1 are named ``i/KEY.TURN``, their trace
     ``i/KEY``: each session's keys start at 00000000). ``encode``: text -> ids (default SmolLM2's tokenizer).
-    ``shards``: only these trace shards of the manifest (distill.pool, `train --follow`)."""
+    ``shards``: only these trace shards of the manifest (distill.pool, `train --follow`). Turns whose
+    reply is not English (distill.language) are left out unless ``keep_foreign``."""
     if isinstance(data, (list, tuple)):
-        parts = [load_turns(d, layout, split, None, gguf, encode, shards) for d in data]
+        parts = [load_turns(d, layout, split, None, gguf, encode, shards, keep_foreign) for d in data]
         ids = {str(load_manifest(Path(d)).get("codec_id")) for d in data}
         if len(ids) > 1:
             raise ParleyError(f"token folders were made with different codecs: {sorted(ids)}")
@@ -65,12 +66,17 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
         from model.gguf import load_tokenizer
 
         encode = load_tokenizer(gguf).encode
+    from distill.language import is_foreign
+
     turns: list[Turn] = []
-    n_silent = 0
+    n_silent = n_foreign = 0
     splits = {"eval", "eval_real"} if split == "eval" else {split}  # eval_real: the real speaker
     for tt in iter_token_turns(Path(data), splits=splits, shards=shards):
         m = tt.meta
         if tt.user.shape[1] == 0:
+            continue
+        if not keep_foreign and tt.agent.shape[1] and is_foreign(m.get("reply_text", "")):
+            n_foreign += 1
             continue
         toks, frames = word_tokens(m.get("word_frames") or [], encode) if tt.agent.shape[1] else ([], [])
         n_silent += tt.agent.shape[1] == 0
@@ -87,6 +93,6 @@ def load_turns(data: Path | list[Path], layout: StreamLayout, split: str = "trai
             break
     silence = np.asarray(man["silence"][: layout.n_q], dtype=np.int64)
     hours = sum(t.user.shape[1] + t.agent.shape[1] for t in turns) / float(man["frame_rate"]) / 3600
-    desc = (f"{len(turns)} {split} turns ({n_silent} silent) from {data}, {hours:.2f} h of user+agent speech, "
-            f"codec {man.get('codec_id', '?')}")
+    desc = (f"{len(turns)} {split} turns ({n_silent} silent; {n_foreign} with a reply not in English left out) "
+            f"from {data}, {hours:.2f} h of user+agent speech, codec {man.get('codec_id', '?')}")
     return turns, silence, desc

@@ -40,3 +40,33 @@ def test_tokenize_traces(tmp_path: Path, tiny_codec: Path) -> None:
     assert tokenize(d, tiny_codec)["shards_tokenized"] == 1  # the new sealed shard
     assert len(list(iter_token_turns(d, splits={"train", "eval", "eval_real"}))) == sum(
         len(rec["turns"]) for rec, _ in store.iter_traces(d, want_audio=False))
+
+
+def test_eval_scores_the_teachers_own_codes(tmp_path: Path, tiny_codec: Path) -> None:
+    """`parley distill eval --teacher`: the data's own agent codes and reply tokens, decoded and
+    heard by Whisper: the row a perfect model gets (here through a tiny random codec: the
+    plumbing; the real row is in distill/RUNS.md). It needs no speech-model weights."""
+    import json
+
+    d = tmp_path / "t"
+    generate(d, 4, GenConfig(seed=5, stages="fake"), shard_traces=4, progress=False)
+    from distill.tokenize import tokenize
+
+    tokenize(d, tiny_codec)
+    out = tmp_path / "teacher.json"
+    r = subprocess.run([sys.executable, "-m", "voice", "distill", "eval", "--data", str(d), "--teacher", "--split", "train",
+                        "--limit", "3", "--codec", str(tiny_codec), "--weights", str(tmp_path / "none"), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| all | 3 |" in r.stdout, r.stdout
+    rows = json.loads(out.read_text())["rows"]
+    spoken = [t for t in iter_token_turns(d, splits={"train"}) if t.user.shape[1]][:3]
+    assert [row["name"] for row in rows] == [f"{t.meta['key']}.{t.meta['turn']}" for t in spoken]
+    from distill.eval import normalize
+
+    assert all(row["monologue"].strip() for row in rows), rows
+    for row, t in zip(rows, spoken):  # the monologue is the reply itself, word for word
+        assert normalize(row["monologue"]) == normalize(" ".join(w for w, *_ in t.meta["word_frames"] or [])), row
+    r = subprocess.run([sys.executable, "-m", "voice", "distill", "eval", "--data", str(d), "--teacher",
+                        "--from-codes", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "without --from-codes" in r.stderr, r.stderr

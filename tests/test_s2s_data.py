@@ -72,3 +72,31 @@ def test_several_folders_and_mismatches(tmp_path: Path) -> None:
     with pytest.raises(ParleyError):
         load_turns(tmp_path / "a", layout_for(tmp_path / "a", 64).__class__(n_q=8, card=2048, text_card=64),
                    encode=fake_encode)
+
+
+def test_replies_not_in_english_are_left_out(tmp_path: Path) -> None:
+    """Real replies of the SmolLM2 teacher (first CPU prior): the foreign ones are found by the
+    bundled langid model, short or numeric English ones are kept; load_turns leaves the foreign
+    turns out unless asked to keep them."""
+    from distill.language import is_foreign
+
+    foreign = ["Das kann ich heiheiligen Schatzkakaklschutz aus Deutschland gehen.",
+               "Je suis désolé en Français, je le paste. Pourquoi je ne sapere pas?",
+               "Ou parem que uma viagem de Portugal já estou tambéi ao parleu de tradutos.",
+               "आपृकी बादियों के समुस्तान मैवाला, विधा जाहार कर."]
+    english = ["The capital of Japan is Tokyo.", "Hiro. Hello!", "143.", "102 + 9 = 207", "Bathroom.", "",
+               "I'm not sure what I'd say if I had to choose, but for me, it's the sound of a guitar."]
+    assert [is_foreign(t) for t in foreign] == [True] * 4
+    assert [is_foreign(t) for t in english] == [False] * len(english)
+    _write_tokens(tmp_path / "a")
+    meta_path = tmp_path / "a" / "s0.npz"
+    z = dict(np.load(meta_path))
+    meta = json.loads(z["meta"].tobytes())
+    meta[0]["reply_text"] = foreign[0]
+    z["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(meta_path, **z)
+    layout = layout_for(tmp_path / "a", text_card=64)
+    turns, _, desc = load_turns(tmp_path / "a", layout, split="train", encode=fake_encode)
+    assert [t.name for t in turns] == ["00000001.0"] and "1 with a reply not in English left out" in desc
+    kept, _, _ = load_turns(tmp_path / "a", layout, split="train", encode=fake_encode, keep_foreign=True)
+    assert [t.name for t in kept] == ["00000000.0", "00000001.0"]

@@ -114,6 +114,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--generate-only", type=Path, default=None, help="write generated codes here and stop")
     p.add_argument("--from-codes", type=Path, default=None, help="score codes written by --generate-only")
+    p.add_argument("--teacher", action="store_true",
+                   help="score the data's own agent codes and reply text (the row a perfect model gets: codec + ASR)")
     p.add_argument("--out", type=Path, default=None, help="write per-turn results (JSON)")
     p.set_defaults(func=_eval)
 
@@ -122,5 +124,5 @@ def _eval(args: argparse.Namespace) -> int:
     from distill.eval_run import EvalJob, run_evaluation
 
     fields = ("weights", "gguf", "codec", "asr", "limit", "device", "seed", "split", "greedy", "generate_only",
-              "from_codes", "out")
+              "from_codes", "teacher", "out")
     return run_evaluation(EvalJob(data=tuple(args.data), **{k: getattr(args, k) for k in fields if hasattr(args, k)}))
