@@ -110,7 +110,7 @@ def run_evaluation(job: EvalJob) -> int:
     asr = WhisperASR.load(job.asr)
     tok = load_tokenizer(job.gguf)
     teacher = None  # the teacher's codes give the ceiling column; codes scored away from their data go without
-    if data:
+    if data and not job.teacher:  # (--teacher: the items are those codes; scoring them twice would double the time)
         turns, _, _ = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
         teacher = {t.name: t.agent for t in turns}
     else:
