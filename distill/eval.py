@@ -115,12 +115,14 @@ def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames:
     return out
 
 
-def score(items: list[Generated], codec, asr, detokenize, teacher_codes: dict[str, np.ndarray] | None = None) -> dict:
+def score(items: list[Generated], codec, asr, detokenize, teacher_codes: dict[str, np.ndarray] | None = None,
+          progress: bool = False) -> dict:
     """Decode, transcribe and score; returns {"rows": per item, "groups": {group: means}}."""
     import torch
+    from tqdm import tqdm
 
     rows = []
-    for it in items:
+    for it in tqdm(items, desc="decode + Whisper", unit="turn", disable=not progress, dynamic_ncols=True):
         hyp = ""
         if it.agent_codes.shape[-1] > 0:
             with torch.no_grad():

@@ -115,7 +115,7 @@ def run_evaluation(job: EvalJob) -> int:
         teacher = {t.name: t.agent for t in turns}
     else:
         log.info("no --data: scoring %d generated turns without the teacher's codes (no ceiling column)", len(items))
-    result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher)
+    result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher, progress=True)
     print(table(result))
     for r in result["rows"][:5]:
         print(f"- reply: {r['reply']!r}\n  heard: {r['transcript']!r}\n  monologue: {r['monologue']!r}")
