@@ -64,27 +64,25 @@ def run_evaluation(job: EvalJob) -> int:
 
     import torch
 
-    from distill.eval import generate, score, table
-    from distill.s2s_data import load_turns
+    from distill.eval import Generated, generate, score, table
+    from distill.s2s_data import layout_for, load_turns
+    from model.common.errors import ParleyError
     from model.speech_sampling import SpeechSamplingParams
 
     data = list(job.data)
     if not data and not job.from_codes:
-        from model.common.errors import ParleyError
-
         raise ParleyError("give --data DIR (token shards from `parley distill tokenize`), or --from-codes FILE")
-    device = torch.device(job.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if job.from_codes and job.teacher:
-        from model.common.errors import ParleyError
-
         raise ParleyError("--teacher scores the data's own codes: give it without --from-codes")
+    device = torch.device(job.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def data_turns():  # the teacher's turns, read with the layout of the tokens (no model needed)
+        return load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
+
     if job.from_codes:
         items = _load_generated(job.from_codes)
     elif job.teacher:
-        from distill.eval import Generated
-        from distill.s2s_data import layout_for, load_turns
-
-        turns, _, desc = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
+        turns, _, desc = data_turns()
         log.info("scoring the teacher's own codes: %s", desc)
         items = [Generated(t.name, t.voice or "?", t.reply_text, list(t.reply_tokens), t.agent) for t in turns]
     else:
@@ -102,7 +100,6 @@ def run_evaluation(job: EvalJob) -> int:
             return 0
         del model
     from codec.io import load_codec
-    from distill.s2s_data import layout_for
     from model.gguf import load_tokenizer
     from model.components.asr import WhisperASR
 
@@ -110,9 +107,10 @@ def run_evaluation(job: EvalJob) -> int:
     asr = WhisperASR.load(job.asr)
     tok = load_tokenizer(job.gguf)
     teacher = None  # the teacher's codes give the ceiling column; codes scored away from their data go without
-    if data and not job.teacher:  # (--teacher: the items are those codes; scoring them twice would double the time)
-        turns, _, _ = load_turns(data, layout_for(data, 49152), split=job.split, limit=job.limit, gguf=job.gguf)
-        teacher = {t.name: t.agent for t in turns}
+    if job.teacher:
+        log.info("--teacher: the items are the teacher's codes, so no ceiling column (it would be the same row)")
+    elif data:
+        teacher = {t.name: t.agent for t in data_turns()[0]}
     else:
         log.info("no --data: scoring %d generated turns without the teacher's codes (no ceiling column)", len(items))
     result = score(items, codec, asr, lambda ids: tok.decode(ids), teacher, progress=True)
