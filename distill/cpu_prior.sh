@@ -19,7 +19,7 @@
 set -u -o pipefail
 REPO=$(pwd) PY=${PY:-$REPO/.venv/bin/python} PACKS=${PACKS:-$HOME/.cache/parley/packs} CODEC=${CODEC:-weights/codec}
 MINUTES=${MINUTES:-100} BLOCK=${BLOCK:-64} NICE=${NICE:-10} PART_MIB=${PART_MIB:-9} STAGES=${STAGES:-real}
-TTS_WORKERS=${TTS_WORKERS:-$(n=$(nproc); echo $((n > 1 ? n - 1 : 1)))}
+TTS_WORKERS=${TTS_WORKERS:-$(n=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc); echo $((n > 1 ? n - 1 : 1)))}
 say() { echo "[cpu prior] $(date -u +%T) $*"; }
 
 SEED=${SEED:-$("$PY" distill/token_pack.py next-seed "$PACKS")} || exit 2  # one after the largest pack's

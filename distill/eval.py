@@ -78,9 +78,10 @@ class Generated:
 
 
 def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames: int = 25,
-             device=None, batch: int = 64, seed: int = 0, sampling=None) -> list[Generated]:
+             device=None, batch: int = 64, seed: int = 0, sampling=None, progress: bool = False) -> list[Generated]:
     """Run every turn through the streaming generator (batched); returns the agent's codes."""
     import torch
+    from tqdm import tqdm
 
     from model.generator import SpeechGenerator
     from model.speech_sampling import SpeechSamplingParams
@@ -97,7 +98,8 @@ def generate(model, turns, groups: list[str], silence: np.ndarray, extra_frames:
         slots = [gen.join() for _ in chunk]
         text = np.full((len(chunk), T), layout.text_pad)
         audio = np.zeros((len(chunk), layout.n_q, T), dtype=np.int64)
-        for t in range(T):
+        for t in tqdm(range(T), desc=f"generate turns {b0 + 1}-{b0 + len(chunk)} of {len(turns)}", unit="frame",
+                      disable=not progress, dynamic_ncols=True, mininterval=5):
             frames = {}
             for i, (s, tr) in enumerate(zip(slots, chunk)):
                 if t < n_frames[i]:

@@ -93,7 +93,7 @@ def run_evaluation(job: EvalJob) -> int:
         log.info("evaluating on %s", desc)
         sampling = SpeechSamplingParams(0.0, 0, 0.0, 0) if job.greedy else SpeechSamplingParams()
         items = generate(model, turns, [t.voice or "?" for t in turns], silence, device=device, seed=job.seed,
-                         sampling=sampling)
+                         sampling=sampling, progress=True)
         if job.generate_only:
             _save_generated(job.generate_only, items)
             log.info("wrote %d generated turns to %s", len(items), job.generate_only)

@@ -67,6 +67,8 @@ set -u -o pipefail
 fmin() { awk "BEGIN { print $* }"; }  # float arithmetic
 lesser() { awk "BEGIN { a = $1; b = $2; print (a < b ? a : b) }"; }  # lesser A B (floats)
 greater() { awk "BEGIN { a = $1; b = $2; print (a > b ? a : b) }"; }
+# the cores this process may use: GNU nproc alone honors OMP_NUM_THREADS (run 2's machine: 1 TTS worker of 12)
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 16; }
 REPO=$(pwd) W=${W:-/root/speak} P=${P:-/root/parley} KIT=${KIT:-/root/kit}
 SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} OVERLAP=${OVERLAP:-1} N=${N:-30000} STAGES=${STAGES:-real}
@@ -81,7 +83,7 @@ TRAINERS=1; for a in "${ARM_LIST[@]}"; do [ -n "$a" ] && TRAINERS=$((TRAINERS + 
 if [ "$OVERLAP" = 1 ]; then
   GEN_MINUTES=${GEN_MINUTES:-$([ "$CHAIN_MINUTES" != 0 ] && greater "$CHAIN_MINUTES - $TAIL_MINUTES - 4" 1 || echo 6)}
   TRAIN_MINUTES=${TRAIN_MINUTES:-$([ "$CHAIN_MINUTES" != 0 ] && echo $CHAIN_MINUTES || echo 11)}
-  TTS_WORKERS=${TTS_WORKERS:-$(greater "$(nproc 2>/dev/null || echo 16) - 2 - $TRAINERS" 1)}
+  TTS_WORKERS=${TTS_WORKERS:-$(greater "$(cores) - 2 - $TRAINERS" 1)}
   BLOCK=${BLOCK:-256}
 else
   GEN_MINUTES=${GEN_MINUTES:-6} TRAIN_MINUTES=${TRAIN_MINUTES:-11} TTS_WORKERS=${TTS_WORKERS:-15} BLOCK=${BLOCK:-512}
@@ -120,7 +122,8 @@ stage() {  # the kit's call folders that came with this call -> $KIT/
     [ -d "$d" ] && cp -r "$d" $KIT/ && echo "staged $(basename $d): $(du -sh $d | cut -f1)"
   done
   echo "kit-speak: $(ls -d $KIT/call* 2>/dev/null | wc -l) call folder(s) in $KIT"
-  local codec=(); [ -d "$CODEC" ] && codec=(--codec $CODEC)  # (the codec is moved out for the kit calls)
+  local codec=(); ls "$CODEC"/model-*.safetensors > /dev/null 2>&1 && codec=(--codec $CODEC)  # (out for the kit calls:
+  # the device keeps the emptied folder; `start` checks the priors against the codec)
   for d in "$CARRY"/tokens-*; do  # prior sessions' token packs: parts gather in $W/carry over calls
     [ -d "$d" ] || continue
     mkdir -p $W/carry/$(basename $d) && cp -u "$d"/* $W/carry/$(basename $d)/
@@ -269,6 +272,7 @@ install() {  # the kit into $SITE (stdlib + pip --no-index), the repo to $P, the
   rm -rf $P && mkdir -p $P
   (cd "$REPO" && tar --exclude=./.carry --exclude=./.git --exclude=./.venv --exclude=./data --exclude=./runs \
     -cf - .) | tar -xf - -C $P
+  echo "$(date -u +%T) repo copied to $P; import + CUDA check"
   (cd $P && $PY - "$DEVICE" "$STAGES" <<'EOF') || { echo "import/CUDA check failed"; exit 4; }
 import importlib, importlib.util, sys
 import torch
@@ -352,10 +356,13 @@ stage) gpu name,memory.used,memory.total ;;
 start)
   running && { echo "the chain is running: PHASE=poll"; status; exit 2; }
   gpu name,memory.used,memory.total
+  echo "$(date -u +%T) install (run 2's fresh machine: ~6 min from the call's start to the launch; run 1: ~1)"
   install
+  echo "$(date -u +%T) installed; cores $(cores) (OMP_NUM_THREADS ${OMP_NUM_THREADS:-unset}), TTS_WORKERS $TTS_WORKERS"
   check_priors || { echo "start refused"; exit 2; }
   [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
   pick_tts  # before the launch, inside the chain's minutes (the deadline counts from here)
+  echo "$(date -u +%T) launch"
   rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
   (cd $P && PHASE=chain setsid nohup bash -c 'echo $$ > "$0/chain.pid"; exec bash distill/gpu_speak.sh' $W \

@@ -79,12 +79,23 @@ def _init_from(model, weights: Path) -> None:
     if (lay0.n_q, lay0.card, lay0.text_card, lay0.delays) != (lay.n_q, lay.card, lay.text_card, lay.delays):
         raise ParleyError(f"--init {weights}: its layout {lay0} differs from this model's {lay}")
     want = model.trainable_state_dict()
+    folded = []
+    if cfg0.lora_rank > 0 and model.cfg.lora_rank == 0:  # a LoRA stage, continued with full fine-tuning
+        from model.lora import fold_lora_state
+
+        try:
+            folded = fold_lora_state(sd, dict(model.named_parameters()), cfg0.lora_alpha / cfg0.lora_rank)
+        except KeyError as e:
+            raise ParleyError(f"--init {weights}: an adapter for a layer this model does not have: {e}") from None
     extra = sorted(set(sd) - set(want))
     if extra:
-        raise ParleyError(f"--init {weights}: parts this model does not have: {extra[:5]}")
+        raise ParleyError(f"--init {weights}: parts this model does not have: {extra[:5]}"
+                          + (" (a fully fine-tuned export cannot continue as LoRA)" if cfg0.lora_rank == 0 else ""))
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in sd.items()}, strict=False)
-    fresh = sorted(set(want) - set(sd))
-    log.info("initialized %d trained tensors from %s%s", len(sd), weights, f"; fresh: {fresh}" if fresh else "")
+    fresh = sorted(k for k in set(want) - set(sd) if not k.startswith("backbone."))  # (the backbone: the GGUF's)
+    log.info("initialized %d trained tensors from %s%s%s", len(sd), weights,
+             f"; {len(folded)} LoRA adapters folded into the backbone" if folded else "",
+             f"; fresh: {fresh}" if fresh else "")
 
 
 def run_training(job: TrainJob) -> int:

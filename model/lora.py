@@ -77,3 +77,16 @@ def merge_lora(module: nn.Module) -> int:
             m.merge()
             n += 1
     return n
+
+
+@torch.no_grad()
+def fold_lora_state(sd: dict[str, torch.Tensor], params: dict[str, torch.Tensor], scale: float) -> list[str]:
+    """Add each adapter pair ``NAME.lora_a`` / ``NAME.lora_b`` of ``sd`` to ``params["NAME.weight"]``
+    in place (a LoRA stage continued with full fine-tuning) and drop the pair from ``sd``; returns the
+    folded NAMEs. ``scale``: the LoRA stage's alpha / rank. Raises KeyError for a NAME with no weight."""
+    names = sorted(k[: -len(".lora_a")] for k in sd if k.endswith(".lora_a"))
+    for name in names:
+        w = params[f"{name}.weight"]  # (out, in)
+        a, b = sd.pop(f"{name}.lora_a").float(), sd.pop(f"{name}.lora_b").float()  # (r, in), (out, r)
+        w += ((b.to(w.device) @ a.to(w.device)) * scale).to(w.dtype)
+    return names

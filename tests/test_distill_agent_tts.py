@@ -102,5 +102,9 @@ def test_choose_tts_device_takes_torch_only_when_it_clearly_wins() -> None:
     assert choose_tts_device({"rows": [ort, slow]}, 12)[0] == ""  # 400 < 456
     moved = {**fast, "length_mismatches": 5}
     assert choose_tts_device({"rows": [ort, fast, moved]}, 12)[0] == ""  # durations moved too often
+    rounded = {**moved, "length_mismatches": 10, "max_len_diff_ms": 11.6}  # one piper hop: still aligned
+    assert choose_tts_device({"rows": [ort, rounded]}, 12)[0] == "cuda"
+    far = {**rounded, "max_len_diff_ms": 120.0}
+    assert choose_tts_device({"rows": [ort, rounded, far]}, 12)[0] == ""  # a sentence moved a word's length
     device, why = choose_tts_device({"rows": [ort]}, 12)
     assert device == "" and "no torch rows" in why

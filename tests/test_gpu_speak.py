@@ -112,7 +112,9 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     shutil.move(pack / index["parts"][-1]["file"], held)
     assert "waiting for tokens.part" in phase("stage")
     shutil.move(held / index["parts"][-1]["file"], pack)
-    assert "tokens-run2: unpacked, seed 2, 3 shards" in phase("stage")
+    moved_out = tmp_path / "codec_moved_out"  # the kit calls: the codec's folder left empty there (run 2)
+    moved_out.mkdir()
+    assert "tokens-run2: unpacked, seed 2, 3 shards" in phase("stage", CODEC=str(moved_out))
     out = phase("start")
     assert "prior tokens-run2: seed 2" in out and "seed 3" in out
     out = phase("collect")
