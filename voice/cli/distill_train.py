@@ -1,4 +1,4 @@
-"""`parley distill train`, `eval` and `curves`: the direct speech model.
+"""`parley distill train`, `eval`, `probe` and `curves`: the direct speech model.
 
 Each handler builds a typed job (TrainJob + TrainConfig, EvalJob); options left out keep the
 defaults of those dataclasses. Registration is cheap (argparse only).
@@ -18,6 +18,7 @@ def register_train_eval(sub) -> None:
     """`distill train`, `eval` and `curves` under the `distill` subparsers `sub`."""
     _add_train(sub)
     _add_eval(sub)
+    _add_probe(sub)
     p = sub.add_parser("curves", help="plot training runs side by side (train and validation metrics vs minutes)")
     p.add_argument("runs", nargs="+", help="run folders (--run-dir of train), each LABEL=DIR or DIR")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -126,3 +127,31 @@ def _eval(args: argparse.Namespace) -> int:
     fields = ("weights", "gguf", "codec", "asr", "limit", "device", "seed", "split", "greedy", "generate_only",
               "from_codes", "teacher", "out")
     return run_evaluation(EvalJob(data=tuple(args.data), **{k: getattr(args, k) for k in fields if hasattr(args, k)}))
+
+
+def _add_probe(sub) -> None:
+    p = sub.add_parser("probe", help="does the model's speech follow its text? speech CE with its own, "
+                       "another turn's and no monologue (teacher-forced, held-out turns)")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="token folder(s) from `parley distill tokenize`")
+    p.add_argument("--weights", type=Path, nargs="+", default=[Path("weights/s2s")],
+                   help="one or more speech-model exports (default weights/s2s)")
+    p.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the bundled file)")
+    p.add_argument("--limit", type=int, default=32, help="held-out turns (default 32)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(func=_probe)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill.probe import probe_table, text_reliance
+    from distill.s2s_data import load_turns
+    from model.speech_ckpt import load_speech_model
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for w in args.weights:
+        model = load_speech_model(w, gguf_path=args.gguf, device=device)
+        turns, silence, desc = load_turns(args.data, model.cfg.layout, split="eval", limit=args.limit, gguf=args.gguf)
+        rows = text_reliance(model, turns, silence, progress=True)
+        print(f"\n{w} on {desc}\n{probe_table(rows)}", flush=True)
+    return 0
