@@ -55,7 +55,7 @@
 # CHAIN_MINUTES / 11, TTS_WORKERS cores - 2 - trainers / 15, BLOCK 256 / 512, MIN_TURNS 600,
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
 # STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
-# LOG_EVERY 50, EVAL_LIMIT 64, TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
+# LOG_EVERY 50, EVAL_LIMIT 64, BENCH_MODEL 1 (cuda: `parley bench model` on the export at the end), TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
 # PY python3, SKIP_KIT 0, TTS_DEVICE auto on cuda, else "" ("": CPU processes; cuda; auto: `start` benches piper joe
 # in torch on the GPU and takes it when 2x the processes; TTS_BATCH 64), SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
 # run 2 uses 2, run 3 3, ...; a SEED a prior used is refused), PART_MIB 9, PARTS_PER_CALL
@@ -257,6 +257,8 @@ chain() {
     label=${a%%:*}; [ -n "$a" ] && [ -f $W/w_$label/s2s/manifest.json ] || continue
     step eval_$label "${eval[@]}" --weights $W/w_$label/s2s --generate-only $W/codes_$label.npz
   done
+  [ "$DEVICE" = cuda ] && [ "${BENCH_MODEL:-1}" = 1 ] && step bench_model $PY -m voice bench model --device cuda \
+    --weights $W/w/s2s --batch 1,8,64 --json $W/bench_model.json  # the H200 row with trained weights
   local f failed=""
   for f in $W/*.rc; do [ "$(cat $f)" = 0 ] || failed+=" $(basename $f .rc)"; done
   echo done > $W/stage; note "CHAIN DONE${failed:+ (failed:$failed)}"
