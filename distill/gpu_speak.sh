@@ -55,7 +55,8 @@
 # CHAIN_MINUTES / 11, TTS_WORKERS cores - 2 - trainers / 15, BLOCK 256 / 512, MIN_TURNS 600,
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
 # STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
-# LOG_EVERY 50, EVAL_LIMIT 64, BENCH_MODEL 1 (cuda: `parley bench model` on the export at the end), TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
+# LOG_EVERY 50, EVAL_LIMIT 64, BENCH_MODEL 1 (cuda: `parley bench model` on the export at the end),
+# TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
 # PY python3, SKIP_KIT 0, TTS_DEVICE auto on cuda, else "" ("": CPU processes; cuda; auto: `start` benches piper joe
 # in torch on the GPU and takes it when 2x the processes; TTS_BATCH 64), SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
 # run 2 uses 2, run 3 3, ...; a SEED a prior used is refused), PART_MIB 9, PARTS_PER_CALL
