@@ -109,6 +109,16 @@ def load_state(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(full, strict=True)
 
 
+@torch.no_grad()
+def silence_codes(codec: torch.nn.Module) -> np.ndarray:
+    """(K,) the codes of silence: the middle frame of one second of zeros through the encoder, past
+    the padding's edge effects. The token manifests' ``silence`` (what training lays in every silent
+    stretch) and the served sessions' silent frames must be these same codes."""
+    dev = next(codec.parameters()).device
+    c = codec.encode(torch.zeros(1, int(codec.sample_rate), device=dev))[0]  # (K, frames)
+    return c[:, c.shape[1] // 2].cpu().numpy().astype(np.int64)
+
+
 def codec_id(path: str | Path | None = None) -> str:
     """The codec version that tokens are tied to: 16 hex digits of the sha256 over the weights
     files' bytes (`weights/codec/` by default). Recorded in .pcodes headers and token manifests."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from model.common.errors import ParleyError
-from codec.io import codec_id
+from codec.io import codec_id, silence_codes
 from distill import store
 from distill.tokens import FORMAT
 
@@ -115,10 +115,9 @@ def tokenize(root: Path, codec_path: Path, out: Path | None = None, with_clean: 
     if man and man.get("codec_id") != cid:
         log.warning("%s was made with another codec: re-tokenizing everything", tdir)
         man = {}
-    sil = _encode(codec, np.zeros(codec.sample_rate, np.float32), codec.sample_rate)
     man.update(format=FORMAT, codec=codec.cfg.to_dict(), codec_path=str(codec_path), codec_id=cid,
                frame_rate=codec.frame_rate, n_q=codec.cfg.n_q, bins=codec.cfg.bins,
-               silence=[int(v) for v in sil[:, sil.shape[1] // 2]], source=str(root.resolve()))
+               silence=[int(v) for v in silence_codes(codec)], source=str(root.resolve()))
     man.setdefault("shards", {})
     t0 = time.time()
     total = {"shards_tokenized": 0, "turns": 0, "open_shards_skipped": 0, "passes": 0}

@@ -22,6 +22,10 @@ def test_tokenize_traces(tmp_path: Path, tiny_codec: Path) -> None:
     assert r.returncode == 0, r.stderr
     man = load_manifest(d)
     assert man["n_q"] == 4 and man["bins"] == 32 and len(man["silence"]) == 4 and man["frame_rate"] == 12.5
+    from codec import load_codec
+    from codec.io import silence_codes
+
+    assert man["silence"] == silence_codes(load_codec(tiny_codec)).tolist()  # what a served session is fed
     recs = {rec["index"]: rec for rec, _ in store.iter_traces(d, want_audio=False)}
     turns = list(iter_token_turns(d))
     assert len(turns) == sum(len(r["turns"]) for r in recs.values())

@@ -137,3 +137,29 @@ def test_codec_mismatch_warns(tmp_path, tiny_codec, caplog) -> None:  # noqa: AN
     with caplog.at_level(logging.WARNING, logger="voice.engines.direct"):
         _check_codec(w, object())
     assert caplog.text == ""
+
+
+def test_the_engine_feeds_the_silence_the_model_was_trained_on() -> None:
+    """Missing and muted frames are the token manifests' silence (steady state of zeros through the
+    shipped codec), not the last frame of a short zero clip, which differs in most codebooks: codes
+    the model never saw derailed the served replies (2026-12-02)."""
+    import torch
+
+    from codec import load_codec
+    from codec.io import silence_codes
+    from model.common.paths import WEIGHTS_DIR
+    from voice.engines.direct import DirectConfig, DirectEngine
+
+    if not (WEIGHTS_DIR / "codec" / "manifest.json").exists():
+        pytest.skip("needs weights/codec")
+    codec = load_codec(WEIGHTS_DIR / "codec").eval()
+    want = silence_codes(codec).tolist()
+    with torch.no_grad():
+        edge = codec.encode(torch.zeros(1, codec.hop_length * 4))[0, :, -1].tolist()
+    assert edge != want  # (the premise: the short clip's frame is not silence's codes)
+    e = DirectEngine(DirectConfig(weights="tiny", device="cpu", max_sessions=1, max_frames=64), codec=codec,
+                     detokenize=str)
+    try:
+        assert e.silence.tolist() == want and e.clock.silence.tolist() == want
+    finally:
+        asyncio.run(e.close())

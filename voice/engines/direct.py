@@ -120,6 +120,7 @@ class DirectEngine(Engine):
     def __init__(self, cfg: DirectConfig = DirectConfig(), *, model=None, codec=None, detokenize=None) -> None:
         import torch
 
+        from codec.io import silence_codes
         from model.generator import SpeechGenerator
         from voice.engines.clock import FrameClock
 
@@ -141,10 +142,11 @@ class DirectEngine(Engine):
         self.model, self.detokenize = model, detokenize
         self.layout = model.cfg.layout
         self.hop, self.sample_rate = codec.hop_length, codec.sample_rate
-        with torch.no_grad():
-            codec.eval().to(dev)
-            sil = codec.encode(torch.zeros(1, self.hop * 4, device=dev))  # (1, K, 4)
-        self.silence = sil[0, : self.layout.n_q, -1].cpu().numpy()  # (K,) the codec's silence frame
+        codec.eval().to(dev)
+        # (K,) the silence the model was trained on (the token manifests' `silence`): the last frame of
+        # 160 ms of zeros differs from it in 6 of 8 codebooks with codec v4, and a muted user fed those
+        # unseen codes derailed the served replies (2026-12-02)
+        self.silence = silence_codes(codec)[: self.layout.n_q]
         self.gen = SpeechGenerator(model, max_batch=cfg.max_sessions, max_frames=cfg.max_frames, device=dev,
                                    dtype=getattr(torch, cfg.dtype), cpu_step=cfg.cpu_step)
         streamed = _streaming_codec(codec, cfg, dev)
