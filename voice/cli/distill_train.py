@@ -15,7 +15,7 @@ _TRAIN_CONFIG = ("steps", "batch_size", "lr", "backbone_lr_scale", "warmup", "ma
 
 
 def register_train_eval(sub) -> None:
-    """`distill train`, `eval` and `curves` under the `distill` subparsers `sub`."""
+    """`distill train`, `eval`, `probe` and `curves` under the `distill` subparsers `sub`."""
     _add_train(sub)
     _add_eval(sub)
     _add_probe(sub)
@@ -149,9 +149,13 @@ def _probe(args: argparse.Namespace) -> int:
     from model.speech_ckpt import load_speech_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    held_out = {}  # layout -> (turns, silence, desc): read once for exports that share a layout
     for w in args.weights:
         model = load_speech_model(w, gguf_path=args.gguf, device=device)
-        turns, silence, desc = load_turns(args.data, model.cfg.layout, split="eval", limit=args.limit, gguf=args.gguf)
+        lay = model.cfg.layout
+        if lay not in held_out:
+            held_out[lay] = load_turns(args.data, lay, split="eval", limit=args.limit, gguf=args.gguf)
+        turns, silence, desc = held_out[lay]
         rows = text_reliance(model, turns, silence, progress=True)
         print(f"\n{w} on {desc}\n{probe_table(rows)}", flush=True)
     return 0
