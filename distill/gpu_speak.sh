@@ -50,12 +50,13 @@
 # s2s.tar (the export: manifest.json + safetensors; `tar -xf s2s.tar -C weights/`), codes.npz, logs.tgz,
 # arms.tar (each side arm's export w_LABEL/s2s if LoRA-sized, and its eval codes codes_LABEL.npz).
 #
-# Knobs (environment) and their defaults (OVERLAP=1 / OVERLAP=0): CHAIN_MINUTES 23 (0: no cap),
+# Knobs (environment) and their defaults (OVERLAP=1 / OVERLAP=0): CHAIN_MINUTES 23 (from the start call's first second; 0: no cap),
 # TAIL_MINUTES 2.5 (export + eval), GEN_MINUTES CHAIN_MINUTES - TAIL_MINUTES - 4 / 6, TRAIN_MINUTES
 # CHAIN_MINUTES / 11, TTS_WORKERS cores - 2 - trainers / 15, BLOCK 256 / 512, MIN_TURNS 600,
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
 # STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
 # LOG_EVERY 50, EVAL_LIMIT 64, BENCH_MODEL 1 (cuda: `parley bench model` on the export at the end),
+# BASELINE (unset; e.g. weights/s2s: those weights evaluated on the same turns -> codes_base.npz in arms.tar),
 # TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
 # PY python3, SKIP_KIT 0, TTS_DEVICE auto on cuda, else "" ("": CPU processes; cuda; auto: `start` benches piper joe
 # in torch on the GPU and takes it when 2x the processes; TTS_BATCH 64), SEED (unset: one after the largest prior seed, at least 2: run 1 used 0,
@@ -258,6 +259,8 @@ chain() {
     label=${a%%:*}; [ -n "$a" ] && [ -f $W/w_$label/s2s/manifest.json ] || continue
     step eval_$label "${eval[@]}" --weights $W/w_$label/s2s --generate-only $W/codes_$label.npz
   done
+  [ -n "${BASELINE:-}" ] && [ -f "$P/$BASELINE/manifest.json" ] && step eval_base "${eval[@]}" --weights \
+    "$P/$BASELINE" --generate-only $W/codes_base.npz  # the shipped weights on the same turns, same run
   [ "$DEVICE" = cuda ] && [ "${BENCH_MODEL:-1}" = 1 ] && step bench_model $PY -m voice bench model --device cuda \
     --weights $W/w/s2s --batch 1,8,64 --json $W/bench_model.json  # the issue's H200 row with trained weights
   local f failed=""
@@ -358,13 +361,14 @@ case "${PHASE:-stage}" in
 stage) gpu name,memory.used,memory.total ;;
 start)
   running && { echo "the chain is running: PHASE=poll"; status; exit 2; }
+  t0=$(date +%s)  # CHAIN_MINUTES counts from here: a slow install eats the chain's minutes, not the budget's
   gpu name,memory.used,memory.total
   echo "$(date -u +%T) install (run 2's fresh machine: ~6 min from the call's start to the launch; run 1: ~1)"
   install
   echo "$(date -u +%T) installed; cores $(cores) (OMP_NUM_THREADS ${OMP_NUM_THREADS:-unset}), TTS_WORKERS $TTS_WORKERS"
   check_priors || { echo "start refused"; exit 2; }
-  [ "$CHAIN_MINUTES" != 0 ] && fmin "int($(date +%s) + 60 * $CHAIN_MINUTES)" > $W/deadline
-  pick_tts  # before the launch, inside the chain's minutes (the deadline counts from here)
+  [ "$CHAIN_MINUTES" != 0 ] && fmin "int($t0 + 60 * $CHAIN_MINUTES)" > $W/deadline
+  pick_tts  # before the launch, inside the chain's minutes
   echo "$(date -u +%T) launch"
   rm -f $W/stage $W/*.rc $W/*.started $W/chain.pid $W/generate.done $W/generate.pid
   # the chain's own shell (a new session: it outlives this call) writes its pid first
