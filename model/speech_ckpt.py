@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from model.common.checkpoint import MAX_FILE_BYTES, file_sha256, write_shards
+from model.common.checkpoint import MAX_FILE_BYTES, file_sha256, join_rows, write_shards
 from model.common.errors import ParleyError
 from model.common.paths import WEIGHTS_DIR
 from model.speech import SpeechConfig, SpeechModel
@@ -104,7 +104,7 @@ def read_trained(weights_dir: Path) -> tuple[SpeechConfig, dict[str, torch.Tenso
             cfg_json = f.metadata()["config"]
             for k in f.keys():
                 sd[k] = f.get_tensor(k)
-    return SpeechConfig.from_json(cfg_json), dequantize(sd), man
+    return SpeechConfig.from_json(cfg_json), dequantize(join_rows(sd)), man
 
 
 def trained_codec_id(weights_dir: Path | str = DEFAULT_DIR) -> str | None:

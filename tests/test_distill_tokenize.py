@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from distill import store
 from distill.runner import GenConfig, generate
 from distill.tokens import iter_token_turns, load_manifest
@@ -74,3 +76,22 @@ def test_eval_scores_the_teachers_own_codes(tmp_path: Path, tiny_codec: Path) ->
     r = subprocess.run([sys.executable, "-m", "voice", "distill", "eval", "--data", str(d), "--teacher",
                         "--from-codes", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "without --from-codes" in r.stderr, r.stderr
+
+
+def test_an_unreadable_clip_leaves_its_trace_out(tmp_path: Path, tiny_codec: Path, monkeypatch) -> None:
+    """Run 3 (2026-12-02): one clip libsndfile could not open ("Format not recognised") stopped
+    tokenize for the rest of the run. A zero-sample clip is stored as 0 bytes, which reads that way."""
+    from distill.tokenize import tokenize
+
+    d = tmp_path / "t"
+    generate(d, 4, GenConfig(seed=3, stages="fake"), shard_traces=4, progress=False)
+    recs = {rec["key"]: rec for rec, _ in store.iter_traces(d, want_audio=False)}
+    bad = sorted(recs)[1]
+    assert store.flac_bytes(np.zeros(0, np.float32), 24000) == b""  # what the store held for that clip
+    bad_clips = {v for rec, files in store.iter_traces(d, want_audio=True) if rec["key"] == bad
+                 for n, v in files.items() if n.endswith(".flac")}
+    real = store.decode_flac
+    monkeypatch.setattr(store, "decode_flac", lambda data: real(b"" if data in bad_clips else data))
+    assert tokenize(d, tiny_codec)["shards_tokenized"] == 1
+    got = {t.meta["key"] for t in iter_token_turns(d, splits={"train", "eval", "eval_real"})}
+    assert got == set(recs) - {bad}

@@ -35,10 +35,8 @@ def write_shards(sd: dict[str, "torch.Tensor"], out_dir: str | Path, meta: dict[
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, "torch.Tensor"]] = [{}]
     size = 0
-    for k, v in sd.items():
+    for k, v in split_rows(sd, max_bytes).items():
         n = v.numel() * v.element_size()
-        if n > max_bytes:
-            raise ValueError(f"{k} alone is {n} bytes, over the per-file limit of {max_bytes}")
         if size + n > max_bytes and shards[-1]:
             shards.append({})
             size = 0
@@ -54,3 +52,42 @@ def write_shards(sd: dict[str, "torch.Tensor"], out_dir: str | Path, meta: dict[
     man = {**manifest, "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files}}
     (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return files
+
+
+ROWS_SEP = ".rows"  # a tensor over the per-file limit is stored as KEY.rowsJofN, row blocks along dim 0
+
+
+def split_rows(sd: dict[str, "torch.Tensor"], max_bytes: int = MAX_FILE_BYTES) -> dict[str, "torch.Tensor"]:
+    """Tensors larger than `max_bytes` cut into row blocks `KEY.rowsJofN` that each fit a file
+    (a fully fine-tuned backbone's int8 embedding is 28 MB); `join_rows` undoes it."""
+    out = {}
+    for k, v in sd.items():
+        n = v.numel() * v.element_size()
+        if n <= max_bytes:
+            out[k] = v
+            continue
+        row = n // max(v.shape[0], 1)
+        if v.ndim == 0 or row > max_bytes:
+            raise ValueError(f"{k} ({tuple(v.shape)}) cannot be cut into rows under {max_bytes} bytes")
+        parts = v.split(max(max_bytes // row, 1))
+        out.update({f"{k}{ROWS_SEP}{j}of{len(parts)}": p for j, p in enumerate(parts)})
+    return out
+
+
+def join_rows(sd: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+    """Inverse of `split_rows`: row blocks `KEY.rowsJofN` concatenated back into KEY."""
+    import torch
+
+    out, blocks = {}, {}
+    for k, v in sd.items():
+        base, sep, tail = k.rpartition(ROWS_SEP)
+        if sep and tail.replace("of", "", 1).isdigit() and "of" in tail:
+            j, n = map(int, tail.split("of"))
+            blocks.setdefault(base, [None] * n)[j] = v
+        else:
+            out[k] = v
+    for base, parts in blocks.items():
+        if any(p is None for p in parts):
+            raise ValueError(f"{base}: row blocks missing ({sum(p is None for p in parts)} of {len(parts)})")
+        out[base] = torch.cat(parts, 0)
+    return out
