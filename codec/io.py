@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.common.checkpoint import file_sha256, write_shards
+from model.common.checkpoint import file_sha256, join_rows, write_shards
 from model.common.errors import ParleyError
 from model.common.paths import WEIGHTS_DIR
 
@@ -92,7 +92,7 @@ def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu
     assert cfg is not None
     model = ParleyCodec(cfg)
     try:
-        load_state(model, sd)
+        load_state(model, join_rows(sd))  # write_shards cuts a tensor over the file limit into rows
     except RuntimeError as e:  # missing / mis-shaped tensors (a shard lost or from another version)
         raise ParleyError(f"{folder}: codec weights do not match their config ({str(e).splitlines()[0]})") from None
     model.codec_id = codec_id(folder)  # the version its tokens are tied to travels with the object

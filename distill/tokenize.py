@@ -187,6 +187,7 @@ def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool, batch_s: fl
     slots: dict[str, list[int]] = {"user": [], "agent": [], "user_clean": []}
     meta: list[dict] = []
     seen: set[int] = set()
+    fields = ("user_audio", "user_clean_audio", "agent_audio") if with_clean else ("user_audio", "agent_audio")
     for kind, val in store.walk_shard(path, want_audio=True):
         if kind != "trace":
             continue
@@ -195,8 +196,9 @@ def _tokenize_shard(path: Path, codec, fps: float, with_clean: bool, batch_s: fl
             continue
         seen.add(rec["index"])
         key = rec["key"]
-        try:  # decode the whole trace first: a clip libsndfile cannot read leaves the trace out, not the shard
-            clips = {n: store.decode_flac(b) for n, b in files.items() if n.endswith(".flac")}
+        names = [f"{key}.{t[f]}.flac" for t in rec["turns"] for f in fields if t.get(f)]
+        try:  # decode the trace's clips first: one libsndfile cannot read leaves the trace out, not the shard
+            clips = {n: store.decode_flac(files[n]) for n in names}
         except RuntimeError as e:  # soundfile.LibsndfileError (run 3: one such clip stopped tokenize)
             log.warning("%s: trace %s left out: a clip does not decode (%s)", path, rec["index"], e)
             continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,7 @@ def write_shards(sd: dict[str, "torch.Tensor"], out_dir: str | Path, meta: dict[
 
 
 ROWS_SEP = ".rows"  # a tensor over the per-file limit is stored as KEY.rowsJofN, row blocks along dim 0
+_ROWS_KEY = re.compile(rf"(.+){re.escape(ROWS_SEP)}(\d+)of(\d+)")
 
 
 def split_rows(sd: dict[str, "torch.Tensor"], max_bytes: int = MAX_FILE_BYTES) -> dict[str, "torch.Tensor"]:
@@ -80,10 +82,9 @@ def join_rows(sd: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
 
     out, blocks = {}, {}
     for k, v in sd.items():
-        base, sep, tail = k.rpartition(ROWS_SEP)
-        if sep and tail.replace("of", "", 1).isdigit() and "of" in tail:
-            j, n = map(int, tail.split("of"))
-            blocks.setdefault(base, [None] * n)[j] = v
+        m = _ROWS_KEY.fullmatch(k)
+        if m:
+            blocks.setdefault(m[1], [None] * int(m[3]))[int(m[2])] = v
         else:
             out[k] = v
     for base, parts in blocks.items():
