@@ -33,7 +33,7 @@
 #             token shards join the pool; it trains for min(TRAIN_MINUTES, what CHAIN_MINUTES leaves minus TAIL_MINUTES)
 #             and exports $W/w/s2s (also mid-run, every EXPORT_EVERY_S at a checkpoint, swapped in
 #             whole: every poll brings the latest); beside it, on the same GPU and data, each side arm of
-#             ARMS ("LABEL:ARGS;..."; default "full:--full-finetune") trains the same minutes into
+#             ARMS ("LABEL:ARGS;..."; default none; e.g. "full:--full-finetune") trains the same minutes into
 #             $W/run_LABEL and exports $W/w_LABEL/s2s at the end. A generator still running when
 #             training ends is stopped (SIGTERM: it seals what it wrote).
 # then eval --generate-only $W/codes.npz on the priors + this session's folder (score here:
@@ -43,7 +43,7 @@
 # OVERLAP=0: the steps one after the other (generate -> stats -> tokenize -> train -> eval; run 1).
 # CPU split (OVERLAP=1): TTS_WORKERS = cores - 2 - trainers (main run + arms); one core for
 # generate's driver (LLM rounds, sampling threads, shard writer), one for the tokenize loop and the
-# system, one per training process (its Python loop builds the batches): 12 of 16 with one arm.
+# system, one per training process (its Python loop builds the batches): 13 of 16 (12 with one side arm).
 # Calling `start` again resumes: generate resumes its store, tokenize skips encoded shards, train
 # resumes from $W/run (last.pt; --follow reloads the whole pool). A running chain is never started twice.
 # Back in $OUT (<= 8 files, < 20 MiB + 16 MiB per LoRA arm): status.txt, stats.json, tokens_manifest.json, history.jsonl,
@@ -54,7 +54,7 @@
 # TAIL_MINUTES 2.5 (export + eval), GEN_MINUTES CHAIN_MINUTES - TAIL_MINUTES - 4 / 6, TRAIN_MINUTES
 # CHAIN_MINUTES / 11, TTS_WORKERS cores - 2 - trainers / 15, BLOCK 256 / 512, MIN_TURNS 600,
 # RELOAD_S 60, TOK_POLL_S 10, N 30000 (the cap; the time budget stops first), SHARD_TRACES 100,
-# STAGES real, ARMS full:--full-finetune ("": none), EXPORT_EVERY_S 120, STEPS 100000, BS 32,
+# STAGES real, ARMS "" (none: run 4 gave the GPU to one arm), EXPORT_EVERY_S 120, STEPS 100000, BS 64 (run 4: ~the rate of 32),
 # LOG_EVERY 50, EVAL_LIMIT 64, BENCH_MODEL 1 (cuda: `parley bench model` on the export at the end),
 # BASELINE (unset; e.g. weights/s2s: those weights evaluated on the same turns -> codes_base.npz in arms.tar),
 # TINY 0 (1: --tiny), TRAIN_EXTRA, CODEC weights/codec, DEVICE cuda,
@@ -74,8 +74,8 @@ cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1
 REPO=$(pwd) W=${W:-/root/speak} P=${P:-/root/parley} KIT=${KIT:-/root/kit}
 SITE=${SITE:-/root/site} PREFIX=${PREFIX:-/root/prefix} OUT=${OUT:-$W/out} PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} OVERLAP=${OVERLAP:-1} N=${N:-30000} STAGES=${STAGES:-real}
-CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS-full:--full-finetune}
-STEPS=${STEPS:-100000} BS=${BS:-32} LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120}
+CHAIN_MINUTES=${CHAIN_MINUTES:-23} TAIL_MINUTES=${TAIL_MINUTES:-2.5} ARMS=${ARMS-}
+STEPS=${STEPS:-100000} BS=${BS:-64} LOG_EVERY=${LOG_EVERY:-50} EXPORT_EVERY_S=${EXPORT_EVERY_S:-120}
 EVAL_LIMIT=${EVAL_LIMIT:-64} CODEC=${CODEC:-weights/codec} SHARD_TRACES=${SHARD_TRACES:-100}
 MIN_TURNS=${MIN_TURNS:-600} RELOAD_S=${RELOAD_S:-60} TOK_POLL_S=${TOK_POLL_S:-10}
 CARRY=${CARRY:-$REPO/.carry} PART_MIB=${PART_MIB:-9} PART_FROM=${PART_FROM:-0}

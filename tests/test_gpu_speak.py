@@ -53,6 +53,7 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "PY": sys.executable, "SKIP_KIT": "1", "DEVICE": "cpu", "STAGES": "fake:0.01",
            "TINY": "1", "N": "12", "BLOCK": "4", "TTS_WORKERS": "1", "GEN_MINUTES": "1", "TRAIN_MINUTES": "0.3",
            "CHAIN_MINUTES": "3", "TAIL_MINUTES": "0.5", "STEPS": "4", "BS": "4", "LOG_EVERY": "1",
+           "ARMS": "full:--full-finetune",
            "EVAL_LIMIT": "2", "CODEC": str(codec), "W": str(w), "P": str(tmp_path / "repo"),
            "KIT": str(tmp_path / "kit"), "START_WAIT": "1", "WAIT": "200", "SHARD_TRACES": "4", "MIN_TURNS": "4",
            "RELOAD_S": "2", "TOK_POLL_S": "1", "CARRY": str(tmp_path / "nothing")}
