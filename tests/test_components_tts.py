@@ -69,8 +69,9 @@ def test_stream_is_clause_by_clause() -> None:
     parts = list(v.stream(text))
     assert len(parts) == len(split_clauses(text)) >= 3
     spoken = [to_text(p, v.sample_rate).lower() for p in parts]
-    assert "weather" in spoken[0] and "park" not in spoken[0]
-    assert "park" in spoken[-1] and "weather" not in spoken[-1]
+    # "check" and "park": Whisper tiny.en once heard piper's sampled "weather" as "water" (CI, 2026-12-02)
+    assert "check" in spoken[0] and "park" not in spoken[0]
+    assert "park" in spoken[-1] and "check" not in spoken[-1]
 
 
 @pytest.mark.slow
