@@ -4,4 +4,5 @@ import sys
 
 from voice.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned process (the bench's client processes) imports it
+    sys.exit(main())

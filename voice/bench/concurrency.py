@@ -18,14 +18,23 @@ Beside the client-side numbers, each step keeps the server's own view when it ha
 the whole tick, the batched codec encode, the generator step and the codec decode, their share of
 the frame period, and the user frames that missed their tick). The server's `GET /health`
 (engine, device, weights) goes into the report, so every row says which weights it ran.
+
+The client is Python too (aiortc, Opus, SRTP): one process lags past ~16-32 sessions, which would
+measure the client, not the server. Larger steps spread their sessions over client processes
+(`client_procs`; default one per 16 sessions, at most half the cores); each process returns
+its sessions as `SessionResult`s, and every step reports the client's worst lag.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import math
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from model.common.errors import ParleyError
@@ -46,6 +55,23 @@ class ConcurrencyConfig:
     gap_limit: float = 0.01  # fraction of the replies' time filled with silence by the server
     jitter_ms: float = 60.0
     seed: int = 0
+    client_procs: int = 0  # client processes at the largest step; 0: one per 16 sessions, <= half the cores
+    sessions_per_proc: int = 16  # a step spreads its sessions over ceil(n / this) processes
+
+
+@dataclass
+class SessionResult:
+    """One client session of a step, as plain numbers (it comes back from a client process)."""
+
+    error: str = ""  # it could not connect (refused, timed out)
+    lost: str | None = None  # the server closed it before its turns were done
+    v2v: list[float] = field(default_factory=list)  # ms, answered turns (not early ones)
+    timeouts: int = 0
+    frames: int = 0  # received audio frames from the first turn on
+    underruns: int = 0
+    max_lag_ms: float = 0.0  # worst lateness of this client's own sender
+    played_ms: float = 0.0  # the server's agent_done events
+    gap_ms: float = 0.0
 
 
 @dataclass
@@ -59,6 +85,7 @@ class Step:
     timeouts: int = 0
     failed_sessions: int = 0
     client_max_lag_ms: float = 0.0  # worst lateness of the client's own sender
+    client_procs: int = 1  # client processes the step's sessions ran in
     wall_s: float = 0.0
     frame_clock: dict | None = None  # the server's frame-clock timing over this step (direct engine)
 
@@ -134,6 +161,58 @@ async def server_json(url: str, path: str) -> dict | None:
         return None
 
 
+def session_result(sess: ClientPeer, turns: list, lcfg: LatencyConfig, jitter_s: float) -> SessionResult:
+    r = SessionResult(lost=lost_note(sess, turns, lcfg))  # closed by the server: its turns count
+    r.v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
+    r.timeouts = sum(t.timed_out for t in turns)
+    if sess.recorder is not None and sess.recorder.frames:
+        rec = sess.recorder
+        t_from = rec.frames[0].arrival + 1.0  # from the first turn on (set-up is not real time)
+        r.frames = rec.frames_between(t_from, float("inf"))
+        r.underruns = rec.underruns(t_from, float("inf"), jitter_s)
+    r.max_lag_ms = sess.player.max_lag * 1000
+    for e in sess.events:
+        if e.type == "agent_done":
+            r.played_ms += e.data.get("played_ms") or 0
+            r.gap_ms += e.data.get("gap_ms") or 0
+    return r
+
+
+async def _one(
+    url: str, engine: str | None, utts: list[Utterance], lcfg: LatencyConfig, start: float, k: int, jitter_s: float
+) -> SessionResult:
+    """One session: connect at wall-clock time `start`, run its turns, measure."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    sess = ClientPeer(url, engine=engine)
+    try:
+        await sess.connect()
+    except ParleyError as e:
+        return SessionResult(error=str(e))
+    try:
+        turns = await run_turns(sess, utts, lcfg, first_utt=k)
+    finally:
+        await sess.close()
+    return session_result(sess, turns, lcfg, jitter_s)
+
+
+Plan = list[tuple[int, float, LatencyConfig]]  # (session index, wall-clock start, its config)
+
+
+async def _run_plan(url: str, engine: str | None, utts: list[Utterance], plan: Plan, jitter_s: float) -> list:
+    return list(await asyncio.gather(*(_one(url, engine, utts, c, start, k, jitter_s) for k, start, c in plan)))
+
+
+def _client_process(url: str, engine: str | None, utts: list[Utterance], plan: Plan, jitter_s: float) -> list:
+    """A client process's share of a step (runs in a spawned process: its own event loop)."""
+    return asyncio.run(_run_plan(url, engine, utts, plan, jitter_s))
+
+
+def client_procs(n: int, cfg: ConcurrencyConfig) -> int:
+    """Client processes for a step of n sessions (1: in this process)."""
+    cap = cfg.client_procs or max(1, (os.cpu_count() or 2) // 2)
+    return max(1, min(cap, math.ceil(n / cfg.sessions_per_proc), n))
+
+
 def ramp(max_sessions: int) -> list[int]:
     steps, n = [], 1
     while n < max_sessions:
@@ -143,60 +222,41 @@ def ramp(max_sessions: int) -> list[int]:
     return steps
 
 
-async def _one(
-    url: str, engine: str | None, utts: list[Utterance], cfg: LatencyConfig, delay: float, k: int
-) -> tuple[ClientPeer | None, list, str]:
-    await asyncio.sleep(delay)
-    sess = ClientPeer(url, engine=engine)
-    try:
-        await sess.connect()
-    except ParleyError as e:
-        return None, [], str(e)
-    try:
-        turns = await run_turns(sess, utts, cfg, first_utt=k)
-    finally:
-        await sess.close()
-    return sess, turns, ""
-
-
 async def run_step(
-    url: str, engine: str | None, utts: list[Utterance], n: int, cfg: ConcurrencyConfig
+    url: str, engine: str | None, utts: list[Utterance], n: int, cfg: ConcurrencyConfig,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Step:
     rng = random.Random(cfg.seed + n)
     lcfg = LatencyConfig(turns=cfg.turns, barge_in_every=0, jitter_ms=cfg.jitter_ms)
     before = await server_json(url, "/stats")
     since = ((before or {}).get("frame_clock") or {}).get("next_tick", 0)
-    t0 = time.monotonic()
-    results = await asyncio.gather(
-        *(
-            _one(url, engine, utts, replace(lcfg, seed=cfg.seed + 1000 * n + k), rng.uniform(0, cfg.stagger_s), k)
-            for k in range(n)
-        )
-    )
-    step = Step(sessions=n, wall_s=time.monotonic() - t0)
+    procs = client_procs(n, cfg) if pool is not None else 1
+    m0, t0 = time.monotonic(), time.time() + (3.0 if procs > 1 else 0.0)  # processes spawn and import first
+    plan = [(k, t0 + rng.uniform(0, cfg.stagger_s), replace(lcfg, seed=cfg.seed + 1000 * n + k)) for k in range(n)]
+    jitter_s = cfg.jitter_ms / 1000
+    if procs == 1:
+        results = await _run_plan(url, engine, utts, plan, jitter_s)
+    else:
+        loop = asyncio.get_running_loop()
+        shares = await asyncio.gather(*(
+            loop.run_in_executor(pool, _client_process, url, engine, utts, plan[i::procs], jitter_s)
+            for i in range(procs)
+        ))
+        results = [r for share in shares for r in share]
+    step = Step(sessions=n, wall_s=time.monotonic() - m0, client_procs=procs)
     step.frame_clock = ((await server_json(url, f"/stats?since={since}")) or {}).get("frame_clock")
-    v2v, frames, under, played_ms, gap_ms = [], 0, 0, 0, 0
-    errors, lost = [], []
-    for sess, turns, err in results:
-        if sess is None:
-            step.failed_sessions += 1
-            errors.append(err)
+    v2v, frames, under, played_ms, gap_ms = [], 0, 0, 0.0, 0.0
+    errors = [r.error for r in results if r.error]
+    lost = [r.lost for r in results if not r.error and r.lost]
+    step.failed_sessions = len(errors)
+    for r in results:
+        if r.error:
             continue
-        if note := lost_note(sess, turns, lcfg):  # closed by the server: its turns count, the reason is said
-            lost.append(note)
-        v2v += [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
-        step.timeouts += sum(t.timed_out for t in turns)
-        if sess.recorder is not None and sess.recorder.frames:
-            rec = sess.recorder
-            # count from the first turn on (connection set-up is not real-time operation)
-            t_from = rec.frames[0].arrival + 1.0
-            frames += rec.frames_between(t_from, float("inf"))
-            under += rec.underruns(t_from, float("inf"), cfg.jitter_ms / 1000)
-        step.client_max_lag_ms = max(step.client_max_lag_ms, sess.player.max_lag * 1000)
-        for e in sess.events:
-            if e.type == "agent_done":
-                played_ms += e.data.get("played_ms") or 0
-                gap_ms += e.data.get("gap_ms") or 0
+        v2v += r.v2v
+        step.timeouts += r.timeouts
+        frames, under = frames + r.frames, under + r.underruns
+        step.client_max_lag_ms = max(step.client_max_lag_ms, r.max_lag_ms)
+        played_ms, gap_ms = played_ms + r.played_ms, gap_ms + r.gap_ms
     s: Summary | None = summarize(v2v)
     step.v2v = None if s is None else s.to_dict()
     step.underrun_rate = under / frames if frames else 0.0
@@ -223,9 +283,22 @@ async def measure_concurrency(
         server=await server_json(url, "/health") or {},
     )
     limit = cfg.p90_limit_ms
+    procs = client_procs(cfg.max_sessions, cfg)
+    pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) if procs > 1 else None
+    try:
+        await _ramp(report, url, utts, cfg, engine, log, limit, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return report
+
+
+async def _ramp(report: ConcurrencyReport, url: str, utts: list[Utterance], cfg: ConcurrencyConfig,  # noqa: PLR0913
+                engine: str | None, log, limit: float | None, pool: ProcessPoolExecutor | None) -> None:  # noqa: ANN001
     for n in ramp(cfg.max_sessions):
-        log(f"concurrency: {n} session(s) ...")
-        step = await run_step(url, engine, utts, n, cfg)
+        log(f"concurrency: {n} session(s) ..." + (f" ({client_procs(n, cfg)} client processes)"
+                                                   if pool is not None and client_procs(n, cfg) > 1 else ""))
+        step = await run_step(url, engine, utts, n, cfg, pool)
         p90 = (step.v2v or {}).get("p90")
         if limit is None and n == 1 and p90 is not None:
             limit = 2 * p90
@@ -245,11 +318,10 @@ async def measure_concurrency(
         if step.client_max_lag_ms > 50:
             report.notes.append(
                 f"{n} sessions: the benchmark client itself lagged {step.client_max_lag_ms:.0f} ms "
-                "(client CPU-bound: results are a lower bound for the server)"
+                f"in {step.client_procs} process(es) (client CPU-bound: results are a lower bound for the server)"
             )
         report.steps.append(step)
         log(f"  {n} session(s): {'held' if step.held else 'NOT held: ' + step.reason}")
         if not step.held:
             break
         report.max_held = n
-    return report

@@ -24,13 +24,15 @@
 # phase again at once (the machine stays warm only ~30 s between calls); it goes on waiting.
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
 # Knobs (environment): MAX (128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
-# WORKERS (8), DEV (cuda), WEIGHTS (random); the folders W, P, SITE, KS, KC (the README's CPU check
-# sets them).
+# WORKERS (8), DEV (cuda), WEIGHTS (random: the clock and concurrency), LWEIGHTS (weights/s2s: the
+# direct latency), CPROCS (client processes, 0: half the cores); the folders W, P, SITE, KS, KC (the
+# README's CPU check sets them). Each bench keeps its local server's log as NAME.server.log.
 set -u -o pipefail
 REPO=$(pwd) W=${W:-/root/serve} P=${P:-/root/parley} SITE=${SITE:-/tmp/site}
 KS=${KS:-/root/kit-serve} KC=${KC:-/root/kit-serve-cascade}
 OUT=${OUT:-$W/out} MAX=${MAX:-128} TURNS=${TURNS:-10} BATCH=${BATCH:-1,8,64,128,256} TICKS=${TICKS:-200}
 DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8} CBATCH=${CBATCH:-1,4,16,64}
+LWEIGHTS=${LWEIGHTS:-weights/s2s} CPROCS=${CPROCS:-0}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$P
 DEADLINE=$((SECONDS + ${WAIT:-540}))
 mkdir -p $W $OUT $KS $KC
@@ -120,20 +122,22 @@ bench-clock)  # + the codec alone (issue 10's GPU target: one frame for 64 sessi
     --ticks $TICKS --json $W/clock_gpu.json ;;
 bench-concurrency)
   job conc_direct $V bench concurrency --engine direct --max $MAX --turns 2 --audio $KS/questions \
+    --client-procs $CPROCS --server-log $W/conc_direct.server.log \
     --out $W/conc_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
 bench-workers)
   job conc_direct_w8 $V bench concurrency --engine direct --max $MAX --turns 2 --audio $KS/questions \
+    --client-procs $CPROCS --server-log $W/conc_direct_w8.server.log \
     --out $W/conc_direct_w8.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=$WORKERS ;;
 bench-latency)
   job lat_direct $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
-    --out $W/lat_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
+    --server-log $W/lat_direct.server.log --out $W/lat_direct.json --server-arg=--weights=$LWEIGHTS $GPU ;;
 bench-cascade)
   install_cascade
   CA="--server-arg=--asr-backend=torch $GPU"
   job lat_cascade $V bench latency --engine cascade --turns $TURNS --audio $KS/questions \
-    --out $W/lat_cascade.json $CA \
+    --server-log $W/lat_cascade.server.log --out $W/lat_cascade.json $CA \
   && job conc_cascade $V bench concurrency --engine cascade --max $CMAX --turns 2 --audio $KS/questions \
-    --out $W/conc_cascade.json $CA ;;
+    --client-procs $CPROCS --server-log $W/conc_cascade.server.log --out $W/conc_cascade.json $CA ;;
 bench-cascade-batch)
   install_cascade
   job cascade_batch $V bench components --cascade-batch $CBATCH --device $DEV --asr-backend torch \

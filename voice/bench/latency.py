@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from aiortc.mediastreams import MediaStreamError
+
 from voice.bench import events as ev
 from voice.bench.report import LatencyReport, TurnResult, host_info
 from voice.bench.utterances import Utterance
@@ -130,7 +132,9 @@ async def run_turns(
     lost = asyncio.ensure_future(sess.lost.wait())
     await asyncio.wait({play, lost}, return_when=asyncio.FIRST_COMPLETED)
     lost.cancel()
-    if not play.done():  # the connection is gone: keep what was measured
+    if play.done() and isinstance(play.exception(), MediaStreamError):
+        sess.lost.set()  # our track ended before the connection said it closed: the same loss
+    if not play.done() or sess.lost.is_set():  # the connection is gone: keep what was measured
         play.cancel()
         await asyncio.gather(play, return_exceptions=True)
         if results and results[-1].reply_onset is None:

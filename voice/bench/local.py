@@ -8,6 +8,7 @@ when it fails to start.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,9 +32,11 @@ def free_port() -> int:
 class LocalServer:
     """`with LocalServer("cascade") as url:` runs `parley serve` on a free loopback port."""
 
-    def __init__(self, engine: str | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(self, engine: str | None = None, extra_args: list[str] | None = None,
+                 keep_log: str | None = None) -> None:
         self.engine = engine
         self.extra_args = list(extra_args or [])
+        self.keep_log = keep_log  # copy the server's log here when it stops (else it is deleted)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -87,6 +90,8 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         try:
+            if self.keep_log:
+                shutil.copyfile(self.log_path, self.keep_log)
             self.log_path.unlink()
         except OSError:
             pass

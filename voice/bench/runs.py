@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 from model.common.errors import ParleyError
@@ -37,8 +38,17 @@ def _print_report(rep) -> None:  # noqa: ANN001 - a LatencyReport or Concurrency
     print()
 
 
+def server_log_path(path: str | None, t: Target, targets: list[Target]) -> str | None:
+    """Where a local server's log is kept: `path`, with the engine in the name when there are several."""
+    if path is None or len(targets) == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.{t.engine or 'default'}{p.suffix}"))
+
+
 def run_latency(targets: list[Target], utterances: list[Utterance], cfg: LatencyConfig,
-                server_args: list[str], out: str | None = None, plot: str | None = None) -> int:
+                server_args: list[str], out: str | None = None, plot: str | None = None,
+                server_log: str | None = None) -> int:
     """Measures every target; with two or more, prints the first/second ratios. Exit code."""
     reports, failed = [], []
     for t in targets:
@@ -46,7 +56,7 @@ def run_latency(targets: list[Target], utterances: list[Utterance], cfg: Latency
         progress = print_progress("  ", cfg.turns)
         try:
             if t.url is None:
-                with LocalServer(t.engine, server_args) as local_url:
+                with LocalServer(t.engine, server_args, server_log_path(server_log, t, targets)) as local_url:
                     print(f"  local server {local_url} (engine {t.engine})", file=sys.stderr)
                     rep = asyncio.run(measure_latency(local_url, utterances, cfg, t.engine, progress))
             else:
@@ -87,7 +97,7 @@ def run_latency(targets: list[Target], utterances: list[Utterance], cfg: Latency
 
 
 def run_concurrency(targets: list[Target], utterances: list[Utterance], cfg: ConcurrencyConfig,
-                    server_args: list[str], out: str | None = None) -> int:
+                    server_args: list[str], out: str | None = None, server_log: str | None = None) -> int:
     """Ramps sessions on every target until real time breaks; prints each report. Exit code."""
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     reports = []
@@ -96,7 +106,7 @@ def run_concurrency(targets: list[Target], utterances: list[Utterance], cfg: Con
             extra = list(server_args)
             if not any(a.startswith("--max-sessions") for a in extra):
                 extra += ["--max-sessions", str(max(cfg.max_sessions, 1))]
-            with LocalServer(t.engine, extra) as local_url:
+            with LocalServer(t.engine, extra, server_log_path(server_log, t, targets)) as local_url:
                 rep = asyncio.run(measure_concurrency(local_url, utterances, cfg, t.engine, log))
         else:
             rep = asyncio.run(measure_concurrency(t.url, utterances, cfg, t.engine, log))

@@ -50,6 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for the local `parley serve` (repeatable)")
     p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--server-log", help="keep the local server's log here (default: deleted)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -99,6 +100,9 @@ def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
                    help="largest fraction of frames with underrun (default 0.01)")
     c.add_argument("--gap-limit", type=float, default=0.01,
                    help="largest fraction of the replies' time the server filled with silence (default 0.01)")
+    c.add_argument("--client-procs", type=int, default=0, help="most client processes (default 0: half the "
+                   "cores); a step of n sessions runs in ceil(n / --sessions-per-proc) (one lags past ~16-32)")
+    c.add_argument("--sessions-per-proc", type=int, default=16, help="sessions per client process (default 16)")
     c.set_defaults(func=concurrency_cmd)
 
 
@@ -145,20 +149,23 @@ def latency_cmd(args: argparse.Namespace) -> int:
     targets = _targets(args)
     cfg = LatencyConfig(turns=args.turns, pause_s=args.pause, barge_in_every=args.barge_in_every,
                         barge_after_s=args.barge_after, reply_timeout_s=args.reply_timeout, seed=args.seed)
-    return run_latency(targets, _utterances(args), cfg, args.server_arg, out=args.out, plot=args.plot)
+    return run_latency(targets, _utterances(args), cfg, args.server_arg, out=args.out, plot=args.plot,
+                       server_log=args.server_log)
 
 
 def concurrency_cmd(args: argparse.Namespace) -> int:
     from voice.bench.concurrency import ConcurrencyConfig  # noqa: PLC0415
     from voice.bench.runs import run_concurrency  # noqa: PLC0415
 
-    if args.max < 1:
-        raise ParleyError("--max must be at least 1")
+    if args.max < 1 or args.client_procs < 0 or args.sessions_per_proc < 1:
+        raise ParleyError("--max and --sessions-per-proc must be at least 1, --client-procs at least 0")
     _quiet_logs(args)
     targets = _targets(args)
     cfg = ConcurrencyConfig(max_sessions=args.max, turns=args.turns, p90_limit_ms=args.p90_limit_ms,
-                            underrun_limit=args.underrun_limit, gap_limit=args.gap_limit, seed=args.seed)
-    return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out)
+                            underrun_limit=args.underrun_limit, gap_limit=args.gap_limit, seed=args.seed,
+                            client_procs=args.client_procs, sessions_per_proc=args.sessions_per_proc)
+    return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out,
+                           server_log=args.server_log)
 
 
 def _register_model(bench_sub: argparse._SubParsersAction) -> None:
