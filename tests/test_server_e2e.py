@@ -104,7 +104,8 @@ def test_browser_asks_and_hears_the_agent(cascade_url: str, question_wav: Path) 
 def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
     r = subprocess.run(
-        [sys.executable, "-m", "voice", "talk", str(question_wav), "--url", cascade_url, "--out", str(out)],
+        [sys.executable, "-m", "voice", "talk", str(question_wav), "--url", cascade_url, "--out", str(out),
+         "--transcribe"],
         capture_output=True, text=True, timeout=180,
     )
     print(r.stdout, r.stderr[-2000:])
@@ -113,6 +114,10 @@ def test_parley_talk_against_the_server(cascade_url: str, question_wav: Path, tm
     assert _has_question_words(said.removeprefix("you said:")), r.stdout
     assert "agent said:" in r.stdout and "(no reply)" not in r.stdout
     assert "ms voice-to-voice" in r.stdout
+    # Whisper, listening to the reply audio itself, hears words the agent's text says
+    lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line)
+    words = lambda t: {w.strip(".,!?'\"").lower() for w in t.split() if len(w.strip(".,!?'\"")) > 3}  # noqa: E731
+    assert words(lines["whisper"]) & words(lines["agent said"]), r.stdout
     from model.audio import load_audio
 
     x, sr = load_audio(out)

@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--url", default="http://127.0.0.1:8080")
     t.add_argument("--out", default=None, help="write the agent's reply audio here (WAV)")
     t.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    t.add_argument("--transcribe", action="store_true",
+                   help="also print what Whisper tiny.en (here, on the CPU) hears in the reply")
     t.set_defaults(func=talk_cmd)
 
 
@@ -228,8 +230,10 @@ def _host(args: argparse.Namespace) -> int:
 
 
 def talk_cmd(args: argparse.Namespace) -> int:
-    from voice.client.talk import print_result, talk  # noqa: PLC0415
+    from voice.client.talk import print_result, talk, transcribe_reply  # noqa: PLC0415
 
     result = talk(args.question, url=args.url, out=args.out, timeout=args.timeout)
     print_result(result)
+    if args.transcribe and result.reply_audible:
+        print(f"whisper:    {transcribe_reply(result) or '(no words heard)'}")
     return 0 if result.reply_audible else 1

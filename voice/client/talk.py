@@ -150,6 +150,19 @@ def talk(question: str | Path, url: str = "http://127.0.0.1:8080", out: str | Pa
     return result
 
 
+def transcribe_reply(r: TalkResult, asr: str = "tiny.en") -> str:
+    """What Whisper (the bundled `asr`, on this CPU) hears in the reply: an independent check that
+    the agent's audio says words, whatever the engine claims it said."""
+    import soxr  # noqa: PLC0415
+
+    from model.components.asr_ct2 import load_asr  # noqa: PLC0415
+
+    if not len(r.reply):
+        return ""
+    x16 = soxr.resample(r.reply.astype(np.float32), WEBRTC_SR, 16000)
+    return load_asr(asr).transcribe(np.ascontiguousarray(x16, dtype=np.float32)).strip()
+
+
 def _gap_ms(evs: list[dict]) -> int | None:
     gaps = [e["gap_ms"] for e in evs if e.get("type") == "agent_done" and "gap_ms" in e]
     return sum(gaps) if gaps else None
