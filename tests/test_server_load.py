@@ -77,3 +77,38 @@ def test_a_vanished_client_frees_its_slot_within_a_second() -> None:
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_late_frames_from_a_live_client_do_not_close_the_session(monkeypatch) -> None:  # noqa: ANN001
+    """Our side is slow, not the client: its RTP packets keep arriving while decoded frames are held
+    back for 1.5 s (as a starved decoder thread on a loaded server does). The watchdog sees the
+    packets, counts `input_late` and keeps the session; frames flow again afterwards."""
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    stall = {"until": 0.0}
+    recv = RemoteStreamTrack.recv
+
+    async def late_recv(self):  # noqa: ANN001, ANN202
+        while time.monotonic() < stall["until"]:
+            await asyncio.sleep(0.01)
+        return await recv(self)
+
+    monkeypatch.setattr(RemoteStreamTrack, "recv", late_recv)
+
+    async def main() -> None:
+        runner, url, server = await start(ToneEngine(ToneConfig()))
+        c = Client(url)
+        try:
+            await c.connect()
+            sess = next(iter(server.sessions.values()))
+            await c.wait(lambda: sess._last_input is not None, 15)  # noqa: SLF001
+            stall["until"] = time.monotonic() + 1.5
+            await asyncio.sleep(2.0)
+            assert server.sessions and not sess.closed
+            assert sess.stats["input_late"] >= 3, sess.stats
+            assert time.monotonic() - sess._last_input < 0.4  # noqa: SLF001 - frames flow again
+        finally:
+            await c.close()
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -25,6 +25,16 @@ def shorten_jitter_buffer(receiver, prefetch: int = INPUT_PREFETCH) -> bool:  # 
     return True
 
 
+def last_packet_age(pc) -> float | None:  # noqa: ANN001 - RTCPeerConnection
+    """Seconds since the newest RTP packet of the connection's audio arrived (aiortc notes each
+    source's arrival as it handles the packet, before its decoder thread); None: none yet."""
+    from aiortc import clock  # noqa: PLC0415
+
+    newest = [s.timestamp for r in pc.getReceivers() if r.track is not None and r.track.kind == "audio"
+              for s in r.getSynchronizationSources()]
+    return (clock.current_datetime() - max(newest)).total_seconds() if newest else None
+
+
 class VadBatcher:
     """One Silero step for the chunks of all sessions that are waiting (shared weights, one
     ONNX call per batch, in the VAD thread): with many sessions the VAD costs one call per

@@ -1,19 +1,16 @@
 """One WebRTC connection: input audio -> VAD turn taking -> engine -> output track + events.
 
-Per session: the peer connection, a `VADStream` (the Silero weights are shared), the
-`TurnDetector` with its `EchoGuard` (from the offer's echo hint), the `AgentTrack`, the engine's
-`EngineSession` (history) and three kinds of tasks: the input reader, the reply of the current turn, a connect timeout.
-Model work never runs on the event loop: VAD steps of all sessions are batched (`VadBatcher`)
-on a one-thread "fast lane" executor (so they never wait behind a long ASR/LLM job), engines
-use their own pools.
+Per session: the peer connection, a `VADStream` (shared Silero weights), the `TurnDetector` with its
+`EchoGuard` (from the offer's echo hint), the `AgentTrack`, the `EngineSession` (history) and tasks: the
+input reader and its watchdog, the reply of the current turn, a connect timeout. No model work on the
+event loop: VAD steps of all sessions are batched (`VadBatcher`) on a one-thread executor; engines use their own pools.
 
 Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent
 talks, the output track is held (silent frames, nothing consumed); if it was noise (a cough,
 TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
 (TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
 cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
-played. Input jitter buffer: `voice.server.inputs.INPUT_PREFETCH` frames, not aiortc's 4 (no jitter
-to absorb on a LAN / loopback).
+played. Input jitter buffer: `inputs.INPUT_PREFETCH` frames, not aiortc's 4 (none to absorb on a LAN).
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBR
 from voice.engines.base import AgentAudio, AgentText, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
-from voice.server.inputs import VadBatcher, frame_to_mono
+from voice.server.inputs import VadBatcher, frame_to_mono, last_packet_age
 from voice.server.tracks import AgentTrack, Segment, played_text
 from voice.server.turns import (EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause,
                                 TurnPhase, TurnStart, VadChange, level_db)
@@ -94,7 +91,7 @@ class Session:
         self._turn_audio: list[tuple[float, np.ndarray]] = []  # SPEAKING/STOPPING
         self._in_turn = False
         self._held_at: float | None = None  # when the output was held for a possible barge-in
-        self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0}
+        self.stats = {"chunks": 0, "turns": 0, "barge_ins": 0, "input_late": 0}
         self._wire()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -177,15 +174,18 @@ class Session:
         log.debug("session %s: input track ended", self.id)
 
     async def _input_watchdog(self, period: float = 0.1) -> None:
-        """Close the session when its client stops sending audio (vanished without a goodbye:
-        ICE consent would take ~30 s); a check after a late wake-up (busy event loop) is skipped."""
+        """Close the session when its client stops sending audio (vanished without a goodbye: ICE
+        consent would take ~30 s). Not when we are the slow side: after a late wake-up (busy event
+        loop) or while its RTP packets still arrive (frames late in decoding: `input_late`)."""
         while not self.closed:
             t = time.monotonic()
             await asyncio.sleep(period)
             now = time.monotonic()
-            if now - t > period + 0.2:  # the loop itself was stalled: frames may be waiting
+            if now - t > period + 0.2 or self._last_input is None or now - self._last_input <= self.input_timeout_s:
                 continue
-            if self._last_input is not None and now - self._last_input > self.input_timeout_s:
+            if (age := last_packet_age(self.pc)) is not None and age <= self.input_timeout_s:
+                self.stats["input_late"] += 1
+            else:
                 log.info("session %s: no input for %.1f s, closing", self.id, now - self._last_input)
                 self._spawn(self.close(), "close")
                 return
@@ -397,4 +397,4 @@ class Session:
         self._channel = None
         if self.on_closed is not None:
             self.on_closed(self)
-        log.info("session %s closed", self.id)
+        log.info("session %s closed %s", self.id, self.stats)  # input_late > 0: frames came late, not the client
