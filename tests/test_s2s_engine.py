@@ -27,13 +27,14 @@ def parts():
     return tiny_model(), codec
 
 
-def make_engine(parts, **kw):
+def make_engine(parts, judge=None, **kw):  # noqa: ANN001
     from voice.engines.direct import DirectConfig, DirectEngine
 
     model, codec = parts
     cfg = DirectConfig(device="cpu", max_sessions=2, max_frames=256, **kw)
     codec = copy.deepcopy(codec)  # each engine's clock streams its codec (the test makes several)
-    return DirectEngine(cfg, model=model, codec=codec, detokenize=lambda ids: " ".join(f"w{i}" for i in ids))
+    return DirectEngine(cfg, model=model, codec=codec, detokenize=lambda ids: " ".join(f"w{i}" for i in ids),
+                        judge=judge)
 
 
 async def _reply(sess, n_feed_s: float = 1.0, close_after: int | None = None) -> list:

@@ -11,7 +11,9 @@
 #   PHASE=bench-clock        bench clock, full-size random weights + weights/codec, batch 1..256
 #   PHASE=bench-concurrency  bench concurrency --engine direct --max $MAX (128) on the GPU
 #   PHASE=bench-workers      the same with --workers $WORKERS (8: per-session CPU work in 8 processes)
-#   PHASE=bench-latency      bench latency --engine direct ($TURNS turns, 10)
+#   PHASE=bench-latency      bench latency --engine direct ($TURNS turns, 10; $LWEIGHTS)
+#   PHASE=bench-latency-semantic  the same with --semantic-turns (Whisper + the end-of-turn head end
+#                            turns at a pause; installs the serve-cascade kit for Whisper)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
 #                            cross-session batching is on by default on cuda)
@@ -131,6 +133,11 @@ bench-workers)
 bench-latency)
   job lat_direct $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
     --server-log $W/lat_direct.server.log --out $W/lat_direct.json --server-arg=--weights=$LWEIGHTS $GPU ;;
+bench-latency-semantic)
+  install_cascade
+  job lat_direct_sem $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
+    --server-log $W/lat_direct_sem.server.log --out $W/lat_direct_sem.json --server-arg=--weights=$LWEIGHTS $GPU \
+    --server-arg=--semantic-turns --server-arg=--asr-backend=torch ;;
 bench-cascade)
   install_cascade
   CA="--server-arg=--asr-backend=torch $GPU"
@@ -148,5 +155,5 @@ collect)
   tar -czf $OUT/serving_logs.tgz -C $W $(cd $W && ls *.log *.txt 2>/dev/null)
   ls -la $OUT ;;
 *) echo "unknown PHASE=$PHASE (stage, install, tests, bench-clock, bench-concurrency, bench-workers," \
-     "bench-latency, bench-cascade, bench-cascade-batch, collect)"; exit 2 ;;
+     "bench-latency, bench-latency-semantic, bench-cascade, bench-cascade-batch, collect)"; exit 2 ;;
 esac

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = p.add_argument_group("cascade engine")
     c.add_argument("--asr", default=unset, help="Whisper model (default: bundled tiny.en)")
     c.add_argument("--asr-backend", default=unset, choices=["ct2", "torch"],
-                   help="ct2: faster-whisper int8 (default, faster); torch: openai-whisper code")
+                   help="ct2: faster-whisper int8 (default, faster); torch: openai-whisper code (also the "
+                        "direct engine's --semantic-turns)")
     c.add_argument("--asr-full-window", action="store_const", const=True, default=unset,
                    help="ct2: encode Whisper's whole 30 s window (default: only the clip, ~5x faster)")
     c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
@@ -58,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default=unset, help="direct engine: codec weights folder, or tiny (random, smoke)")
     p.add_argument("--dtype", default=unset, choices=["bfloat16", "float32", "float16"],
                    help="direct engine: the speech model's dtype (default bfloat16, also on CPU)")
+    p.add_argument("--semantic-turns", action="store_const", const=True, default=unset,
+                   help="direct engine: end a turn at a pause when Whisper + the end-of-turn head say the user is "
+                        "done (as the cascade does; default: on silence, stop_ms)")
     p.add_argument("--cpu-step", default=unset, choices=["quant", "fast", "exact"],
                    help="direct engine on CPU: quant (default: fused step, int4/int8 weights), fast (fused, bf16), "
                         "exact (the reference modules in --dtype)")
@@ -97,7 +101,7 @@ _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options
     "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
                 "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step"),
+    "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step", "semantic_turns", "asr_backend"),
 }
 
 

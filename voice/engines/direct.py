@@ -14,7 +14,10 @@ clock's pace until the model has been quiet for ``end_silence_s`` after speaking
 ``max_reply_s``.
 
 Barge-in, echo guard and turn taking are the server's (same as the cascade). The model's
-context (a ring of ``max_frames``) keeps everything it generated, also what a barge-in cut.
+context (a ring of ``max_frames``) keeps everything it generated, also what a barge-in cut. With
+``semantic_turns`` the sessions are speculative: at a pause ``respond(final=False)`` first asks the
+engine's ``TurnJudge`` (Whisper + the end-of-turn head, voice/engines/turn_judge.py) whether the
+user is done, so the server can end the turn at the pause instead of after stop_ms of silence.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice.engines.base import AgentAudio, AgentText, Engine, EngineEvent, EngineSession, Stage, UserTurn
+from voice.engines.base import (AgentAudio, AgentText, EndOfTurn, Engine, EngineEvent, EngineSession, Stage,
+                                UserText, UserTurn)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class DirectConfig:
     start_timeout_s: float = 4.0  # no speech this long after the turn: give up
     speech_rms: float = 0.02  # a decoded frame louder than this counts as speech
     keep_s: float = 4.0  # model output kept while listening
+    semantic_turns: bool = False  # end turns at a pause on Whisper + the end-of-turn head (TurnJudge)
+    asr_backend: str = "ct2"  # the judge's Whisper: ct2, or torch (hosts with CUDA 13)
 
 
 def _load_model(cfg: DirectConfig, device):  # noqa: ANN001, ANN202
@@ -117,7 +123,8 @@ def _streaming_codec(codec, cfg: DirectConfig, device):  # noqa: ANN001, ANN202
 class DirectEngine(Engine):
     name = "direct"
 
-    def __init__(self, cfg: DirectConfig = DirectConfig(), *, model=None, codec=None, detokenize=None) -> None:
+    def __init__(self, cfg: DirectConfig = DirectConfig(), *, model=None, codec=None, detokenize=None,  # noqa: ANN001
+                 judge=None) -> None:
         import torch
 
         from codec.io import silence_codes
@@ -153,6 +160,11 @@ class DirectEngine(Engine):
         self.codec_runtime = "torch" if streamed is codec else "onnx"
         self.clock = FrameClock(self.gen, streamed, self.silence)
         self.codec = self.clock.codec
+        self.judge = judge  # a TurnJudge (or anything with judge_async, threshold, close)
+        if judge is None and cfg.semantic_turns:
+            from voice.engines.turn_judge import JudgeConfig, TurnJudge
+
+            self.judge = TurnJudge(JudgeConfig(asr_backend=cfg.asr_backend, device=dev.type))
         self.clock.start()
 
     def info(self) -> dict:
@@ -162,7 +174,7 @@ class DirectEngine(Engine):
                 "frame_ms": 1000 * self.hop / self.sample_rate,
                 "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec",
                 "codec_runtime": self.codec_runtime, "dtype": self.cfg.dtype, "cpu_step": self.gen.cpu_step.value,
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "turns": "semantic" if self.judge else "silence"}
 
     def stats(self, since: int = 0) -> dict:
         """The frame clock's timing over its ticks numbered >= ``since`` (see FrameClock.timing)."""
@@ -174,6 +186,8 @@ class DirectEngine(Engine):
 
     async def close(self) -> None:
         self.clock.stop()
+        if self.judge is not None:
+            self.judge.close()
 
 
 @dataclass
@@ -192,6 +206,7 @@ class DirectSession(EngineSession):
         self.said: collections.deque[_Said] = collections.deque(maxlen=n_keep)
         self._reply: tuple[asyncio.AbstractEventLoop, asyncio.Queue] | None = None
         self.closed = False
+        self.speculative = engine.judge is not None  # respond(final=False) at pauses, see TurnJudge
         self.slot = engine.clock.join(self._on_frame)
 
     def _on_frame(self, f) -> None:  # noqa: ANN001 - a ClockFrame, on the clock's thread
@@ -214,12 +229,23 @@ class DirectSession(EngineSession):
     # --- a reply --------------------------------------------------------------------------
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         cfg, sr, hop = self.e.cfg, self.e.sample_rate, self.e.hop
-        self.responding = True
-        self.buf = np.zeros(0, dtype=np.float32)
+        if not turn.final and self.e.judge is not None:  # at a pause: is the user done? (still listening)
+            t0 = time.monotonic()
+            try:
+                prob, text = await self.e.judge.judge_async(turn.audio)
+            except Exception:  # noqa: BLE001 - the turn then ends on silence, as without a judge
+                log.exception("direct session %d: end-of-turn judge failed", self.slot)
+                prob, text = 0.0, ""
+            yield Stage("eot", 1000 * (time.monotonic() - t0))
+            yield UserText(text)
+            yield EndOfTurn(prob, self.e.judge.threshold)
         frame_s = hop / sr
         queue: asyncio.Queue[_Said] = asyncio.Queue()
-        self._reply = (asyncio.get_running_loop(), queue)
-        self.e.clock.mute(self.slot, True)  # from the next tick: silence codes as the user's input
+        self._reply = (asyncio.get_running_loop(), queue)  # the model's output from now on
+        if turn.final:
+            self._mute()
+        # else the server holds our first audio until the turn really ends: the user stays heard until
+        # then (a pause the user goes on after throws this reply away with nothing of theirs lost)
         try:
             backlog = [s for s in list(self.said) if s.t >= turn.t_speech_end]
             self.said.clear()
@@ -246,12 +272,20 @@ class DirectSession(EngineSession):
                 if text:
                     yield AgentText(text)
                 yield AgentAudio(said.audio, sr, text)
+                if not self.responding:  # speculative: we are past the server's hold, the turn is over
+                    self._mute()
                 if quiet * frame_s >= cfg.end_silence_s:
                     break
         finally:
             self._reply = None
             self.e.clock.mute(self.slot, False)
             self.responding = False
+
+    def _mute(self) -> None:
+        """Half duplex for the reply: from the next tick the user's input is the silence codes."""
+        self.responding = True
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.e.clock.mute(self.slot, True)
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         log.debug("direct session %d turn %d: played %r (interrupted=%s)", self.slot, turn, played_text, interrupted)
