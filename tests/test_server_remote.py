@@ -121,3 +121,43 @@ def test_server_with_a_remote_engine_over_webrtc(tmp_path) -> None:
             await host.close()
 
     asyncio.run(main())
+
+
+def test_speculative_sessions_overlapping_replies_and_discard(tmp_path) -> None:
+    """A speculative host session stays speculative behind the socket; a session's next reply can
+    start before the last one's cancel reaches the host (the server throws a speculative reply away
+    and starts the final one at once): each gets its own events, the late cancel stops only its own;
+    `discard` reaches the host's session."""
+    discarded: list[int] = []
+
+    class _Spec(_Counting):
+        def session(self):  # noqa: ANN202
+            sess = super().session()
+            sess.speculative = True
+            sess.discard = discarded.append
+            return sess
+
+    async def main() -> None:
+        host = EngineHost(_Spec(1), str(tmp_path / "engine.sock"))
+        await host.start()
+        remote = RemoteEngine(host.path)
+        await remote.connect()
+        try:
+            a = await remote.open_session()
+            assert a.speculative
+            spec = a.respond(_turn())
+            assert await spec.__anext__() is not None  # the speculative reply is running on the host
+            final = a.respond(_turn())
+            first = await final.__anext__()  # the final reply starts before the speculation's cancel
+            await spec.aclose()  # its cancel arrives now: it must not stop the final reply
+            a.discard(1)
+            rest = [e async for e in final]
+            got = [first, *rest]
+            assert sum(isinstance(e, AgentAudio) for e in got) > 0, got
+            await _until(lambda: discarded == [1])
+            await a.close()
+        finally:
+            await remote.close()
+        await host.close()
+
+    asyncio.run(main())

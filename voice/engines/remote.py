@@ -8,11 +8,12 @@ a `RemoteEngine`, all on one port through SO_REUSEPORT), so the aiortc/Opus/soxr
 many sessions is spread over N cores while one frame clock batches them all on the GPU.
 
 Messages are length-prefixed pickles (a private socket, mode 0600, between processes of one
-server): ("join", sid) -> ("joined", sid) | ("full", sid, why); ("feed", sid, chunk, t);
-("respond", sid, UserTurn) -> ("ev", sid, EngineEvent)* ("done", sid); ("cancel", sid) (barge-in:
-the host closes the reply generator, as the server's task cancellation does); ("commit", sid,
-turn, text, interrupted); ("close", sid); ("info",) -> ("info", dict); ("stats", token, since)
--> ("stats", token, dict). A worker's connection
+server): ("join", sid) -> ("joined", sid, speculative) | ("full", sid, why); ("feed", sid, chunk, t);
+("respond", sid, rid, UserTurn) -> ("ev", rid, EngineEvent)* ("done", rid); ("cancel", sid, rid)
+(barge-in, a speculative reply thrown away: the host closes that reply's generator, as the server's
+task cancellation does; `rid` per reply, since a session's next reply may start before the last
+one's cancel arrives); ("discard", sid, turn); ("commit", sid, turn, text, interrupted); ("close",
+sid); ("info",) -> ("info", dict); ("stats", token, since) -> ("stats", token, dict). A worker's connection
 closing closes its sessions on the host (their slots are free at once).
 """
 
@@ -77,16 +78,18 @@ class EngineHost:
                     write_msg(writer, ("stats", args[0], stats(args[1]) if stats is not None else {}))
                 elif kind == "join":
                     try:
-                        sessions[args[0]] = self.engine.session()
-                        write_msg(writer, ("joined", args[0]))
+                        sessions[args[0]] = sess = self.engine.session()
+                        write_msg(writer, ("joined", args[0], bool(getattr(sess, "speculative", False))))
                     except RuntimeError as e:
                         write_msg(writer, ("full", args[0], str(e)))
                 elif kind == "feed" and args[0] in sessions:
                     sessions[args[0]].feed(args[1], args[2])
                 elif kind == "respond" and args[0] in sessions:
-                    replies[args[0]] = asyncio.create_task(self._reply(args[0], sessions[args[0]], args[1], writer))
-                elif kind == "cancel" and args[0] in replies:
-                    replies.pop(args[0]).cancel()
+                    replies[args[:2]] = asyncio.create_task(self._reply(args[1], sessions[args[0]], args[2], writer))
+                elif kind == "cancel" and args[:2] in replies:
+                    replies.pop(args[:2]).cancel()
+                elif kind == "discard" and args[0] in sessions:
+                    sessions[args[0]].discard(args[1])
                 elif kind == "commit" and args[0] in sessions:
                     sessions[args[0]].commit(*args[1:])
                 elif kind == "close" and args[0] in sessions:
@@ -98,22 +101,22 @@ class EngineHost:
 
     @staticmethod
     async def _close_one(sid: int, sessions: dict, replies: dict) -> None:
-        task = replies.pop(sid, None)
-        if task is not None:
+        tasks = [replies.pop(k) for k in [k for k in replies if k[0] == sid]]  # keys (sid, rid)
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await sessions.pop(sid).close()
 
     @staticmethod
-    async def _reply(sid: int, sess: EngineSession, turn: UserTurn, writer: asyncio.StreamWriter) -> None:
+    async def _reply(rid: int, sess: EngineSession, turn: UserTurn, writer: asyncio.StreamWriter) -> None:
         agen = sess.respond(turn)
         try:
             async for ev in agen:
-                write_msg(writer, ("ev", sid, ev))
+                write_msg(writer, ("ev", rid, ev))
         finally:
             await agen.aclose()
             if not writer.is_closing():
-                write_msg(writer, ("done", sid))
+                write_msg(writer, ("done", rid))
 
 
 class RemoteEngine(Engine):
@@ -124,7 +127,7 @@ class RemoteEngine(Engine):
         self._info: dict = {}
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: dict[int, asyncio.Future] = {}  # join answers
-        self._queues: dict[int, asyncio.Queue] = {}  # reply events per session
+        self._queues: dict[int, asyncio.Queue] = {}  # reply events per reply id
         self._ids = itertools.count(1)
         self._reader_task: asyncio.Task | None = None
 
@@ -181,7 +184,7 @@ class RemoteEngine(Engine):
         msg = await fut
         if msg[0] == "full":
             raise RuntimeError(msg[2])
-        return RemoteSession(self, sid)
+        return RemoteSession(self, sid, speculative=bool(msg[2]))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -191,25 +194,30 @@ class RemoteEngine(Engine):
 
 
 class RemoteSession(EngineSession):
-    def __init__(self, engine: RemoteEngine, sid: int) -> None:
+    def __init__(self, engine: RemoteEngine, sid: int, speculative: bool = False) -> None:
         self.e, self.sid = engine, sid
+        self.speculative = speculative  # the host's session gets respond(final=False) at pauses
 
     def feed(self, chunk_16k, t: float) -> None:  # noqa: ANN001 - np.ndarray (512,)
         self.e.send(("feed", self.sid, chunk_16k, t))
 
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         q: asyncio.Queue = asyncio.Queue()
-        self.e._queues[self.sid] = q  # noqa: SLF001
-        self.e.send(("respond", self.sid, turn))
+        rid = next(self.e._ids)  # noqa: SLF001
+        self.e._queues[rid] = q  # noqa: SLF001
+        self.e.send(("respond", self.sid, rid, turn))
         done = False
         try:
             while (msg := await q.get())[0] == "ev":
                 yield msg[2]
             done = True
         finally:
-            if not done:  # cancelled (barge-in) or closed early: stop the host's reply
-                self.e.send(("cancel", self.sid))
-            self.e._queues.pop(self.sid, None)  # noqa: SLF001
+            if not done:  # cancelled (barge-in, a discarded speculation) or closed early: stop the host's reply
+                self.e.send(("cancel", self.sid, rid))
+            self.e._queues.pop(rid, None)  # noqa: SLF001
+
+    def discard(self, turn: int) -> None:
+        self.e.send(("discard", self.sid, turn))
 
     def commit(self, turn: int, played_text: str, interrupted: bool) -> None:
         self.e.send(("commit", self.sid, turn, played_text, interrupted))
