@@ -99,3 +99,26 @@ def test_speculative_reply_scores_first_and_mutes_only_past_the_hold(parts) -> N
     assert any(isinstance(e, Stage) and e.name == "engine" for e in events)
     assert sum(isinstance(e, AgentAudio) for e in events) == 5  # max_reply_s / 80 ms
     assert listening_after and judge.calls == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_direct_engine_with_semantic_turns_over_webrtc(tmp_path) -> None:
+    """`parley serve --engine direct --semantic-turns` (tiny random model and codec, the real judge):
+    every turn is answered through the speculative path (the server's `speculative` and the
+    judge's `eot` stages), and the client is told what the user said (the judge's transcript)."""
+    import json
+
+    from voice.cli.main import main
+
+    out = tmp_path / "lat.json"
+    rc = main(["bench", "latency", "--engine", "direct", "--turns", "3", "--barge-in-every", "0",
+               "--server-arg=--weights=tiny", "--server-arg=--codec=tiny", "--server-arg=--device=cpu",
+               "--server-arg=--semantic-turns", "--out", str(out)])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["event_log"][0]["type"] == "ready" and rep["event_log"][0]["turns"] == "semantic"
+    turns = rep["turns"]
+    assert len(turns) == 3 and all(t["v2v_ms"] is not None for t in turns), turns
+    assert all({"speculative", "eot"} <= set(t["stages"]) for t in turns), [t["stages"] for t in turns]
+    assert "capital" in turns[0]["user_text"].lower(), turns[0]["user_text"]

@@ -165,6 +165,7 @@ class DirectEngine(Engine):
             from voice.engines.turn_judge import JudgeConfig, TurnJudge
 
             self.judge = TurnJudge(JudgeConfig(asr_backend=cfg.asr_backend, device=dev.type))
+            self.judge.warm_up()
         self.clock.start()
 
     def info(self) -> dict:
