@@ -217,7 +217,14 @@ def _host(args: argparse.Namespace) -> int:
         print(f"engine host {path}: {args.workers} front worker(s) on {args.host}:{args.port}", flush=True)
         try:
             await stop.wait()
-        finally:
+        finally:  # the workers first: their connections end, so the host's handlers end on EOF
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    await asyncio.to_thread(p.wait, 10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
             await host.close()
             await engine.close()
 
