@@ -20,6 +20,8 @@ pytest.importorskip("model.llama")
 from tests.test_s2s_engine import make_engine, parts  # noqa: E402, F401 - the module's fixture
 from voice.engines.base import AgentAudio, EndOfTurn, Stage, UserText, UserTurn  # noqa: E402
 
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
@@ -122,3 +124,27 @@ def test_direct_engine_with_semantic_turns_over_webrtc(tmp_path) -> None:
     assert len(turns) == 3 and all(t["v2v_ms"] is not None for t in turns), turns
     assert all({"speculative", "eot"} <= set(t["stages"]) for t in turns), [t["stages"] for t in turns]
     assert "capital" in turns[0]["user_text"].lower(), turns[0]["user_text"]
+
+
+def test_a_slow_judge_does_not_hold_the_reply(parts) -> None:  # noqa: F811
+    """A judge slower than `judge_timeout_s` (openai-whisper on a CPU took 1.4-1.9 s) is dropped:
+    "not done" at the timeout, so the server ends the turn on silence and the reply is not held for it."""
+    judge = _Judge(0.99, delay_s=5.0)
+    eng = make_engine(parts, speech_rms=-1.0, max_reply_s=0.4, judge=judge, judge_timeout_s=0.2)
+
+    async def main() -> tuple[list, float]:
+        s = eng.session()
+        t0 = time.monotonic()
+        for i in range(30):  # the user was heard (a slot ticks once its input started)
+            s.feed(np.zeros(512, np.float32), t0 + i * 0.032)
+        turn = UserTurn(1, np.zeros(16000, np.float32), t_speech_end=t0, t_decided=t0, final=False)
+        events = [e async for e in s.respond(turn)]
+        eot_at = time.monotonic() - t0
+        await s.close()
+        await eng.close()
+        return events, eot_at
+
+    events, took = asyncio.run(main())
+    eot = next(e for e in events if isinstance(e, EndOfTurn))
+    assert eot.prob == 0.0 and took < 4.0, (eot, took)
+    assert sum(isinstance(e, AgentAudio) for e in events) == 5

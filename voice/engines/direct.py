@@ -57,6 +57,7 @@ class DirectConfig:
     keep_s: float = 4.0  # model output kept while listening
     semantic_turns: bool = False  # end turns at a pause on Whisper + the end-of-turn head (TurnJudge)
     asr_backend: str = "ct2"  # the judge's Whisper: ct2, or torch (hosts with CUDA 13)
+    judge_timeout_s: float = 0.5  # a later score is dropped: the reply is not held for it (silence ends the turn)
 
 
 def _load_model(cfg: DirectConfig, device):  # noqa: ANN001, ANN202
@@ -233,7 +234,10 @@ class DirectSession(EngineSession):
         if not turn.final and self.e.judge is not None:  # at a pause: is the user done? (still listening)
             t0 = time.monotonic()
             try:
-                prob, text = await self.e.judge.judge_async(turn.audio)
+                prob, text = await asyncio.wait_for(self.e.judge.judge_async(turn.audio), cfg.judge_timeout_s)
+            except asyncio.TimeoutError:  # the reply would wait for it: the turn ends on silence instead
+                log.warning("direct session %d: end-of-turn judge slower than %.1f s", self.slot, cfg.judge_timeout_s)
+                prob, text = 0.0, ""
             except Exception:  # noqa: BLE001 - the turn then ends on silence, as without a judge
                 log.exception("direct session %d: end-of-turn judge failed", self.slot)
                 prob, text = 0.0, ""
