@@ -4,6 +4,7 @@ reason; a client that vanishes without hanging up frees its slot within a second
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import aiohttp
@@ -53,14 +54,24 @@ def test_503_with_reason_when_the_engine_is_full() -> None:
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def _heard_session():  # noqa: ANN202
+    """A tone server and a connected client whose audio the server's session has started to read."""
+    runner, url, server = await start(ToneEngine(ToneConfig()))
+    c = Client(url)
+    try:
+        await c.connect()
+        sess = next(iter(server.sessions.values()))
+        await c.wait(lambda: sess._last_input is not None, 15)  # noqa: SLF001
+        yield c, server, sess
+    finally:
+        await c.close()
+        await runner.cleanup()
+
+
 def test_a_vanished_client_frees_its_slot_within_a_second() -> None:
     async def main() -> None:
-        runner, url, server = await start(ToneEngine(ToneConfig()))
-        c = Client(url)
-        try:
-            await c.connect()
-            sess = next(iter(server.sessions.values()))
-            await c.wait(lambda: sess._last_input is not None, 15)  # noqa: SLF001
+        async with _heard_session() as (c, server, sess):
 
             async def hang():  # noqa: ANN202 - the client's process is gone: no audio, no goodbye
                 await asyncio.Event().wait()
@@ -72,9 +83,6 @@ def test_a_vanished_client_frees_its_slot_within_a_second() -> None:
                 await asyncio.sleep(0.02)
             assert not server.sessions
             assert time.monotonic() - sess._last_input < 1.0  # noqa: SLF001
-        finally:
-            await c.close()
-            await runner.cleanup()
 
     asyncio.run(main())
 
@@ -96,19 +104,11 @@ def test_late_frames_from_a_live_client_do_not_close_the_session(monkeypatch) ->
     monkeypatch.setattr(RemoteStreamTrack, "recv", late_recv)
 
     async def main() -> None:
-        runner, url, server = await start(ToneEngine(ToneConfig()))
-        c = Client(url)
-        try:
-            await c.connect()
-            sess = next(iter(server.sessions.values()))
-            await c.wait(lambda: sess._last_input is not None, 15)  # noqa: SLF001
+        async with _heard_session() as (_, server, sess):
             stall["until"] = time.monotonic() + 1.5
             await asyncio.sleep(2.0)
             assert server.sessions and not sess.closed
             assert sess.stats["input_late"] >= 3, sess.stats
             assert time.monotonic() - sess._last_input < 0.4  # noqa: SLF001 - frames flow again
-        finally:
-            await c.close()
-            await runner.cleanup()
 
     asyncio.run(main())
