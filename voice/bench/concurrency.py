@@ -30,6 +30,7 @@ and the client's used (CPU seconds per second of the step): which side ran out o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import math
 import multiprocessing
@@ -169,6 +170,15 @@ async def server_json(url: str, path: str) -> dict | None:
         return None
 
 
+def ramp(max_sessions: int) -> list[int]:
+    steps, n = [], 1
+    while n < max_sessions:
+        steps.append(n)
+        n *= 2
+    steps.append(max_sessions)
+    return steps
+
+
 def session_result(sess: ClientPeer, turns: list, lcfg: LatencyConfig, jitter_s: float) -> SessionResult:
     r = SessionResult(lost=lost_note(sess, turns, lcfg))  # closed by the server: its turns count
     r.v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None and not t.early]
@@ -219,15 +229,6 @@ def client_procs(n: int, cfg: ConcurrencyConfig) -> int:
     """Client processes for a step of n sessions (1: in this process)."""
     cap = cfg.client_procs or max(1, (os.cpu_count() or 2) // 2)
     return max(1, min(cap, math.ceil(n / cfg.sessions_per_proc), n))
-
-
-def ramp(max_sessions: int) -> list[int]:
-    steps, n = [], 1
-    while n < max_sessions:
-        steps.append(n)
-        n *= 2
-    steps.append(max_sessions)
-    return steps
 
 
 async def run_step(
@@ -293,52 +294,45 @@ async def measure_concurrency(
         server=await server_json(url, "/health") or {},
     )
     limit = cfg.p90_limit_ms
-    procs = client_procs(cfg.max_sessions, cfg)
-    pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) if procs > 1 else None
-    try:
-        await _ramp(report, url, utts, cfg, engine, log, limit, pool, server_cpu)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with contextlib.ExitStack() as stack:
+        pool, most = None, client_procs(cfg.max_sessions, cfg)
+        if most > 1:  # spawned once for the ramp, shut down with it
+            pool = ProcessPoolExecutor(most, mp_context=multiprocessing.get_context("spawn"))
+            stack.callback(pool.shutdown, cancel_futures=True)
+        for n in ramp(cfg.max_sessions):
+            procs = client_procs(n, cfg) if pool is not None else 1
+            log(f"concurrency: {n} session(s) ..." + (f" ({procs} client processes)" if procs > 1 else ""))
+            srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
+            step = await run_step(url, engine, utts, n, cfg, pool)
+            srv1, cli1 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
+            if srv0 is not None and srv1 is not None:
+                step.server_cores = (srv1 - srv0) / step.wall_s
+            if cli0 is not None and cli1 is not None:
+                step.client_cores = (cli1 - cli0) / step.wall_s
+            p90 = (step.v2v or {}).get("p90")
+            if limit is None and n == 1 and p90 is not None:
+                limit = 2 * p90
+                report.settings["p90_limit_ms"] = limit
+            if not step.reason:
+                if step.timeouts:
+                    step.reason = f"{step.timeouts} turn(s) without a reply"
+                elif p90 is None:
+                    step.reason = "no turn answered"
+                elif step.underrun_rate > cfg.underrun_limit:
+                    step.reason = f"underruns {step.underrun_rate:.1%} > {cfg.underrun_limit:.1%}"
+                elif step.gap_rate > cfg.gap_limit:
+                    step.reason = f"reply gaps {step.gap_rate:.1%} > {cfg.gap_limit:.1%} (the engine behind real time)"
+                elif limit is not None and p90 > limit:
+                    step.reason = f"p90 {p90:.0f} ms > limit {limit:.0f} ms"
+            step.held = not step.reason
+            if step.client_max_lag_ms > 50:
+                report.notes.append(
+                    f"{n} sessions: the benchmark client itself lagged {step.client_max_lag_ms:.0f} ms "
+                    f"in {step.client_procs} process(es) (client CPU-bound: results are a lower bound for the server)"
+                )
+            report.steps.append(step)
+            log(f"  {n} session(s): {'held' if step.held else 'NOT held: ' + step.reason}")
+            if not step.held:
+                break
+            report.max_held = n
     return report
-
-
-async def _ramp(report: ConcurrencyReport, url: str, utts: list[Utterance], cfg: ConcurrencyConfig,  # noqa: PLR0913
-                engine: str | None, log, limit: float | None, pool: ProcessPoolExecutor | None,  # noqa: ANN001
-                server_cpu: Callable[[], float | None] | None) -> None:
-    for n in ramp(cfg.max_sessions):
-        log(f"concurrency: {n} session(s) ..." + (f" ({client_procs(n, cfg)} client processes)"
-                                                   if pool is not None and client_procs(n, cfg) > 1 else ""))
-        srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
-        step = await run_step(url, engine, utts, n, cfg, pool)
-        srv1, cli1 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
-        if srv0 is not None and srv1 is not None:
-            step.server_cores = (srv1 - srv0) / step.wall_s
-        if cli0 is not None and cli1 is not None:
-            step.client_cores = (cli1 - cli0) / step.wall_s
-        p90 = (step.v2v or {}).get("p90")
-        if limit is None and n == 1 and p90 is not None:
-            limit = 2 * p90
-            report.settings["p90_limit_ms"] = limit
-        if not step.reason:
-            if step.timeouts:
-                step.reason = f"{step.timeouts} turn(s) without a reply"
-            elif p90 is None:
-                step.reason = "no turn answered"
-            elif step.underrun_rate > cfg.underrun_limit:
-                step.reason = f"underruns {step.underrun_rate:.1%} > {cfg.underrun_limit:.1%}"
-            elif step.gap_rate > cfg.gap_limit:
-                step.reason = f"reply gaps {step.gap_rate:.1%} > {cfg.gap_limit:.1%} (the engine behind real time)"
-            elif limit is not None and p90 > limit:
-                step.reason = f"p90 {p90:.0f} ms > limit {limit:.0f} ms"
-        step.held = not step.reason
-        if step.client_max_lag_ms > 50:
-            report.notes.append(
-                f"{n} sessions: the benchmark client itself lagged {step.client_max_lag_ms:.0f} ms "
-                f"in {step.client_procs} process(es) (client CPU-bound: results are a lower bound for the server)"
-            )
-        report.steps.append(step)
-        log(f"  {n} session(s): {'held' if step.held else 'NOT held: ' + step.reason}")
-        if not step.held:
-            break
-        report.max_held = n

@@ -132,9 +132,10 @@ async def run_turns(
     lost = asyncio.ensure_future(sess.lost.wait())
     await asyncio.wait({play, lost}, return_when=asyncio.FIRST_COMPLETED)
     lost.cancel()
-    if play.done() and isinstance(play.exception(), MediaStreamError):
+    track_ended = play.done() and isinstance(play.exception(), MediaStreamError)
+    if track_ended:
         sess.lost.set()  # our track ended before the connection said it closed: the same loss
-    if not play.done() or sess.lost.is_set():  # the connection is gone: keep what was measured
+    if not play.done() or track_ended:  # the connection is gone: keep what was measured
         play.cancel()
         await asyncio.gather(play, return_exceptions=True)
         if results and results[-1].reply_onset is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.common.audio_constants import WEBRTC_SR
+from model.common.audio_constants import SPEECH_SR, WEBRTC_SR
 from model.common.errors import ParleyError
 
 TAIL_SILENCE_S = 1.5  # silence sent after the question so the server's VAD sees its end
@@ -153,14 +153,12 @@ def talk(question: str | Path, url: str = "http://127.0.0.1:8080", out: str | Pa
 def transcribe_reply(r: TalkResult, asr: str = "tiny.en") -> str:
     """What Whisper (the bundled `asr`, on this CPU) hears in the reply: an independent check that
     the agent's audio says words, whatever the engine claims it said."""
-    import soxr  # noqa: PLC0415
-
+    from model.audio import resample  # noqa: PLC0415
     from model.components.asr_ct2 import load_asr  # noqa: PLC0415
 
     if not len(r.reply):
         return ""
-    x16 = soxr.resample(r.reply.astype(np.float32), WEBRTC_SR, 16000)
-    return load_asr(asr).transcribe(np.ascontiguousarray(x16, dtype=np.float32)).strip()
+    return load_asr(asr).transcribe(resample(r.reply, WEBRTC_SR, SPEECH_SR)).strip()
 
 
 def _gap_ms(evs: list[dict]) -> int | None:
