@@ -188,24 +188,45 @@ def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
         tone = np.full(WEBRTC_FRAME * 50, 0.5, np.float32)
         seg = tr.enqueue(1, tone, "a b c d")
         t0 = time.monotonic()
-        frames = [await tr.recv() for _ in range(10)]
+        frames = [await tr.next_samples() for _ in range(10)]
         dt = time.monotonic() - t0
         assert 0.15 <= dt <= 0.35, dt  # 10 frames of 20 ms, real time (the first is immediate)
-        assert all(np.abs(f.to_ndarray()).max() > 10000 for f in frames)
+        assert all(np.abs(f).min() == 0.5 for f in frames)
         assert seg.sent == 10 * WEBRTC_FRAME and tr.busy
         tr.pause()  # held: silent frames, nothing consumed
-        held = [await tr.recv() for _ in range(3)]
-        assert all(np.abs(f.to_ndarray()).max() == 0 for f in held) and seg.sent == 10 * WEBRTC_FRAME
+        held = [await tr.next_samples() for _ in range(3)]
+        assert all(np.abs(f).max() == 0 for f in held) and seg.sent == 10 * WEBRTC_FRAME
         tr.resume()
-        assert np.abs((await tr.recv()).to_ndarray()).max() > 10000 and seg.sent == 11 * WEBRTC_FRAME
+        assert np.abs(await tr.next_samples()).min() == 0.5 and seg.sent == 11 * WEBRTC_FRAME
         tr.flush()
-        nxt = await tr.recv()
-        assert np.abs(nxt.to_ndarray()).max() == 0  # within one frame of the flush
+        nxt = await tr.next_samples()
+        assert np.abs(nxt).max() == 0  # within one frame of the flush
         assert tr.idle.is_set() and not tr.busy
-        assert frames[3].pts == 3 * WEBRTC_FRAME and nxt.pts == 14 * WEBRTC_FRAME and frames[3].sample_rate == 48000
         tr.stop()
 
     asyncio.run(main())
+
+
+def test_track_sends_opus_packets_on_the_rtp_clock() -> None:
+    """recv() hands aiortc mono Opus packets, pts k * 960 from 0, that decode to what was queued."""
+    import av  # noqa: PLC0415
+
+    async def main() -> list:
+        tr = AgentTrack()
+        t = np.arange(WEBRTC_FRAME * 20) / WEBRTC_FRAME
+        tr.enqueue(1, (0.3 * np.sin(2 * np.pi * 8 * t)).astype(np.float32))  # 400 Hz
+        packets = [await tr.recv() for _ in range(25)]
+        tr.stop()
+        return packets
+
+    packets = asyncio.run(main())
+    assert [p.pts for p in packets] == [k * WEBRTC_FRAME for k in range(25)]
+    dec = av.CodecContext.create("libopus", "r")
+    dec.format, dec.layout, dec.sample_rate = "s16", "mono", 48000
+    peaks = [np.abs(f.to_ndarray()).max() / 32767 for p in packets for f in dec.decode(p)]
+    assert len(peaks) == 25
+    assert all(0.2 < x < 0.4 for x in peaks[1:20]), peaks  # the tone (the first frame: encoder warm-up)
+    assert max(peaks[21:]) < 0.01, peaks  # silence after it (the encoder's 6.5 ms tail is in frame 20)
 
 
 # ------------------------------------------------------------------ real speech (Silero)

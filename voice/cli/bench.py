@@ -101,8 +101,8 @@ def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
     c.add_argument("--gap-limit", type=float, default=0.01,
                    help="largest fraction of the replies' time the server filled with silence (default 0.01)")
     c.add_argument("--client-procs", type=int, default=0, help="most client processes (default 0: half the "
-                   "cores); a step of n sessions runs in ceil(n / --sessions-per-proc) (one lags past ~16-32)")
-    c.add_argument("--sessions-per-proc", type=int, default=16, help="sessions per client process (default 16)")
+                   "cores); a step of n sessions runs in ceil(n / --sessions-per-proc) (one holds ~8: ~0.1 core each)")
+    c.add_argument("--sessions-per-proc", type=int, default=8, help="sessions per client process (default 8)")
     c.set_defaults(func=concurrency_cmd)
 
 

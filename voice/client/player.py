@@ -1,7 +1,8 @@
 """A real-time "microphone" for aiortc that plays utterances on demand, silence in between.
 
-The track emits 20 ms frames of 48 kHz mono s16. Frame k holds samples [k*960, (k+1)*960) of
-the sent stream and is returned by `recv()` when its last sample would have been captured by
+The track emits 20 ms frames of 48 kHz mono audio as Opus packets (`voice.client.opus`: each
+utterance is encoded once per process and its packets reused by every session; aiortc sends a
+packet as it is). Frame k holds samples [k*960, (k+1)*960) of the sent stream and is returned by `recv()` when its last sample would have been captured by
 a real microphone: at t0 + (k+1) * 20 ms on the monotonic clock. The actual return time of
 every frame is logged, so `sample_time(n)` gives the wall time at which sample n of the sent
 stream was "spoken", even when the event loop is late (a stall over 100 ms restarts the clock
@@ -9,8 +10,9 @@ rather than sending a burst):
 
     sample_time(n) = emit_time[k] - ((k + 1) * 960 - n) / 48000,   k = n // 960
 
-Utterances queued with `play()` start at the next frame boundary; `play()` returns a handle
-whose `start` (first sample index in the sent stream) is known once playback begins.
+Utterances queued with `play()` start at a frame boundary (the next free one: an utterance
+occupies whole frames plus one that flushes the encoder); `play()` returns a handle whose `start`
+(first sample index in the sent stream) is known once playback begins.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import Packet
 
 from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+from voice.client.opus import OpusPackets, shared
 
 RESYNC_S = 0.1  # a sender this late restarts its clock instead of sending a burst
+_TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Playback:
     """One utterance queued on the player."""
 
     audio: np.ndarray  # (T,) float32 at 48 kHz
+    packets: list[bytes] = field(repr=False)  # its Opus frames (+ one that flushes the encoder)
     started: asyncio.Future = field(repr=False)  # -> int: first sample index in the sent stream
     finished: asyncio.Future = field(repr=False)  # -> int: one past its last sample index
 
@@ -48,11 +53,13 @@ class UtterancePlayer(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, opus: OpusPackets | None = None) -> None:
         super().__init__()
+        self.opus = opus or shared()
         self._queue: deque[Playback] = deque()
         self._current: Playback | None = None
-        self._pos = 0  # position inside the current utterance
+        self._packets: list[bytes] = []  # the current utterance's packets
+        self._pos = 0  # next packet of the current utterance
         self._t0: float | None = None
         self.emit_times: list[float] = []  # monotonic time frame k was returned by recv()
         self.max_lag = 0.0  # worst lateness of a frame against its real-time slot (s)
@@ -60,8 +67,10 @@ class UtterancePlayer(MediaStreamTrack):
     # -- control -----------------------------------------------------------------------------
     def play(self, audio: np.ndarray) -> Playback:
         loop = asyncio.get_running_loop()
+        audio = np.asarray(audio, dtype=np.float32)
         pb = Playback(
-            audio=np.asarray(audio, dtype=np.float32),
+            audio=audio,
+            packets=self.opus.utterance(audio),  # encoded now (once per process), not in a frame's slot
             started=loop.create_future(),
             finished=loop.create_future(),
         )
@@ -97,29 +106,25 @@ class UtterancePlayer(MediaStreamTrack):
         return t
 
     # -- aiortc ------------------------------------------------------------------------------
-    def _next_samples(self, k: int) -> np.ndarray:
-        out = np.zeros(WEBRTC_FRAME, dtype=np.float32)
-        filled = 0
-        while filled < WEBRTC_FRAME:
-            if self._current is None:
-                if not self._queue:
-                    break
-                self._current = self._queue.popleft()
-                self._pos = 0
-                if not self._current.started.done():
-                    self._current.started.set_result(k * WEBRTC_FRAME + filled)
-            pb = self._current
-            n = min(WEBRTC_FRAME - filled, len(pb.audio) - self._pos)
-            out[filled : filled + n] = pb.audio[self._pos : self._pos + n]
-            filled += n
-            self._pos += n
-            if self._pos >= len(pb.audio):
-                if not pb.finished.done():
-                    pb.finished.set_result(k * WEBRTC_FRAME + filled)
-                self._current = None
-        return out
+    def _next_packet(self, k: int) -> bytes:
+        """Frame k's packet: the current utterance's next one, or silence."""
+        if self._current is None:
+            if not self._queue:
+                return self.opus.silence
+            self._current = self._queue.popleft()
+            self._packets, self._pos = self._current.packets, 0
+            if not self._current.started.done():
+                self._current.started.set_result(k * WEBRTC_FRAME)
+        pb = self._current
+        pkt = self._packets[self._pos]
+        self._pos += 1
+        if self._pos * WEBRTC_FRAME >= len(pb.audio) and not pb.finished.done():
+            pb.finished.set_result(pb.start + len(pb.audio))  # its last sample is in this frame
+        if self._pos >= len(self._packets):
+            self._current = None
+        return pkt
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> Packet:
         if self.readyState != "live":
             raise MediaStreamError
         k = len(self.emit_times)
@@ -132,14 +137,12 @@ class UtterancePlayer(MediaStreamTrack):
         elif now - due > RESYNC_S:  # stalled (start-up, busy CPU): restart the clock, no burst
             self._t0 = now - (k + 1) * WEBRTC_FRAME_S
             due = now
-        samples = self._next_samples(k)
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, WEBRTC_FRAME), format="s16", layout="mono")
-        frame.sample_rate = WEBRTC_SR
-        frame.pts = k * WEBRTC_FRAME
-        frame.time_base = fractions.Fraction(1, WEBRTC_SR)
+        speaking = self._current is not None or bool(self._queue)
+        packet = Packet(self._next_packet(k))
+        packet.pts = k * WEBRTC_FRAME
+        packet.time_base = _TIME_BASE
         t = time.monotonic()
         self.emit_times.append(t)
-        if self._current is not None or np.any(samples):  # lateness matters while speaking
+        if speaking:  # lateness matters while speaking
             self.max_lag = max(self.max_lag, t - due)
-        return frame
+        return packet

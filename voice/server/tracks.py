@@ -11,6 +11,9 @@ whether a sound during the agent's speech is an interruption. While the session 
 reply as `streaming` (its engine still generating), a frame the queue cannot fill is a gap the user
 hears (the engine fell behind real time): `starved[turn]` counts them.
 Samples are taken from the queue only when a frame is returned (after the pacing sleep).
+`recv()` hands aiortc an Opus packet (mono, encoded here, in the event loop: aiortc would encode
+a stereo upmix in its thread pool, and the hop costs more than the encode); `next_samples()` is
+the same paced frame as samples.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import AudioFrame, CodecContext, Packet
 
 from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
 
 
 RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)
+OPUS_BIT_RATE = 64_000  # mono speech (aiortc's own encoder: 96 kb/s stereo)
 _TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
 
 
@@ -57,6 +61,15 @@ def to_frame(x: np.ndarray, k: int) -> AudioFrame:
     return f
 
 
+def opus_encoder() -> CodecContext:
+    """A mono 48 kHz Opus encoder for 20 ms s16 frames (WebRTC's payload; receivers decode mono)."""
+    c = CodecContext.create("libopus", "w")
+    c.bit_rate = OPUS_BIT_RATE
+    c.format, c.layout, c.sample_rate, c.time_base = "s16", "mono", WEBRTC_SR, _TIME_BASE
+    c.options = {"application": "voip"}
+    return c
+
+
 class AgentTrack(MediaStreamTrack):
     """Real-time 48 kHz mono track fed from a queue of `Segment`s."""
 
@@ -74,6 +87,7 @@ class AgentTrack(MediaStreamTrack):
         self.underruns = 0  # frames returned more than one frame late
         self.streaming: int | None = None  # the turn whose reply the engine is generating (set by the session)
         self.starved: dict[int, int] = {}  # turn -> frames the queue could not fill while it streamed
+        self._opus: CodecContext | None = None
 
     # -- control (event loop thread) ---------------------------------------------------------
     def enqueue(self, turn: int, audio: np.ndarray, text: str = "") -> Segment:
@@ -123,7 +137,8 @@ class AgentTrack(MediaStreamTrack):
             self.idle.set()
         return out
 
-    async def recv(self) -> AudioFrame:
+    async def next_samples(self) -> np.ndarray:
+        """The next 20 ms frame (960,) float32, returned at its real-time slot."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -139,11 +154,20 @@ class AgentTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         x = np.zeros(WEBRTC_FRAME, np.float32) if self.paused else self._take()
-        frame = to_frame(x, self._k)
         self._k += 1
         if self.on_sent is not None:
             self.on_sent(time.monotonic(), x)
-        return frame
+        return x
+
+    async def recv(self) -> Packet:
+        x = await self.next_samples()
+        if self._opus is None:
+            self._opus = opus_encoder()
+        packets = self._opus.encode(to_frame(x, self._k - 1))
+        if not packets:  # libopus returns one packet per frame; never seen empty
+            raise MediaStreamError("opus encoder returned no packet")
+        packets[0].pts = (self._k - 1) * WEBRTC_FRAME  # the RTP clock from 0 (libopus starts at -312)
+        return packets[0]
 
     def stop(self) -> None:
         self.flush()
