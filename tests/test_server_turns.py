@@ -1,17 +1,15 @@
 """Turn taking: the VAD state machine (synthetic probabilities), the echo guard, the output
-track, history truncation; then Silero on real speech: prompts are one turn each, bursts of
+history truncation; then Silero on real speech: prompts are one turn each, bursts of
 real speech and coughs shorter than 200 ms are no turn."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
 
 from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
-from voice.server.tracks import AgentTrack
 from voice.server.turns import (ECHO_HINT_CANCELS, ECHO_LEARN_CHUNKS, EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector,
                                 TurnEnd, TurnPhase, TurnStart, VadChange)
 
@@ -171,64 +169,6 @@ def test_a_start_that_needs_the_hint_is_confirmed_after_the_probe() -> None:
     assert not [e for i in range(18) for e in det.push(0.95, out_db - 20.0, t + i * VAD_CHUNK_S)]  # < 600 ms
 
 
-def test_played_text_truncates_at_words() -> None:
-    from voice.server.tracks import played_text
-    from voice.server.tracks import Segment
-
-    a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
-    b = Segment(1, "It is a lovely city to visit.", np.zeros(1000, np.float32), sent=500)
-    c = Segment(1, "Anything else?", np.zeros(1000, np.float32), sent=0)
-    assert played_text([a, b, c]) == "The capital of France is Paris. It is a"
-    assert played_text([Segment(1, "one two", np.zeros(10, np.float32))]) == ""
-
-
-def test_track_paces_frames_and_flush_silences_the_next_frame() -> None:
-    async def main() -> None:
-        tr = AgentTrack()
-        tone = np.full(WEBRTC_FRAME * 50, 0.5, np.float32)
-        seg = tr.enqueue(1, tone, "a b c d")
-        t0 = time.monotonic()
-        frames = [await tr.next_samples() for _ in range(10)]
-        dt = time.monotonic() - t0
-        assert 0.15 <= dt <= 0.35, dt  # 10 frames of 20 ms, real time (the first is immediate)
-        assert all(np.abs(f).min() == 0.5 for f in frames)
-        assert seg.sent == 10 * WEBRTC_FRAME and tr.busy
-        tr.pause()  # held: silent frames, nothing consumed
-        held = [await tr.next_samples() for _ in range(3)]
-        assert all(np.abs(f).max() == 0 for f in held) and seg.sent == 10 * WEBRTC_FRAME
-        tr.resume()
-        assert np.abs(await tr.next_samples()).min() == 0.5 and seg.sent == 11 * WEBRTC_FRAME
-        tr.flush()
-        nxt = await tr.next_samples()
-        assert np.abs(nxt).max() == 0  # within one frame of the flush
-        assert tr.idle.is_set() and not tr.busy
-        tr.stop()
-
-    asyncio.run(main())
-
-
-def test_track_sends_opus_packets_on_the_rtp_clock() -> None:
-    """recv() hands aiortc mono Opus packets, pts k * 960 from 0, that decode to what was queued."""
-    import av  # noqa: PLC0415
-
-    async def main() -> list:
-        tr = AgentTrack()
-        t = np.arange(WEBRTC_FRAME * 20) / WEBRTC_FRAME
-        tr.enqueue(1, (0.3 * np.sin(2 * np.pi * 8 * t)).astype(np.float32))  # 400 Hz
-        packets = [await tr.recv() for _ in range(25)]
-        tr.stop()
-        return packets
-
-    packets = asyncio.run(main())
-    assert [p.pts for p in packets] == [k * WEBRTC_FRAME for k in range(25)]
-    dec = av.CodecContext.create("libopus", "r")
-    dec.format, dec.layout, dec.sample_rate = "s16", "mono", 48000
-    peaks = [np.abs(f.to_ndarray()).max() / 32767 for p in packets for f in dec.decode(p)]
-    assert len(peaks) == 25
-    assert all(0.2 < x < 0.4 for x in peaks[1:20]), peaks  # the tone (the first frame: encoder warm-up)
-    assert max(peaks[21:]) < 0.01, peaks  # silence after it (the encoder's 6.5 ms tail is in frame 20)
-
-
 # ------------------------------------------------------------------ real speech (Silero)
 @pytest.fixture(scope="module")
 def vad():
@@ -380,28 +320,3 @@ def test_echo_bench_wrong_hints_do_not_interrupt_and_right_ones_help() -> None:
     soft = {h: run_case(EchoCase(h, user_db=-15.0), agent, user, vad).start_s for h in EchoHint}
     assert soft[EchoHint.NEAR_FIELD] is not None and soft[EchoHint.CANCELLED] is not None, soft
     assert soft[EchoHint.UNKNOWN] is None or soft[EchoHint.UNKNOWN] > soft[EchoHint.CANCELLED] >= soft[EchoHint.NEAR_FIELD], soft
-
-
-def test_agent_track_counts_gaps_only_while_a_reply_streams() -> None:
-    """A frame the queue cannot fill while the session marks the turn as streaming is a gap (the engine
-    fell behind real time); not after the reply ended, not after a barge-in's flush."""
-
-    async def main() -> None:
-        tr = AgentTrack()
-        tr.streaming = 2
-        tr.enqueue(2, np.full(WEBRTC_FRAME * 3 // 2, 0.5, np.float32))  # 1.5 frames of speech
-        for _ in range(3):  # full, half (gap), empty (gap)
-            await tr.recv()
-        assert tr.starved == {2: 2}
-        tr.enqueue(2, np.full(WEBRTC_FRAME, 0.5, np.float32))  # the engine caught up
-        await tr.recv()
-        assert tr.starved == {2: 2}
-        tr.streaming = None  # the reply's generator ended: the silence after it is no gap
-        await tr.recv()
-        tr.streaming = 3
-        tr.flush()  # barge-in
-        await tr.recv()
-        assert tr.starved == {2: 2} and tr.streaming is None
-        tr.stop()
-
-    asyncio.run(main())
