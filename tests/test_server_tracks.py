@@ -13,7 +13,6 @@ from voice.server.tracks import AgentTrack, Segment, played_text
 
 
 def test_played_text_truncates_at_words() -> None:
-
     a = Segment(1, "The capital of France is Paris.", np.zeros(1000, np.float32), sent=1000)
     b = Segment(1, "It is a lovely city to visit.", np.zeros(1000, np.float32), sent=500)
     c = Segment(1, "Anything else?", np.zeros(1000, np.float32), sent=0)
