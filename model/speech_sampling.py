@@ -22,12 +22,16 @@ class SpeechSamplingParams:
 
 
 def sample_batch(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """logits (B, V) -> ids (B,). Gumbel-max over the top-k: CUDA-graph safe (no multinomial)."""
+    """logits (B, V) -> ids (B,). Gumbel-max over the top-k: CUDA-graph safe (no multinomial).
+    The noise is drawn for the k candidates only (not the whole vocabulary): the same distribution,
+    5-10x less work on a CPU for the text head's 49k tokens."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
     if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        vals, idx = torch.topk(logits, top_k, dim=-1)  # (B, k)
+        u = torch.rand_like(vals).clamp_(1e-10, 1.0)
+        pick = (vals / temperature - torch.log(-torch.log(u))).argmax(-1, keepdim=True)  # (B, 1)
+        return idx.gather(-1, pick).squeeze(-1)
     u = torch.rand_like(logits).clamp_(1e-10, 1.0)
-    return (logits - torch.log(-torch.log(u))).argmax(-1)
+    return (logits / temperature - torch.log(-torch.log(u))).argmax(-1)

@@ -208,3 +208,22 @@ def test_cuda_graph_equals_eager() -> None:
         outs = [gen.step({s: user[:, t]})[s] for t in range(10)]
         res.append([(o.text, tuple(o.audio)) for o in outs])
     assert res[0] == res[1]
+
+
+def test_sampler_draws_from_the_tempered_top_k() -> None:
+    """Gumbel-max over the top-k draws each candidate with softmax(logit / T) over the k; never one outside."""
+    from model.speech_sampling import sample_batch  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 3.0, -3.0])
+    n, t, k = 100_000, 0.7, 4
+    ids = sample_batch(logits.repeat(n, 1), t, k)
+    got = torch.bincount(ids, minlength=len(logits)).float() / n
+    top = torch.topk(logits, k).indices
+    want = torch.zeros_like(logits)
+    want[top] = torch.softmax(logits[top] / t, -1)
+    assert got[want == 0].sum() == 0, got
+    assert torch.allclose(got, want, atol=0.006), (got, want)
+    assert torch.equal(sample_batch(logits[None], 0.0, k), torch.tensor([5]))  # greedy
+    full = torch.bincount(sample_batch(logits.repeat(n, 1), t, 0), minlength=len(logits)).float() / n
+    assert torch.allclose(full, torch.softmax(logits / t, -1), atol=0.006)  # top_k 0: the whole vocabulary
