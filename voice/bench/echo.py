@@ -53,11 +53,16 @@ class EchoResult:
 
 
 def load_audio_pair() -> tuple[np.ndarray, np.ndarray]:
-    """(agent reply at 48 kHz, user prompt at 16 kHz), both at LEVEL_RMS."""
+    """(agent reply at 48 kHz, user prompt at 16 kHz), both at LEVEL_RMS. The reply is the same every run:
+    piper's VITS draws noise from onnxruntime's generator, seeded here (unseeded, one rendering in
+    many made the NEAR_FIELD case hold 4 times instead of 1-2)."""
+    import onnxruntime  # noqa: PLC0415
+
     from model.audio import load_audio, resample  # noqa: PLC0415
     from model.components.tts import load_voice  # noqa: PLC0415
     from model.samples import prompt_wav  # noqa: PLC0415
 
+    onnxruntime.set_seed(0)  # before the session is made: its random ops take their seeds then
     v = load_voice("joe")
     x = v.synthesize(REPLY)
     agent = resample(x * LEVEL_RMS / np.sqrt(np.mean(x**2)), v.sample_rate, WEBRTC_SR).astype(np.float32)

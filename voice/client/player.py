@@ -1,12 +1,12 @@
 """A real-time "microphone" for aiortc that plays utterances on demand, silence in between.
 
 The track emits 20 ms frames of 48 kHz mono audio as Opus packets (`voice.client.opus`: each
-utterance is encoded once per process and its packets reused by every session; aiortc sends a
-packet as it is). Frame k holds samples [k*960, (k+1)*960) of the sent stream and is returned by `recv()` when its last sample would have been captured by
-a real microphone: at t0 + (k+1) * 20 ms on the monotonic clock. The actual return time of
-every frame is logged, so `sample_time(n)` gives the wall time at which sample n of the sent
-stream was "spoken", even when the event loop is late (a stall over 100 ms restarts the clock
-rather than sending a burst):
+utterance is encoded once per process and its packets reused by every session; aiortc sends a packet
+as it is). Frame k holds samples [k*960, (k+1)*960) of the sent stream and is returned by `recv()`
+when its last sample would have been captured by a real microphone: at t0 + (k+1) * 20 ms on the
+monotonic clock. The actual return time of every frame is logged, so `sample_time(n)` gives the wall
+time at which sample n of the sent stream was "spoken", even when the event loop is late (a stall
+over 100 ms restarts the clock rather than sending a burst):
 
     sample_time(n) = emit_time[k] - ((k + 1) * 960 - n) / 48000,   k = n // 960
 

@@ -1,16 +1,15 @@
 """One WebRTC connection: input audio -> VAD turn taking -> engine -> output track + events.
 
-Per session: the peer connection, a `VADStream` (shared Silero weights), the `TurnDetector` with its
-`EchoGuard` (from the offer's echo hint), the `AgentTrack`, the `EngineSession` (history) and tasks: the
-input reader and its watchdog, the reply of the current turn, a connect timeout. No model work on the
-event loop: VAD steps of all sessions are batched (`VadBatcher`) on a one-thread executor; engines use their own pools.
+Per session: the peer connection, a `VADStream` (shared Silero weights), the `TurnDetector` with its `EchoGuard`
+(from the offer's echo hint), the `AgentTrack`, the `EngineSession` (history) and tasks: the input reader and
+its watchdog, the reply of the current turn, a connect timeout. No model work on the event loop: VAD steps of
+all sessions are batched (`VadBatcher`) on a one-thread executor; engines use their own pools.
 
-Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent
-talks, the output track is held (silent frames, nothing consumed); if it was noise (a cough,
-TurnCancel) the agent resumes where it stopped. When the detector confirms user speech
-(TurnStart), `_interrupt` flushes the output track at once (the next 20 ms frame is silent),
-cancels the reply task (the engine stops its pending LLM/TTS work) and commits only what was
-played. Input jitter buffer: `inputs.INPUT_PREFETCH` frames, not aiortc's 4 (none to absorb on a LAN).
+Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent talks, the output track
+is held (silent frames, nothing consumed); if it was noise (a cough, TurnCancel) the agent resumes where it
+stopped. When the detector confirms user speech (TurnStart), `_interrupt` flushes the output track at once (the
+next 20 ms frame is silent), cancels the reply task (the engine stops its pending LLM/TTS work) and commits only
+what was played. Input jitter buffer: `inputs.INPUT_PREFETCH` frames, not aiortc's 4 (none to absorb on a LAN).
 """
 
 from __future__ import annotations
@@ -118,7 +117,7 @@ class Session:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                await self.close()
+                await self.close(f"connection {pc.connectionState}")  # the peer hung up, or ICE / DTLS failed
 
     def start(self) -> None:
         """Called once the answer is ready (on the event loop)."""
@@ -381,7 +380,7 @@ class Session:
         self._finish(turn, interrupted=True)
 
     # -- teardown ----------------------------------------------------------------------------
-    async def close(self) -> None:
+    async def close(self, why: str = "") -> None:
         if self.closed:
             return
         self.closed = True
@@ -397,4 +396,4 @@ class Session:
         self._channel = None
         if self.on_closed is not None:
             self.on_closed(self)
-        log.info("session %s closed %s", self.id, self.stats)  # input_late > 0: frames came late, not the client
+        log.info("session %s closed%s %s", self.id, f" ({why})" if why else "", self.stats)  # input_late > 0: came late
