@@ -98,14 +98,14 @@ def test_input_packets_go_on_as_they_arrive() -> None:
     from aiortc import RTCPeerConnection  # noqa: PLC0415
     from aiortc.rtp import RtpPacket  # noqa: PLC0415
 
-    from voice.server.inputs import opus_pass_through, shorten_jitter_buffer  # noqa: PLC0415
+    from voice.server.inputs import OpusPassThrough, pass_packets_through  # noqa: PLC0415
 
     def pkt(seq: int) -> RtpPacket:
         p = RtpPacket(sequence_number=seq % 65536, timestamp=seq * 960 % 2**32)
         p._data = bytes([seq % 256])  # noqa: SLF001 - what aiortc's receiver sets
         return p
 
-    jb = opus_pass_through()
+    jb = OpusPassThrough()
     got = [jb.add(pkt(s))[1] for s in (65534, 65535, 0, 2, 1, 3)]  # wraps, 1 lost then late
     assert [f.data[0] if f else None for f in got] == [254, 255, 0, 2, None, 3]
     assert got[3].timestamp == 2 * 960 and jb.dropped == 1
@@ -113,8 +113,8 @@ def test_input_packets_go_on_as_they_arrive() -> None:
     async def swap() -> bool:
         pc = RTCPeerConnection()
         t = pc.addTransceiver("audio", direction="recvonly")
-        ok = shorten_jitter_buffer(t.receiver)
+        ok = pass_packets_through(t.receiver)
         await pc.close()
-        return ok and type(t.receiver._RTCRtpReceiver__jitter_buffer).__name__ == "OpusPassThrough"  # noqa: SLF001
+        return ok and isinstance(t.receiver._RTCRtpReceiver__jitter_buffer, OpusPassThrough)  # noqa: SLF001
 
     assert asyncio.run(swap())

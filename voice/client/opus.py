@@ -14,41 +14,23 @@ with one silent frame after it, so its tail is flushed into its last packet.
 
 from __future__ import annotations
 
-import fractions
 import hashlib
 
 import numpy as np
-from av import AudioFrame, CodecContext
 
-from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_SR
-
-BIT_RATE = 64_000  # mono speech; aiortc's own encoder sends 96 kb/s stereo
-_TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
-
-
-def _encoder() -> CodecContext:
-    c = CodecContext.create("libopus", "w")
-    c.bit_rate = BIT_RATE
-    c.format = "s16"
-    c.layout = "mono"
-    c.sample_rate = WEBRTC_SR
-    c.time_base = _TIME_BASE
-    c.options = {"application": "voip"}
-    return c
+from model.common.audio_constants import WEBRTC_FRAME
+from voice.opus import opus_encoder, to_frame
 
 
 def encode(audio: np.ndarray) -> list[bytes]:
     """(T,) float32 at 48 kHz -> one Opus packet per 20 ms frame (the last frame zero-padded),
     plus one frame of silence that flushes the encoder's look-ahead."""
     n = -(-len(audio) // WEBRTC_FRAME) + 1
-    pcm = np.zeros(n * WEBRTC_FRAME, np.int16)
-    pcm[: len(audio)] = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    enc, out = _encoder(), []
+    x = np.zeros(n * WEBRTC_FRAME, np.float32)
+    x[: len(audio)] = audio
+    enc, out = opus_encoder(), []
     for k in range(n):
-        f = AudioFrame.from_ndarray(pcm[k * WEBRTC_FRAME : (k + 1) * WEBRTC_FRAME].reshape(1, -1),
-                                    format="s16", layout="mono")
-        f.sample_rate, f.pts, f.time_base = WEBRTC_SR, k * WEBRTC_FRAME, _TIME_BASE
-        out += [bytes(p) for p in enc.encode(f)]
+        out += [bytes(p) for p in enc.encode(to_frame(x[k * WEBRTC_FRAME : (k + 1) * WEBRTC_FRAME], k))]
     out += [bytes(p) for p in enc.encode(None)]  # drain
     return out[:n]
 

@@ -18,7 +18,6 @@ occupies whole frames plus one that flushes the encoder); `play()` returns a han
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from av import Packet
 
 from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
 from voice.client.opus import OpusPackets, shared
+from voice.opus import TIME_BASE
 
 RESYNC_S = 0.1  # a sender this late restarts its clock instead of sending a burst
-_TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
 
 
 @dataclass
@@ -58,7 +57,6 @@ class UtterancePlayer(MediaStreamTrack):
         self.opus = opus or shared()
         self._queue: deque[Playback] = deque()
         self._current: Playback | None = None
-        self._packets: list[bytes] = []  # the current utterance's packets
         self._pos = 0  # next packet of the current utterance
         self._t0: float | None = None
         self.emit_times: list[float] = []  # monotonic time frame k was returned by recv()
@@ -112,15 +110,15 @@ class UtterancePlayer(MediaStreamTrack):
             if not self._queue:
                 return self.opus.silence
             self._current = self._queue.popleft()
-            self._packets, self._pos = self._current.packets, 0
+            self._pos = 0
             if not self._current.started.done():
                 self._current.started.set_result(k * WEBRTC_FRAME)
         pb = self._current
-        pkt = self._packets[self._pos]
+        pkt = pb.packets[self._pos]
         self._pos += 1
         if self._pos * WEBRTC_FRAME >= len(pb.audio) and not pb.finished.done():
             pb.finished.set_result(pb.start + len(pb.audio))  # its last sample is in this frame
-        if self._pos >= len(self._packets):
+        if self._pos >= len(pb.packets):
             self._current = None
         return pkt
 
@@ -140,7 +138,7 @@ class UtterancePlayer(MediaStreamTrack):
         speaking = self._current is not None or bool(self._queue)
         packet = Packet(self._next_packet(k))
         packet.pts = k * WEBRTC_FRAME
-        packet.time_base = _TIME_BASE
+        packet.time_base = TIME_BASE
         t = time.monotonic()
         self.emit_times.append(t)
         if speaking:  # lateness matters while speaking

@@ -196,7 +196,7 @@ class Server:
     async def _answer(self, sdp: str, hint: EchoHint = EchoHint.UNKNOWN) -> web.Response:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
-        from voice.server.inputs import shorten_jitter_buffer  # noqa: PLC0415
+        from voice.server.inputs import pass_packets_through  # noqa: PLC0415
         from voice.server.session import Session  # noqa: PLC0415
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -214,7 +214,7 @@ class Server:
             if not audio:
                 raise ValueError("no audio media section")
             for t in audio:
-                shorten_jitter_buffer(t.receiver)
+                pass_packets_through(t.receiver)
             pc.addTrack(sess.out)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # noqa: BLE001 - aiortc raises ValueError, AssertionError, ...

@@ -1,4 +1,4 @@
-"""The input side of a session: aiortc frames -> mono float32, a shorter jitter buffer, batched VAD."""
+"""The input side of a session: aiortc frames -> mono float32, Opus packets passed on as they arrive, batched VAD."""
 
 from __future__ import annotations
 
@@ -6,44 +6,40 @@ import asyncio
 from concurrent.futures import Executor
 
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 
-def shorten_jitter_buffer(receiver) -> bool:  # noqa: ANN001
-    """Swap an audio RTCRtpReceiver's jitter buffer for an `OpusPassThrough` (before packets arrive).
-    Returns False when aiortc's internals differ (nothing changed)."""
-    from aiortc.jitterbuffer import JitterBuffer  # noqa: PLC0415
-
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    old = getattr(receiver, attr, None)
-    if not isinstance(old, JitterBuffer) or getattr(old, "_origin", 0) is not None:
-        return False
-    setattr(receiver, attr, opus_pass_through())
-    return True
-
-
-def opus_pass_through():  # noqa: ANN201 - an aiortc JitterBuffer
+class OpusPassThrough(JitterBuffer):
     """A jitter buffer that hands each audio packet on as it arrives. aiortc's (even with prefetch 0)
     knows a frame is complete only when the next packet, with a new timestamp, arrives: every frame
     waits one packet (20 ms). One WebRTC Opus packet is one whole frame, and the server is not a
     player: a packet older than one already handed on is dropped (it cannot be decoded in order);
     a lost one is skipped."""
-    from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: PLC0415
-    from aiortc.utils import uint16_add  # noqa: PLC0415
 
-    class OpusPassThrough(JitterBuffer):
-        def __init__(self) -> None:
-            super().__init__(capacity=16)
-            self.next_seq: int | None = None
-            self.dropped = 0  # late packets
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self.next_seq: int | None = None
+        self.dropped = 0  # late packets
 
-        def add(self, packet):  # noqa: ANN001, ANN202 - RtpPacket -> (pli_flag, JitterFrame | None)
-            seq = packet.sequence_number
-            if self.next_seq is not None and uint16_add(seq, -self.next_seq) >= 0x8000:
-                self.dropped += 1
-                return False, None
-            self.next_seq = uint16_add(seq, 1)
-            return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # noqa: SLF001
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self.next_seq is not None and uint16_add(seq, -self.next_seq) >= 0x8000:
+            self.dropped += 1
+            return False, None
+        self.next_seq = uint16_add(seq, 1)
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # noqa: SLF001
 
-    return OpusPassThrough()
+
+def pass_packets_through(receiver) -> bool:  # noqa: ANN001
+    """Swap an audio RTCRtpReceiver's jitter buffer for an `OpusPassThrough` (before packets arrive).
+    Returns False when aiortc's internals differ (nothing changed)."""
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    old = getattr(receiver, attr, None)
+    if not isinstance(old, JitterBuffer) or getattr(old, "_origin", 0) is not None:
+        return False
+    setattr(receiver, attr, OpusPassThrough())
+    return True
 
 
 def last_packet_age(pc) -> float | None:  # noqa: ANN001 - RTCPeerConnection

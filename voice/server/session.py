@@ -9,7 +9,7 @@ Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while t
 is held (silent frames, nothing consumed); if it was noise (a cough, TurnCancel) the agent resumes where it
 stopped. When the detector confirms user speech (TurnStart), `_interrupt` flushes the output track at once (the
 next 20 ms frame is silent), cancels the reply task (the engine stops its pending LLM/TTS work) and commits only
-what was played. Input: each Opus packet goes on as it arrives (`inputs.opus_pass_through`; aiortc waits 4-5 packets).
+what was played. Input: each Opus packet goes on as it arrives (`inputs.OpusPassThrough`; aiortc waits 4-5 packets).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ the same paced frame as samples.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,14 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame, CodecContext, Packet
+from av import CodecContext, Packet
 
-from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S, WEBRTC_SR
+from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S
+from voice.opus import opus_encoder, to_frame
 
 
 RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)
-OPUS_BIT_RATE = 64_000  # mono speech (aiortc's own encoder: 96 kb/s stereo)
-_TIME_BASE = fractions.Fraction(1, WEBRTC_SR)
 
 
 @dataclass(eq=False)
@@ -49,25 +47,6 @@ class Segment:
     @property
     def done(self) -> bool:
         return self.sent >= len(self.audio)
-
-
-def to_frame(x: np.ndarray, k: int) -> AudioFrame:
-    """(960,) float32 -> AudioFrame s16 mono 48 kHz with pts k*960."""
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).reshape(1, -1)
-    f = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-    f.sample_rate = WEBRTC_SR
-    f.pts = k * WEBRTC_FRAME
-    f.time_base = _TIME_BASE
-    return f
-
-
-def opus_encoder() -> CodecContext:
-    """A mono 48 kHz Opus encoder for 20 ms s16 frames (WebRTC's payload; receivers decode mono)."""
-    c = CodecContext.create("libopus", "w")
-    c.bit_rate = OPUS_BIT_RATE
-    c.format, c.layout, c.sample_rate, c.time_base = "s16", "mono", WEBRTC_SR, _TIME_BASE
-    c.options = {"application": "voip"}
-    return c
 
 
 class AgentTrack(MediaStreamTrack):
