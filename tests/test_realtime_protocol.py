@@ -18,7 +18,8 @@ from voice.realtime import protocol as p
 from voice.realtime.config import Settings, apply_update, render_session, shape_of
 from voice.realtime.playout import Playout, played_samples
 from model.samples import have_prompts
-from voice.server.turns import EchoHint, TurnConfig
+from voice.server.echo_guard import EchoHint
+from voice.server.turns import TurnConfig
 
 pytestmark = pytest.mark.timeout(120)
 needs_prompts = pytest.mark.skipif(not have_prompts(), reason="asterisk prompts / ffmpeg not installed")

@@ -22,7 +22,8 @@ import pytest
 from test_server_rtc import Client, _echo_run, agent_speech, prompt48, start  # noqa: F401 - agent_speech: fixture
 from voice.engines.tone import ToneConfig, ToneEngine
 from model.common.audio_constants import VAD_CHUNK_MS
-from voice.server.turns import ECHO_LEARN_CHUNKS, TurnConfig
+from voice.server.echo_guard import ECHO_LEARN_CHUNKS
+from voice.server.turns import TurnConfig
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 LEARN_MS = ECHO_LEARN_CHUNKS * VAD_CHUNK_MS  # agent speech heard before the learned gain takes over

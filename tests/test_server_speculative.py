@@ -11,7 +11,8 @@ import numpy as np
 from model.common.audio_constants import VAD_CHUNK, VAD_CHUNK_S
 from voice.engines.base import AgentAudio, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.server.session import Session
-from voice.server.turns import TurnConfig, level_db
+from voice.server.echo_guard import level_db
+from voice.server.turns import TurnConfig
 
 
 class _PC:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME
-from voice.server.turns import (ECHO_HINT_CANCELS, ECHO_LEARN_CHUNKS, EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector,
-                                TurnEnd, TurnPhase, TurnStart, VadChange)
+from voice.server.echo_guard import ECHO_HINT_CANCELS, ECHO_LEARN_CHUNKS, EchoGuard, EchoHint
+from voice.server.turns import TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPhase, TurnStart, VadChange
 
 LOUD = -20.0  # dB level of a speech chunk
 QUIET = -90.0
@@ -320,3 +320,54 @@ def test_echo_bench_wrong_hints_do_not_interrupt_and_right_ones_help() -> None:
     soft = {h: run_case(EchoCase(h, user_db=-15.0), agent, user, vad).start_s for h in EchoHint}
     assert soft[EchoHint.NEAR_FIELD] is not None and soft[EchoHint.CANCELLED] is not None, soft
     assert soft[EchoHint.UNKNOWN] is None or soft[EchoHint.UNKNOWN] > soft[EchoHint.CANCELLED] >= soft[EchoHint.NEAR_FIELD], soft
+
+
+def test_sound_onset_holds_before_silero_and_goes_when_it_is_not_speech() -> None:
+    from voice.server.turns import SoundGone, SoundOnset
+
+    cfg = TurnConfig()
+    n_hold = cfg.chunks(cfg.onset_hold_ms)
+    # a loud chunk Silero does not call speech yet, then speech: SoundOnset first, STARTING one chunk later
+    evs = run(TurnDetector(cfg), [0.0] * 5 + [0.1] + [0.9] * 10, [QUIET] * 5 + [-30.0] + [LOUD] * 10)
+    onsets = of(evs, SoundOnset)
+    starting = [i for i, e in evs if isinstance(e, VadChange) and e.state is TurnPhase.STARTING]
+    assert [i for i, _ in onsets] == [5] and starting == [6] and not of(evs, SoundGone)
+    # a click: loud, never speech -> SoundGone after onset_hold_ms; no second onset while the floor adapts
+    evs = run(TurnDetector(cfg), [0.0] * 20, [QUIET] * 5 + [-30.0] * 15)
+    assert [i for i, _ in of(evs, SoundOnset)] == [5]
+    assert [i for i, _ in of(evs, SoundGone)] == [5 + n_hold] and not of(evs, TurnStart)
+    # too soft (under onset_min_db) or too close to the floor: no onset
+    assert not of(run(TurnDetector(cfg), [0.0] * 10, [QUIET] * 5 + [-55.0] * 5), SoundOnset)
+    assert not of(run(TurnDetector(cfg), [0.0] * 10, [-45.0] * 5 + [-35.0] * 5), SoundOnset)
+    assert not of(run(TurnDetector(TurnConfig(onset_hold_ms=0.0)), [0.0] * 10, [QUIET] * 5 + [-30.0] * 5), SoundOnset)
+
+
+def test_an_echo_explains_a_loud_chunk_no_onset() -> None:
+    from voice.server.turns import SoundOnset
+
+    cfg = TurnConfig()
+    guard = EchoGuard(cfg)  # worst case: echo at -10 dB of what was sent
+    det = TurnDetector(cfg, guard)
+    for k in range(60):
+        guard.note_output(k * 0.02, np.full(WEBRTC_FRAME, 0.3, np.float32))  # ~ -10 dBFS sent
+    evs = run(det, [0.0] * 10, [QUIET] * 5 + [-25.0] * 5, t0=0.5)  # -25 dB: under the -20 dB echo + margin
+    assert not of(evs, SoundOnset)
+
+
+def test_with_a_pause_silence_is_timed_from_the_energy_end() -> None:
+    from voice.server.turns import TurnPause
+
+    cfg = TurnConfig(pause_ms=192.0, stop_ms=800.0)
+    # Silero lingers 2 chunks after the sound stops (prob high, level down 60 dB)
+    probs = [0.9] * 20 + [0.9] * 2 + [0.05] * 30
+    levels = [LOUD] * 20 + [QUIET] * 32
+    pauses = of(run(TurnDetector(cfg), probs, levels), TurnPause)
+    assert [i for i, _ in pauses] == [20 + cfg.chunks(192.0) - 1]  # from the first quiet chunk
+    # without a pause (silence-ended engines) Silero's end still counts
+    ends = of(run(TurnDetector(TurnConfig(pause_ms=0.0)), probs, levels), TurnEnd)
+    assert [i for i, _ in ends] == [22 + cfg.chunks(TurnConfig().stop_ms) - 1]
+    # a quiet chunk inside a word does not end the pause count early: loud speech resumes the turn
+    probs2 = [0.9] * 20 + [0.9] + [0.9] * 5 + [0.05] * 30
+    levels2 = [LOUD] * 20 + [QUIET] + [LOUD] * 5 + [QUIET] * 30
+    pauses2 = of(run(TurnDetector(cfg), probs2, levels2), TurnPause)
+    assert [i for i, _ in pauses2] == [26 + cfg.chunks(192.0) - 1]

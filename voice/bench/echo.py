@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, WEBRTC_FRAME, WEBRTC_SR
-from voice.server.turns import (EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnPhase, TurnStart,
-                                VadChange, level_db)
+from voice.server.echo_guard import EchoGuard, EchoHint, level_db
+from voice.server.turns import (SoundGone, SoundOnset, TurnCancel, TurnConfig, TurnDetector, TurnPhase, TurnStart,
+                                VadChange)
 
 REPLY = ("Sure. The weather today is sunny and warm, with a light breeze from the west "
          "and no rain expected until the weekend.")
@@ -49,7 +50,7 @@ class EchoCase:
 class EchoResult:
     case: EchoCase
     start_s: float | None  # first TurnStart (a barge-in; with no user: the agent interrupted itself)
-    holds: int  # STARTING phases while the agent talked (the agent's audio held)
+    holds: int  # holds while the agent talked (SoundOnset or STARTING: its audio held until TurnCancel / SoundGone)
 
 
 def load_audio_pair() -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +104,10 @@ def run_case(case: EchoCase, agent: np.ndarray, user: np.ndarray, vad,  # noqa: 
         if gain and s0 >= 0:
             chunk += gain * resample(out[s0 : s0 + 3 * VAD_CHUNK], WEBRTC_SR, SPEECH_SR)[:VAD_CHUNK]
         for e in det.push(stream.push(chunk), level_db(chunk), t):
-            if isinstance(e, VadChange) and e.state is TurnPhase.STARTING and not stopped:
+            onset = isinstance(e, SoundOnset) or (isinstance(e, VadChange) and e.state is TurnPhase.STARTING)
+            if onset and not stopped and not held:
                 held, holds = True, holds + 1
-            elif isinstance(e, TurnCancel):
+            elif isinstance(e, (TurnCancel, SoundGone)):
                 held = False
             elif isinstance(e, TurnStart) and start_s is None:
                 start_s, stopped = round(e.t, 3), True

@@ -27,14 +27,16 @@
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
 # Knobs (environment): MAX (128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
 # WORKERS (8), DEV (cuda), WEIGHTS (random: the clock and concurrency), LWEIGHTS (weights/s2s: the
-# direct latency), CPROCS (client processes, 0: half the cores); the folders W, P, SITE, KS, KC (the
+# direct latency), CPROCS (client processes, 0: half the cores), LARGS (more arguments for the latency
+# benches, e.g. --server-arg=--workers=1) and SFX (their reports' suffix: lat_direct_sem$SFX.json, so a
+# variant runs beside the default); the folders W, P, SITE, KS, KC (the
 # README's CPU check sets them). Each bench keeps its local server's log as NAME.server.log.
 set -u -o pipefail
 REPO=$(pwd) W=${W:-/root/serve} P=${P:-/root/parley} SITE=${SITE:-/tmp/site}
 KS=${KS:-/root/kit-serve} KC=${KC:-/root/kit-serve-cascade}
 OUT=${OUT:-$W/out} MAX=${MAX:-128} TURNS=${TURNS:-10} BATCH=${BATCH:-1,8,64,128,256} TICKS=${TICKS:-200}
 DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8} CBATCH=${CBATCH:-1,4,16,64}
-LWEIGHTS=${LWEIGHTS:-weights/s2s} CPROCS=${CPROCS:-0}
+LWEIGHTS=${LWEIGHTS:-weights/s2s} CPROCS=${CPROCS:-0} LARGS=${LARGS:-} SFX=${SFX:-}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$P
 DEADLINE=$((SECONDS + ${WAIT:-540}))
 mkdir -p $W $OUT $KS $KC
@@ -131,12 +133,12 @@ bench-workers)
     --client-procs $CPROCS --server-log $W/conc_direct_w8.server.log \
     --out $W/conc_direct_w8.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=$WORKERS ;;
 bench-latency)
-  job lat_direct $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
-    --server-log $W/lat_direct.server.log --out $W/lat_direct.json --server-arg=--weights=$LWEIGHTS $GPU ;;
+  job lat_direct$SFX $V bench latency --engine direct --turns $TURNS --audio $KS/questions $LARGS \
+    --server-log $W/lat_direct$SFX.server.log --out $W/lat_direct$SFX.json --server-arg=--weights=$LWEIGHTS $GPU ;;
 bench-latency-semantic)
   install_cascade
-  job lat_direct_sem $V bench latency --engine direct --turns $TURNS --audio $KS/questions \
-    --server-log $W/lat_direct_sem.server.log --out $W/lat_direct_sem.json --server-arg=--weights=$LWEIGHTS $GPU \
+  job lat_direct_sem$SFX $V bench latency --engine direct --turns $TURNS --audio $KS/questions $LARGS \
+    --server-log $W/lat_direct_sem$SFX.server.log --out $W/lat_direct_sem$SFX.json --server-arg=--weights=$LWEIGHTS $GPU \
     --server-arg=--semantic-turns --server-arg=--asr-backend=torch ;;
 bench-cascade)
   install_cascade

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice.realtime.protocol import REALTIME_SR, Dialect, ProtocolError
-from voice.server.turns import EchoHint, TurnConfig
+from voice.server.echo_guard import EchoHint
+from voice.server.turns import TurnConfig
 
 
 @dataclass

@@ -38,7 +38,8 @@ from voice.realtime.response import (
 )
 from voice.tasks import cancel_and_wait, spawn
 from model.common.audio_constants import VAD_CHUNK_S as CHUNK_S
-from voice.server.turns import EchoGuard, TurnConfig, TurnDetector, TurnEnd, TurnStart, level_db
+from voice.server.echo_guard import EchoGuard, level_db
+from voice.server.turns import TurnConfig, TurnDetector, TurnEnd, TurnStart
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from aiohttp import web
 from model.common.paths import DEMOS_DIR
 from voice.engines.base import Engine
 from voice.ice import loopback_candidates
-from voice.server.turns import EchoHint, TurnConfig
+from voice.server.echo_guard import EchoHint
+from voice.server.turns import TurnConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The input side of a session: aiortc frames -> mono float32, Opus packets passed on as they arrive, batched VAD."""
+"""The input side of a session: Opus packets passed on as they arrive, frames -> 16 kHz VAD chunks, batched VAD."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import numpy as np
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+
+from model.common.audio_constants import SPEECH_SR, VAD_CHUNK
+
 
 class OpusPassThrough(JitterBuffer):
     """A jitter buffer that hands each audio packet on as it arrives. aiortc's (even with prefetch 0)
@@ -110,3 +113,24 @@ def frame_to_mono(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
     ch = len(frame.layout.channels)
     a = a.reshape(ch, -1).mean(axis=0) if frame.format.is_planar else a.reshape(-1, ch).mean(axis=1)
     return (a * scale).astype(np.float32)
+
+
+class SpeechChunker:
+    """Decoded frames (any rate, any layout) -> 16 kHz mono chunks of `VAD_CHUNK` samples (soxr, streaming)."""
+
+    def __init__(self) -> None:
+        self._rs = None
+        self._sr = 0
+        self._buf = np.zeros(0, np.float32)
+
+    def push(self, frame) -> list[np.ndarray]:  # noqa: ANN001 - av.AudioFrame
+        """The chunks this frame completes (usually 0 or 1 for a 20 ms frame)."""
+        import soxr  # noqa: PLC0415
+
+        if frame.sample_rate != self._sr:
+            self._sr = frame.sample_rate
+            self._rs = soxr.ResampleStream(self._sr, SPEECH_SR, 1, dtype="float32")
+        buf = np.concatenate([self._buf, self._rs.resample_chunk(frame_to_mono(frame))])
+        n = len(buf) // VAD_CHUNK
+        self._buf = buf[n * VAD_CHUNK :]
+        return [np.ascontiguousarray(buf[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]) for i in range(n)]

@@ -5,11 +5,11 @@ Per session: the peer connection, a `VADStream` (shared Silero weights), the `Tu
 its watchdog, the reply of the current turn, a connect timeout. No model work on the event loop: VAD steps of
 all sessions are batched (`VadBatcher`) on a one-thread executor; engines use their own pools.
 
-Barge-in: as soon as the VAD hears a possible start of speech (STARTING) while the agent talks, the output track
-is held (silent frames, nothing consumed); if it was noise (a cough, TurnCancel) the agent resumes where it
-stopped. When the detector confirms user speech (TurnStart), `_interrupt` flushes the output track at once (the
-next 20 ms frame is silent), cancels the reply task (the engine stops its pending LLM/TTS work) and commits only
-what was played. Input: each Opus packet goes on as it arrives (`inputs.OpusPassThrough`; aiortc waits 4-5 packets).
+Barge-in: while the agent talks, a possible start of speech (`SoundOnset`: a sound the echo guard cannot explain;
+then STARTING) holds the output track (silent frames, nothing consumed); if it was noise (SoundGone, TurnCancel)
+the agent resumes where it stopped. When the detector confirms user speech (TurnStart), `_interrupt` flushes the
+output track at once (the next 20 ms frame is silent), cancels the reply task (the engine stops its pending
+LLM/TTS work) and commits only what was played. Input: each Opus packet goes on as it arrives (`inputs.OpusPassThrough`; aiortc waits 4-5 packets).
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from model.common.audio_constants import SPEECH_SR, VAD_CHUNK, VAD_CHUNK_S, WEBRTC_FRAME_S, WEBRTC_SR
+from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME_S, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
 from voice.tasks import cancel_and_wait, spawn
 from voice.server import events as ev
-from voice.server.inputs import VadBatcher, frame_to_mono, last_packet_age
+from voice.server.inputs import SpeechChunker, VadBatcher, last_packet_age
 from voice.server.tracks import AgentTrack, Segment, played_text
-from voice.server.turns import (EchoGuard, EchoHint, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause,
-                                TurnPhase, TurnStart, VadChange, level_db)
+from voice.server.echo_guard import EchoGuard, EchoHint, level_db
+from voice.server.turns import (SoundGone, SoundOnset, TurnCancel, TurnConfig, TurnDetector, TurnEnd, TurnPause,
+                                TurnPhase, TurnStart, VadChange)
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,9 @@ class Session:
 
     # -- input -------------------------------------------------------------------------------
     async def _read_input(self, track) -> None:  # noqa: ANN001
-        import soxr  # noqa: PLC0415
         from aiortc.mediastreams import MediaStreamError  # noqa: PLC0415
 
-        rs, sr_in = None, 0
-        buf = np.zeros(0, np.float32)
+        chunker = SpeechChunker()
         while True:
             try:
                 frame = await track.recv()
@@ -162,14 +161,8 @@ class Session:
             if self._last_input is None and self.input_timeout_s > 0:
                 self._spawn(self._input_watchdog(), "input-watchdog")
             self._last_input = t
-            if frame.sample_rate != sr_in:
-                sr_in = frame.sample_rate
-                rs = soxr.ResampleStream(sr_in, SPEECH_SR, 1, dtype="float32")
-            y = rs.resample_chunk(frame_to_mono(frame))
-            buf = np.concatenate([buf, y]) if len(buf) else y
-            while len(buf) >= VAD_CHUNK:
-                chunk, buf = buf[:VAD_CHUNK], buf[VAD_CHUNK:]
-                await self._on_chunk(np.ascontiguousarray(chunk), t)
+            for chunk in chunker.push(frame):
+                await self._on_chunk(chunk, t)
         log.debug("session %s: input track ended", self.id)
 
     async def _input_watchdog(self, period: float = 0.1) -> None:
@@ -206,20 +199,27 @@ class Session:
                 self._discard_spec()  # the user went on after the pause (if a reply was started)
             if e.state is TurnPhase.STOPPING and self._speculative and self._in_turn:
                 self._start_spec(e.t)
-            if e.state is TurnPhase.STARTING and self.cfg.hold_on_start and self.replying:
-                self.out.pause()  # maybe an interruption: hold the agent while the VAD decides
-                self._held_at = e.t
+            if e.state is TurnPhase.STARTING:
+                self._hold(e.t)
             self.send(ev.VAD, state=e.state.value)
+        elif isinstance(e, SoundOnset):
+            self._hold(e.t)
         elif isinstance(e, TurnStart):
             self._on_turn_start(e)
         elif isinstance(e, TurnEnd):
             self._on_turn_end(e)
         elif isinstance(e, TurnPause):
             self._on_pause(e)
-        elif isinstance(e, TurnCancel):
+        elif isinstance(e, (TurnCancel, SoundGone)):
             if self.out.paused:  # it was noise: the agent goes on where it stopped
                 self.out.resume()
                 self._held_at = None
+
+    def _hold(self, t: float) -> None:
+        """Maybe an interruption: hold the agent's audio while the VAD decides."""
+        if self.cfg.hold_on_start and self.replying and not self.out.paused:
+            self.out.pause()
+            self._held_at = t
 
     def _on_turn_start(self, e: TurnStart) -> None:
         barge_in = self.replying

@@ -17,18 +17,18 @@ the chunk's level and its arrival time. States (as pipecat / LiveKit):
   chunk that was speech and still loud (within `end_drop_db` of the turn's peak), so the
   reported VAD endpoint delay includes Silero's lag and is `stop_ms` + ~30-90 ms.
 
-Echo guard: with loudspeakers the agent's own voice comes back through the microphone, and
-Silero rightly calls it speech. `EchoGuard` remembers the level of every frame the agent sent
-and predicts the loudest echo the microphone can hold now: the loudest agent frame sent in the
-last `echo_window_ms` (any echo delay up to that) times the echo path gain (worst case
-`echo_gain_db`, then learned from what the microphone hears while the agent talks).
-While the agent talks (or just did), a chunk counts as user speech only if it is speech AND
-`echo_margin_db` louder than that prediction. The user's voice on top of the echo passes,
-the echo alone does not. Browsers' echo cancellation (requested by the demo page) removes most
-echo before it reaches us; the guard is for what is left. A client that knows its echo path
-says so (`EchoHint`): with echo cancellation or a headset the guard starts at
-`echo_cancelled_gain_db` / `echo_near_field_gain_db` instead of the worst case, so the user can
-interrupt the first reply early; echo that contradicts the hint sends it back to the worst case.
+* with a pause (`pause_ms`, speculative engines) the turn's silence is timed from the energy end:
+  a chunk more than `end_drop_db` below the turn's peak is silence even while Silero's probability
+  lingers (~58 ms p50), so the pause, the speculative reply and its end-of-turn judge come that
+  much sooner; speech must be loud again to resume the turn;
+* barge-in onsets: while the agent talks the session holds it on STARTING, and even sooner on
+  `SoundOnset`: a QUIET chunk `onset_db` over the quiet floor that the echo guard cannot explain
+  (Silero, 32 ms chunks, calls an onset speech one chunk later: ~40 ms). Unless STARTING follows
+  within `onset_hold_ms`, `SoundGone` lets the agent go on (a click costs a short hold, not a turn).
+
+Echo guard (`voice.server.echo_guard`): while the agent talks (or just did), a chunk counts as user
+speech only if it is speech AND `echo_margin_db` louder than the loudest echo the agent's recent
+output can cause.
 
 Defaults were tuned on real speech (150 asterisk prompts, one US female voice; 2026-11-23):
 inner pauses (hysteresis 0.5/0.35) were p95 288 ms, max 352 ms, so stop_ms 544 keeps every
@@ -46,38 +46,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from model.common.audio_constants import VAD_CHUNK_MS, VAD_CHUNK_S
-
-
-ECHO_HISTORY_CHUNKS = 94  # echo gain learned over the last ~3 s of agent speech
-ECHO_LEARN_CHUNKS = 31  # ~1 s heard before the learned gain replaces the worst case
-ECHO_PERCENTILE = 90.0  # the learned gain: this percentile of (input - loudest output) dB
-ECHO_MIN_GAIN_DB = -40.0  # the learned echo gain never goes below this
-ECHO_MIN_REF_DB = -50.0  # output quieter than this teaches nothing about the echo path
-ECHO_HINT_CANCELS = 2  # starts that only the hint let through and that vanished: the hint is wrong
-
-
-class EchoHint(str, enum.Enum):
-    """What a client says about its echo path (sets the echo guard's starting gain)."""
-
-    UNKNOWN = "unknown"  # assume the worst (a loudspeaker next to the microphone)
-    CANCELLED = "cancelled"  # the client cancels its echo (a browser's getSettings().echoCancellation)
-    NEAR_FIELD = "near_field"  # a close-talking microphone: a headset, or no loudspeaker at all
-    FAR_FIELD = "far_field"  # an open loudspeaker and a far-field microphone, no cancellation
-
-    @property
-    def low_echo(self) -> bool:
-        return self in (EchoHint.CANCELLED, EchoHint.NEAR_FIELD)
-
-    @classmethod
-    def parse(cls, value: object) -> "EchoHint":
-        """An EchoHint from its name; ValueError naming the allowed ones otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"echo hint must be one of {[h.value for h in cls]}, not {value!r}") from None
+from voice.server.echo_guard import EchoGuard
 
 
 class TurnPhase(str, enum.Enum):
@@ -108,6 +78,11 @@ class TurnConfig:
     max_turn_s: float = 30.0  # a turn is cut here even without a pause
     hold_on_start: bool = True  # the agent holds its audio while a sound during its speech is
     #                              being confirmed (STARTING); resumes if it was noise
+    onset_hold_ms: float = 96.0  # a SoundOnset holds the agent this long unless Silero confirms
+    #                              speech (STARTING); 0 = hold on STARTING only
+    onset_db: float = 15.0  # an onset chunk is this far above the quiet floor (the quietest chunk
+    #                         of the last second) ...
+    onset_min_db: float = -50.0  # ... and above this level (dBFS)
     echo_guard: bool = True
     echo_gain_db: float = -10.0  # loudest echo expected, relative to the agent's output
     echo_cancelled_gain_db: float = -30.0  # starting gain for EchoHint.CANCELLED (client AEC on;
@@ -121,121 +96,6 @@ class TurnConfig:
 
     def chunks(self, ms: float) -> int:
         return max(1, math.ceil(ms / VAD_CHUNK_MS - 1e-9))
-
-
-def level_db(x: np.ndarray) -> float:
-    """Mean-square level of a chunk in dBFS (full-scale sine = -3 dB); -120 for silence."""
-    ms = float(np.mean(np.square(x, dtype=np.float64))) if len(x) else 0.0
-    return 10.0 * math.log10(ms + 1e-12)
-
-
-class EchoGuard:
-    """Remembers the agent's recent output levels; predicts the loudest possible echo.
-
-    The echo path gain starts at the worst case `echo_gain_db` (or, when the client's
-    `EchoHint` says its echo is cancelled or it uses a headset, at `echo_cancelled_gain_db` /
-    `echo_near_field_gain_db`) and adapts: while the agent talks, the input level relative to
-    the loudest recent output is recorded, and once `ECHO_LEARN_CHUNKS` are known the gain is their 90th percentile (never
-    above the worst case, never below `ECHO_MIN_GAIN_DB`; speech has pauses and the echo
-    arrives late, so a high percentile, not the median). Only chunks heard while the VAD is
-    QUIET teach it (not a user starting to talk). With headphones or browser echo cancellation
-    the learned gain is low and a soft-spoken user can still interrupt; with a loud speaker it
-    stays near the worst case.
-
-    A wrong hint must not let the agent's echo interrupt it. An echo the hint underestimates
-    passes as a possible start of speech, the session holds the agent's audio, and the "speech"
-    stops with it; such a start (one only the hint let through, `hint_only`) needs
-    `echo_probe_ms` more speech to be confirmed, so the echo dies out first. Before the gain is
-    learned, `ECHO_HINT_CANCELS` such starts that fell back to quiet (`start_cancelled`) drop
-    the hint: the worst case until learned, i.e. the behaviour without a hint. What such a start
-    heard is learned as echo when it vanishes (`held`: its loud chunks were never heard in QUIET,
-    so the learned gain would otherwise miss the echo). One hesitant start or cough is forgiven.
-    """
-
-    def __init__(self, cfg: TurnConfig, hint: EchoHint = EchoHint.UNKNOWN) -> None:
-        self.cfg = cfg
-        self.hint = hint
-        self.hint_dropped = False  # the input contradicted the hint: the worst case until learned
-        self._cancels = 0  # hint-only starts that vanished
-        self._sent: deque[tuple[float, float]] = deque()  # (monotonic time, level dB)
-        self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_CHUNKS)  # input - output dB
-
-    def set_hint(self, hint: EchoHint) -> None:
-        """A new hint from the client (what was learned is kept)."""
-        if hint is not self.hint:
-            self.hint, self.hint_dropped, self._cancels = hint, False, 0
-
-    @property
-    def learned(self) -> bool:
-        return len(self._ratios) >= ECHO_LEARN_CHUNKS
-
-    def start_gain_db(self) -> float:
-        """The gain used until it is learned: the hint's, or the worst case."""
-        if self.hint_dropped or not self.hint.low_echo:
-            return self.cfg.echo_gain_db
-        cfg = self.cfg
-        hinted = cfg.echo_cancelled_gain_db if self.hint is EchoHint.CANCELLED else cfg.echo_near_field_gain_db
-        return min(cfg.echo_gain_db, hinted)
-
-    def observe(self, t: float, chunk_db: float) -> None:
-        """An input chunk heard while (maybe) the agent talked: learn the echo path gain."""
-        ref = self._ref_db(t)
-        if ref is not None and ref > ECHO_MIN_REF_DB:
-            self._ratios.append(max(chunk_db - ref, ECHO_MIN_GAIN_DB - 20.0))
-
-    def start_cancelled(self, t: float, hinted: bool, held: list[tuple[float, float]]) -> None:
-        """A possible start of speech fell back to quiet; `hinted`: only the hint let it through;
-        `held`: its chunks (time, level dB)."""
-        if hinted and self._trusting() and self._ref_db(t) is not None:
-            for tc, db in held:  # it vanished with the agent's audio: it was the echo
-                self.observe(tc, db)
-            self._cancels += 1
-            self.hint_dropped = self._cancels >= ECHO_HINT_CANCELS
-
-    def hint_only(self, t: float, chunk_db: float) -> bool:
-        """True when a chunk passes as the user only thanks to the hint (echo at the worst case)."""
-        if not self._trusting() or not self.cfg.echo_guard:
-            return False
-        ref = self._ref_db(t)
-        return ref is not None and chunk_db < ref + self.cfg.echo_gain_db + self.cfg.echo_margin_db
-
-    def _trusting(self) -> bool:
-        return self.hint.low_echo and not self.hint_dropped and not self.learned
-
-    def gain_db(self) -> float:
-        if not self.learned:
-            return self.start_gain_db()
-        learned = float(np.percentile(np.fromiter(self._ratios, float), ECHO_PERCENTILE))
-        return min(self.cfg.echo_gain_db, max(ECHO_MIN_GAIN_DB, learned))
-
-    def note_output(self, t: float, frame: np.ndarray) -> None:
-        """An output frame was handed to the transport at time t."""
-        db = level_db(frame)
-        if db > -90.0:
-            self._sent.append((t, db))
-        self._trim(t)
-
-    def _trim(self, t: float) -> None:
-        horizon = t - self.cfg.echo_window_ms / 1000.0 - 0.1
-        while self._sent and self._sent[0][0] < horizon:
-            self._sent.popleft()
-
-    def _ref_db(self, t: float) -> float | None:
-        lo = t - self.cfg.echo_window_ms / 1000.0
-        levels = [db for ts, db in self._sent if lo <= ts <= t]
-        return max(levels) if levels else None
-
-    def predicted_echo_db(self, t: float) -> float | None:
-        """Loudest echo the input chunk arriving at t may contain; None when the agent was quiet."""
-        ref = self._ref_db(t)
-        return None if ref is None else ref + self.gain_db()
-
-    def is_user(self, t: float, chunk_db: float) -> bool:
-        """True when a speech chunk cannot be explained by echo alone."""
-        if not self.cfg.echo_guard:
-            return True
-        echo = self.predicted_echo_db(t)
-        return echo is None or chunk_db >= echo + self.cfg.echo_margin_db
 
 
 @dataclass(frozen=True)
@@ -268,7 +128,19 @@ class TurnCancel:
     t: float  # STARTING fell back to QUIET: it was noise (no TurnStart was sent)
 
 
-TurnEvent = VadChange | TurnStart | TurnEnd | TurnPause | TurnCancel
+@dataclass(frozen=True)
+class SoundOnset:
+    t: float  # QUIET: a sound the echo guard cannot explain began (maybe the user; Silero decides)
+
+
+@dataclass(frozen=True)
+class SoundGone:
+    t: float  # that sound did not become speech within onset_hold_ms (no STARTING)
+
+
+TurnEvent = VadChange | TurnStart | TurnEnd | TurnPause | TurnCancel | SoundOnset | SoundGone
+FLOOR_CHUNKS = 31  # the quiet floor: the quietest QUIET chunk of the last ~1 s ...
+FLOOR_MIN_CHUNKS = 4  # ... known once this many were heard (no onset before)
 
 
 class TurnDetector:
@@ -283,6 +155,12 @@ class TurnDetector:
         self._n_gap = cfg.chunks(cfg.start_gap_ms)
         self._n_stop = cfg.chunks(cfg.stop_ms)
         self._n_pause = cfg.chunks(cfg.pause_ms) if cfg.pause_ms > 0 else 0
+        self._level_end = self._n_pause > 0  # silence timed from the energy end (speculative engines)
+        self._n_onset = cfg.chunks(cfg.onset_hold_ms) if cfg.onset_hold_ms > 0 else 0
+        self._floor: deque[float] = deque(maxlen=FLOOR_CHUNKS)  # levels of QUIET chunks
+        self._onset: tuple[float, float, bool] | None = None  # (t, dB, hint only) of a pending SoundOnset
+        self._onset_n = 0  # chunks since it
+        self._onset_block = 0  # chunks before the next onset may count (after a SoundGone)
         self._n_max = cfg.chunks(cfg.max_turn_s * 1000.0)
         self._speech = 0  # speech chunks in STARTING
         self._hinted = False  # a chunk of this start passed only thanks to the echo hint
@@ -319,8 +197,13 @@ class TurnDetector:
         loud = chunk_db >= self._peak_db - cfg.end_drop_db
         speech = prob >= cfg.start_threshold and user
         silence = prob < cfg.stop_threshold or not user
+        if self._level_end and s in (TurnPhase.SPEAKING, TurnPhase.STOPPING):
+            silence = silence or not loud
         if s is TurnPhase.QUIET:
-            if speech:
+            if not speech:
+                self._quiet_chunk(chunk_db, user, t, out)
+            else:
+                self._onset = None  # STARTING holds the agent from here
                 self._speech, self._silence = 1, 0
                 self._heard = [(t, chunk_db)]
                 self._hinted = self._hint_only(t, chunk_db)
@@ -352,7 +235,7 @@ class TurnDetector:
                 self.t_speech_end = t
         elif s is TurnPhase.STOPPING:
             self._chunks += 1
-            if prob >= cfg.start_threshold:
+            if prob >= cfg.start_threshold and not (self._level_end and not loud):
                 self._silence = 0
                 if loud:
                     self.t_speech_end = t
@@ -375,6 +258,25 @@ class TurnDetector:
         if self.state is TurnPhase.STOPPING:
             self._end(t, out)
         return out
+
+    def _quiet_chunk(self, chunk_db: float, user: bool, t: float, out: list) -> None:
+        """A QUIET chunk that is not speech: the floor, a SoundOnset, or a pending one gone."""
+        if self._onset is not None:
+            self._onset_n += 1
+            if self._onset_n >= self._n_onset:
+                t0, db, hinted = self._onset
+                self._onset, self._onset_block = None, FLOOR_CHUNKS
+                out.append(SoundGone(t))
+                if self.guard is not None:  # as a start that vanished (an echo the hint let through)
+                    self.guard.start_cancelled(t, hinted, [(t0, db)])
+            return
+        known, floor = len(self._floor) >= FLOOR_MIN_CHUNKS, min(self._floor, default=-120.0)
+        self._floor.append(chunk_db)
+        if self._onset_block > 0:
+            self._onset_block -= 1
+        elif self._n_onset and known and user and chunk_db >= max(floor + self.cfg.onset_db, self.cfg.onset_min_db):
+            self._onset, self._onset_n = (t, chunk_db, self._hint_only(t, chunk_db)), 0
+            out.append(SoundOnset(t))
 
     def _hint_only(self, t: float, chunk_db: float) -> bool:
         return self.guard is not None and self.guard.hint_only(t, chunk_db)
