@@ -371,3 +371,15 @@ def test_with_a_pause_silence_is_timed_from_the_energy_end() -> None:
     levels2 = [LOUD] * 20 + [QUIET] + [LOUD] * 5 + [QUIET] * 30
     pauses2 = of(run(TurnDetector(cfg), probs2, levels2), TurnPause)
     assert [i for i, _ in pauses2] == [26 + cfg.chunks(192.0) - 1]
+
+
+def test_a_frame_level_onset_comes_before_its_chunk() -> None:
+    from voice.server.turns import SoundOnset
+
+    det = TurnDetector(TurnConfig())
+    run(det, [0.0] * 6)  # the quiet floor is known
+    assert det.sound(-60.0, 0.3) == [] and det.state is TurnPhase.QUIET  # under onset_min_db
+    (e,) = det.sound(-30.0, 0.31)
+    assert isinstance(e, SoundOnset) and e.t == 0.31
+    assert det.sound(-30.0, 0.33) == []  # one onset pending at a time
+    assert not of(run(det, [0.1], [-30.0], t0=0.32), SoundOnset)  # its chunk does not repeat it

@@ -61,7 +61,8 @@ class _Judge:
     def __init__(self, prob: float, delay_s: float = 0.05) -> None:
         self.prob, self.delay_s, self.threshold, self.calls = prob, delay_s, 0.9, 0
 
-    async def judge_async(self, audio_16k: np.ndarray, context: str | None = None) -> tuple[float, str]:
+    async def judge_async(self, audio_16k: np.ndarray, context: str | None = None,
+                          times: dict[str, float] | None = None) -> tuple[float, str]:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
         return self.prob, "what is the capital of france"

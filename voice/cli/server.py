@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--start-ms", type=float, help="speech needed to start a turn (default 256)")
     g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
+    g.add_argument("--onset-hold-ms", type=float,
+                   help="a sound during the agent's speech holds it this long for Silero to confirm (default 96; 0: "
+                        "hold only once Silero calls it speech)")
+    g.add_argument("--energy-end", action=argparse.BooleanOptionalAction, default=None,
+                   help="speculative engines: time the pause from the energy end of speech (default) or, with "
+                        "--no-energy-end, from Silero's")
     c = p.add_argument_group("cascade engine")
     c.add_argument("--asr", default=unset, help="Whisper model (default: bundled tiny.en)")
     c.add_argument("--asr-backend", default=unset, choices=["ct2", "torch"],
@@ -94,6 +100,10 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
         cfg = replace(cfg, stop_ms=args.stop_ms)
     if args.no_echo_guard:
         cfg = replace(cfg, echo_guard=False)
+    if args.onset_hold_ms is not None:
+        cfg = replace(cfg, onset_hold_ms=args.onset_hold_ms)
+    if args.energy_end is not None:
+        cfg = replace(cfg, energy_end=args.energy_end)
     return cfg
 
 

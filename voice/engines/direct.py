@@ -232,9 +232,9 @@ class DirectSession(EngineSession):
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         cfg, sr, hop = self.e.cfg, self.e.sample_rate, self.e.hop
         if not turn.final and self.e.judge is not None:  # at a pause: is the user done? (still listening)
-            t0 = time.monotonic()
+            t0, times = time.monotonic(), {}
             try:
-                prob, text = await asyncio.wait_for(self.e.judge.judge_async(turn.audio), cfg.judge_timeout_s)
+                prob, text = await asyncio.wait_for(self.e.judge.judge_async(turn.audio, times=times), cfg.judge_timeout_s)
             except asyncio.TimeoutError:  # the reply would wait for it: the turn ends on silence instead
                 log.warning("direct session %d: end-of-turn judge slower than %.1f s", self.slot, cfg.judge_timeout_s)
                 prob, text = 0.0, ""
@@ -242,6 +242,8 @@ class DirectSession(EngineSession):
                 log.exception("direct session %d: end-of-turn judge failed", self.slot)
                 prob, text = 0.0, ""
             yield Stage("eot", 1000 * (time.monotonic() - t0))
+            for name, ms in times.items():  # where the judge's time went: Whisper, the head (with their queues)
+                yield Stage(f"eot_{name}", ms)
             yield UserText(text)
             yield EndOfTurn(prob, self.e.judge.threshold)
         frame_s = hop / sr

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,14 +75,20 @@ class TurnJudge:
         """The head's score of a transcript; 0 for one without words (noise is not a finished turn)."""
         return float(self.eou.score(self.llm, text, context=context)) if re.search(r"\w", text) else 0.0
 
-    async def judge_async(self, audio_16k: np.ndarray, context: str | None = None) -> tuple[float, str]:
-        """(score, transcript) of a turn so far (16 kHz float32)."""
+    async def judge_async(self, audio_16k: np.ndarray, context: str | None = None,
+                          times: dict[str, float] | None = None) -> tuple[float, str]:
+        """(score, transcript) of a turn so far (16 kHz float32); `times` gets "asr" and "score" in ms."""
         loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
         if self.batcher is not None:
             text = await asyncio.wrap_future(self.batcher.submit(audio_16k))
         else:
             text = await loop.run_in_executor(self.pool, lambda: self.asr.transcribe(audio_16k).strip())
-        return await loop.run_in_executor(self.pool, self.score, text, context), text
+        t1 = time.perf_counter()
+        prob = await loop.run_in_executor(self.pool, self.score, text, context)
+        if times is not None:
+            times.update(asr=1000 * (t1 - t0), score=1000 * (time.perf_counter() - t1))
+        return prob, text
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -122,6 +122,7 @@ class SpeechChunker:
         self._rs = None
         self._sr = 0
         self._buf = np.zeros(0, np.float32)
+        self.last = np.zeros(0, np.float32)  # the last frame at 16 kHz (its level times onsets)
 
     def push(self, frame) -> list[np.ndarray]:  # noqa: ANN001 - av.AudioFrame
         """The chunks this frame completes (usually 0 or 1 for a 20 ms frame)."""
@@ -130,7 +131,8 @@ class SpeechChunker:
         if frame.sample_rate != self._sr:
             self._sr = frame.sample_rate
             self._rs = soxr.ResampleStream(self._sr, SPEECH_SR, 1, dtype="float32")
-        buf = np.concatenate([self._buf, self._rs.resample_chunk(frame_to_mono(frame))])
+        self.last = self._rs.resample_chunk(frame_to_mono(frame))
+        buf = np.concatenate([self._buf, self.last])
         n = len(buf) // VAD_CHUNK
         self._buf = buf[n * VAD_CHUNK :]
         return [np.ascontiguousarray(buf[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]) for i in range(n)]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+from aiortc.mediastreams import MediaStreamError
 
 from model.common.audio_constants import VAD_CHUNK_S, WEBRTC_FRAME_S, WEBRTC_SR
 from voice.engines.base import AgentAudio, AgentText, EndOfTurn, Engine, EngineSession, Stage, UserText, UserTurn
@@ -149,8 +150,6 @@ class Session:
 
     # -- input -------------------------------------------------------------------------------
     async def _read_input(self, track) -> None:  # noqa: ANN001
-        from aiortc.mediastreams import MediaStreamError  # noqa: PLC0415
-
         chunker = SpeechChunker()
         while True:
             try:
@@ -161,7 +160,10 @@ class Session:
             if self._last_input is None and self.input_timeout_s > 0:
                 self._spawn(self._input_watchdog(), "input-watchdog")
             self._last_input = t
-            for chunk in chunker.push(frame):
+            chunks = chunker.push(frame)
+            for e in self.detector.sound(level_db(chunker.last), t):  # an onset, before its chunk is complete
+                self._on_turn_event(e)
+            for chunk in chunks:
                 await self._on_chunk(chunk, t)
         log.debug("session %s: input track ended", self.id)
 
@@ -199,12 +201,10 @@ class Session:
                 self._discard_spec()  # the user went on after the pause (if a reply was started)
             if e.state is TurnPhase.STOPPING and self._speculative and self._in_turn:
                 self._start_spec(e.t)
-            if e.state is TurnPhase.STARTING:
-                self._hold(e.t)
             self.send(ev.VAD, state=e.state.value)
-        elif isinstance(e, SoundOnset):
+        if isinstance(e, SoundOnset) or (isinstance(e, VadChange) and e.state is TurnPhase.STARTING):
             self._hold(e.t)
-        elif isinstance(e, TurnStart):
+        if isinstance(e, TurnStart):
             self._on_turn_start(e)
         elif isinstance(e, TurnEnd):
             self._on_turn_end(e)

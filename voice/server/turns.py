@@ -78,6 +78,7 @@ class TurnConfig:
     max_turn_s: float = 30.0  # a turn is cut here even without a pause
     hold_on_start: bool = True  # the agent holds its audio while a sound during its speech is
     #                              being confirmed (STARTING); resumes if it was noise
+    energy_end: bool = True  # with a pause: silence is timed from the energy end (False: Silero's)
     onset_hold_ms: float = 96.0  # a SoundOnset holds the agent this long unless Silero confirms
     #                              speech (STARTING); 0 = hold on STARTING only
     onset_db: float = 15.0  # an onset chunk is this far above the quiet floor (the quietest chunk
@@ -155,7 +156,7 @@ class TurnDetector:
         self._n_gap = cfg.chunks(cfg.start_gap_ms)
         self._n_stop = cfg.chunks(cfg.stop_ms)
         self._n_pause = cfg.chunks(cfg.pause_ms) if cfg.pause_ms > 0 else 0
-        self._level_end = self._n_pause > 0  # silence timed from the energy end (speculative engines)
+        self._level_end = self._n_pause > 0 and cfg.energy_end  # silence timed from the energy end (speculative)
         self._n_onset = cfg.chunks(cfg.onset_hold_ms) if cfg.onset_hold_ms > 0 else 0
         self._floor: deque[float] = deque(maxlen=FLOOR_CHUNKS)  # levels of QUIET chunks
         self._onset: tuple[float, float, bool] | None = None  # (t, dB, hint only) of a pending SoundOnset
@@ -259,6 +260,15 @@ class TurnDetector:
             self._end(t, out)
         return out
 
+    def sound(self, db: float, t: float) -> list[TurnEvent]:
+        """An input frame's level as it arrives (before its chunk is complete): a SoundOnset as soon
+        as it is heard (~10 ms sooner than at the chunk, on average, with 20 ms frames)."""
+        out: list[TurnEvent] = []
+        if self.state is TurnPhase.QUIET and self._onset is None and self._onset_block == 0:
+            user = self.guard is None or self.guard.is_user(t, db)
+            self._maybe_onset(db, user, t, min(self._floor, default=-120.0), out)
+        return out
+
     def _quiet_chunk(self, chunk_db: float, user: bool, t: float, out: list) -> None:
         """A QUIET chunk that is not speech: the floor, a SoundOnset, or a pending one gone."""
         if self._onset is not None:
@@ -270,12 +280,17 @@ class TurnDetector:
                 if self.guard is not None:  # as a start that vanished (an echo the hint let through)
                     self.guard.start_cancelled(t, hinted, [(t0, db)])
             return
-        known, floor = len(self._floor) >= FLOOR_MIN_CHUNKS, min(self._floor, default=-120.0)
+        floor = min(self._floor, default=-120.0)
         self._floor.append(chunk_db)
         if self._onset_block > 0:
             self._onset_block -= 1
-        elif self._n_onset and known and user and chunk_db >= max(floor + self.cfg.onset_db, self.cfg.onset_min_db):
-            self._onset, self._onset_n = (t, chunk_db, self._hint_only(t, chunk_db)), 0
+        else:
+            self._maybe_onset(chunk_db, user, t, floor, out)
+
+    def _maybe_onset(self, db: float, user: bool, t: float, floor: float, out: list) -> None:
+        known = len(self._floor) >= FLOOR_MIN_CHUNKS
+        if self._n_onset and known and user and db >= max(floor + self.cfg.onset_db, self.cfg.onset_min_db):
+            self._onset, self._onset_n = (t, db, self._hint_only(t, db)), 0
             out.append(SoundOnset(t))
 
     def _hint_only(self, t: float, chunk_db: float) -> bool:
