@@ -283,3 +283,18 @@ def test_concurrency_step_with_an_engine_behind_real_time_is_not_held() -> None:
     assert step.underrun_rate <= 0.01 and "gaps" in slow.table()
     (step,) = live.steps
     assert step.held and step.gap_rate == 0.0, step
+
+
+def test_a_reply_is_pending_while_the_server_has_a_user_turn_open() -> None:
+    """GPU run 3 (2026-12-03): after a barge-in the client saw its own speech end, found the agent quiet and no
+    reply pending, and spoke its next question over the reply the server was about to give (two turns
+    "early"). A turn the server started and has not ended is a reply to come."""
+    from types import SimpleNamespace
+
+    from voice.bench.latency import _replies_pending
+    from voice.client.peer import Event
+
+    sess = SimpleNamespace(events=[])
+    for kind, pending in (("turn_start", True), ("turn_end", True), ("agent_done", False), ("turn_start", True)):
+        sess.events.append(Event(0.0, {"type": kind}))
+        assert _replies_pending(sess) is pending, kind

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from voice.bench.events import server_total_ms, turn_gap_ms, turn_stages, turn_texts
 from voice.bench.plot import breakdown, plot_reports
 from voice.bench.report import LatencyReport, TurnResult
@@ -77,3 +79,14 @@ def test_breakdown_of_a_speculative_turn_does_not_stack_overlapping_stages() -> 
     parts = {k: v[0] for k, v in stacks.items() if v[0]}
     assert parts == {"vad_endpoint": 300.0, "decision -> first audio (ASR/LLM/TTS overlap the endpoint)": 400.0,
                      "rest (transport, playout, queues)": 100.0}
+
+
+def test_concurrency_steps_from_max() -> None:
+    from model.common.errors import ParleyError
+    from voice.bench.concurrency import parse_steps, ramp
+
+    assert parse_steps("8") == (8,) and ramp(8) == [1, 2, 4, 8] and ramp(96) == [1, 2, 4, 8, 16, 32, 64, 96]
+    assert parse_steps("64,96,128") == (64, 96, 128)
+    for bad in ("0", "96,64", "64,64", "x", "8,"):
+        with pytest.raises(ParleyError):
+            parse_steps(bad)

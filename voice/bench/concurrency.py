@@ -1,6 +1,6 @@
 """`parley bench concurrency`: ramp simultaneous sessions until real time breaks.
 
-Steps of 1, 2, 4, ... sessions (up to --max, which is always tried last). At each step all
+Steps of 1, 2, 4, ... sessions (up to --max, which is always tried last; or the steps given, e.g. 64,96,128). At each step all
 sessions connect, start at random offsets within `stagger_s` (users do not speak in sync), and
 run `turns` ordinary turns each. A step is **held** when
   * no session was refused, timed out, failed to connect or was closed by the server,
@@ -10,7 +10,7 @@ run `turns` ordinary turns each. A step is **held** when
     generating, `agent_done`'s `gap_ms`, as a fraction of the replies' played + gap time: an engine
     behind real time shows here, not in the underruns, since the server keeps sending frames), and
   * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
-    the p90 of the single-session step, i.e. "latency degraded by contention").
+    the p90 of the first step, the single-session one on the ramp, i.e. "latency degraded by contention").
 The ramp stops at the first step not held; the answer is the largest step held.
 
 Beside the client-side numbers, each step keeps the server's own view when it has one
@@ -54,6 +54,7 @@ from voice.client.peer import ClientPeer
 @dataclass(frozen=True)
 class ConcurrencyConfig:
     max_sessions: int = 8
+    steps: tuple[int, ...] = ()  # the steps, ascending (the last is max_sessions); (): 1, 2, 4, ... max_sessions
     turns: int = 2  # turns per session per step
     stagger_s: float = 2.0  # sessions start at uniform(0, stagger_s)
     p90_limit_ms: float | None = None  # None: 2 x the single-session p90
@@ -169,6 +170,17 @@ async def server_json(url: str, path: str) -> dict | None:
             return await r.json() if r.status == 200 else None
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
         return None
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """`--max`: "N" (the ramp up to N) or ascending steps "64,96,128"."""
+    try:
+        steps = tuple(int(x) for x in str(text).split(","))
+    except ValueError:
+        raise ParleyError(f"--max wants a number or ascending numbers like 64,96,128, not {text!r}") from None
+    if min(steps) < 1 or list(steps) != sorted(set(steps)):
+        raise ParleyError(f"--max: steps must be ascending and at least 1, not {text!r}")
+    return steps
 
 
 def ramp(max_sessions: int) -> list[int]:
@@ -302,7 +314,7 @@ async def measure_concurrency(
         if most > 1:  # spawned once for the ramp, shut down with it
             pool = ProcessPoolExecutor(most, mp_context=multiprocessing.get_context("spawn"))
             stack.callback(pool.shutdown, cancel_futures=True)
-        for n in ramp(cfg.max_sessions):
+        for n in cfg.steps or ramp(cfg.max_sessions):
             procs = client_procs(n, cfg) if pool is not None else 1
             log(f"concurrency: {n} session(s) ..." + (f" ({procs} client processes)" if procs > 1 else ""))
             srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
@@ -313,7 +325,7 @@ async def measure_concurrency(
             if cli0 is not None and cli1 is not None:
                 step.client_cores = (cli1 - cli0) / step.wall_s
             p90 = (step.v2v or {}).get("p90")
-            if limit is None and n == 1 and p90 is not None:
+            if limit is None and not report.steps and p90 is not None:  # the first step sets it
                 limit = 2 * p90
                 report.settings["p90_limit_ms"] = limit
             if not step.reason:

@@ -25,7 +25,7 @@
 # at most WAIT s (default 540, inside the 10-minute call): if a job is not done, call the same
 # phase again at once (the machine stays warm only ~30 s between calls); it goes on waiting.
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
-# Knobs (environment): MAX (128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
+# Knobs (environment): MAX (128; or steps: 64,96,128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
 # WORKERS (8), DEV (cuda), WEIGHTS (random: the clock and concurrency), LWEIGHTS (weights/s2s: the
 # direct latency), CPROCS (client processes, 0: half the cores), LARGS (more arguments for the latency
 # benches, e.g. --server-arg=--workers=1) and SFX (their reports' suffix: lat_direct_sem$SFX.json, so a

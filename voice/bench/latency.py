@@ -79,15 +79,18 @@ def print_progress(prefix: str = "", total: int | None = None, stream=sys.stderr
 
 
 def _replies_pending(sess: ClientPeer) -> bool:
-    """The server said a turn ended and has not yet said that its reply is over.
+    """The server has a user turn open (started, not yet ended: the user may still be talking, or
+    its end is being decided) or said a turn ended and has not yet said that its reply is over.
 
-    A Parley server sends "turn_end" for every user turn and "agent_done" when the reply to
-    it has been played (or interrupted); a reply that pauses between clauses (slow TTS) is
-    not over. Servers that send no such events are judged by their audio alone.
+    A Parley server sends "turn_start" and "turn_end" for every user turn and "agent_done" when the
+    reply to it has been played (or interrupted); a reply that pauses between clauses (slow TTS) is
+    not over, and a turn whose end is still being judged will have a reply. Servers that send no such
+    events are judged by their audio alone.
     """
+    starts = sum(e.type == "turn_start" for e in sess.events)
     ends = sum(e.type == "turn_end" for e in sess.events)
     done = sum(e.type == "agent_done" for e in sess.events)
-    return done < ends
+    return done < ends or starts > ends
 
 
 async def _wait_quiet(sess: ClientPeer, cfg: LatencyConfig, since: float) -> None:

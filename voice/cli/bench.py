@@ -87,12 +87,12 @@ def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
     c = bench_sub.add_parser(
         "concurrency",
         help="ramp simultaneous WebRTC sessions until real time breaks",
-        description="Runs 1, 2, 4, ... --max simultaneous sessions; a step is held when there "
-        "are no output underruns (over 1%% of frames) and voice-to-voice p90 stays under the "
+        description="Runs 1, 2, 4, ... --max (or the --max list) simultaneous sessions; a step is held when there "
+        "are no output underruns (over 1% of frames) and voice-to-voice p90 stays under the "
         "limit. Reports the largest number of sessions held.",
     )
     _common(c)
-    c.add_argument("--max", type=int, default=8, help="largest number of sessions to try")
+    c.add_argument("--max", default="8", help="largest number of sessions to try, or the steps (e.g. 64,96,128)")
     c.add_argument("--turns", type=int, default=2, help="turns per session per step (default 2)")
     c.add_argument("--p90-limit-ms", type=float, default=None,
                    help="p90 voice-to-voice limit (default: 2x the single-session p90)")
@@ -154,18 +154,17 @@ def latency_cmd(args: argparse.Namespace) -> int:
 
 
 def concurrency_cmd(args: argparse.Namespace) -> int:
-    from voice.bench.concurrency import ConcurrencyConfig  # noqa: PLC0415
+    from voice.bench.concurrency import ConcurrencyConfig, parse_steps  # noqa: PLC0415
     from voice.bench.runs import run_concurrency  # noqa: PLC0415
 
-    if args.max < 1 or args.client_procs < 0 or args.sessions_per_proc < 1:
-        raise ParleyError("--max and --sessions-per-proc must be at least 1, --client-procs at least 0")
+    steps = parse_steps(args.max)
+    if args.client_procs < 0 or args.sessions_per_proc < 1:
+        raise ParleyError("--sessions-per-proc must be at least 1, --client-procs at least 0")
     _quiet_logs(args)
-    targets = _targets(args)
-    cfg = ConcurrencyConfig(max_sessions=args.max, turns=args.turns, p90_limit_ms=args.p90_limit_ms,
-                            underrun_limit=args.underrun_limit, gap_limit=args.gap_limit, seed=args.seed,
-                            client_procs=args.client_procs, sessions_per_proc=args.sessions_per_proc)
-    return run_concurrency(targets, _utterances(args), cfg, args.server_arg, out=args.out,
-                           server_log=args.server_log)
+    cfg = ConcurrencyConfig(max_sessions=steps[-1], steps=steps if len(steps) > 1 else (), turns=args.turns,
+                            p90_limit_ms=args.p90_limit_ms, underrun_limit=args.underrun_limit, gap_limit=args.gap_limit,
+                            seed=args.seed, client_procs=args.client_procs, sessions_per_proc=args.sessions_per_proc)
+    return run_concurrency(_targets(args), _utterances(args), cfg, args.server_arg, out=args.out, server_log=args.server_log)
 
 
 def _register_model(bench_sub: argparse._SubParsersAction) -> None:
