@@ -332,10 +332,15 @@ def test_sound_onset_holds_before_silero_and_goes_when_it_is_not_speech() -> Non
     onsets = of(evs, SoundOnset)
     starting = [i for i, e in evs if isinstance(e, VadChange) and e.state is TurnPhase.STARTING]
     assert [i for i, _ in onsets] == [5] and starting == [6] and not of(evs, SoundGone)
-    # a click: loud, never speech -> SoundGone after onset_hold_ms; no second onset while the floor adapts
+    # a sustained sound, never speech -> SoundGone after onset_hold_ms; no second onset while the floor adapts
     evs = run(TurnDetector(cfg), [0.0] * 20, [QUIET] * 5 + [-30.0] * 15)
     assert [i for i, _ in of(evs, SoundOnset)] == [5]
     assert [i for i, _ in of(evs, SoundGone)] == [5 + n_hold] and not of(evs, TurnStart)
+    # a click: gone two chunks after it went quiet; speech Silero confirms late (4 chunks) stays held till then
+    evs = run(TurnDetector(cfg), [0.0] * 20, [QUIET] * 5 + [-30.0] + [QUIET] * 14)
+    assert [i for i, _ in of(evs, SoundOnset)] == [5] and [i for i, _ in of(evs, SoundGone)] == [7]
+    evs = run(TurnDetector(cfg), [0.0] * 5 + [0.2] * 4 + [0.9] * 10, [QUIET] * 5 + [-25.0] * 14)
+    assert [i for i, _ in of(evs, SoundOnset)] == [5] and not of(evs, SoundGone) and of(evs, TurnStart)
     # too soft (under onset_min_db) or too close to the floor: no onset
     assert not of(run(TurnDetector(cfg), [0.0] * 10, [QUIET] * 5 + [-55.0] * 5), SoundOnset)
     assert not of(run(TurnDetector(cfg), [0.0] * 10, [-45.0] * 5 + [-35.0] * 5), SoundOnset)

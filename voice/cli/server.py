@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     g.add_argument("--onset-hold-ms", type=float,
-                   help="a sound during the agent's speech holds it this long for Silero to confirm (default 96; 0: "
-                        "hold only once Silero calls it speech)")
+                   help="a sound during the agent's speech holds it until it goes quiet, at most this long unless "
+                        "Silero calls it speech (default 320; 0: hold only once Silero does)")
     g.add_argument("--energy-end", action=argparse.BooleanOptionalAction, default=None,
                    help="speculative engines: time the pause from the energy end of speech (default) or, with "
                         "--no-energy-end, from Silero's")

@@ -23,8 +23,10 @@ the chunk's level and its arrival time. States (as pipecat / LiveKit):
   much sooner; speech must be loud again to resume the turn;
 * barge-in onsets: while the agent talks the session holds it on STARTING, and even sooner on
   `SoundOnset`: a QUIET chunk `onset_db` over the quiet floor that the echo guard cannot explain
-  (Silero, 32 ms chunks, calls an onset speech one chunk later: ~40 ms). Unless STARTING follows
-  within `onset_hold_ms`, `SoundGone` lets the agent go on (a click costs a short hold, not a turn).
+  (Silero, 32 ms chunks, calls an onset speech one to four chunks later). When the sound goes quiet
+  again before STARTING (a click, a knock: two chunks) or lasts `onset_hold_ms` without becoming speech,
+  `SoundGone` lets the agent go on; the next onset may come a second later (typing stutters the agent
+  at most once a second).
 
 Echo guard (`voice.server.echo_guard`): while the agent talks (or just did), a chunk counts as user
 speech only if it is speech AND `echo_margin_db` louder than the loudest echo the agent's recent
@@ -79,8 +81,8 @@ class TurnConfig:
     hold_on_start: bool = True  # the agent holds its audio while a sound during its speech is
     #                              being confirmed (STARTING); resumes if it was noise
     energy_end: bool = True  # with a pause: silence is timed from the energy end (False: Silero's)
-    onset_hold_ms: float = 96.0  # a SoundOnset holds the agent this long unless Silero confirms
-    #                              speech (STARTING); 0 = hold on STARTING only
+    onset_hold_ms: float = 320.0  # a SoundOnset holds the agent at most this long unless Silero
+    #                               confirms speech (STARTING); 0 = hold on STARTING only
     onset_db: float = 15.0  # an onset chunk is this far above the quiet floor (the quietest chunk
     #                         of the last second) ...
     onset_min_db: float = -50.0  # ... and above this level (dBFS)
@@ -136,12 +138,14 @@ class SoundOnset:
 
 @dataclass(frozen=True)
 class SoundGone:
-    t: float  # that sound did not become speech within onset_hold_ms (no STARTING)
+    t: float  # that sound went quiet, or did not become speech within onset_hold_ms (no STARTING)
 
 
 TurnEvent = VadChange | TurnStart | TurnEnd | TurnPause | TurnCancel | SoundOnset | SoundGone
 FLOOR_CHUNKS = 31  # the quiet floor: the quietest QUIET chunk of the last ~1 s ...
 FLOOR_MIN_CHUNKS = 4  # ... known once this many were heard (no onset before)
+ONSET_HYST_DB = 6.0  # a pending onset is gone once chunks fall this far under the level that started it ...
+ONSET_QUIET_CHUNKS = 2  # ... this many in a row (a noise just before speech must not let the agent go on)
 
 
 class TurnDetector:
@@ -159,8 +163,8 @@ class TurnDetector:
         self._level_end = self._n_pause > 0 and cfg.energy_end  # silence timed from the energy end (speculative)
         self._n_onset = cfg.chunks(cfg.onset_hold_ms) if cfg.onset_hold_ms > 0 else 0
         self._floor: deque[float] = deque(maxlen=FLOOR_CHUNKS)  # levels of QUIET chunks
-        self._onset: tuple[float, float, bool] | None = None  # (t, dB, hint only) of a pending SoundOnset
-        self._onset_n = 0  # chunks since it
+        self._onset: tuple[float, float, bool, float] | None = None  # a pending SoundOnset: t, dB, hint only, threshold
+        self._onset_n = self._onset_quiet = 0  # chunks since it; quiet ones in a row
         self._onset_block = 0  # chunks before the next onset may count (after a SoundGone)
         self._n_max = cfg.chunks(cfg.max_turn_s * 1000.0)
         self._speech = 0  # speech chunks in STARTING
@@ -273,8 +277,9 @@ class TurnDetector:
         """A QUIET chunk that is not speech: the floor, a SoundOnset, or a pending one gone."""
         if self._onset is not None:
             self._onset_n += 1
-            if self._onset_n >= self._n_onset:
-                t0, db, hinted = self._onset
+            t0, db, hinted, thr = self._onset
+            self._onset_quiet = self._onset_quiet + 1 if chunk_db < thr - ONSET_HYST_DB else 0
+            if self._onset_quiet >= ONSET_QUIET_CHUNKS or self._onset_n >= self._n_onset:  # quiet again, too long
                 self._onset, self._onset_block = None, FLOOR_CHUNKS
                 out.append(SoundGone(t))
                 if self.guard is not None:  # as a start that vanished (an echo the hint let through)
@@ -289,8 +294,9 @@ class TurnDetector:
 
     def _maybe_onset(self, db: float, user: bool, t: float, floor: float, out: list) -> None:
         known = len(self._floor) >= FLOOR_MIN_CHUNKS
-        if self._n_onset and known and user and db >= max(floor + self.cfg.onset_db, self.cfg.onset_min_db):
-            self._onset, self._onset_n = (t, db, self._hint_only(t, db)), 0
+        thr = max(floor + self.cfg.onset_db, self.cfg.onset_min_db)
+        if self._n_onset and known and user and db >= thr:
+            self._onset, self._onset_n, self._onset_quiet = (t, db, self._hint_only(t, db), thr), 0, 0
             out.append(SoundOnset(t))
 
     def _hint_only(self, t: float, chunk_db: float) -> bool:
