@@ -57,7 +57,7 @@ class ConcurrencyConfig:
     steps: tuple[int, ...] = ()  # the steps, ascending (the last is max_sessions); (): 1, 2, 4, ... max_sessions
     turns: int = 2  # turns per session per step
     stagger_s: float = 2.0  # sessions start at uniform(0, stagger_s)
-    p90_limit_ms: float | None = None  # None: 2 x the single-session p90
+    p90_limit_ms: float | None = None  # None: 2 x the first step's p90 (one session on the ramp)
     underrun_limit: float = 0.01  # fraction of received frames
     gap_limit: float = 0.01  # fraction of the replies' time filled with silence by the server
     jitter_ms: float = 60.0

@@ -240,7 +240,7 @@ class TurnDetector:
                 self.t_speech_end = t
         elif s is TurnPhase.STOPPING:
             self._chunks += 1
-            if prob >= cfg.start_threshold and not (self._level_end and not loud):
+            if prob >= cfg.start_threshold and (loud or not self._level_end):
                 self._silence = 0
                 if loud:
                     self.t_speech_end = t
