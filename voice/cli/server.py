@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("turn taking")
     g.add_argument("--start-ms", type=float, help="speech needed to start a turn (default 256)")
     g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
+    g.add_argument("--pause-ms", type=float,
+                   help="speculative engines (the cascade, direct --semantic-turns): silence after which the turn "
+                        "ends if the end-of-turn score says so, or once it does (default 192; 32: as soon as the score says so)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     g.add_argument("--onset-hold-ms", type=float,
                    help="a sound during the agent's speech holds it until it goes quiet, at most this long unless "
@@ -68,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--semantic-turns", action="store_const", const=True, default=unset,
                    help="direct engine: end a turn at a pause when Whisper + the end-of-turn head say the user is "
                         "done (as the cascade does; default: on silence, stop_ms)")
+    p.add_argument("--turn-rule", default=unset, choices=["text", "audio", "both"],
+                   help="direct --semantic-turns: what decides the turn is over: text (Whisper + the end-of-turn "
+                        "head, default), audio (Smart Turn on the audio alone: no Whisper before the decision), both")
     p.add_argument("--cpu-step", default=unset, choices=["quant", "fast", "exact"],
                    help="direct engine on CPU: quant (default: fused step, int4/int8 weights), fast (fused, bf16), "
                         "exact (the reference modules in --dtype)")
@@ -98,6 +104,8 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
         cfg = replace(cfg, start_ms=args.start_ms)
     if args.stop_ms is not None:
         cfg = replace(cfg, stop_ms=args.stop_ms)
+    if args.pause_ms is not None:
+        cfg = replace(cfg, pause_ms=args.pause_ms)
     if args.no_echo_guard:
         cfg = replace(cfg, echo_guard=False)
     if args.onset_hold_ms is not None:
@@ -111,7 +119,8 @@ _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options
     "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
                 "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
-    "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step", "semantic_turns", "asr_backend"),
+    "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step", "semantic_turns", "asr_backend",
+               "turn_rule"),
 }
 
 

@@ -57,6 +57,7 @@ class DirectConfig:
     keep_s: float = 4.0  # model output kept while listening
     semantic_turns: bool = False  # end turns at a pause on Whisper + the end-of-turn head (TurnJudge)
     asr_backend: str = "ct2"  # the judge's Whisper: ct2, or torch (hosts with CUDA 13)
+    turn_rule: str = "text"  # what the judge reads: text (Whisper + head), audio (Smart Turn), both
     judge_timeout_s: float = 0.5  # a later score is dropped: the reply is not held for it (silence ends the turn)
 
 
@@ -165,7 +166,7 @@ class DirectEngine(Engine):
         if judge is None and cfg.semantic_turns:
             from voice.engines.turn_judge import JudgeConfig, TurnJudge
 
-            self.judge = TurnJudge(JudgeConfig(asr_backend=cfg.asr_backend, device=dev.type))
+            self.judge = TurnJudge(JudgeConfig(asr_backend=cfg.asr_backend, device=dev.type, rule=cfg.turn_rule))
             self.judge.warm_up()
         self.clock.start()
 
@@ -231,6 +232,7 @@ class DirectSession(EngineSession):
     # --- a reply --------------------------------------------------------------------------
     async def respond(self, turn: UserTurn) -> AsyncIterator[EngineEvent]:
         cfg, sr, hop = self.e.cfg, self.e.sample_rate, self.e.hop
+        heard = None  # rule "audio": a Future of the transcript, sent when it is there
         if not turn.final and self.e.judge is not None:  # at a pause: is the user done? (still listening)
             t0, times = time.monotonic(), {}
             try:
@@ -244,7 +246,10 @@ class DirectSession(EngineSession):
             yield Stage("eot", 1000 * (time.monotonic() - t0))
             for name, ms in times.items():  # where the judge's time went: Whisper, the head (with their queues)
                 yield Stage(f"eot_{name}", ms)
-            yield UserText(text)
+            if text is None:
+                heard = self.e.judge.transcribe(turn.audio)
+            else:
+                yield UserText(text)
             yield EndOfTurn(prob, self.e.judge.threshold)
         frame_s = hop / sr
         queue: asyncio.Queue[_Said] = asyncio.Queue()
@@ -261,6 +266,9 @@ class DirectSession(EngineSession):
             pending_text: list[int] = []
             while n < max_frames:
                 said = backlog.pop(0) if backlog else await queue.get()
+                if heard is not None and heard.done():
+                    yield UserText("" if heard.exception() else heard.result())
+                    heard = None
                 loud = float(np.sqrt(np.mean(said.audio**2))) > cfg.speech_rms
                 if said.text < self.e.layout.text_card:
                     pending_text.append(said.text)

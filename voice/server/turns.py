@@ -236,6 +236,8 @@ class TurnDetector:
             if silence:
                 self._silence = 1
                 self._set(TurnPhase.STOPPING, t, out)
+                if self._n_pause == 1:  # pause_ms <= one chunk: the turn may end as soon as the score says so
+                    out.append(TurnPause(t, self.t_speech_end))
             elif loud:
                 self.t_speech_end = t
         elif s is TurnPhase.STOPPING:
