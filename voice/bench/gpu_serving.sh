@@ -14,6 +14,8 @@
 #   PHASE=bench-latency      bench latency --engine direct ($TURNS turns, 10; $LWEIGHTS)
 #   PHASE=bench-latency-semantic  the same with --semantic-turns (Whisper + the end-of-turn head end
 #                            turns at a pause; installs the serve-cascade kit for Whisper)
+#   PHASE=bench-judge        the end-of-turn judge alone on the GPU (bench judge: Whisper torch + the head),
+#                            idle and beside 2 busy Python threads (~2 min; judge_gpu*.json)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
 #                            cross-session batching is on by default on cuda)
@@ -140,6 +142,10 @@ bench-latency-semantic)
   job lat_direct_sem$SFX $V bench latency --engine direct --turns $TURNS --audio $KS/questions $LARGS \
     --server-log $W/lat_direct_sem$SFX.server.log --out $W/lat_direct_sem$SFX.json --server-arg=--weights=$LWEIGHTS $GPU \
     --server-arg=--semantic-turns --server-arg=--asr-backend=torch ;;
+bench-judge)
+  install_cascade; busy && exit 2
+  for L in 0 2; do (cd $P && timeout 250 $V bench judge --device $DEV --asr-backend torch --load $L \
+    --audio $KS/questions --out $W/judge_gpu_load$L.json 2>&1 | tail -9); done ;;
 bench-cascade)
   install_cascade
   CA="--server-arg=--asr-backend=torch $GPU"
@@ -157,5 +163,5 @@ collect)
   tar -czf $OUT/serving_logs.tgz -C $W $(cd $W && ls *.log *.txt 2>/dev/null)
   ls -la $OUT ;;
 *) echo "unknown PHASE=$PHASE (stage, install, tests, bench-clock, bench-concurrency, bench-workers," \
-     "bench-latency, bench-latency-semantic, bench-cascade, bench-cascade-batch, collect)"; exit 2 ;;
+     "bench-latency, bench-latency-semantic, bench-judge, bench-cascade, bench-cascade-batch, collect)"; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from model.common.errors import ParleyError
 from voice.cli.bench_tts import register_tts
+from voice.cli.bench_turns import register_turns
 
 
 def _split(value: str | list[str] | None) -> list[str]:
@@ -59,6 +60,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     _register_components(bench_sub)
     _register_model(bench_sub)
     register_tts(bench_sub)
+    register_turns(bench_sub)
     _register_webrtc(bench_sub)
     _register_codec(bench_sub)
     _register_distill(bench_sub)
@@ -200,18 +202,6 @@ def _register_model(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.set_defaults(func=facts_cmd)
-    p = bench_sub.add_parser("eot", help="end of turn: short pause + SmolLM2 scores (end-token mass, the "
-                             "learned head), Smart Turn on the audio, vs VAD timeout, false cut-ins and delay on a labeled spoken set")
-    p.add_argument("--pause-ms", type=float, default=200.0)
-    p.add_argument("--stop-ms", type=float, default=544.0, help="fallback VAD timeout")
-    p.add_argument("--voices", default=None, help="comma-separated TTS voices (default: joe + 4 flite voices)")
-    p.add_argument("--out", default=None, help="JSON report")
-    p.add_argument("--plot", default=None, help="PNG of the trade-off")
-    p.add_argument("--rows-from", default=None, help="reuse the scored utterances of an earlier --out report")
-    p.add_argument("--asr-at-pause", action="store_true",
-                   help="time the decision as ASR started at the pause (default: at the silence onset, as the server)")
-    p.add_argument("--head", default=None, help="end-of-turn head folder (default: weights/eou/)")
-    p.set_defaults(func=eot_cmd)
     p = bench_sub.add_parser("asr", help="cascade ASR: short window vs the 30 s window, speed and WER on 50 clips")
     p.add_argument("--repeats", type=int, default=1, help="passes over the clips (timing)")
     p.add_argument("--out", default=None, help="write the JSON report here")
@@ -268,23 +258,6 @@ def echo_cmd(args: argparse.Namespace) -> int:
     from voice.bench.echo import run_echo_bench  # noqa: PLC0415
 
     run_echo_bench(args.out)
-    return 0
-
-
-def eot_cmd(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    from voice.bench.eot import EotConfig, format_report, run_eot  # noqa: PLC0415
-    from voice.bench.facts import USER_VOICES  # noqa: PLC0415
-
-    voices = tuple(_split(args.voices)) if args.voices else USER_VOICES
-    rows = None
-    if args.rows_from:
-        with open(args.rows_from) as f:
-            rows = json.load(f)["rows"]
-    report = run_eot(EotConfig(voices=voices, pause_ms=args.pause_ms, stop_ms=args.stop_ms, head_dir=args.head,
-                               early_asr=not args.asr_at_pause, out_json=args.out, out_png=args.plot), rows)
-    print(format_report(report))
     return 0
 
 
