@@ -53,10 +53,15 @@ def end_features(llm, text: str, context: str | None = None) -> tuple[np.ndarray
     words = normalize(text)
     if not words:
         return None
+    from model.components.eou_graph import graphed_hidden  # noqa: PLC0415
+
     ids = llm.tokenizer.encode(prompt_text(words, context))
     model, device = _model(llm)
+    run = graphed_hidden(llm)  # CUDA: a graph per length bucket (36 -> a few ms on an H200)
     with torch.inference_mode():
-        h = model(torch.tensor([ids], device=device), return_hidden=True, last_only=True)[0]  # (1, dim)
+        g = run(ids) if run is not None else None
+        h = g[None] if g is not None else model(torch.tensor([ids], device=device), return_hidden=True,
+                                                 last_only=True)[0]  # (1, dim)
         logits = model.output(h).float().cpu().numpy()  # (1, vocab)
     return h[0].float().cpu().numpy(), float(_log_mass(logits, end_ids(llm.tokenizer))[0])
 

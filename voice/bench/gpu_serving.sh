@@ -15,7 +15,7 @@
 #   PHASE=bench-latency-semantic  the same with --semantic-turns (Whisper + the end-of-turn head end
 #                            turns at a pause; installs the serve-cascade kit for Whisper)
 #   PHASE=bench-judge        the end-of-turn judge alone on the GPU (bench judge: Whisper torch + the head),
-#                            idle and beside 2 busy Python threads (~2 min; judge_gpu*.json)
+#                            one at a time and 8 at once (~2 min; judge_gpu.json)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
 #                            cross-session batching is on by default on cuda)
@@ -121,7 +121,7 @@ case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
 tests) busy && exit 2; cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
-    tests/test_s2s_clock.py tests/test_llm_batch.py 2>&1 | tail -15 ;;
+    tests/test_s2s_clock.py tests/test_llm_batch.py tests/test_eou_graph.py 2>&1 | tail -15 ;;
 bench-clock)  # + the codec alone (issue 10's GPU target: one frame for 64 sessions <= 5 ms, fp32 and bf16)
   (cd $P && timeout 120 $V bench codec --device $DEV --batch 64 2>&1 | tail -12 | tee $OUT/codec_gpu.txt)
   job clock_gpu $V bench clock --device $DEV --weights $WEIGHTS --codec weights/codec --batch $BATCH \
@@ -144,8 +144,8 @@ bench-latency-semantic)
     --server-arg=--semantic-turns --server-arg=--asr-backend=torch ;;
 bench-judge)
   install_cascade; busy && exit 2
-  for L in 0 2; do (cd $P && timeout 250 $V bench judge --device $DEV --asr-backend torch --load $L \
-    --audio $KS/questions --out $W/judge_gpu_load$L.json 2>&1 | tail -9); done ;;
+  (cd $P && timeout 250 $V bench judge --device $DEV --asr-backend torch --reps 3 --concurrent 8 \
+    --audio $KS/questions --out $W/judge_gpu.json 2>&1 | tail -9) ;;
 bench-cascade)
   install_cascade
   CA="--server-arg=--asr-backend=torch $GPU"

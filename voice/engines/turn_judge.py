@@ -89,6 +89,10 @@ class TurnJudge:
         """Transcriptions and scores of a few lengths, on the threads the turns will use, so the first turns do
         not pay for the first calls (2026-12-02, this CPU: the first judgement took 767 ms, the next ones ~250;
         H200 run 3: with one call on the main thread, Whisper 198-229 ms on the first two turns, ~100 after)."""
+        from model.components.eou_graph import graphed_hidden  # noqa: PLC0415
+
+        if (run := graphed_hidden(self.llm)) is not None:  # CUDA graphs of the head's forward, captured now
+            self.pool.submit(run.prepare).result()
         rng = np.random.default_rng(0)
         for seconds, text in ((0.5, "hello there"), (3.0, "can you tell me a short story about a cat")):
             noise = (0.01 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
