@@ -101,6 +101,13 @@ def split_long(audio: np.ndarray, sr: int = SPEECH_SR) -> list[np.ndarray]:
     return out
 
 
+@dataclass
+class _Result:  # the fields of whisper.DecodingResult that _decode reads
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
 class WhisperASR:
     """openai-whisper `Whisper` module + greedy English decoding. `.model` is the nn.Module."""
 
@@ -113,6 +120,23 @@ class WhisperASR:
         # whisper.decode keeps its KV cache in forward hooks installed on the shared module:
         # two decodes at once would write into each other's caches, so they take turns.
         self._lock = threading.Lock()
+        # greedy decoding with a static cache (model/components/whisper_graph.py; CUDA graphs on a GPU):
+        # None = on CUDA only, True / False = always / never
+        self.static: bool | None = None
+        self._static = None
+
+    def prepare(self) -> None:
+        """Capture the graphed decoder's CUDA graphs now (on a GPU; before other threads use it)."""
+        if self.fp16 and self.static is not False:
+            import whisper  # noqa: PLC0415
+
+            from model.components.whisper_graph import StaticGreedy  # noqa: PLC0415
+
+            opts = whisper.DecodingOptions(language=self.options.language, without_timestamps=True, fp16=True,
+                                           sample_len=self.options.max_tokens)
+            with self._lock:
+                self._static = self._static or StaticGreedy(self.model, opts)
+            self._static.prepare()
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -188,7 +212,14 @@ class WhisperASR:
             sample_len=self.options.max_tokens,
         )
         with self._lock, torch.inference_mode():
-            results = whisper.decode(self.model, mel, opts)
+            if self.static or (self.static is None and self.fp16):  # CUDA: the graphed decoder
+                if self._static is None:
+                    from model.components.whisper_graph import StaticGreedy  # noqa: PLC0415
+
+                    self._static = StaticGreedy(self.model, opts)
+                results = [_Result(*r) for r in self._static.decode(mel)]
+            else:
+                results = whisper.decode(self.model, mel, opts)
         o = self.options
         it = iter(results)
         out = []

@@ -93,6 +93,8 @@ class TurnJudge:
 
         if (run := graphed_hidden(self.llm)) is not None:  # CUDA graphs of the head's forward, captured now
             self.pool.submit(run.prepare).result()
+        if hasattr(self.asr, "prepare"):  # and of Whisper's decoder steps (torch Whisper on a GPU)
+            self.asr.prepare()
         rng = np.random.default_rng(0)
         for seconds, text in ((0.5, "hello there"), (3.0, "can you tell me a short story about a cat")):
             noise = (0.01 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
