@@ -10,12 +10,17 @@ import torch
 
 
 def _clips() -> list[np.ndarray]:
+    """The bench's spoken questions (flite here; on the GPU host, where flite is missing, the kit's FLACs in
+    $PARLEY_QUESTIONS) and their first halves, and a clip of faint noise."""
+    import os
+
     import soxr
 
-    from voice.bench.utterances import default_utterances
+    from voice.bench.utterances import default_utterances, load_utterances
 
+    folder = os.environ.get("PARLEY_QUESTIONS")
     out = []
-    for u in default_utterances():
+    for u in load_utterances(folder) if folder else default_utterances():
         x = soxr.resample(u.audio[u.bounds.start: u.bounds.end], 48000, 16000).astype(np.float32)
         out += [x, x[: len(x) // 2]]
     return out + [np.zeros(16000, np.float32) + 1e-3 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)]

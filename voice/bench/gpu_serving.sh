@@ -120,7 +120,7 @@ stage
 case "${PHASE:-stage}" in
 stage) host ;;
 install) host; install_serve ;;
-tests) busy && exit 2; cd $P && timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
+tests) busy && exit 2; cd $P && PARLEY_QUESTIONS=$KS/questions timeout 500 python3 -m pytest -q -m gpu tests/test_llama_model.py tests/test_s2s_model.py \
     tests/test_s2s_clock.py tests/test_llm_batch.py tests/test_eou_graph.py tests/test_whisper_graph.py 2>&1 | tail -15 ;;
 bench-clock)  # + the codec alone (issue 10's GPU target: one frame for 64 sessions <= 5 ms, fp32 and bf16)
   (cd $P && timeout 120 $V bench codec --device $DEV --batch 64 2>&1 | tail -12 | tee $OUT/codec_gpu.txt)
