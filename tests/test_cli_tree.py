@@ -11,7 +11,7 @@ from voice.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {"bench", "say", "transcribe", "serve", "talk", "codec", "distill", "eou"}
-BENCH_AREAS = {"components", "model", "clock", "llm", "asr", "facts", "eot", "judge", "echo", "latency", "concurrency",
+BENCH_AREAS = {"components", "model", "clock", "llm", "asr", "facts", "eot", "eot-pauses", "judge", "echo", "latency", "concurrency",
                "codec", "distill", "tts"}
 
 

@@ -19,6 +19,11 @@ def register_turns(bench_sub: argparse._SubParsersAction) -> None:
                    help="time the decision as ASR started at the pause (default: at the silence onset, as the server)")
     p.add_argument("--head", default=None, help="end-of-turn head folder (default: weights/eou/)")
     p.set_defaults(func=eot_cmd)
+    p = bench_sub.add_parser("eot-pauses", help="recorded speech: how many turns a shorter pause (--pause-ms) would "
+                             "cut at an inner pause, and how many it ends at the pause")
+    p.add_argument("--prompts", type=int, default=120, help="how many recorded prompts (sorted names)")
+    p.add_argument("--out", default=None, help="JSON report")
+    p.set_defaults(func=eot_pauses_cmd)
     p = bench_sub.add_parser("judge", help="the end-of-turn judge alone (Whisper, the head, Smart Turn): time "
                              "per stage, one at a time and concurrent, optionally beside busy Python threads")
     p.add_argument("--device", default="cpu")
@@ -60,4 +65,11 @@ def judge_cmd(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rep, f, indent=1)
+    return 0
+
+
+def eot_pauses_cmd(args: argparse.Namespace) -> int:
+    from voice.bench.eot_pauses import EotPausesConfig, format_pauses_report, run_eot_pauses  # noqa: PLC0415
+
+    print(format_pauses_report(run_eot_pauses(EotPausesConfig(n_prompts=args.prompts, out_json=args.out))))
     return 0
