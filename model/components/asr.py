@@ -134,9 +134,13 @@ class WhisperASR:
 
             opts = whisper.DecodingOptions(language=self.options.language, without_timestamps=True, fp16=True,
                                            sample_len=self.options.max_tokens)
-            with self._lock:
-                self._static = self._static or StaticGreedy(self.model, opts)
-            self._static.prepare()
+            try:
+                with self._lock:
+                    self._static = self._static or StaticGreedy(self.model, opts)
+                self._static.prepare()
+            except Exception:  # noqa: BLE001 - slower, not broken: whisper.decode as before
+                log.exception("Whisper's graphed decoder failed to capture; decoding eagerly")
+                self.static, self._static = False, None
 
     # ----------------------------------------------------------------- loading
     @classmethod

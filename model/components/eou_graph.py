@@ -72,6 +72,8 @@ def graphed_hidden(llm) -> GraphedHidden | None:  # noqa: ANN001 - LocalChatLLM
     if next(model.parameters()).device.type != "cuda":
         return None
     run = getattr(llm, "_eou_graphs", None)
+    if run is False:  # its capture failed once: eager
+        return None
     if run is None:
         run = GraphedHidden(model)
         llm._eou_graphs = run
