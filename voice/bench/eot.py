@@ -192,7 +192,7 @@ def plot(curves: dict[str, list[dict]], vad: list[dict], cfg: EotConfig, path: s
     ax.axvline(5, color="red", ls=":", label="5 % false cut-ins")
     ax.set_xlabel("false cut-ins (% of utterances with a 300-700 ms mid-sentence pause)")
     ax.set_ylabel("mean end-of-turn delay, complete utterances (ms)")
-    ax.set_title("End of turn: threshold trade-off, same rows for both scores (labels = threshold)", fontsize=9)
+    ax.set_title("End of turn: threshold trade-off, the same rows for every score (labels = threshold)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
