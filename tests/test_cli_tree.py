@@ -49,3 +49,15 @@ def test_serve_max_sessions_default_and_direct_dtype() -> None:
     cfg = _engine_config(args)
     assert cfg.dtype == "float32" and cfg.max_sessions == 2
     assert _engine_config(parser.parse_args(["serve", "--engine", "direct"])).dtype == "bfloat16"
+
+
+def test_direct_semantic_turns_get_the_short_pause() -> None:
+    from voice.cli.main import build_parser
+    from voice.cli.server import DIRECT_SEMANTIC_PAUSE_MS, _turn_config
+
+    def pause(*argv: str) -> float:
+        return _turn_config(build_parser().parse_args(["serve", *argv])).pause_ms
+
+    assert pause("--engine", "direct", "--semantic-turns") == DIRECT_SEMANTIC_PAUSE_MS == 96.0
+    assert pause("--engine", "direct", "--semantic-turns", "--pause-ms", "192") == 192.0
+    assert pause("--engine", "cascade") == pause("--engine", "direct") == 192.0

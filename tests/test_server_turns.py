@@ -304,16 +304,6 @@ def test_pause_event_once_per_pause_and_force_end() -> None:
 
 
 
-def test_a_one_chunk_pause_comes_with_the_first_silent_chunk() -> None:
-    """`--pause-ms 32`: the turn may end as soon as the end-of-turn score says so (TurnPause with STOPPING)."""
-    from voice.server.turns import TurnPause, VadChange
-
-    for pause_ms, at in ((32.0, 20), (64.0, 21)):
-        evs = run(TurnDetector(TurnConfig(pause_ms=pause_ms, stop_ms=800.0)), [0.9] * 20 + [0.05] * 5)
-        assert [i for i, _ in of(evs, TurnPause)] == [at], pause_ms
-        stopping = [i for i, e in evs if isinstance(e, VadChange) and e.state is TurnPhase.STOPPING]
-        assert stopping == [20]  # the speculative reply starts here, before its pause
-
 
 def test_echo_bench_wrong_hints_do_not_interrupt_and_right_ones_help() -> None:
     """`parley bench echo` cases (offline: Silero, piper's reply, the session's hold simulated)."""
