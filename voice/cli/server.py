@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop-ms", type=float, help="silence that ends a turn (default 544)")
     g.add_argument("--pause-ms", type=float,
                    help="speculative engines (the cascade, direct --semantic-turns): silence after which the turn "
-                        "ends if the end-of-turn score says so, or once it does (default 192; 96 for direct --semantic-turns; 32: as soon as the score says so)")
+                        "ends if the end-of-turn score says so, or once it does (default 192; 96 for direct "
+                        "--semantic-turns; 32: as soon as the score says so)")
     g.add_argument("--no-echo-guard", action="store_true", help="disable the server-side echo guard")
     g.add_argument("--onset-hold-ms", type=float,
                    help="a sound during the agent's speech holds it until it goes quiet, at most this long unless "
