@@ -125,19 +125,26 @@ class WhisperASR:
         self.static: bool | None = None
         self._static = None
 
+    def _options(self):  # noqa: ANN202 - whisper.DecodingOptions: greedy English, no timestamps
+        import whisper  # noqa: PLC0415
+
+        return whisper.DecodingOptions(language=self.options.language, without_timestamps=True, fp16=self.fp16,
+                                       sample_len=self.options.max_tokens)
+
+    def _static_decoder(self):  # noqa: ANN202 - StaticGreedy, made on first use (call with the lock held)
+        if self._static is None:
+            from model.components.whisper_graph import StaticGreedy  # noqa: PLC0415
+
+            self._static = StaticGreedy(self.model, self._options())
+        return self._static
+
     def prepare(self) -> None:
         """Capture the graphed decoder's CUDA graphs now (on a GPU; before other threads use it)."""
         if self.fp16 and self.static is not False:
-            import whisper  # noqa: PLC0415
-
-            from model.components.whisper_graph import StaticGreedy  # noqa: PLC0415
-
-            opts = whisper.DecodingOptions(language=self.options.language, without_timestamps=True, fp16=True,
-                                           sample_len=self.options.max_tokens)
             try:
                 with self._lock:
-                    self._static = self._static or StaticGreedy(self.model, opts)
-                self._static.prepare()
+                    dec = self._static_decoder()
+                dec.prepare()
             except Exception:  # noqa: BLE001 - slower, not broken: whisper.decode as before
                 log.exception("Whisper's graphed decoder failed to capture; decoding eagerly")
                 self.static, self._static = False, None
@@ -209,21 +216,11 @@ class WhisperASR:
         if not keep:
             return ["" for _ in segs]
         mel = log_mel(keep, self.model.dims.n_mels, self.device)  # (B, 80, 3000)
-        opts = whisper.DecodingOptions(
-            language=self.options.language,
-            without_timestamps=True,
-            fp16=self.fp16,
-            sample_len=self.options.max_tokens,
-        )
         with self._lock, torch.inference_mode():
             if self.static or (self.static is None and self.fp16):  # CUDA: the graphed decoder
-                if self._static is None:
-                    from model.components.whisper_graph import StaticGreedy  # noqa: PLC0415
-
-                    self._static = StaticGreedy(self.model, opts)
-                results = [_Result(*r) for r in self._static.decode(mel)]
+                results = [_Result(*r) for r in self._static_decoder().decode(mel)]
             else:
-                results = whisper.decode(self.model, mel, opts)
+                results = whisper.decode(self.model, mel, self._options())
         o = self.options
         it = iter(results)
         out = []

@@ -12,7 +12,12 @@ real token is the unpadded forward's.
 
 from __future__ import annotations
 
+import logging
 import threading
+
+from model.common.cuda_graph import capture
+
+log = logging.getLogger(__name__)
 
 BUCKETS = (32, 64, 128)  # prompt lengths with a graph; longer prompts run eagerly
 
@@ -22,10 +27,16 @@ class GraphedHidden:
         self.model = model
         self.graphs: dict[int, tuple] = {}  # bucket -> (ids (1, L), hidden (1, L, dim), CUDAGraph)
         self.lock = threading.Lock()
+        self.failed = False  # a capture failed: the caller runs the eager forward
 
     def prepare(self) -> None:
-        for n in BUCKETS:
-            self._graph(n)
+        """Capture every bucket now; on failure (logged) `graphed_hidden` stops offering this runner."""
+        try:
+            for n in BUCKETS:
+                self._graph(n)
+        except Exception:  # noqa: BLE001 - slower, not broken: the eager forward as before
+            log.exception("the end-of-turn head's CUDA graphs failed to capture; running eagerly")
+            self.failed = True
 
     def _graph(self, n: int) -> tuple:
         import torch  # noqa: PLC0415
@@ -35,16 +46,7 @@ class GraphedHidden:
         dev = next(self.model.parameters()).device
         ids = torch.zeros(1, n, dtype=torch.long, device=dev)
         with torch.inference_mode():
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):  # warm-up outside the capture (lazy init, kernel selection)
-                for _ in range(2):
-                    self.model(ids, return_hidden=True)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: another thread's CUDA work (a frame clock) does not break this capture
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                hidden = self.model(ids, return_hidden=True)  # (1, n, dim)
+            graph, hidden = capture(lambda: self.model(ids, return_hidden=True), dev)  # (1, n, dim)
         self.graphs[n] = (ids, hidden, graph)
         return self.graphs[n]
 
@@ -72,9 +74,7 @@ def graphed_hidden(llm) -> GraphedHidden | None:  # noqa: ANN001 - LocalChatLLM
     if next(model.parameters()).device.type != "cuda":
         return None
     run = getattr(llm, "_eou_graphs", None)
-    if run is False:  # its capture failed once: eager
-        return None
     if run is None:
         run = GraphedHidden(model)
         llm._eou_graphs = run
-    return run
+    return None if run.failed else run

@@ -19,6 +19,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from model.common.cuda_graph import capture
+
 BATCHES = (1, 2, 4, 8, 16)  # batch sizes with a graph (a batch is padded up to one of them)
 
 
@@ -95,15 +97,7 @@ class StaticGreedy:
         if not self.graphs_on:
             s["run"] = lambda: self._step(s)
         else:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._step(s)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self._step(s)
+            graph, out = capture(lambda: self._step(s), self.device)
             s["run"] = lambda: (graph.replay(), out)[1]
         self.buffers[b] = s
         return s["run"]

@@ -25,11 +25,9 @@ cascade's); the head's scores run one by one on the judge's thread (~5 ms each o
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +91,7 @@ class TurnJudge:
         from model.components.eou_graph import graphed_hidden  # noqa: PLC0415
 
         if (run := graphed_hidden(self.llm)) is not None:  # CUDA graphs of the head's forward, captured now
-            try:
-                self.pool.submit(run.prepare).result()
-            except Exception:  # noqa: BLE001 - slower, not broken: the eager forward as before
-                logging.getLogger(__name__).exception("the head's CUDA graphs failed to capture; running eagerly")
-                self.llm._eou_graphs = False
+            self.pool.submit(run.prepare).result()
         if hasattr(self.asr, "prepare"):  # and of Whisper's decoder steps (torch Whisper on a GPU)
             self.asr.prepare()
         rng = np.random.default_rng(0)
