@@ -31,19 +31,23 @@ def test_features_are_pipecats_own() -> None:
 
 @pytest.mark.slow
 def test_finished_sentences_score_as_finished_and_batches_equal_single_clips() -> None:
+    from piper import SynthesisConfig
+
     from model.audio import resample
     from model.components.tts import load_voice
 
     st = SmartTurn.load()
     v = load_voice("joe")
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # the same audio every run (piper samples noise)
     clips = []
     for text in ("Can you tell me a short story about a cat?", "What should I cook for dinner tonight?",
                  "How far away is the moon?"):
-        a = resample(v.synthesize(text), v.sample_rate, 16000).astype(np.float32)
+        a = np.concatenate([c.audio_float_array for c in v.voice.synthesize(text, syn_config=quiet)])
+        a = resample(a.astype(np.float32), v.sample_rate, 16000).astype(np.float32)
         a = a[: np.nonzero(np.abs(a) > 0.01)[0][-1] + 1]  # to the last sound, then 300 ms of silence
         clips.append(np.concatenate([a, np.zeros(4800, np.float32)]))
     ps = st.prob_batch(clips)
-    assert (ps >= 0.9).all(), ps  # 2026-12-03: 0.979, 0.984, 0.966
+    assert (ps >= 0.9).all(), ps  # 2026-12-03: 0.923, 0.985, 0.950 (with piper's noise one run gave 0.64)
     np.testing.assert_allclose(ps, [st.prob(c) for c in clips], atol=1e-4)
 
 
