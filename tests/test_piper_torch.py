@@ -160,3 +160,30 @@ def test_bench_tts_prints_the_table(capsys) -> None:
     out = capsys.readouterr().out
     rows = [r for r in out.splitlines() if r.startswith("| onnxruntime") or r.startswith("| torch cpu")]
     assert len(rows) == 3 and all(r.rstrip(" |").endswith("| 0 (<= 0 ms)") for r in rows[1:])  # no length moved
+
+
+def test_the_cascade_voice_in_torch_streams_the_same_clauses() -> None:
+    """`load_voice("joe", device=...)` (the cascade's TTS on a GPU): the same clauses, pauses and sample
+    rate as the onnxruntime voice; with noise 0 the same audio."""
+    from piper import SynthesisConfig
+
+    from model.components.tts import PiperTTS, TorchPiperTTS, load_voice, split_clauses
+    from voice.engines.cascade import CascadeConfig
+
+    voice = load_voice("joe", device="cpu")
+    assert isinstance(voice, TorchPiperTTS) and isinstance(load_voice("joe"), PiperTTS)
+    assert voice.sample_rate == onnx_joe().config.sample_rate == 22050
+    text = "Yes, I can. " + TEXTS[1]
+    parts = list(voice.stream(text))
+    assert len(parts) == len(split_clauses(text)) == 2  # a clause per piece, as every voice streams
+    ours = voice.piper.synthesize_batch([TEXTS[1]], SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))[0][0]
+    ref = next(iter(onnx_joe().synthesize(TEXTS[1], SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))))
+    assert len(ours.audio_float_array) == len(ref.audio_float_array)
+    assert np.abs(ours.audio_float_array - ref.audio_float_array).max() < 1e-2  # both normalized to peak 1
+    rms = float(np.sqrt(np.mean(np.concatenate(parts) ** 2)))
+    assert 0.05 < rms < 0.5, rms  # speech, not silence or clipping
+    assert CascadeConfig().tts_device is None and CascadeConfig(device="cuda").tts_device == "cuda"
+    assert CascadeConfig(device="cuda", tts_backend="onnx").tts_device is None
+    assert CascadeConfig(tts_backend="torch").tts_device == "cpu"
+    with pytest.raises(ParleyError, match="tts_backend"):
+        _ = CascadeConfig(tts_backend="gpu").tts_device

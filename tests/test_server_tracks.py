@@ -69,7 +69,8 @@ def test_track_sends_opus_packets_on_the_rtp_clock() -> None:
 
 def test_agent_track_counts_gaps_only_while_a_reply_streams() -> None:
     """A frame the queue cannot fill while the session marks the turn as streaming is a gap (the engine
-    fell behind real time); not after the reply ended, not after a barge-in's flush."""
+    fell behind real time) once more of the reply follows; not the silence after its last piece while
+    the engine finishes, not after the reply ended, not after a barge-in's flush."""
 
     async def main() -> None:
         tr = AgentTrack()
@@ -77,16 +78,20 @@ def test_agent_track_counts_gaps_only_while_a_reply_streams() -> None:
         tr.enqueue(2, np.full(WEBRTC_FRAME * 3 // 2, 0.5, np.float32))  # 1.5 frames of speech
         for _ in range(3):  # full, half (gap), empty (gap)
             await tr.recv()
-        assert tr.starved == {2: 2}
+        assert tr.starved == {}  # not yet: this may have been the reply's end
         tr.enqueue(2, np.full(WEBRTC_FRAME, 0.5, np.float32))  # the engine caught up
-        await tr.recv()
         assert tr.starved == {2: 2}
+        for _ in range(4):  # the piece, then silence while the engine finishes (no more audio)
+            await tr.recv()
         tr.streaming = None  # the reply's generator ended: the silence after it is no gap
         await tr.recv()
+        assert tr.gap_frames(2) == 2 and tr.gap_frames(2) == 0
         tr.streaming = 3
-        tr.flush()  # barge-in
         await tr.recv()
-        assert tr.starved == {2: 2} and tr.streaming is None
+        tr.flush()  # barge-in
+        tr.enqueue(3, np.full(WEBRTC_FRAME, 0.5, np.float32))
+        await tr.recv()
+        assert tr.gap_frames(3) == 0 and tr.streaming is None
         tr.stop()
 
     asyncio.run(main())

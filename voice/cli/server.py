@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
     c.add_argument("--llm-model", default=unset, help="model name for an OpenAI-compatible URL")
     c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
+    c.add_argument("--tts-backend", default=unset, choices=["auto", "onnx", "torch"],
+                   help="piper voices: onnx (onnxruntime on the CPU) or torch (on --device); auto (default): "
+                        "torch on a GPU, onnx otherwise")
     c.add_argument("--max-new-tokens", type=int, default=unset)
     c.add_argument("--system", default=unset, help="system prompt")
     c.add_argument("--batch", action=argparse.BooleanOptionalAction, default=unset,
@@ -124,8 +127,8 @@ def _turn_config(args: argparse.Namespace):  # noqa: ANN202
 
 
 _ENGINE_OPTIONS = {  # engine -> its config's fields that `parley serve` options set
-    "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "max_new_tokens", "system",
-                "device", "batch"),
+    "cascade": ("asr", "asr_backend", "asr_full_window", "llm", "llm_model", "voice", "tts_backend", "max_new_tokens",
+                "system", "device", "batch"),
     "tone": ("delay_ms", "reply_s", "reply_wav"),
     "direct": ("weights", "codec", "device", "max_sessions", "dtype", "cpu_step", "semantic_turns", "asr_backend",
                "turn_rule"),

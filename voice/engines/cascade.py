@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.common.audio_constants import SPEECH_SR
+from model.common.errors import ParleyError
 from voice.engines.batching import ASRBatcher, LLMBatcher, ReplyOptions
 from voice.engines.clauses import FIRST_MAX_WORDS, MAX_WORDS, SECOND_MAX_WORDS, take_clauses, trim_silence
 from voice.engines.speakable import speakable
@@ -63,6 +64,7 @@ class CascadeConfig:
     llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
+    tts_backend: str = "auto"  # piper: "onnx" (onnxruntime, CPU), "torch" (on `device`); auto: torch on a GPU
     device: str = "cpu"
     system: str | None = None  # system prompt (default: model.components.llm.SPOKEN_SYSTEM_PROMPT)
     max_new_tokens: int = 48  # a spoken reply is short
@@ -81,6 +83,14 @@ class CascadeConfig:
     def batching(self) -> bool:
         """Cross-session batching on? (2 CPU cores gain nothing from it: measured in README.md)"""
         return str(self.device).startswith("cuda") if self.batch is None else self.batch
+
+    @property
+    def tts_device(self) -> str | None:
+        """Where a piper voice runs in torch (None: onnxruntime on the CPU)."""
+        if self.tts_backend not in ("auto", "onnx", "torch"):
+            raise ParleyError(f"tts_backend must be auto, onnx or torch, not {self.tts_backend!r}")
+        on_gpu = not str(self.device).startswith("cpu")
+        return self.device if self.tts_backend == "torch" or (self.tts_backend == "auto" and on_gpu) else None
 
 
 class CascadeEngine(Engine):
@@ -106,7 +116,7 @@ class CascadeEngine(Engine):
         if tts is None:
             from model.components.tts import load_voice  # noqa: PLC0415
 
-            tts = load_voice(cfg.voice)
+            tts = load_voice(cfg.voice, device=cfg.tts_device)
         self.asr, self.llm, self.tts = asr, llm, tts
         self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="parley-model")
         # one lock per model: sessions take turns on each model, stages of different sessions overlap

@@ -359,7 +359,7 @@ class Session:
         segs = self._segments.pop(turn, [])
         text = played_text(segs)
         played_ms = round(1000 * sum(s.sent for s in segs) / WEBRTC_SR)
-        gap_ms = round(1000 * WEBRTC_FRAME_S * self.out.starved.pop(turn, 0))
+        gap_ms = round(1000 * WEBRTC_FRAME_S * self.out.gap_frames(turn))
         self.engine_session.commit(turn, text, interrupted)
         self.send(ev.AGENT_DONE, turn=turn, text=text, interrupted=interrupted, played_ms=played_ms, gap_ms=gap_ms)
 

@@ -9,7 +9,9 @@ frame returned by the next `recv()` is silent, so barge-in stops the agent withi
 `pause()` / `resume()` hold the queue (silent frames, nothing consumed) while the VAD decides
 whether a sound during the agent's speech is an interruption. While the session marks a turn's
 reply as `streaming` (its engine still generating), a frame the queue cannot fill is a gap the user
-hears (the engine fell behind real time): `starved[turn]` counts them.
+hears (the engine fell behind real time) once more audio of that reply follows: `starved[turn]`
+counts them. Silence after a reply's last piece, while its engine finishes (the LLM's last tokens,
+its end-of-turn score), is not heard as a gap and is not counted.
 Samples are taken from the queue only when a frame is returned (after the pacing sleep).
 `recv()` hands aiortc an Opus packet (mono, encoded here, in the event loop: aiortc would encode
 a stereo upmix in its thread pool, and the hop costs more than the encode); `next_samples()` is
@@ -66,12 +68,15 @@ class AgentTrack(MediaStreamTrack):
         self.underruns = 0  # frames returned more than one frame late
         self.streaming: int | None = None  # the turn whose reply the engine is generating (set by the session)
         self.starved: dict[int, int] = {}  # turn -> frames the queue could not fill while it streamed
+        self._unfilled: dict[int, int] = {}  # turn -> such frames since its last piece (gaps if more follows)
         self._opus: CodecContext | None = None
 
     # -- control (event loop thread) ---------------------------------------------------------
     def enqueue(self, turn: int, audio: np.ndarray, text: str = "") -> Segment:
         seg = Segment(turn, text, np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
         if len(seg.audio):
+            if turn in self._unfilled:  # more of this reply: the silence before it was a gap
+                self.starved[turn] = self.starved.get(turn, 0) + self._unfilled.pop(turn)
             self._queue.append(seg)
             self.idle.clear()
         return seg
@@ -82,6 +87,7 @@ class AgentTrack(MediaStreamTrack):
         self._queue.clear()
         self.idle.set()
         self.streaming = None  # a barge-in's silence is no gap
+        self._unfilled.clear()
         return dropped
 
     def pause(self) -> None:
@@ -94,6 +100,11 @@ class AgentTrack(MediaStreamTrack):
     @property
     def busy(self) -> bool:
         return bool(self._queue)
+
+    def gap_frames(self, turn: int) -> int:
+        """Frames of silence heard inside `turn`'s reply (forgets the turn)."""
+        self._unfilled.pop(turn, None)
+        return self.starved.pop(turn, 0)
 
     def queued_turns(self) -> set[int]:
         return {s.turn for s in self._queue}
@@ -111,7 +122,7 @@ class AgentTrack(MediaStreamTrack):
             if seg.done:
                 self._queue.popleft()
         if i < WEBRTC_FRAME and self.streaming is not None:
-            self.starved[self.streaming] = self.starved.get(self.streaming, 0) + 1
+            self._unfilled[self.streaming] = self._unfilled.get(self.streaming, 0) + 1
         if not self._queue:
             self.idle.set()
         return out
