@@ -16,9 +16,10 @@
 #                            turns at a pause; installs the serve-cascade kit for Whisper)
 #   PHASE=bench-judge        the end-of-turn judge alone on the GPU (bench judge: Whisper torch + the head),
 #                            one at a time and 8 at once (~2 min; judge_gpu.json)
-#   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max 16) of
+#   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max $CMAX) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
-#                            cross-session batching is on by default on cuda)
+#                            cross-session batching and piper in torch are on by default on cuda;
+#                            CARGS=--server-arg=--tts-backend=onnx SFX=_onnx: piper on the CPU beside it)
 #   PHASE=bench-cascade-batch  K = $CBATCH (1,4,16,64) concurrent cascade requests (ASR + LLM, no
 #                            WebRTC), one by one vs batched across sessions, in one run (~2 min)
 #   PHASE=collect            every report (JSON) and a tarball of the logs into $OUT (<= 8 files)
@@ -29,16 +30,16 @@
 # A finished job is never rerun (remove /root/serve/NAME.rc to repeat it); one job at a time.
 # Knobs (environment): MAX (128; or steps: 64,96,128), CMAX (16, cascade), CBATCH (1,4,16,64), TURNS (10), BATCH (1,8,64,128,256), TICKS (200),
 # WORKERS (8), DEV (cuda), WEIGHTS (random: the clock and concurrency), LWEIGHTS (weights/s2s: the
-# direct latency), CPROCS (client processes, 0: half the cores), LARGS (more arguments for the latency
-# benches, e.g. --server-arg=--workers=1) and SFX (their reports' suffix: lat_direct_sem$SFX.json, so a
-# variant runs beside the default); the folders W, P, SITE, KS, KC (the
+# direct latency), CPROCS (client processes, 0: half the cores), LARGS / CARGS (more arguments for the
+# direct latency / the cascade benches, e.g. --server-arg=--workers=1) and SFX (their reports' suffix:
+# lat_direct_sem$SFX.json, lat_cascade$SFX.json, so a variant runs beside the default); the folders W, P, SITE, KS, KC (the
 # README's CPU check sets them). Each bench keeps its local server's log as NAME.server.log.
 set -u -o pipefail
 REPO=$(pwd) W=${W:-/root/serve} P=${P:-/root/parley} SITE=${SITE:-/tmp/site}
 KS=${KS:-/root/kit-serve} KC=${KC:-/root/kit-serve-cascade}
 OUT=${OUT:-$W/out} MAX=${MAX:-128} TURNS=${TURNS:-10} BATCH=${BATCH:-1,8,64,128,256} TICKS=${TICKS:-200}
 DEV=${DEV:-cuda} WEIGHTS=${WEIGHTS:-random} CMAX=${CMAX:-16} WORKERS=${WORKERS:-8} CBATCH=${CBATCH:-1,4,16,64}
-LWEIGHTS=${LWEIGHTS:-weights/s2s} CPROCS=${CPROCS:-0} LARGS=${LARGS:-} SFX=${SFX:-}
+LWEIGHTS=${LWEIGHTS:-weights/s2s} CPROCS=${CPROCS:-0} LARGS=${LARGS:-} CARGS=${CARGS:-} SFX=${SFX:-}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$P
 DEADLINE=$((SECONDS + ${WAIT:-540}))
 mkdir -p $W $OUT $KS $KC
@@ -148,11 +149,11 @@ bench-judge)
     --audio $KS/questions --out $W/judge_gpu.json 2>&1 | tail -9) ;;
 bench-cascade)
   install_cascade
-  CA="--server-arg=--asr-backend=torch $GPU"
-  job lat_cascade $V bench latency --engine cascade --turns $TURNS --audio $KS/questions \
-    --server-log $W/lat_cascade.server.log --out $W/lat_cascade.json $CA \
-  && job conc_cascade $V bench concurrency --engine cascade --max $CMAX --turns 2 --audio $KS/questions \
-    --client-procs $CPROCS --server-log $W/conc_cascade.server.log --out $W/conc_cascade.json $CA ;;
+  CA="--server-arg=--asr-backend=torch $GPU $CARGS"
+  job lat_cascade$SFX $V bench latency --engine cascade --turns $TURNS --audio $KS/questions \
+    --server-log $W/lat_cascade$SFX.server.log --out $W/lat_cascade$SFX.json $CA \
+  && job conc_cascade$SFX $V bench concurrency --engine cascade --max $CMAX --turns 2 --audio $KS/questions \
+    --client-procs $CPROCS --server-log $W/conc_cascade$SFX.server.log --out $W/conc_cascade$SFX.json $CA ;;
 bench-cascade-batch)
   install_cascade
   job cascade_batch $V bench components --cascade-batch $CBATCH --device $DEV --asr-backend torch \
