@@ -138,6 +138,8 @@ class CascadeEngine(Engine):
     def warm_up(self) -> None:
         """First calls are slow (allocations, kernels): make them before the first user does."""
         noise = (0.01 * np.random.default_rng(0).standard_normal(SPEECH_SR)).astype(np.float32)
+        if hasattr(self.asr, "prepare"):  # torch Whisper on a GPU: its graphs at every batch size, now
+            self.asr.prepare()
         self.transcribe(noise)
         for _ in self.llm.stream_chat([{"role": "user", "content": "Hi"}], max_new_tokens=2):
             pass
