@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from model.common.audio_constants import WEBRTC_SR
 from model.common.errors import ParleyError
 from voice.client import signal as sig
 from voice.client.player import UtterancePlayer
@@ -124,8 +123,8 @@ class ClientPeer:
             await self.close()
             raise
         await asyncio.sleep(FLOOR_WINDOW_S)
-        x = self.recorder.audio[-int(FLOOR_WINDOW_S * WEBRTC_SR) :]
-        self.floor_db = sig.noise_floor_db(x, WEBRTC_SR)
+        db = self.recorder.levels_db[-int(FLOOR_WINDOW_S * 1000 / sig.HOP_MS) :]
+        self.floor_db = sig.floor_in_levels(db)
         self.threshold_db = sig.agent_threshold_db(self.floor_db)
 
     async def _negotiate(self, pc, RTCSessionDescription) -> None:  # noqa: ANN001, N803
@@ -192,25 +191,26 @@ class ClientPeer:
     def rel(self, t: float | None) -> float | None:
         return None if t is None else t - self.t0
 
+    # Polled every 10 ms by the benchmark: they read the recorder's precomputed hop levels, hops
+    # aligned to the stream start (the first hop at or after `t_from`, so < 5 ms late at most).
     def onset_after(self, t_from: float) -> float | None:
         """Playout time of the first confirmed agent audio after `t_from` (None: not yet)."""
         rec = self.recorder
-        i0 = rec.index_at(t_from)
-        i = sig.detect_onset(rec.audio[i0:], WEBRTC_SR, self.threshold_db)
-        return None if i is None else rec.sample_time(i0 + i)
+        i0, db = rec.levels_between(t_from)
+        h = sig.onset_in_levels(db, self.threshold_db)
+        return None if h is None else rec.sample_time(i0 + h * rec.hop)
 
     def offset_after(self, t_from: float, hold_ms: float = sig.HOLD_MS) -> float | None:
         """Playout time at which the agent falls silent (for `hold_ms`) after `t_from`."""
         rec = self.recorder
-        i0 = rec.index_at(t_from)
-        i = sig.detect_offset(rec.audio[i0:], WEBRTC_SR, self.threshold_db, hold_ms=hold_ms)
-        return None if i is None else rec.sample_time(i0 + i)
+        i0, db = rec.levels_between(t_from)
+        h = sig.offset_in_levels(db, self.threshold_db, hold_ms=hold_ms)
+        return None if h is None else rec.sample_time(i0 + h * rec.hop)
 
     def loud_between(self, t_from: float, t_to: float) -> bool:
-        rec = self.recorder
-        x = rec.audio[rec.index_at(t_from) : rec.index_at(t_to)]
-        db = sig.hop_levels_db(x, WEBRTC_SR)
-        return bool(len(db)) and bool((db > self.threshold_db).any())
+        """Whether a complete hop between the two playout times is above the agent threshold."""
+        _, db = self.recorder.levels_between(t_from, t_to)
+        return bool((db > self.threshold_db).any())
 
     def now_playing(self) -> float:
         """Playout time up to which audio has been received."""

@@ -20,6 +20,9 @@ Where the times come from (one clock: `time.monotonic()`):
   is an underrun and shifts the schedule by its lateness (as a real player would).
 
 Decoded frames are placed in a growing buffer by their pts, so lost packets leave zeros.
+The 5 ms hop levels (`signal.hop_levels_db`, hops aligned to the first received sample) are
+kept as frames arrive, so that onset / offset polls do not recompute them: a hop gets its level
+once all of its samples are in (frames only append, so a received sample never changes).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from model.common.audio_constants import WEBRTC_FRAME_S, WEBRTC_SR
+from voice.client import signal as sig
 
 
 PREFETCH = 4  # aiortc audio JitterBuffer(capacity=16, prefetch=4)
@@ -57,6 +61,9 @@ class Recorder:
         self._plays: list[float] = []  # frame play times, for bisect
         self._buf = np.zeros(WEBRTC_SR * 60, dtype=np.float32)
         self._len = 0
+        self.hop = sig.hop_size(WEBRTC_SR)  # samples per level hop (240)
+        self._db = np.zeros(len(self._buf) // self.hop, dtype=np.float64)  # hop levels, dBFS
+        self._nhops = 0  # hops complete and levelled
         self._pts0: int | None = None
         self._ts0: int | None = None
         self._arrivals: dict[int, float] = {}
@@ -136,12 +143,40 @@ class Recorder:
             self._buf = grow
         self._buf[start:end] = x
         self._len = max(self._len, end)
+        self._add_levels()
         rf = RecvFrame(start=start, n=len(x), arrival=arrival, play=play, matched=matched)
         self.frames.append(rf)
         self._starts.append(start)
         self._plays.append(play)
 
+    def _add_levels(self) -> None:
+        """Levels of the hops completed by the last frame (and of any gap before it)."""
+        h0, h1 = self._nhops, self._len // self.hop
+        if h1 <= h0:
+            return
+        if h1 > len(self._db):
+            grow = np.zeros(max(h1, 2 * len(self._db)), dtype=np.float64)
+            grow[:h0] = self._db[:h0]
+            self._db = grow
+        self._db[h0:h1] = sig.hop_levels_db(self._buf[h0 * self.hop : h1 * self.hop], WEBRTC_SR)
+        self._nhops = h1
+
     # -- queries -----------------------------------------------------------------------------
+    @property
+    def levels_db(self) -> np.ndarray:
+        """Levels (dBFS) of the complete hops received; hop h is samples [h * hop, (h + 1) * hop)."""
+        return self._db[: self._nhops]
+
+    def levels_between(self, t_from: float, t_to: float | None = None) -> tuple[int, np.ndarray]:
+        """Hop levels from the first hop at or after the sample playing at `t_from`.
+
+        Up to the last complete hop before the sample playing at `t_to` (None: all received).
+        Returns (first sample of the first hop, levels); a view, not a copy.
+        """
+        h0 = -(-self.index_at(t_from) // self.hop)  # ceil
+        h1 = self._nhops if t_to is None else min(self._nhops, self.index_at(t_to) // self.hop)
+        return h0 * self.hop, self._db[h0 : max(h0, h1)]
+
     @property
     def audio(self) -> np.ndarray:
         return self._buf[: self._len]

@@ -8,7 +8,9 @@ Two questions are answered here, on two different signals:
   (`detect_onset`, first level above the noise floor held for a confirmation window) and when
   does it fall silent (`detect_offset`, last loud hop before a silence of `hold_ms`)?
 
-Levels are RMS in dBFS over short hops (`HOP_MS`); positions are returned in samples.
+Levels are RMS in dBFS over short hops (`HOP_MS`); positions are returned in samples. The
+detectors work on hop levels (`onset_in_levels`, `offset_in_levels`, `floor_in_levels`, in hops),
+so that the client's `Recorder` can keep the levels as audio arrives instead of recomputing them.
 """
 
 from __future__ import annotations
@@ -83,16 +85,57 @@ def speech_bounds(x: np.ndarray, sr: int, hop_ms: float = 10.0) -> SpeechBounds:
     return SpeechBounds(start=kept[0][0] * hop, end=(kept[-1][1] + 1) * hop, threshold_db=thr)
 
 
-def noise_floor_db(x: np.ndarray, sr: int, hop_ms: float = HOP_MS) -> float:
-    """Noise floor of a received stretch: the 20th percentile of its hop levels."""
-    db = hop_levels_db(x, sr, hop_ms)
+def floor_in_levels(db: np.ndarray) -> float:
+    """Noise floor of hop levels (dBFS): their 20th percentile (`SILENCE_DB` when empty)."""
     if len(db) == 0:
         return SILENCE_DB
     return float(np.percentile(db, 20))
 
 
+def noise_floor_db(x: np.ndarray, sr: int, hop_ms: float = HOP_MS) -> float:
+    """Noise floor of a received stretch: the 20th percentile of its hop levels."""
+    return floor_in_levels(hop_levels_db(x, sr, hop_ms))
+
+
 def agent_threshold_db(floor_db: float) -> float:
     return max(floor_db + AGENT_FLOOR_MARGIN_DB, AGENT_MIN_DB)
+
+
+def onset_in_levels(
+    db: np.ndarray, threshold_db: float, confirm_ms: float = CONFIRM_MS, hop_ms: float = HOP_MS
+) -> int | None:
+    """First hop of `db` (hop levels, dBFS) that is loud and confirmed; None if there is none yet.
+
+    A hop is confirmed when at least `CONFIRM_FRACTION` of the `confirm_ms` of hops starting at
+    it are loud; hops in the last `confirm_ms` of `db` cannot be confirmed yet. Vectorized: the
+    loud count of every window comes from one cumulative sum.
+    """
+    k = max(1, int(round(confirm_ms / hop_ms)))
+    loud = np.asarray(db) > threshold_db  # (n,)
+    n = len(loud)
+    if n < k:
+        return None
+    c = np.concatenate(([0], np.cumsum(loud, dtype=np.int64)))  # (n + 1,)
+    count = c[k:] - c[: n - k + 1]  # loud hops in window [i, i + k), i = 0 .. n - k
+    ok = loud[: n - k + 1] & (count / k >= CONFIRM_FRACTION)
+    hits = np.flatnonzero(ok)
+    return int(hits[0]) if len(hits) else None
+
+
+def offset_in_levels(
+    db: np.ndarray, threshold_db: float, hold_ms: float = HOLD_MS, hop_ms: float = HOP_MS
+) -> int | None:
+    """One past the last loud hop of `db` before `hold_ms` of quiet hops; None if no such quiet yet.
+
+    0 when `db` starts with `hold_ms` of quiet. Vectorized: the last loud hop before every hop
+    is a running maximum.
+    """
+    k = max(1, int(round(hold_ms / hop_ms)))
+    loud = np.asarray(db) > threshold_db  # (n,)
+    idx = np.arange(len(loud))
+    last_loud = np.maximum.accumulate(np.where(loud, idx, -1))  # last loud hop at or before each
+    hits = np.flatnonzero(~loud & (idx - last_loud >= k))
+    return int(last_loud[hits[0]] + 1) if len(hits) else None
 
 
 def detect_onset(
@@ -108,17 +151,8 @@ def detect_onset(
     the following `confirm_ms` (this hop included) are loud too, so that codec clicks or a
     single noisy hop are ignored. Returns the first sample of that hop, or None.
     """
-    db = hop_levels_db(x, sr, hop_ms)
-    hop = hop_size(sr, hop_ms)
-    k = max(1, int(round(confirm_ms / hop_ms)))
-    loud = db > threshold_db
-    for i in np.flatnonzero(loud):
-        window = loud[i : i + k]
-        if len(window) < k:  # not enough audio yet to confirm
-            return None
-        if window.mean() >= CONFIRM_FRACTION:
-            return int(i * hop)
-    return None
+    h = onset_in_levels(hop_levels_db(x, sr, hop_ms), threshold_db, confirm_ms, hop_ms)
+    return None if h is None else h * hop_size(sr, hop_ms)
 
 
 def detect_offset(
@@ -133,14 +167,5 @@ def detect_offset(
     Scans from the beginning of `x`; returns 0 when `x` starts with `hold_ms` of quiet,
     None when no such silence exists yet (still talking, or too little audio to tell).
     """
-    db = hop_levels_db(x, sr, hop_ms)
-    hop = hop_size(sr, hop_ms)
-    k = max(1, int(round(hold_ms / hop_ms)))
-    loud = db > threshold_db
-    last_loud = -1
-    for i, is_loud in enumerate(loud):
-        if is_loud:
-            last_loud = i
-        elif i - last_loud >= k:
-            return int((last_loud + 1) * hop)
-    return None
+    h = offset_in_levels(hop_levels_db(x, sr, hop_ms), threshold_db, hold_ms, hop_ms)
+    return None if h is None else h * hop_size(sr, hop_ms)
