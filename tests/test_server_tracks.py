@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from model.common.audio_constants import WEBRTC_FRAME
+from voice.opus import silence_packet
 from voice.server.tracks import AgentTrack, Segment, played_text
 
 
@@ -52,19 +53,26 @@ def test_track_sends_opus_packets_on_the_rtp_clock() -> None:
     async def main() -> list:
         tr = AgentTrack()
         t = np.arange(WEBRTC_FRAME * 20) / WEBRTC_FRAME
-        tr.enqueue(1, (0.3 * np.sin(2 * np.pi * 8 * t)).astype(np.float32))  # 400 Hz
+        tone = (0.3 * np.sin(2 * np.pi * 8 * t)).astype(np.float32)  # 400 Hz
+        tr.enqueue(1, tone)
         packets = [await tr.recv() for _ in range(25)]
+        tr.enqueue(2, tone[: WEBRTC_FRAME * 10])  # after silence: a fresh encoder
+        packets += [await tr.recv() for _ in range(12)]
         tr.stop()
         return packets
 
     packets = asyncio.run(main())
-    assert [p.pts for p in packets] == [k * WEBRTC_FRAME for k in range(25)]
+    assert [p.pts for p in packets] == [k * WEBRTC_FRAME for k in range(37)]
     dec = av.CodecContext.create("libopus", "r")
     dec.format, dec.layout, dec.sample_rate = "s16", "mono", 48000
     peaks = [np.abs(f.to_ndarray()).max() / 32767 for p in packets for f in dec.decode(p)]
-    assert len(peaks) == 25
+    assert len(peaks) == 37
     assert all(0.2 < x < 0.4 for x in peaks[1:20]), peaks  # the tone (the first frame: encoder warm-up)
-    assert max(peaks[21:]) < 0.01, peaks  # silence after it (the encoder's 6.5 ms tail is in frame 20)
+    assert max(peaks[21:25]) < 0.01, peaks  # silence after it (the encoder's 6.5 ms tail is in frame 20)
+    assert all(bytes(p) == silence_packet() for p in packets[21:25])  # silence after its first frame: one packet
+    assert bytes(packets[20]) != silence_packet()
+    assert all(0.2 < x < 0.4 for x in peaks[26:35]), peaks  # the second tone, decoded as well as the first
+    assert max(peaks[36:]) < 0.01, peaks
 
 
 def test_agent_track_counts_gaps_only_while_a_reply_streams() -> None:

@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 
 from model.common.audio_constants import WEBRTC_FRAME
-from voice.opus import opus_encoder, to_frame
+from voice.opus import primed_encoder, silence_packet, to_frame
 
 
 def encode(audio: np.ndarray) -> list[bytes]:
@@ -28,7 +28,7 @@ def encode(audio: np.ndarray) -> list[bytes]:
     n = -(-len(audio) // WEBRTC_FRAME) + 1
     x = np.zeros(n * WEBRTC_FRAME, np.float32)
     x[: len(audio)] = audio
-    enc, out = opus_encoder(), []
+    enc, out = primed_encoder(), []  # the receiver decoded silence packets before (see voice/opus.py)
     for k in range(n):
         out += [bytes(p) for p in enc.encode(to_frame(x[k * WEBRTC_FRAME : (k + 1) * WEBRTC_FRAME], k))]
     out += [bytes(p) for p in enc.encode(None)]  # drain
@@ -40,7 +40,7 @@ class OpusPackets:
 
     def __init__(self) -> None:
         self._cache: dict[bytes, list[bytes]] = {}
-        self.silence = encode(np.zeros(WEBRTC_FRAME, np.float32))[1]  # a frame after silence: steady state
+        self.silence = silence_packet()
 
     def utterance(self, audio: np.ndarray) -> list[bytes]:
         a = np.ascontiguousarray(audio, dtype=np.float32)

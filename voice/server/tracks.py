@@ -14,8 +14,9 @@ counts them. Silence after a reply's last piece, while its engine finishes (the 
 its end-of-turn score), is not heard as a gap and is not counted.
 Samples are taken from the queue only when a frame is returned (after the pacing sleep).
 `recv()` hands aiortc an Opus packet (mono, encoded here, in the event loop: aiortc would encode
-a stereo upmix in its thread pool, and the hop costs more than the encode); `next_samples()` is
-the same paced frame as samples.
+a stereo upmix in its thread pool, and the hop costs more than the encode; a silent stretch after its
+first frame is one cached packet, `voice.opus.silence_packet`); `next_samples()` is the same paced
+frame as samples.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import CodecContext, Packet
 
 from model.common.audio_constants import WEBRTC_FRAME, WEBRTC_FRAME_S
-from voice.opus import opus_encoder, to_frame
+from voice.opus import TIME_BASE, primed_encoder, silence_packet, to_frame
 
 
 RESYNC_S = 0.5  # when recv() falls this far behind real time, restart the clock (no burst)
@@ -70,6 +71,7 @@ class AgentTrack(MediaStreamTrack):
         self.starved: dict[int, int] = {}  # turn -> frames the queue could not fill while it streamed
         self._unfilled: dict[int, int] = {}  # turn -> such frames since its last piece (gaps if more follows)
         self._opus: CodecContext | None = None
+        self._silent_frames = 0  # silent frames sent in a row (from the second on: one cached packet)
 
     # -- control (event loop thread) ---------------------------------------------------------
     def enqueue(self, turn: int, audio: np.ndarray, text: str = "") -> Segment:
@@ -151,13 +153,22 @@ class AgentTrack(MediaStreamTrack):
 
     async def recv(self) -> Packet:
         x = await self.next_samples()
-        if self._opus is None:
-            self._opus = opus_encoder()
-        packets = self._opus.encode(to_frame(x, self._k - 1))
-        if not packets:  # libopus returns one packet per frame; never seen empty
-            raise MediaStreamError("opus encoder returned no packet")
-        packets[0].pts = (self._k - 1) * WEBRTC_FRAME  # the RTP clock from 0 (libopus starts at -312)
-        return packets[0]
+        k = self._k - 1
+        silent = not x.any()
+        if silent and self._silent_frames > 0:  # the encoder's look-ahead tail went out in the last packet
+            packet = Packet(silence_packet())  # the same bytes a steady encoder makes of silence
+            packet.time_base = TIME_BASE
+            self._opus = None  # the next speech starts on a fresh encoder, as the decoder heard silence
+        else:
+            if self._opus is None:
+                self._opus = primed_encoder()
+            packets = self._opus.encode(to_frame(x, k))
+            if not packets:  # libopus returns one packet per frame; never seen empty
+                raise MediaStreamError("opus encoder returned no packet")
+            packet = packets[0]
+        self._silent_frames = self._silent_frames + 1 if silent else 0
+        packet.pts = k * WEBRTC_FRAME  # the RTP clock from 0 (libopus starts at -312)
+        return packet
 
     def stop(self) -> None:
         self.flush()
