@@ -6,6 +6,7 @@ client and answers 503 when the host's engine is full."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -159,5 +160,70 @@ def test_speculative_sessions_overlapping_replies_and_discard(tmp_path) -> None:
         finally:
             await remote.close()
         await host.close()
+
+    asyncio.run(main())
+
+
+def test_messages_of_one_loop_iteration_go_out_in_one_write() -> None:
+    """`write_msg` queues; the loop iteration's messages are one `write` at its end, read back whole and
+    in order; `flush_msgs` writes at once (before a close)."""
+    from voice.engines.remote import flush_msgs, read_msg, write_msg
+
+    async def main() -> None:
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while (msg := await read_msg(reader)) is not None:
+                got.put_nowait(msg)
+
+        path = f"/tmp/parley-cork-{os.getpid()}.sock"
+        server = await asyncio.start_unix_server(serve, path)
+        _, writer = await asyncio.open_unix_connection(path)
+        writes = []
+        real = writer.write
+        writer.write = lambda data: (writes.append(len(data)), real(data))[1]  # type: ignore[method-assign]
+        for i in range(64):  # a tick's frames of 64 sessions
+            write_msg(writer, ("ev", i, np.full(640, i, np.float32)))
+        assert writes == []  # queued until the iteration ends
+        await asyncio.sleep(0)
+        assert len(writes) == 1
+        msgs = [await asyncio.wait_for(got.get(), 5) for _ in range(64)]
+        assert [m[1] for m in msgs] == list(range(64)) and all((m[2] == m[1]).all() for m in msgs)
+        write_msg(writer, ("close", 1))
+        flush_msgs(writer)
+        assert len(writes) == 2 and (await asyncio.wait_for(got.get(), 5)) == ("close", 1)
+        writer.close()
+        server.close()
+        os.unlink(path)
+
+    asyncio.run(main())
+
+
+def test_handoff_wakes_the_loop_once_for_a_burst() -> None:
+    """The frame clock's frames reach the replies' queues in order with one wake-up per burst."""
+    import threading
+
+    from voice.engines.direct import Handoff
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        queues = [asyncio.Queue() for _ in range(8)]
+        calls = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a: (calls.append(a), real(*a))[1]  # type: ignore[method-assign]
+        h = Handoff()
+
+        def tick(k: int) -> None:
+            for i, q in enumerate(queues):
+                h.put(loop, q, (k, i))
+
+        for k in range(3):
+            th = threading.Thread(target=tick, args=(k,))
+            th.start()
+            th.join()
+            await asyncio.sleep(0)
+        assert len(calls) == 3  # one per tick, not one per session
+        for i, q in enumerate(queues):
+            assert [q.get_nowait() for _ in range(3)] == [(k, i) for k in range(3)]
 
     asyncio.run(main())

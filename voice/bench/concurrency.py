@@ -95,7 +95,7 @@ class Step:
     client_procs: int = 1  # client processes the step's sessions ran in
     wall_s: float = 0.0
     server_cores: float | None = None  # CPU seconds of the server's processes per second of the step
-    client_cores: float | None = None  # the same for the bench client (this process and its children)
+    client_cores: float | None = None  # the same for the bench client (this process and its children but the server)
     frame_clock: dict | None = None  # the server's frame-clock timing over this step (direct engine)
 
 
@@ -320,10 +320,11 @@ async def measure_concurrency(
             srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
             step = await run_step(url, engine, utts, n, cfg, pool)
             srv1, cli1 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())
-            if srv0 is not None and srv1 is not None:
-                step.server_cores = (srv1 - srv0) / step.wall_s
-            if cli0 is not None and cli1 is not None:
-                step.client_cores = (cli1 - cli0) / step.wall_s
+            srv = srv1 - srv0 if srv0 is not None and srv1 is not None else None
+            if srv is not None:
+                step.server_cores = srv / step.wall_s
+            if cli0 is not None and cli1 is not None:  # a local server is this process's child: not the client's
+                step.client_cores = (cli1 - cli0 - (srv or 0.0)) / step.wall_s
             p90 = (step.v2v or {}).get("p90")
             if limit is None and not report.steps and p90 is not None:  # the first step sets it
                 limit = 2 * p90

@@ -22,11 +22,14 @@ the next ones start at once until the clock is back on the grid, so a few slow t
 time on average (the inbox holds the frames that came meanwhile); a clock more than ``max_backlog``
 frames behind restarts the grid from now (``resyncs``) rather than replay a stall as a burst.
 ``timing()`` gives p50/p99 ms per stage and the share of the frame period (for the benchmark).
+A tick waits for the GPU twice (the step's tokens, the decoded audio); ``start()`` lowers the process's
+GIL switch interval to ``gil_switch_s`` (1 ms) so the clock gets the GIL back soon after each wait.
 """
 
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +42,10 @@ from model.generator import SpeechGenerator
 from model.layout import Undelayer
 
 STAGES = ("encode", "step", "decode", "tick")
+# The clock thread gives up the GIL while it waits for the GPU (two waits a tick); Python hands it back
+# only after the switch interval (5 ms by default) if another thread runs Python meanwhile (the engine
+# host's event loop: every session's frames), i.e. up to +10 ms a tick under load. 1 ms while it runs.
+GIL_SWITCH_S = 0.001
 
 
 @dataclass
@@ -70,7 +77,7 @@ class _Slot:
 class FrameClock:
     def __init__(self, gen: SpeechGenerator, codec: torch.nn.Module, silence: np.ndarray,
                  frame_s: float | None = None, max_backlog: int = 2, max_burst: int = 64,
-                 quiet_rms: float = 0.01, history: int = 4096) -> None:
+                 quiet_rms: float = 0.01, history: int = 4096, gil_switch_s: float | None = GIL_SWITCH_S) -> None:
         self.gen, self.layout = gen, gen.layout
         self.device = gen.device
         self.codec = codec.to(self.device).eval()
@@ -78,6 +85,8 @@ class FrameClock:
         self.frame_s = frame_s if frame_s is not None else self.hop / codec.sample_rate
         self.B, self.max_backlog, self.max_burst, self.quiet_rms = gen.max_batch, max_backlog, max_burst, quiet_rms
         self.silence = torch.as_tensor(silence, dtype=torch.long, device=self.device)  # (K,)
+        self._silence_np = np.asarray(silence, dtype=np.int64)
+        self.gil_switch_s = gil_switch_s
         self.codec.start_streaming(self.B)
         self.slots: dict[int, _Slot] = {}
         self.lock = threading.Lock()  # join/leave/tick
@@ -160,9 +169,10 @@ class FrameClock:
             codes = torch.where(mt[:, None], self.silence[None], codes)
             t1 = time.perf_counter()
             text, cols, pos = self.gen.step_rows(codes, torch.from_numpy(adv).to(self.device))
-            text, cols, pos = text.cpu().numpy(), cols.cpu().numpy(), pos.cpu().numpy()
+            rows = torch.cat([text[:, None], cols, pos[:, None]], 1).cpu().numpy()  # (B, 1 + K + 1): one wait
+            text, cols, pos = rows[:, 0], rows[:, 1:-1], rows[:, -1]
             t2 = time.perf_counter()
-            dec = self.silence[None].repeat(self.B, 1).cpu().numpy()  # (B, K)
+            dec = np.repeat(self._silence_np[None], self.B, 0)  # (B, K)
             has = np.zeros(self.B, dtype=bool)
             for s in missed:
                 f = self.slots[s].undelay.push(cols[s])
@@ -187,6 +197,8 @@ class FrameClock:
     # --- the thread -----------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
+            if self.gil_switch_s is not None:  # process-wide: the clock is this process's real-time thread
+                sys.setswitchinterval(min(sys.getswitchinterval(), self.gil_switch_s))
             self._thread = threading.Thread(target=self._run, name="frame-clock", daemon=True)
             self._thread.start()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ class DirectEngine(Engine):
         streamed = _streaming_codec(codec, cfg, dev)
         self.codec_runtime = "torch" if streamed is codec else "onnx"
         self.clock = FrameClock(self.gen, streamed, self.silence)
+        self.handoff = Handoff()  # the clock's frames to the replies' event loop, one wake-up a tick
         self.codec = self.clock.codec
         self.judge = judge  # a TurnJudge (or anything with judge_async, threshold, close)
         if judge is None and cfg.semantic_turns:
@@ -193,6 +195,30 @@ class DirectEngine(Engine):
             self.judge.close()
 
 
+class Handoff:
+    """Items for asyncio queues, put from another thread: one `call_soon_threadsafe` per loop for all
+    items put before that loop runs (a tick's frames of every replying session), not one per item
+    (each is a self-pipe write that also gives the GIL away from the putting thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
+
+    def put(self, loop: asyncio.AbstractEventLoop, q: asyncio.Queue, item: object) -> None:
+        with self._lock:
+            items = self._pending.setdefault(loop, [])
+            items.append((q, item))
+            first = len(items) == 1
+        if first:
+            loop.call_soon_threadsafe(self._drain, loop)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            items = self._pending.pop(loop, [])
+        for q, item in items:
+            q.put_nowait(item)
+
+
 @dataclass
 class _Said:
     t: float  # arrival of the user frame it answers (muted or missing: the tick's time)
@@ -216,8 +242,7 @@ class DirectSession(EngineSession):
         said = _Said(f.t, f.audio, f.text)
         reply = self._reply
         if reply is not None:
-            loop, q = reply
-            loop.call_soon_threadsafe(q.put_nowait, said)
+            self.e.handoff.put(*reply, said)
         else:
             self.said.append(said)
 

@@ -41,9 +41,25 @@ async def read_msg(reader: asyncio.StreamReader) -> tuple | None:
         return None
 
 
+_CORKED: dict[asyncio.StreamWriter, list[bytes]] = {}  # messages written in this loop iteration, per writer
+
+
 def write_msg(writer: asyncio.StreamWriter, msg: tuple) -> None:
+    """Queue one message; those written in one event-loop iteration (e.g. a tick's frames of every
+    session) go out in one write at its end: one system call instead of one each."""
     data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    writer.write(_HEAD.pack(len(data)) + data)
+    buf = _CORKED.get(writer)
+    if buf is None:
+        _CORKED[writer] = buf = []
+        asyncio.get_running_loop().call_soon(flush_msgs, writer)
+    buf.append(_HEAD.pack(len(data)) + data)
+
+
+def flush_msgs(writer: asyncio.StreamWriter) -> None:
+    """Write the queued messages now (before closing the writer)."""
+    buf = _CORKED.pop(writer, None)
+    if buf and not writer.is_closing():
+        writer.write(b"".join(buf))
 
 
 class EngineHost:
@@ -97,6 +113,7 @@ class EngineHost:
         finally:
             for sid in list(sessions):
                 await self._close_one(sid, sessions, replies)
+            flush_msgs(writer)
             writer.close()
 
     @staticmethod
@@ -188,6 +205,7 @@ class RemoteEngine(Engine):
 
     async def close(self) -> None:
         if self._writer is not None:
+            flush_msgs(self._writer)
             self._writer.close()
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
