@@ -163,8 +163,8 @@ def test_bench_tts_prints_the_table(capsys) -> None:
 
 
 def test_the_cascade_voice_in_torch_streams_the_same_clauses() -> None:
-    """`load_voice("joe", device=...)` (the cascade's TTS on a GPU): the same clauses, pauses and sample
-    rate as the onnxruntime voice; with noise 0 the same audio."""
+    """`load_voice("joe", device=...)` (the cascade's `--tts-backend torch`): the same clauses, pauses and
+    sample rate as the onnxruntime voice; with noise 0 the same audio."""
     from piper import SynthesisConfig
 
     from model.components.tts import PiperTTS, TorchPiperTTS, load_voice, split_clauses
@@ -182,8 +182,24 @@ def test_the_cascade_voice_in_torch_streams_the_same_clauses() -> None:
     assert np.abs(ours.audio_float_array - ref.audio_float_array).max() < 1e-2  # both normalized to peak 1
     rms = float(np.sqrt(np.mean(np.concatenate(parts) ** 2)))
     assert 0.05 < rms < 0.5, rms  # speech, not silence or clipping
-    assert CascadeConfig().tts_device is None and CascadeConfig(device="cuda").tts_device == "cuda"
-    assert CascadeConfig(device="cuda", tts_backend="onnx").tts_device is None
+    assert CascadeConfig().tts_device is None and CascadeConfig(device="cuda").tts_device is None
+    assert CascadeConfig(device="cuda", tts_backend="torch").tts_device == "cuda"
     assert CascadeConfig(tts_backend="torch").tts_device == "cpu"
     with pytest.raises(ParleyError, match="tts_backend"):
         _ = CascadeConfig(tts_backend="gpu").tts_device
+
+
+def test_padding_to_buckets_changes_nothing() -> None:
+    """Phoneme ids and latent frames padded up to multiples (the torch voice on CUDA: fewer shapes to plan)
+    give the same lengths and audio as unpadded calls; `bucket` makes the shapes up to its limits."""
+    from model.components.piper_batch import TorchPiper
+
+    tts = TorchPiper.load(*joe_paths(), device="cpu")
+    ids = [tts.sentences(t)[0][1] for t in TEXTS]
+    plain = tts.infer_ids(ids, 0.0, 1.0, 0.0)
+    tts.bucket(16, 32, max_ids=32, max_frames=64)  # warms ids 16, 32 and frames 32, 64
+    assert (tts.id_multiple, tts.frame_multiple) == (16, 32)
+    padded = tts.infer_ids(ids, 0.0, 1.0, 0.0)
+    for a, b in zip(plain, padded):
+        assert len(a.audio) == len(b.audio) and (a.id_samples == b.id_samples).all()
+        assert np.abs(a.audio - b.audio).max() < BATCH_TOL

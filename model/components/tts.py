@@ -126,6 +126,9 @@ class PiperTTS(TTSVoice):
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
+ID_MULTIPLE, FRAME_MULTIPLE = 16, 32  # torch piper on CUDA: phoneme ids / latent frames (11.6 ms) padded up to these
+
+
 class TorchPiperTTS(TTSVoice):
     """A piper voice in torch (`piper_batch.TorchPiper`) on any torch device: on a GPU a clause takes
     milliseconds instead of a CPU core's tens to hundreds (the cascade's TTS beside its GPU models)."""
@@ -136,6 +139,8 @@ class TorchPiperTTS(TTSVoice):
         if not Path(model_path).exists():
             raise ParleyError(f"piper voice not found: {model_path}")
         self.piper = TorchPiper.load(model_path, config_path, device=device, max_batch=1)
+        if self.piper.device.type == "cuda":  # a clause of up to ~12 s meets only shapes made here
+            self.piper.bucket(ID_MULTIPLE, FRAME_MULTIPLE, max_ids=256, max_frames=1024)
         self.name = name
         self.sample_rate = self.piper.sample_rate
 

@@ -18,8 +18,8 @@
 #                            one at a time and 8 at once (~2 min; judge_gpu.json)
 #   PHASE=bench-cascade      install the serve-cascade kit; latency and concurrency (--max $CMAX) of
 #                            the cascade on the GPU (--asr-backend torch: ctranslate2 wants CUDA 12;
-#                            cross-session batching and piper in torch are on by default on cuda;
-#                            CARGS=--server-arg=--tts-backend=onnx SFX=_onnx: piper on the CPU beside it)
+#                            cross-session batching is on by default on cuda; CARGS=--server-arg=
+#                            --tts-backend=torch SFX=_torch: piper in torch on the GPU beside it)
 #   PHASE=bench-cascade-batch  K = $CBATCH (1,4,16,64) concurrent cascade requests (ASR + LLM, no
 #                            WebRTC), one by one vs batched across sessions, in one run (~2 min)
 #   PHASE=collect            every report (JSON) and a tarball of the logs into $OUT (<= 8 files)
@@ -132,9 +132,9 @@ bench-concurrency)
     --client-procs $CPROCS --server-log $W/conc_direct.server.log \
     --out $W/conc_direct.json --server-arg=--weights=$WEIGHTS $GPU ;;
 bench-workers)
-  job conc_direct_w8 $V bench concurrency --engine direct --max $MAX --turns 2 --audio $KS/questions \
-    --client-procs $CPROCS --server-log $W/conc_direct_w8.server.log \
-    --out $W/conc_direct_w8.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=$WORKERS ;;
+  job conc_direct_w$WORKERS $V bench concurrency --engine direct --max $MAX --turns 2 --audio $KS/questions \
+    --client-procs $CPROCS --server-log $W/conc_direct_w$WORKERS.server.log \
+    --out $W/conc_direct_w$WORKERS.json --server-arg=--weights=$WEIGHTS $GPU --server-arg=--workers=$WORKERS ;;
 bench-latency)
   job lat_direct$SFX $V bench latency --engine direct --turns $TURNS --audio $KS/questions $LARGS \
     --server-log $W/lat_direct$SFX.server.log --out $W/lat_direct$SFX.json --server-arg=--weights=$LWEIGHTS $GPU ;;

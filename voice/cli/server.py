@@ -54,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--llm", default=unset, help="smollm2, a .gguf path or an OpenAI-compatible URL")
     c.add_argument("--llm-model", default=unset, help="model name for an OpenAI-compatible URL")
     c.add_argument("--voice", default=unset, help="TTS voice (default joe: piper)")
-    c.add_argument("--tts-backend", default=unset, choices=["auto", "onnx", "torch"],
-                   help="piper voices: onnx (onnxruntime on the CPU) or torch (on --device); auto (default): "
-                        "torch on a GPU, onnx otherwise")
+    c.add_argument("--tts-backend", default=unset, choices=["onnx", "torch"],
+                   help="piper voices: onnx (onnxruntime on the CPU, default) or torch (on --device; on CUDA its "
+                        "shapes are bucketed and planned at load)")
     c.add_argument("--max-new-tokens", type=int, default=unset)
     c.add_argument("--system", default=unset, help="system prompt")
     c.add_argument("--batch", action=argparse.BooleanOptionalAction, default=unset,

@@ -64,7 +64,7 @@ class CascadeConfig:
     llm: str = "smollm2"  # "smollm2", a .gguf, or an OpenAI-compatible URL
     llm_model: str | None = None  # model name for a URL
     voice: str = "joe"  # TTS voice
-    tts_backend: str = "auto"  # piper: "onnx" (onnxruntime, CPU), "torch" (on `device`); auto: torch on a GPU
+    tts_backend: str = "onnx"  # piper: "onnx" (onnxruntime, CPU) or "torch" (on `device`; voice/SERVING.md run 5)
     device: str = "cpu"
     system: str | None = None  # system prompt (default: model.components.llm.SPOKEN_SYSTEM_PROMPT)
     max_new_tokens: int = 48  # a spoken reply is short
@@ -87,10 +87,9 @@ class CascadeConfig:
     @property
     def tts_device(self) -> str | None:
         """Where a piper voice runs in torch (None: onnxruntime on the CPU)."""
-        if self.tts_backend not in ("auto", "onnx", "torch"):
-            raise ParleyError(f"tts_backend must be auto, onnx or torch, not {self.tts_backend!r}")
-        on_gpu = not str(self.device).startswith("cpu")
-        return self.device if self.tts_backend == "torch" or (self.tts_backend == "auto" and on_gpu) else None
+        if self.tts_backend not in ("onnx", "torch"):
+            raise ParleyError(f"tts_backend must be onnx or torch, not {self.tts_backend!r}")
+        return self.device if self.tts_backend == "torch" else None
 
 
 class CascadeEngine(Engine):
