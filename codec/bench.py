@@ -124,27 +124,38 @@ def _gpu(model, batch: int) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _gpu_stream(model, batches: tuple[int, ...] = (1, 64, 256), n: int = 50) -> dict:  # type: ignore[no-untyped-def]
-    """Streaming: one frame for B sessions per call (the serving step), fp32 and bf16, eager."""
+    """Streaming: one frame for B sessions per call (the serving step), fp32 and bf16 eager, fp32 as CUDA
+    graphs (codec/graph.py, as the frame clock serves it: its audio against eager fp32's in `max_abs_diff`)."""
     import copy
 
     import torch
 
+    from codec.graph import GraphedCodec
+
     out: dict = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    for name, dtype in (("fp32", torch.float32), ("fp32_graph", torch.float32), ("bf16", torch.bfloat16)):
         m = copy.deepcopy(model).to("cuda", dtype)
         for B in batches:
-            x = torch.randn(B, 1, model.hop_length, device="cuda", dtype=dtype) * 0.1
-            times = []
+            x = torch.randn(B, 1, model.hop_length, device="cuda", dtype=dtype,
+                            generator=torch.Generator("cuda").manual_seed(B)) * 0.1
+            times, wavs = [], []
             with torch.no_grad(), m.streaming(B):
+                g = GraphedCodec(m, B) if name.endswith("graph") else None
                 for i in range(n + 5):
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     start.record()
-                    m.decode(m.encode(x))
+                    wav = g.decode(g.encode(x)) if g is not None else m.decode(m.encode(x))
                     end.record()
                     torch.cuda.synchronize()
+                    if i < 10:
+                        wavs.append(wav.float().clone())
                     if i >= 5:  # warm-up
                         times.append(start.elapsed_time(end))
-            out[f"{name}_b{B}"] = {"ms_p50": float(np.median(times)), "ms_p99": float(np.percentile(times, 99))}
+            r = out[f"{name}_b{B}"] = {"ms_p50": float(np.median(times)), "ms_p99": float(np.percentile(times, 99))}
+            if name == "fp32":
+                ref = wavs
+            elif name == "fp32_graph":
+                r["max_abs_diff"] = max(float((a - b).abs().max()) for a, b in zip(wavs, ref))
     return out
 
 
@@ -189,11 +200,13 @@ def run_bench(weights: str | None, seconds: float = 10.0, device: str = "cpu", b
         for B, r in res["gpu"].items():
             print(f"| batch {B} | {r['s_per_batch'] * 1e3:.1f} ms | {r['audio_hours_per_s']:.2f} h audio / s |")
         frame_ms = 1000 * model.hop_length / model.sample_rate
-        print(f"streaming, one {frame_ms:.0f} ms frame for B sessions per call (encode+decode, eager)")
-        print("| precision, batch | p50 ms | p99 ms |")
-        print("|---|---|---|")
+        print(f"streaming, one {frame_ms:.0f} ms frame for B sessions per call (encode+decode; eager, or fp32_graph: "
+              "CUDA graphs, its audio vs eager fp32's over 10 frames)")
+        print("| precision, batch | p50 ms | p99 ms | max abs diff |")
+        print("|---|---|---|---|")
         for k, r in res["gpu_stream"].items():
-            print(f"| {k} | {r['ms_p50']:.2f} | {r['ms_p99']:.2f} |")
+            d = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
+            print(f"| {k} | {r['ms_p50']:.2f} | {r['ms_p99']:.2f} | {d} |")
     print(f"algorithmic latency: {res['algorithmic_latency_ms']:.0f} ms (one frame)")
     print(json.dumps(res))
     return res
