@@ -159,13 +159,14 @@ class ParleyCodec(StreamingModule[State]):
         """wav (B, T) or (B, 1, T) float in [-1, 1] at `sample_rate` -> codes (B, K, frames) int64."""
         return self.quantizer.encode(self.encode_latent(wav), n_q)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, K, frames) (K <= n_q: fewer levels = coarser) -> wav (B, 1, frames * hop)."""
+    def decode(self, codes: torch.Tensor, check_values: bool = True) -> torch.Tensor:
+        """codes (B, K, frames) (K <= n_q: fewer levels = coarser) -> wav (B, 1, frames * hop).
+        `check_values=False` skips the range check (a GPU sync; a CUDA graph cannot hold one)."""
         if codes.dim() != 3:
             raise ValueError(f"codes should be [B, K, T], got {tuple(codes.shape)}")
         if codes.shape[1] > self.cfg.n_q or codes.shape[1] < 1:
             raise ValueError(f"codes have {codes.shape[1]} codebooks, model has {self.cfg.n_q}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.cfg.bins):
+        if check_values and codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.cfg.bins):
             raise ValueError(f"code values must be in [0, {self.cfg.bins})")
         with _cpu_conv_flags(codes):
             return self.decoder(self.quantizer.decode(codes))
