@@ -69,7 +69,11 @@ def test_needs_streaming_first() -> None:
         GraphedCodec(_codec(), B, graphs=False)
 
 
-def test_frame_clock_with_the_buffered_codec_equals_without() -> None:
+def _clock_runs(device: str) -> list[list]:
+    """The frame clock without and with the codec's graphs (on a CPU: the buffered states, no capture): two
+    sessions, one joining late."""
+    import copy
+
     from model.generator import SpeechGenerator
     from tests.test_s2s_model import GREEDY, tiny_model
     from voice.engines.clock import FrameClock
@@ -77,23 +81,38 @@ def test_frame_clock_with_the_buffered_codec_equals_without() -> None:
     model, codec = tiny_model(), _codec(transformer=0)
     frames = (0.1 * np.random.default_rng(3).standard_normal((8, codec.hop_length))).astype(np.float32)
     outs = []
-    for graphs in (False, True):  # True on CPU: the buffered states without capture
-        import copy
-
-        clock = FrameClock(SpeechGenerator(model, max_batch=2, max_frames=8, sampling=GREEDY), copy.deepcopy(codec),
-                           np.zeros(4, dtype=np.int64), codec_graphs=graphs)
-        assert clock.codec_graphed is False  # no capture on a CPU
+    for graphs in (False, True):
+        gen = SpeechGenerator(copy.deepcopy(model), max_batch=2, max_frames=8, sampling=GREEDY, device=device)
+        clock = FrameClock(gen, copy.deepcopy(codec), np.zeros(4, dtype=np.int64), codec_graphs=graphs)
+        assert clock.codec_graphed is (graphs and device == "cuda")
         got: list = []
-        s = clock.join(got.append)
-        for f in frames:
-            clock.push(s, f)
+        a = clock.join(got.append)
+        for k, f in enumerate(frames):
+            if k == 3:
+                b = clock.join(got.append)
+            clock.push(a, f)
+            if k >= 3:
+                clock.push(b, frames[k - 3])
             clock.tick()
         outs.append(got)
-    assert [f.text for f in outs[0]] == [f.text for f in outs[1]]
-    assert all(np.allclose(a.audio, b.audio, atol=1e-5) for a, b in zip(*outs))
+    return outs
+
+
+def test_frame_clock_with_the_buffered_codec_equals_without() -> None:
+    plain, graphed = _clock_runs("cpu")
+    assert [(f.slot, f.text) for f in plain] == [(f.slot, f.text) for f in graphed] and len(plain) == 13
+    assert all(np.allclose(a.audio, b.audio, atol=1e-5) for a, b in zip(plain, graphed))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_equal_plain_streaming_across_a_reset() -> None:
     _compare("cuda", graphs=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_frame_clock_with_codec_graphs_equals_eager() -> None:
+    plain, graphed = _clock_runs("cuda")
+    assert [(f.slot, f.text) for f in plain] == [(f.slot, f.text) for f in graphed] and len(plain) == 13
+    assert all(np.allclose(a.audio, b.audio, atol=1e-4) for a, b in zip(plain, graphed))
