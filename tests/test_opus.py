@@ -30,7 +30,8 @@ def test_an_utterance_after_silence_packets_decodes_at_full_level() -> None:
     peaks = _peaks([silence_packet()] * 10 + encode(tone))[10:]
     assert len(peaks) == 11 and all(0.2 < x < 0.4 for x in peaks), peaks  # (the last: the look-ahead's tail)
     enc = opus_encoder()  # unprimed: the fade this avoids
-    fresh = [bytes(p) for k in range(10) for p in enc.encode(to_frame(tone[k * WEBRTC_FRAME:(k + 1) * WEBRTC_FRAME], k))]
+    frames = [tone[k * WEBRTC_FRAME:(k + 1) * WEBRTC_FRAME] for k in range(10)]
+    fresh = [bytes(p) for k, x in enumerate(frames) for p in enc.encode(to_frame(x, k))]
     faded = _peaks([silence_packet()] * 10 + fresh)[10:]
     assert faded[0] < 0.05 and faded[1] < 0.15, faded
     assert OpusPackets().silence == silence_packet() and _peaks([silence_packet()] * 3) == [0.0] * 3

@@ -23,8 +23,9 @@ time on average (the inbox holds the frames that came meanwhile); a clock more t
 frames behind restarts the grid from now (``resyncs``) rather than replay a stall as a burst.
 ``timing()`` gives p50/p99 ms per stage and the share of the frame period (for the benchmark).
 On CUDA the codec's encode and decode are CUDA graphs (codec/graph.py; its eager launches took 7-8 + 6 ms
-a tick in a loaded server against 2.8 + 2.4 alone, H200 run 5). A tick waits for the GPU twice (the step's tokens, the decoded audio); ``start()`` lowers the process's
-GIL switch interval to ``gil_switch_s`` (1 ms) so the clock gets the GIL back soon after each wait.
+a tick in a loaded server against 2.8 + 2.4 alone, H200 run 5). A tick waits for the GPU twice (the step's
+tokens, the decoded audio); ``start()`` lowers the process's GIL switch interval to ``gil_switch_s`` (1 ms)
+so the clock gets the GIL back soon after each wait.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class FrameClock:
         self._silence_np = np.asarray(silence, dtype=np.int64)
         self.gil_switch_s = gil_switch_s
         self.codec.start_streaming(self.B)
-        self.codec_graphed = False  # encode / decode as CUDA graphs (codec/graph.py): on CUDA unless codec_graphs=False
+        self.codec_graphed = False  # encode / decode as CUDA graphs (codec/graph.py): on CUDA unless codec_graphs
         self._encode, self._decode = self.codec.encode, self.codec.decode
         if codec_graphs if codec_graphs is not None else self.device.type == "cuda":
             try:

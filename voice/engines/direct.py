@@ -178,7 +178,8 @@ class DirectEngine(Engine):
         return {"engine": self.name, "sessions": self.cfg.max_sessions, "device": str(self.gen.device),
                 "frame_ms": 1000 * self.hop / self.sample_rate,
                 "weights": self.cfg.weights or "weights/s2s", "codec": self.cfg.codec or "weights/codec",
-                "codec_runtime": self.codec_runtime + (" (CUDA graphs)" if self.clock.codec_graphed else ""), "dtype": self.cfg.dtype, "cpu_step": self.gen.cpu_step.value,
+                "codec_runtime": self.codec_runtime + (" (CUDA graphs)" if self.clock.codec_graphed else ""),
+                "dtype": self.cfg.dtype, "cpu_step": self.gen.cpu_step.value,
                 "torch_threads": torch.get_num_threads(), "turns": "semantic" if self.judge else "silence"}
 
     def stats(self, since: int = 0) -> dict:
