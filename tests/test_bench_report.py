@@ -83,10 +83,14 @@ def test_breakdown_of_a_speculative_turn_does_not_stack_overlapping_stages() -> 
 
 def test_concurrency_steps_from_max() -> None:
     from model.common.errors import ParleyError
-    from voice.bench.concurrency import parse_steps, ramp
+    from voice.bench.concurrency import ConcurrencyConfig, parse_steps, planned_steps, ramp
 
     assert parse_steps("8") == (8,) and ramp(8) == [1, 2, 4, 8] and ramp(96) == [1, 2, 4, 8, 16, 32, 64, 96]
     assert parse_steps("64,96,128") == (64, 96, 128)
+    # given steps start with one session, whose p90 sets the limit (unless a limit is given)
+    assert planned_steps(ConcurrencyConfig(max_sessions=128, steps=(64, 96, 128))) == [1, 64, 96, 128]
+    assert planned_steps(ConcurrencyConfig(max_sessions=128, steps=(64, 128), p90_limit_ms=1500.0)) == [64, 128]
+    assert planned_steps(ConcurrencyConfig(max_sessions=4)) == [1, 2, 4]
     for bad in ("0", "96,64", "64,64", "x", "8,"):
         with pytest.raises(ParleyError):
             parse_steps(bad)

@@ -10,7 +10,8 @@ run `turns` ordinary turns each. A step is **held** when
     generating, `agent_done`'s `gap_ms`, as a fraction of the replies' played + gap time: an engine
     behind real time shows here, not in the underruns, since the server keeps sending frames), and
   * voice-to-voice p90 over all turns of the step stays under `p90_limit_ms` (default: twice
-    the p90 of the first step, the single-session one on the ramp, i.e. "latency degraded by contention").
+    the p90 of the first step, the single-session one: given steps start with it unless a limit is
+    given; i.e. "latency degraded by contention").
 The ramp stops at the first step not held; the answer is the largest step held.
 
 Beside the client-side numbers, each step keeps the server's own view when it has one
@@ -183,6 +184,13 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return steps
 
 
+def planned_steps(cfg: "ConcurrencyConfig") -> list[int]:
+    """The steps to run: the given ones or the ramp; given steps without `p90_limit_ms` start with one
+    session, whose p90 sets the limit (a first step of 112 would measure its own limit under load)."""
+    steps = list(cfg.steps) or ramp(cfg.max_sessions)
+    return [1, *steps] if cfg.p90_limit_ms is None and steps[0] != 1 else steps
+
+
 def ramp(max_sessions: int) -> list[int]:
     steps, n = [], 1
     while n < max_sessions:
@@ -314,7 +322,7 @@ async def measure_concurrency(
         if most > 1:  # spawned once for the ramp, shut down with it
             pool = ProcessPoolExecutor(most, mp_context=multiprocessing.get_context("spawn"))
             stack.callback(pool.shutdown, cancel_futures=True)
-        for n in cfg.steps or ramp(cfg.max_sessions):
+        for n in planned_steps(cfg):
             procs = client_procs(n, cfg) if pool is not None else 1
             log(f"concurrency: {n} session(s) ..." + (f" ({procs} client processes)" if procs > 1 else ""))
             srv0, cli0 = server_cpu() if server_cpu else None, tree_cpu_s(os.getpid())

@@ -97,7 +97,7 @@ def _register_webrtc(bench_sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max", default="8", help="largest number of sessions to try, or the steps (e.g. 64,96,128)")
     c.add_argument("--turns", type=int, default=2, help="turns per session per step (default 2)")
     c.add_argument("--p90-limit-ms", type=float, default=None,
-                   help="p90 voice-to-voice limit (default: 2x the first step's p90)")
+                   help="p90 voice-to-voice limit (default: 2x the p90 of one session, run first)")
     c.add_argument("--underrun-limit", type=float, default=0.01,
                    help="largest fraction of frames with underrun (default 0.01)")
     c.add_argument("--gap-limit", type=float, default=0.01,
