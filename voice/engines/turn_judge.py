@@ -2,7 +2,7 @@
 
 The direct model has no transcript of the user (its monologue is the agent's), so alone it can only
 have its turns ended on silence: stop_ms 544 + Silero's lag, 620 of the 711 ms voice-to-voice one
-H200 measured (voice/SERVING.md, 2026-12-02). `TurnJudge` makes the decision for it at the first
+H200 measured (voice/SERVING_RUNS.md, run 1, 2026-12-02). `TurnJudge` makes the decision for it at the first
 silent chunk; the server ends the turn once the pause (`TurnConfig.pause_ms`) is reached and the
 score reaches the judge's threshold, else after `semantic_stop_ms` (800). Three rules (`JudgeConfig.rule`):
 
