@@ -225,5 +225,10 @@ def test_handoff_wakes_the_loop_once_for_a_burst() -> None:
         assert len(calls) == 3  # one per tick, not one per session
         for i, q in enumerate(queues):
             assert [q.get_nowait() for _ in range(3)] == [(k, i) for k in range(3)]
+        return h, queues[0]
 
-    asyncio.run(main())
+    h, q = asyncio.run(main())
+    closed = asyncio.new_event_loop()
+    closed.close()
+    h.put(closed, q, "late")  # a closed loop (shutdown) does not raise into the clock's thread
+    assert not h._pending  # noqa: SLF001

@@ -211,7 +211,11 @@ class Handoff:
             items.append((q, item))
             first = len(items) == 1
         if first:
-            loop.call_soon_threadsafe(self._drain, loop)
+            try:
+                loop.call_soon_threadsafe(self._drain, loop)
+            except RuntimeError:  # the loop is closed (shutdown): its items go nowhere, the clock goes on
+                with self._lock:
+                    self._pending.pop(loop, None)
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
