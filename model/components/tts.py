@@ -100,6 +100,12 @@ class TTSVoice:
         return f"{type(self).__name__}({self.name!r}, {self.sample_rate} Hz)"
 
 
+def _chunks_audio(chunks) -> np.ndarray:  # noqa: ANN001 - piper AudioChunks (one per sentence)
+    """piper's sentence chunks -> one (T,) float32 array (empty when there are none)."""
+    parts = [c.audio_float_array for c in chunks]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
 class PiperTTS(TTSVoice):
     """Piper VITS voice through piper-tts (onnxruntime)."""
 
@@ -121,9 +127,7 @@ class PiperTTS(TTSVoice):
     def _clause(self, text: str, speed: float) -> np.ndarray:
         from piper import SynthesisConfig
 
-        cfg = SynthesisConfig(length_scale=1.0 / speed)
-        parts = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        return _chunks_audio(self.voice.synthesize(text, syn_config=SynthesisConfig(length_scale=1.0 / speed)))
 
 
 ID_MULTIPLE, FRAME_MULTIPLE = 16, 32  # torch piper on CUDA: phoneme ids / latent frames (11.6 ms) padded up to these
@@ -148,8 +152,7 @@ class TorchPiperTTS(TTSVoice):
         from piper import SynthesisConfig
 
         (chunks,) = self.piper.synthesize_batch([text], SynthesisConfig(length_scale=1.0 / speed))
-        parts = [c.audio_float_array for c in chunks]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        return _chunks_audio(chunks)
 
 
 def _wav_bytes_to_float(data: bytes, what: str) -> tuple[np.ndarray, int]:
